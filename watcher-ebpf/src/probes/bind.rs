@@ -1,0 +1,84 @@
+//! Every successful bind(), v4 and v6, from `cgroup/post_bind4` and
+//! `cgroup/post_bind6` on the cgroup v2 root. These run after the kernel
+//! picked the port, so a bind to port 0 reports the ephemeral one. They
+//! always allow: watching never changes what the caller sees.
+use aya_ebpf::{
+    helpers::generated::bpf_get_socket_cookie,
+    macros::{cgroup_sock, map},
+    maps::LruHashMap,
+    programs::SockContext,
+};
+use watcher_common::{AF_INET, AF_INET6, BOUND_SOCKETS_MAX, EventKind, IPPROTO_UDP};
+
+use crate::record::{SocketFacts, submit, wanted_tgid};
+
+const ALLOW: i32 = 1;
+
+/// Where each explicitly bound UDP socket is bound, by socket cookie:
+/// `sock_release` cannot read the local address, and looking the cookie up
+/// here is how it tells a bound socket from the host's many others.
+#[map(name = "BOUND_UDP")]
+pub static BOUND_UDP: LruHashMap<u64, BoundSocket> =
+    LruHashMap::with_max_entries(BOUND_SOCKETS_MAX, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BoundSocket {
+    pub addr: [u8; 16],
+    pub family: u16,
+    pub port: u16,
+}
+
+#[cgroup_sock(post_bind4)]
+pub fn post_bind4(ctx: SockContext) -> i32 {
+    // SAFETY: post_bind4 may read src_ip4 and src_port (kernel's
+    // __sock_filter_check_attach_type); the verifier rewrites these loads.
+    let (ip4, port) = unsafe { ((*ctx.sock).src_ip4, (*ctx.sock).src_port) };
+    let mut addr = [0u8; 16];
+    addr[..4].copy_from_slice(&ip4.to_ne_bytes());
+    report_bind(&ctx, AF_INET, addr, port);
+    ALLOW
+}
+
+#[cgroup_sock(post_bind6)]
+pub fn post_bind6(ctx: SockContext) -> i32 {
+    // SAFETY: post_bind6 may read src_ip6 and src_port.
+    let (ip6, port) = unsafe { ((*ctx.sock).src_ip6, (*ctx.sock).src_port) };
+    let mut addr = [0u8; 16];
+    for (chunk, word) in addr.chunks_exact_mut(4).zip(ip6) {
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    report_bind(&ctx, AF_INET6, addr, port);
+    ALLOW
+}
+
+#[inline(always)]
+fn report_bind(ctx: &SockContext, family: u16, addr: [u8; 16], port: u32) {
+    if wanted_tgid().is_none() {
+        return;
+    }
+    // SAFETY: family, protocol and type are readable in every cgroup_sock
+    // attach type; the cookie helper takes this program's context.
+    let (protocol, sock_type, sock_id) = unsafe {
+        (
+            (*ctx.sock).protocol,
+            (*ctx.sock).type_,
+            bpf_get_socket_cookie(ctx.sock.cast()),
+        )
+    };
+    let port = port as u16;
+    if protocol == IPPROTO_UDP {
+        // When the table is full the LRU entry goes: its close is then not
+        // reported, which the README states.
+        let _ = BOUND_UDP.insert(&sock_id, &BoundSocket { addr, family, port }, 0);
+    }
+    submit(&SocketFacts {
+        kind: EventKind::Bind,
+        sock_id,
+        family,
+        port,
+        protocol,
+        sock_type,
+        addr,
+    });
+}

@@ -1,0 +1,76 @@
+//! Command line (clap).
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    events::Family,
+    filter::{Filter, ProtoFilter},
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "watcher",
+    version,
+    about = "See every socket that starts listening on this host, the instant it does, and the process behind it.",
+    long_about = "watcher attaches eBPF programs to the kernel's bind and listen paths and reports \
+                  each new listener (TCP LISTEN, bound UDP socket) the moment it appears, with the \
+                  process that owns it, and its close. Nothing is polled: unlike `ss -ltnup` or \
+                  `lsof -i`, a listener that lives for a millisecond is still seen.\n\n\
+                  Needs root, or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN + CAP_SYS_ADMIN. \
+                  Logs go to stderr (RUST_LOG=debug for more); events go to stdout."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream listener events as they happen (until Ctrl-C or SIGTERM).
+    #[command(after_help = "Examples:\n  \
+        watcher watch                      # every new listener, as a table\n  \
+        watcher watch --json | jq .        # one JSON object per event\n  \
+        watcher watch --proto tcp --port 22 --port 2222\n  \
+        watcher watch --comm nginx -6")]
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// One JSON object per line on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Only events of this process id (repeatable).
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Only events whose kernel comm (first 15 bytes of the program name) is exactly this (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Vec<String>,
+    /// Only this local port (repeatable).
+    #[arg(long, value_name = "PORT")]
+    pub port: Vec<u16>,
+    /// Only this transport protocol.
+    #[arg(long, value_enum)]
+    pub proto: Option<ProtoFilter>,
+    /// Only IPv4 sockets.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// Only IPv6 sockets.
+    #[arg(short = '6')]
+    pub ipv6: bool,
+}
+
+impl WatchArgs {
+    pub fn filter(&self) -> Filter {
+        Filter {
+            pids: self.pid.clone(),
+            comms: self.comm.clone(),
+            ports: self.port.clone(),
+            proto: self.proto,
+            family: match (self.ipv4, self.ipv6) {
+                (true, _) => Some(Family::Ipv4),
+                (_, true) => Some(Family::Ipv6),
+                _ => None,
+            },
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Escaping of what processes choose (comm, argv, paths) before it is
+//! printed: a hostile process must not be able to forge or break a line of
+//! watcher's output with newlines, terminal escapes or invalid UTF-8.
+use std::fmt::Write as _;
+
+/// Printable text, with every control character, backslash and invalid
+/// UTF-8 byte written as a `\xNN` escape (and a few common ones as `\n`,
+/// `\t`, `\\`). Printable non-ASCII characters are kept.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if c.is_control() => {
+                    for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                        let _ = write!(out, "\\x{b:02x}");
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// The kernel's fixed-size, NUL-padded comm as bytes, without the padding.
+pub fn trim_nul(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    &bytes[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_and_invalid_utf8_are_escaped() {
+        assert_eq!(escape_bytes(b"ok name"), "ok name");
+        assert_eq!(escape_bytes(b"a\nb"), "a\\nb");
+        assert_eq!(escape_bytes(b"\x1b[31mred"), "\\x1b[31mred");
+        assert_eq!(escape_bytes(b"\xff\xfe"), "\\xff\\xfe");
+        assert_eq!(escape_bytes(b"back\\slash"), "back\\\\slash");
+        assert_eq!(escape_bytes("caf\u{e9}".as_bytes()), "caf\u{e9}");
+        // C1 controls (U+0080..U+009F) can act as terminal escapes too.
+        assert_eq!(escape_bytes("\u{9b}31m".as_bytes()), "\\xc2\\x9b31m");
+    }
+
+    #[test]
+    fn comm_padding_is_trimmed() {
+        assert_eq!(trim_nul(b"nc\0\0\0"), b"nc");
+        assert_eq!(trim_nul(b"sixteen-bytes-xx"), b"sixteen-bytes-xx");
+    }
+}

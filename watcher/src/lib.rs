@@ -1,0 +1,16 @@
+//! watcher: every socket on the host that starts waiting for others,
+//! reported the moment it appears, with the process behind it.
+//!
+//! Data flows one way: `loader` attaches the kernel programs, `events`
+//! reads and decodes the ring buffer, `process` names the process,
+//! `filter` keeps what the user asked for, `output` prints it; `watch`
+//! wires these together for the `watch` command.
+pub mod cli;
+pub mod escape;
+pub mod events;
+pub mod filter;
+pub mod loader;
+pub mod output;
+pub mod privileges;
+pub mod process;
+pub mod watch;

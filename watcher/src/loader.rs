@@ -1,0 +1,161 @@
+//! Loads the embedded eBPF object, attaches every program, and keeps them
+//! attached for as long as [`Attached`] lives (dropping it detaches).
+use std::{
+    fs::{self, File},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{CgroupAttachMode, CgroupSock, TracePoint},
+};
+use log::debug;
+use watcher_common::FILTER_TGID_GLOBAL;
+
+/// The object built by aya-build from watcher-ebpf (see build.rs).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watcher"));
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Run-time settings passed to the kernel programs as globals.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelFilter {
+    /// Report only this tgid; 0 for every process.
+    pub tgid: u32,
+}
+
+pub struct Attached {
+    pub ebpf: Ebpf,
+    /// One line per attached program, e.g. `cgroup/post_bind4 on /sys/fs/cgroup/unified`.
+    pub hooks: Vec<String>,
+}
+
+pub fn load_and_attach(filter: KernelFilter) -> anyhow::Result<Attached> {
+    if EBPF_OBJECT.is_empty() {
+        bail!(
+            "this watcher binary was built without its eBPF programs (bpf-linker was missing); run `cargo xtask setup`, then rebuild"
+        );
+    }
+    ensure_tracefs()?;
+    let cgroup_root = cgroup2_mount()?;
+    let cgroup = File::open(&cgroup_root)
+        .with_context(|| format!("opening the cgroup v2 root {}", cgroup_root.display()))?;
+
+    let mut ebpf = EbpfLoader::new()
+        .override_global(FILTER_TGID_GLOBAL, &filter.tgid, true)
+        .load(EBPF_OBJECT)
+        .context("loading the eBPF object into the kernel")?;
+    let mut hooks = Vec::new();
+
+    let program: &mut TracePoint = program_mut(&mut ebpf, "inet_sock_set_state")?;
+    program.load().context("loading tracepoint sock/inet_sock_set_state")?;
+    program
+        .attach("sock", "inet_sock_set_state")
+        .context("attaching tracepoint sock/inet_sock_set_state")?;
+    hooks.push("tracepoint sock/inet_sock_set_state".to_owned());
+
+    for name in ["post_bind4", "post_bind6", "sock_release"] {
+        let program: &mut CgroupSock = program_mut(&mut ebpf, name)?;
+        program
+            .load()
+            .with_context(|| format!("loading cgroup/{name}"))?;
+        // aya attaches through a BPF link (kernel >= 5.7), which is always
+        // multi-attach: another watcher (a daemon, a parallel test) can sit
+        // on the same cgroup. The kernel refuses link flags with EINVAL, so
+        // the mode that passes none (Single) is the right one here.
+        program
+            .attach(&cgroup, CgroupAttachMode::Single)
+            .with_context(|| format!("attaching cgroup/{name} to {}", cgroup_root.display()))?;
+        hooks.push(format!("cgroup/{name} on {}", cgroup_root.display()));
+    }
+    for hook in &hooks {
+        debug!("attached {hook}");
+    }
+    Ok(Attached { ebpf, hooks })
+}
+
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?;
+    program
+        .try_into()
+        .with_context(|| format!("program {name} has an unexpected type"))
+}
+
+/// aya finds tracepoints under /sys/kernel/tracing, which this host does
+/// not mount at boot.
+pub fn ensure_tracefs() -> anyhow::Result<()> {
+    if Path::new(TRACEFS).join("events").is_dir() {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("tracefs"),
+        TRACEFS,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .with_context(|| format!("mounting tracefs on {TRACEFS}"))
+}
+
+/// The cgroup v2 mount point, from /proc/self/mountinfo: it is
+/// /sys/fs/cgroup on a unified host and /sys/fs/cgroup/unified on a hybrid one.
+pub fn cgroup2_mount() -> anyhow::Result<PathBuf> {
+    let mountinfo =
+        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    find_cgroup2(&mountinfo).context("no cgroup v2 filesystem is mounted (see /proc/self/mountinfo); mount one with `mount -t cgroup2 none /sys/fs/cgroup/unified`")
+}
+
+fn find_cgroup2(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // Fields: id parent major:minor root mount-point options... - fstype source super-options
+        let (before, after) = line.split_once(" - ")?;
+        let fstype = after.split_whitespace().next()?;
+        let mount_point = before.split_whitespace().nth(4)?;
+        (fstype == "cgroup2").then(|| PathBuf::from(unescape_mountinfo(mount_point)))
+    })
+}
+
+/// mountinfo writes space, tab, newline and backslash as octal escapes.
+fn unescape_mountinfo(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(byte) => {
+                out.push(char::from(byte));
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_hybrid_and_unified_cgroup2() {
+        let hybrid = "30 24 0:26 / /sys/fs/cgroup/memory rw,relatime shared:10 - cgroup cgroup rw,memory\n\
+                      35 24 0:31 / /sys/fs/cgroup/unified rw,relatime shared:15 - cgroup2 cgroup2 rw\n";
+        assert_eq!(find_cgroup2(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        let unified = "25 20 0:22 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(find_cgroup2(unified), Some(PathBuf::from("/sys/fs/cgroup")));
+        let odd = "25 20 0:22 / /mnt/my\\040cgroups rw - cgroup2 none rw\n";
+        assert_eq!(find_cgroup2(odd), Some(PathBuf::from("/mnt/my cgroups")));
+        assert_eq!(find_cgroup2("25 20 0:22 / /sys rw - sysfs sysfs rw\n"), None);
+    }
+}

@@ -1,0 +1,215 @@
+//! `watcher watch`: attach, then turn ring-buffer records into printed
+//! reports until Ctrl-C or SIGTERM, counting what the kernel had to drop.
+use std::io::{self, Write};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use chrono::{DateTime, Utc};
+use log::warn;
+use nix::time::{ClockId, clock_gettime};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+    time::{Duration, MissedTickBehavior, interval},
+};
+use watcher_common::{EVENTS_MAP, LOST_MAP};
+
+use crate::{
+    cli::WatchArgs,
+    events::SocketEvent,
+    filter::Filter,
+    loader::{self, KernelFilter},
+    output::{Format, Printer, Report},
+    privileges,
+    process::ProcessLookup,
+};
+
+/// How often the per-CPU loss counter is read.
+const LOST_CHECK_PERIOD: Duration = Duration::from_secs(1);
+
+pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
+    privileges::check()?;
+    let filter = args.filter();
+    let format = if args.json { Format::Json } else { Format::Table };
+    let stdout = io::stdout().lock();
+    let printer = Printer::new(format, io::BufWriter::new(stdout));
+
+    let mut attached = loader::load_and_attach(KernelFilter {
+        tgid: filter.kernel_tgid(),
+    })?;
+    let ring = RingBuf::try_from(
+        attached
+            .ebpf
+            .take_map(EVENTS_MAP)
+            .context("map EVENTS missing from the eBPF object")?,
+    )
+    .context("opening the EVENTS ring buffer")?;
+    let lost = PerCpuArray::<MapData, u64>::try_from(
+        attached
+            .ebpf
+            .take_map(LOST_MAP)
+            .context("map LOST missing from the eBPF object")?,
+    )
+    .context("opening the LOST counter")?;
+    let ring = AsyncFd::with_interest(ring, Interest::READABLE)
+        .context("registering the ring buffer with tokio")?;
+
+    let mut watch = Watch {
+        filter,
+        printer,
+        processes: ProcessLookup::default(),
+        clock: WallClock::new()?,
+        lost,
+        lost_reported: 0,
+    };
+    watch.printer.header()?;
+    watch.printer.flush()?;
+    announce_ready(&attached.hooks);
+    let result = watch.stream(ring).await;
+    drop(attached); // detaches every program
+    result
+}
+
+struct Watch<W: Write> {
+    filter: Filter,
+    printer: Printer<W>,
+    processes: ProcessLookup,
+    clock: WallClock,
+    lost: PerCpuArray<MapData, u64>,
+    lost_reported: u64,
+}
+
+impl<W: Write> Watch<W> {
+    async fn stream(&mut self, mut ring: AsyncFd<RingBuf<MapData>>) -> anyhow::Result<()> {
+        let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut lost_check = interval(LOST_CHECK_PERIOD);
+        lost_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard.context("waiting on the ring buffer")?;
+                    let mut drained = self.drain(guard.get_inner_mut());
+                    guard.clear_ready();
+                    if drained.is_ok() {
+                        drained = self.printer.flush();
+                    }
+                    if !self.keep_going(drained)? {
+                        return Ok(());
+                    }
+                }
+                _ = lost_check.tick() => {
+                    let reported = self.report_lost();
+                    if !self.keep_going(reported)? {
+                        return Ok(());
+                    }
+                }
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+            }
+        }
+        // Whatever arrived before the signal is still reported.
+        self.drain(ring.get_mut())?;
+        self.report_lost()?;
+        self.printer.flush()?;
+        Ok(())
+    }
+
+    /// A closed stdout (`watcher watch | head`) ends the watch quietly.
+    fn keep_going(&self, result: io::Result<()>) -> anyhow::Result<bool> {
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(e).context("writing events to stdout"),
+        }
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> io::Result<()> {
+        while let Some(item) = ring.next() {
+            let seen_ktime_ns = monotonic_ns();
+            let event = match SocketEvent::decode(&item) {
+                Ok(event) => event,
+                Err(e) => {
+                    warn!("skipping a record from the kernel: {e}");
+                    continue;
+                }
+            };
+            drop(item);
+            if !self.filter.matches(&event) {
+                continue;
+            }
+            let process = self.processes.process(event.pid);
+            let user = self.processes.user_name(event.uid);
+            self.printer.report(&Report {
+                event: &event,
+                process: &process,
+                user: user.as_deref(),
+                time: self.clock.wall_time(event.ktime_ns),
+                seen_ktime_ns,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn report_lost(&mut self) -> io::Result<()> {
+        let total = match self.lost.get(&0, 0) {
+            Ok(per_cpu) => per_cpu.iter().sum::<u64>(),
+            Err(e) => {
+                warn!("reading the LOST counter: {e}");
+                return Ok(());
+            }
+        };
+        if total > self.lost_reported {
+            let count = total - self.lost_reported;
+            self.lost_reported = total;
+            warn!("the kernel dropped {count} records (ring buffer full; {total} in all)");
+            self.printer.lost(count, total, Utc::now())?;
+            self.printer.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Says on stderr, once every program is attached, that events now flow;
+/// scripts and tests wait for this line instead of sleeping.
+fn announce_ready(hooks: &[String]) {
+    eprintln!(
+        "watcher: ready: {} programs attached ({})",
+        hooks.len(),
+        hooks.join(", ")
+    );
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready])
+    {
+        warn!("telling systemd READY=1: {e}");
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        (t.tv_sec() as u64) * 1_000_000_000 + t.tv_nsec() as u64
+    })
+}
+
+/// Turns the kernel's CLOCK_MONOTONIC stamps into wall-clock time.
+struct WallClock {
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC at start, in nanoseconds.
+    offset_ns: i128,
+}
+
+impl WallClock {
+    fn new() -> anyhow::Result<Self> {
+        let real = clock_gettime(ClockId::CLOCK_REALTIME).context("reading CLOCK_REALTIME")?;
+        let mono = monotonic_ns();
+        let real_ns = i128::from(real.tv_sec()) * 1_000_000_000 + i128::from(real.tv_nsec());
+        Ok(Self {
+            offset_ns: real_ns - i128::from(mono),
+        })
+    }
+
+    fn wall_time(&self, ktime_ns: u64) -> DateTime<Utc> {
+        let ns = i128::from(ktime_ns) + self.offset_ns;
+        let ns = i64::try_from(ns).unwrap_or(i64::MAX);
+        DateTime::from_timestamp_nanos(ns)
+    }
+}
