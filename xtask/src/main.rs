@@ -1,1 +1,72 @@
-fn main(){}
+//! Project tasks: `cargo xtask setup | build | run | test | bench`.
+mod bench;
+mod setup;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "watcher's build, test and bench tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building watcher needs (rust-src for the nightly,
+    /// bpf-linker built against the nightly's LLVM), skipping what is there.
+    Setup {
+        /// Also install the Debian packages the tests and benches use.
+        #[arg(long)]
+        test_deps: bool,
+    },
+    /// Set up, then build target/release/watcher.
+    Build,
+    /// Set up, build, then run watcher with these arguments (as root).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up (with test packages), build, and run every test against the
+    /// real kernel. Under CI=true a test that cannot load BPF fails.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Measure watcher against its peers; see BENCHMARKS.md.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup { test_deps } => setup::setup(test_deps),
+        Task::Build => setup::setup(false).and_then(|()| util::build_release()),
+        Task::Run { args } => setup::setup(false)
+            .and_then(|()| util::build_release())
+            .and_then(|()| util::run_watcher(&args)),
+        Task::Test { args } => setup::setup(true)
+            .and_then(|()| util::build_release())
+            .and_then(|()| {
+                let mut test = ["test", "--release", "--workspace", "--exclude", "watcher-ebpf"]
+                    .map(String::from)
+                    .to_vec();
+                test.extend(args);
+                util::cargo(&test)
+            }),
+        Task::Bench(args) => setup::setup(true)
+            .and_then(|()| util::build_release())
+            .and_then(|()| bench::run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
