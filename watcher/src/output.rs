@@ -2,6 +2,7 @@
 //! Everything a process chooses (comm, exe, argv) goes through
 //! [`escape_bytes`] first, so no process can forge or break a line.
 use std::{
+    hash::{BuildHasher as _, RandomState},
     io::{self, Write},
     net::IpAddr,
 };
@@ -66,6 +67,10 @@ pub enum Format {
 pub struct Printer<W: Write> {
     format: Format,
     out: W,
+    /// Keys the hash that turns kernel socket identities into `sock_id`:
+    /// a TCP socket's identity is its kernel address, which must not reach
+    /// a log (it would undo KASLR). Equal within one run, random across runs.
+    sock_id_key: RandomState,
 }
 
 // TIME EVENT USER COMMAND PID PROTO LOCAL-ADDRESS, in the spirit of sockstat.
@@ -74,7 +79,11 @@ const HEADERS: [&str; 7] = ["TIME", "EVENT", "USER", "COMMAND", "PID", "PROTO", 
 
 impl<W: Write> Printer<W> {
     pub fn new(format: Format, out: W) -> Self {
-        Self { format, out }
+        Self {
+            format,
+            out,
+            sock_id_key: RandomState::new(),
+        }
     }
 
     pub fn header(&mut self) -> io::Result<()> {
@@ -88,7 +97,8 @@ impl<W: Write> Printer<W> {
     pub fn report(&mut self, report: &Report<'_>) -> io::Result<()> {
         match self.format {
             Format::Json => {
-                serde_json::to_writer(&mut self.out, &json_event(report))?;
+                let sock_id = self.sock_id_key.hash_one(report.event.sock_id);
+                serde_json::to_writer(&mut self.out, &json_event(report, sock_id))?;
                 self.out.write_all(b"\n")
             }
             Format::Table => {
@@ -151,7 +161,7 @@ impl<W: Write> Printer<W> {
     }
 }
 
-fn json_event<'a>(report: &Report<'a>) -> JsonEvent<'a> {
+fn json_event<'a>(report: &Report<'a>, sock_id: u64) -> JsonEvent<'a> {
     let e = report.event;
     let p = report.process;
     JsonEvent {
@@ -176,7 +186,7 @@ fn json_event<'a>(report: &Report<'a>) -> JsonEvent<'a> {
         gid: e.gid,
         user: report.user,
         cgroup_id: e.cgroup_id,
-        sock_id: e.sock_id,
+        sock_id,
     }
 }
 
@@ -259,6 +269,7 @@ mod tests {
         assert!(value["exe"].is_null() && value["cmdline"].is_null() && value["ppid"].is_null());
         assert_eq!(value["pid"], 4242);
         assert_eq!(value["time"], "2023-11-14T22:13:20.000000Z");
+        assert_ne!(value["sock_id"], 2, "the kernel's identity is hashed");
     }
 
     #[test]
