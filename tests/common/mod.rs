@@ -177,6 +177,12 @@ impl Watcher {
         }
     }
 
+    /// Sends a signal to watcher (SIGSTOP / SIGCONT to make it miss /proc).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
     /// Stops watcher with SIGTERM; returns its exit status and every line
     /// it printed that no wait has taken yet.
     pub fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {

@@ -1,5 +1,10 @@
 //! Records that cross the ring buffer from the kernel programs to userspace,
 //! and the constants both sides agree on. Nothing else lives here.
+//!
+//! Every record starts with a [`RecordHeader`]; its `kind` says which record
+//! follows, and each record has one fixed size. Fields are ordered by size so
+//! that no layout has padding (the kernel and userspace must agree byte for
+//! byte); the asserts below keep it so.
 #![no_std]
 
 /// Name of the one ring buffer every program writes to.
@@ -7,7 +12,7 @@ pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the per-CPU counter of records that could not be reserved.
 pub const LOST_MAP: &str = "LOST";
 /// Bytes in the ring buffer (a power of two, a multiple of the page size).
-pub const EVENTS_BYTES: u32 = 4 << 20;
+pub const EVENTS_BYTES: u32 = 8 << 20;
 /// How many bound UDP sockets the kernel side remembers, so that it reports
 /// the close of those (and only those) without sending every socket release
 /// on the host through the ring buffer.
@@ -17,72 +22,150 @@ pub const BOUND_SOCKETS_MAX: u32 = 65_536;
 pub const FILTER_TGID_GLOBAL: &str = "FILTER_TGID";
 
 pub const TASK_COMM_LEN: usize = 16;
+/// Bytes of the path given to execve() that an exec record keeps.
+pub const FILENAME_BYTES: usize = 256;
+/// Arguments of argv an exec-args record keeps, and bytes of each.
+pub const ARGV_SLOTS: usize = 16;
+pub const ARG_BYTES: usize = 128;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u32 = 6;
 pub const IPPROTO_UDP: u32 = 17;
 
-/// What happened to a socket. Crosses the ring buffer as a `u32`.
+/// What a record reports. Crosses the ring buffer as a `u32`.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// A TCP socket entered LISTEN.
+    /// A TCP socket entered LISTEN. [`SocketRecord`]
     Listen = 1,
-    /// A bind() succeeded (TCP or UDP); the port is the one the kernel assigned.
+    /// A bind() succeeded (TCP or UDP); the port is the one the kernel assigned. [`SocketRecord`]
     Bind = 2,
-    /// A TCP listener left LISTEN, or an explicitly bound UDP socket was released.
+    /// A TCP listener left LISTEN, or an explicitly bound UDP socket was released. [`SocketRecord`]
     Close = 3,
+    /// A process forked. [`ProcessRecord`]
+    Fork = 4,
+    /// A task exited. [`ProcessRecord`]
+    Exit = 5,
+    /// An execve()/execveat() began, with its argv. [`ExecArgsRecord`]
+    ExecArgs = 6,
+    /// An exec succeeded. [`ExecRecord`]
+    Exec = 7,
 }
 
 impl TryFrom<u32> for EventKind {
     type Error = u32;
 
     fn try_from(value: u32) -> Result<Self, Self::Error> {
-        match value {
-            1 => Ok(Self::Listen),
-            2 => Ok(Self::Bind),
-            3 => Ok(Self::Close),
-            other => Err(other),
-        }
+        Ok(match value {
+            1 => Self::Listen,
+            2 => Self::Bind,
+            3 => Self::Close,
+            4 => Self::Fork,
+            5 => Self::Exit,
+            6 => Self::ExecArgs,
+            7 => Self::Exec,
+            other => return Err(other),
+        })
     }
 }
 
-/// One socket event, as the kernel fills it.
-///
-/// Fields are ordered by size so that the layout has no padding (the kernel
-/// and userspace must agree byte for byte); the assert below keeps it so.
+/// What every record starts with: who did it, and when.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct SocketRecord {
+pub struct RecordHeader {
     /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC, in nanoseconds.
     pub ktime_ns: u64,
     /// `bpf_get_current_cgroup_id()` of the calling task (cgroup v2).
     pub cgroup_id: u64,
-    /// Identifies the socket across its events: the `struct sock` address
-    /// for TCP state changes, the socket cookie for bind and UDP close.
-    pub sock_id: u64,
+    /// An [`EventKind`] as `u32`.
+    pub kind: u32,
     pub tgid: u32,
     pub tid: u32,
     pub uid: u32,
     pub gid: u32,
-    /// An [`EventKind`] as `u32`.
-    pub kind: u32,
+    /// Per-kind flags (see each record).
+    pub flags: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// A socket event: [`EventKind::Listen`], [`EventKind::Bind`], [`EventKind::Close`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SocketRecord {
+    pub header: RecordHeader,
+    /// Identifies the socket across its events: the `struct sock` address
+    /// for TCP state changes, the socket cookie for bind and UDP close.
+    pub sock_id: u64,
     /// `IPPROTO_TCP` or `IPPROTO_UDP`.
     pub protocol: u32,
     /// `SOCK_STREAM`, `SOCK_DGRAM`, … (0 where the hook does not say).
     pub sock_type: u32,
+    /// 0, or the positive errno of a call that failed.
+    pub errno: u32,
     /// IPv4 addresses use the first four bytes, in network order.
     pub addr: [u8; 16],
-    pub comm: [u8; TASK_COMM_LEN],
     /// `AF_INET` or `AF_INET6`.
     pub family: u16,
     /// Local port, host byte order.
     pub port: u16,
 }
 
-const _: () = assert!(core::mem::size_of::<SocketRecord>() == 88);
+/// [`EventKind::Fork`]: the header is the parent; [`EventKind::Exit`]: the
+/// header is the exiting task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessRecord {
+    pub header: RecordHeader,
+    /// Fork: the child's pid (a thread's tid when the clone made a thread).
+    /// Exit: the exiting task's tid.
+    pub pid: u32,
+    /// Exit: 1 when the last thread of the process exited.
+    pub group_dead: u32,
+}
+
+/// [`EventKind::Exec`]: the header is the task after the exec (new comm).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecRecord {
+    pub header: RecordHeader,
+    /// The tid that called execve (differs from tgid when a thread did).
+    pub old_pid: u32,
+    /// Bytes of `filename` used, without the NUL.
+    pub filename_len: u32,
+    /// The path given to execve(), as the kernel resolved it for the binary.
+    pub filename: [u8; FILENAME_BYTES],
+}
+
+/// Flag of [`ExecArgsRecord`]: argv had more than [`ARGV_SLOTS`] arguments.
+pub const EXEC_ARGS_MORE: u32 = 1;
+
+/// [`EventKind::ExecArgs`]: argv as execve() received it, read before the
+/// exec replaces the caller's memory.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecArgsRecord {
+    pub header: RecordHeader,
+    /// Slots of `args` used.
+    pub argc: u32,
+    /// Bit i: argument i was longer than [`ARG_BYTES`] − 1 bytes and was cut.
+    pub truncated: u32,
+    /// Each argument NUL-terminated in its own slot.
+    pub args: [[u8; ARG_BYTES]; ARGV_SLOTS],
+}
+
+const _: () = assert!(core::mem::size_of::<RecordHeader>() == 56);
+const _: () = assert!(core::mem::size_of::<SocketRecord>() == 96);
+const _: () = assert!(core::mem::size_of::<ProcessRecord>() == 64);
+const _: () = assert!(core::mem::size_of::<ExecRecord>() == 64 + FILENAME_BYTES);
+const _: () = assert!(core::mem::size_of::<ExecArgsRecord>() == 64 + ARG_BYTES * ARGV_SLOTS);
 
 #[cfg(feature = "user")]
-// SAFETY: SocketRecord is repr(C), has no padding and every bit pattern is valid.
-unsafe impl aya::Pod for SocketRecord {}
+mod pod {
+    // SAFETY (each): repr(C), no padding (asserted above), every bit pattern valid.
+    unsafe impl aya::Pod for super::RecordHeader {}
+    unsafe impl aya::Pod for super::SocketRecord {}
+    unsafe impl aya::Pod for super::ProcessRecord {}
+    unsafe impl aya::Pod for super::ExecRecord {}
+    unsafe impl aya::Pod for super::ExecArgsRecord {}
+}

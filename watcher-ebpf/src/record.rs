@@ -7,10 +7,10 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use watcher_common::{EVENTS_BYTES, EventKind, SocketRecord, TASK_COMM_LEN};
+use watcher_common::{EVENTS_BYTES, EventKind, RecordHeader, SocketRecord, TASK_COMM_LEN};
 
 #[map(name = "EVENTS")]
-static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// Records that found the ring buffer full, counted per CPU and summed by
 /// userspace, so that loss is reported, never silent.
@@ -42,34 +42,50 @@ pub fn wanted_tgid() -> Option<u32> {
     (filter == 0 || filter == tgid).then_some(tgid)
 }
 
+/// Who is calling, and when: the start of every record.
 #[inline(always)]
-pub fn submit(facts: &SocketFacts) {
+pub fn header(kind: EventKind, flags: u32) -> RecordHeader {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
-    let record = SocketRecord {
+    RecordHeader {
         // SAFETY: helpers without arguments, allowed in every program type used here.
         ktime_ns: unsafe { bpf_ktime_get_ns() },
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        sock_id: facts.sock_id,
+        kind: kind as u32,
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         uid: uid_gid as u32,
         gid: (uid_gid >> 32) as u32,
-        kind: facts.kind as u32,
+        flags,
+        comm: bpf_get_current_comm().unwrap_or([0u8; TASK_COMM_LEN]),
+    }
+}
+
+#[inline(always)]
+pub fn submit(facts: &SocketFacts) {
+    let record = SocketRecord {
+        header: header(facts.kind, 0),
+        sock_id: facts.sock_id,
         protocol: facts.protocol,
         sock_type: facts.sock_type,
+        errno: 0,
         addr: facts.addr,
-        comm: bpf_get_current_comm().unwrap_or([0u8; TASK_COMM_LEN]),
         family: facts.family,
         port: facts.port,
     };
-    if EVENTS.output::<SocketRecord>(&record, 0).is_err() {
+    output(&record);
+}
+
+/// Copies a small record into the ring buffer, counting it lost if full.
+#[inline(always)]
+pub fn output<T: 'static>(record: &T) {
+    if EVENTS.output::<T>(record, 0).is_err() {
         count_lost();
     }
 }
 
 #[inline(always)]
-fn count_lost() {
+pub fn count_lost() {
     if let Some(lost) = LOST.get_ptr_mut(0) {
         // SAFETY: per-CPU slot, so no other CPU writes it concurrently.
         unsafe { *lost += 1 };

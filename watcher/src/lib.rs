@@ -13,4 +13,5 @@ pub mod loader;
 pub mod output;
 pub mod privileges;
 pub mod process;
+pub mod process_table;
 pub mod watch;

@@ -18,6 +18,22 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
+/// (category, name) of each tracepoint program; the program is named after
+/// its tracepoint.
+const TRACEPOINTS: [(&str, &str); 6] = [
+    // TCP listeners up and down.
+    ("sock", "inet_sock_set_state"),
+    // The process table: who forks, execs (with argv) and exits.
+    ("sched", "sched_process_fork"),
+    ("sched", "sched_process_exec"),
+    ("sched", "sched_process_exit"),
+    // argv, read before the exec replaces the caller's memory. Syscall
+    // tracepoints put every task on the syscall slow path while enabled;
+    // BENCHMARKS.md measures what that costs.
+    ("syscalls", "sys_enter_execve"),
+    ("syscalls", "sys_enter_execveat"),
+];
+
 /// Run-time settings passed to the kernel programs as globals.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelFilter {
@@ -48,12 +64,16 @@ pub fn load_and_attach(filter: KernelFilter) -> anyhow::Result<Attached> {
         .context("loading the eBPF object into the kernel")?;
     let mut hooks = Vec::new();
 
-    let program: &mut TracePoint = program_mut(&mut ebpf, "inet_sock_set_state")?;
-    program.load().context("loading tracepoint sock/inet_sock_set_state")?;
-    program
-        .attach("sock", "inet_sock_set_state")
-        .context("attaching tracepoint sock/inet_sock_set_state")?;
-    hooks.push("tracepoint sock/inet_sock_set_state".to_owned());
+    for (category, name) in TRACEPOINTS {
+        let program: &mut TracePoint = program_mut(&mut ebpf, name)?;
+        program
+            .load()
+            .with_context(|| format!("loading tracepoint {category}/{name}"))?;
+        program
+            .attach(category, name)
+            .with_context(|| format!("attaching tracepoint {category}/{name}"))?;
+        hooks.push(format!("tracepoint {category}/{name}"));
+    }
 
     for name in ["post_bind4", "post_bind6", "sock_release"] {
         let program: &mut CgroupSock = program_mut(&mut ebpf, name)?;

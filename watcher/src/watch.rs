@@ -16,12 +16,13 @@ use watcher_common::{EVENTS_MAP, LOST_MAP};
 
 use crate::{
     cli::WatchArgs,
-    events::SocketEvent,
+    events::Record,
     filter::Filter,
     loader::{self, KernelFilter},
     output::{Format, Printer, Report},
     privileges,
     process::ProcessLookup,
+    process_table::ProcessTable,
 };
 
 /// How often the per-CPU loss counter is read.
@@ -51,13 +52,20 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             .context("map LOST missing from the eBPF object")?,
     )
     .context("opening the LOST counter")?;
-    let ring = AsyncFd::with_interest(ring, Interest::READABLE)
+    // SAFETY: the RingBuf owns its map fd, which stays open and is not
+    // replaced while the AsyncFd owns the RingBuf.
+    let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
         .context("registering the ring buffer with tokio")?;
 
+    // Filled after the programs are attached, so that a process started in
+    // between is seen by one or the other.
+    let mut processes = ProcessTable::new(ProcessLookup::default());
+    processes.fill_from_proc();
     let mut watch = Watch {
         filter,
         printer,
-        processes: ProcessLookup::default(),
+        processes,
         clock: WallClock::new()?,
         lost,
         lost_reported: 0,
@@ -73,7 +81,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
 struct Watch<W: Write> {
     filter: Filter,
     printer: Printer<W>,
-    processes: ProcessLookup,
+    processes: ProcessTable,
     clock: WallClock,
     lost: PerCpuArray<MapData, u64>,
     lost_reported: u64,
@@ -127,18 +135,22 @@ impl<W: Write> Watch<W> {
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> io::Result<()> {
         while let Some(item) = ring.next() {
             let seen_ktime_ns = monotonic_ns();
-            let event = match SocketEvent::decode(&item) {
-                Ok(event) => event,
+            let record = match Record::decode(&item) {
+                Ok(record) => record,
                 Err(e) => {
                     warn!("skipping a record from the kernel: {e}");
                     continue;
                 }
             };
             drop(item);
+            let Record::Socket(event) = record else {
+                self.processes.apply(&record);
+                continue;
+            };
             if !self.filter.matches(&event) {
                 continue;
             }
-            let process = self.processes.process(event.pid);
+            let process = self.processes.get(event.pid);
             let user = self.processes.user_name(event.uid);
             self.printer.report(&Report {
                 event: &event,

@@ -1,4 +1,5 @@
 //! One file per kernel subject.
 mod bind;
+mod process;
 mod sock_release;
 mod tcp_state;
