@@ -51,6 +51,16 @@ pub enum EventKind {
     ExecArgs = 6,
     /// An exec succeeded. [`ExecRecord`]
     Exec = 7,
+    /// A raw (SOCK_RAW) or packet (AF_PACKET) socket was created. [`PassiveRecord`]
+    PassiveSocket = 8,
+    /// A classic or extended BPF filter was attached to a socket. [`PassiveRecord`]
+    FilterAttached = 9,
+    /// A socket option that matters for listeners was set. [`SockoptRecord`]
+    SockoptSet = 10,
+    /// bind() failed. [`SyscallRecord`]
+    BindFailed = 11,
+    /// listen() failed. [`SyscallRecord`]
+    ListenFailed = 12,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -65,6 +75,11 @@ impl TryFrom<u32> for EventKind {
             5 => Self::Exit,
             6 => Self::ExecArgs,
             7 => Self::Exec,
+            8 => Self::PassiveSocket,
+            9 => Self::FilterAttached,
+            10 => Self::SockoptSet,
+            11 => Self::BindFailed,
+            12 => Self::ListenFailed,
             other => return Err(other),
         })
     }
@@ -101,8 +116,13 @@ pub struct SocketRecord {
     pub protocol: u32,
     /// `SOCK_STREAM`, `SOCK_DGRAM`, … (0 where the hook does not say).
     pub sock_type: u32,
-    /// 0, or the positive errno of a call that failed.
-    pub errno: u32,
+    /// The file descriptor of the bind()/listen() call that caused the
+    /// event, or -1 when the hook did not run inside one.
+    pub fd: i32,
+    /// listen()'s backlog, for a listen event from listen(); else 0.
+    pub backlog: u32,
+    /// Reserved, 0.
+    pub reserved: u32,
     /// IPv4 addresses use the first four bytes, in network order.
     pub addr: [u8; 16],
     /// `AF_INET` or `AF_INET6`.
@@ -155,10 +175,89 @@ pub struct ExecArgsRecord {
 }
 
 const _: () = assert!(core::mem::size_of::<RecordHeader>() == 56);
-const _: () = assert!(core::mem::size_of::<SocketRecord>() == 96);
+const _: () = assert!(core::mem::size_of::<SocketRecord>() == 104);
+const _: () = assert!(core::mem::size_of::<PassiveRecord>() == 80 + FILTER_BYTES);
+const _: () = assert!(core::mem::size_of::<SockoptRecord>() == 88);
+const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 72 + SOCKADDR_BYTES);
 const _: () = assert!(core::mem::size_of::<ProcessRecord>() == 64);
 const _: () = assert!(core::mem::size_of::<ExecRecord>() == 64 + FILENAME_BYTES);
 const _: () = assert!(core::mem::size_of::<ExecArgsRecord>() == 64 + ARG_BYTES * ARGV_SLOTS);
+
+pub const AF_UNIX: u16 = 1;
+pub const AF_PACKET: u32 = 17;
+pub const SOCK_RAW: u32 = 3;
+pub const SOL_SOCKET: u32 = 1;
+pub const SOL_IP: u32 = 0;
+pub const SOL_IPV6: u32 = 41;
+pub const SO_REUSEADDR: u32 = 2;
+pub const SO_REUSEPORT: u32 = 15;
+pub const SO_BINDTODEVICE: u32 = 25;
+pub const SO_ATTACH_FILTER: u32 = 26;
+pub const SO_ATTACH_BPF: u32 = 50;
+pub const SO_ATTACH_REUSEPORT_CBPF: u32 = 51;
+pub const SO_ATTACH_REUSEPORT_EBPF: u32 = 52;
+pub const IP_FREEBIND: u32 = 15;
+pub const IP_TRANSPARENT: u32 = 19;
+pub const IPV6_TRANSPARENT: u32 = 75;
+pub const IPV6_FREEBIND: u32 = 78;
+
+/// Bytes of a classic BPF program a [`PassiveRecord`] keeps: 64
+/// instructions of 8 bytes (a BPFDoor-style filter has about 30).
+pub const FILTER_BYTES: usize = 512;
+/// Bytes of a socket address a [`SyscallRecord`] keeps: enough for
+/// `sockaddr_in6` and for the 108-byte path of `sockaddr_un`.
+pub const SOCKADDR_BYTES: usize = 112;
+/// Bytes of an option's value a [`SockoptRecord`] keeps (IFNAMSIZ).
+pub const OPTVAL_BYTES: usize = 16;
+
+/// [`EventKind::PassiveSocket`] (socket() returned `fd`) and
+/// [`EventKind::FilterAttached`] (setsockopt on `fd` succeeded).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PassiveRecord {
+    pub header: RecordHeader,
+    pub fd: i32,
+    /// socket()'s arguments; 0 for a filter (the socket was made earlier).
+    pub family: u32,
+    pub sock_type: u32,
+    pub protocol: u32,
+    /// The setsockopt option (SO_ATTACH_*), 0 for a new socket.
+    pub optname: u32,
+    /// Classic BPF: the program's instruction count. Extended BPF: the
+    /// program's file descriptor in the calling process.
+    pub filter_len: u32,
+    /// The first instructions of a classic BPF program, as the caller gave them.
+    pub filter: [u8; FILTER_BYTES],
+}
+
+/// [`EventKind::SockoptSet`]: setsockopt(fd, level, optname, value) succeeded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SockoptRecord {
+    pub header: RecordHeader,
+    pub fd: i32,
+    pub level: u32,
+    pub optname: u32,
+    /// Bytes of `value` the caller passed (the copy keeps at most OPTVAL_BYTES).
+    pub optlen: u32,
+    pub value: [u8; OPTVAL_BYTES],
+}
+
+/// [`EventKind::BindFailed`], [`EventKind::ListenFailed`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallRecord {
+    pub header: RecordHeader,
+    pub fd: i32,
+    /// The positive errno.
+    pub errno: u32,
+    /// listen()'s backlog; 0 for bind.
+    pub backlog: u32,
+    /// Bytes of `addr` the caller passed to bind(); 0 for listen.
+    pub addr_len: u32,
+    /// The socket address bind() was asked for, as the caller gave it.
+    pub addr: [u8; SOCKADDR_BYTES],
+}
 
 #[cfg(feature = "user")]
 mod pod {
@@ -168,4 +267,7 @@ mod pod {
     unsafe impl aya::Pod for super::ProcessRecord {}
     unsafe impl aya::Pod for super::ExecRecord {}
     unsafe impl aya::Pod for super::ExecArgsRecord {}
+    unsafe impl aya::Pod for super::PassiveRecord {}
+    unsafe impl aya::Pod for super::SockoptRecord {}
+    unsafe impl aya::Pod for super::SyscallRecord {}
 }

@@ -30,6 +30,8 @@ pub struct SocketFacts {
     pub protocol: u32,
     pub sock_type: u32,
     pub addr: [u8; 16],
+    pub fd: i32,
+    pub backlog: u32,
 }
 
 /// The calling task's tgid, or `None` when the loader's filter excludes it.
@@ -68,7 +70,9 @@ pub fn submit(facts: &SocketFacts) {
         sock_id: facts.sock_id,
         protocol: facts.protocol,
         sock_type: facts.sock_type,
-        errno: 0,
+        fd: facts.fd,
+        backlog: facts.backlog,
+        reserved: 0,
         addr: facts.addr,
         family: facts.family,
         port: facts.port,

@@ -3,8 +3,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use watcher_common::{
-    AF_INET, AF_INET6, ARGV_SLOTS, EXEC_ARGS_MORE, EventKind, ExecArgsRecord, ExecRecord,
-    IPPROTO_TCP, IPPROTO_UDP, ProcessRecord, RecordHeader, SocketRecord,
+    AF_INET, AF_INET6, AF_PACKET, AF_UNIX, ARGV_SLOTS, EXEC_ARGS_MORE, EventKind, ExecArgsRecord,
+    ExecRecord, FILTER_BYTES, IPPROTO_TCP, IPPROTO_UDP, OPTVAL_BYTES, PassiveRecord,
+    ProcessRecord, RecordHeader, SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF, SockoptRecord,
+    SocketRecord, SyscallRecord,
 };
 
 use crate::escape::trim_nul;
@@ -13,7 +15,11 @@ use crate::escape::trim_nul;
 pub enum Proto {
     Tcp,
     Udp,
-    /// Another L4 protocol bound through the inet hooks (SCTP, raw IP…).
+    /// A SOCK_RAW socket (of any family).
+    Raw,
+    /// An AF_PACKET socket.
+    Packet,
+    /// Another protocol bound through the inet hooks (SCTP…), by number.
     Other(u32),
 }
 
@@ -30,33 +36,49 @@ impl Proto {
         match self {
             Self::Tcp => "tcp".into(),
             Self::Udp => "udp".into(),
+            Self::Raw => "raw".into(),
+            Self::Packet => "packet".into(),
             Self::Other(n) => format!("ipproto-{n}"),
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
     Ipv4,
     Ipv6,
+    Unix,
+    Packet,
+    Other(u16),
 }
 
 impl Family {
-    pub fn name(self) -> &'static str {
+    pub fn from_af(af: u16) -> Self {
+        match af {
+            AF_INET => Self::Ipv4,
+            AF_INET6 => Self::Ipv6,
+            AF_UNIX => Self::Unix,
+            f if u32::from(f) == AF_PACKET => Self::Packet,
+            other => Self::Other(other),
+        }
+    }
+
+    pub fn name(self) -> String {
         match self {
-            Self::Ipv4 => "ipv4",
-            Self::Ipv6 => "ipv6",
+            Self::Ipv4 => "ipv4".into(),
+            Self::Ipv6 => "ipv6".into(),
+            Self::Unix => "unix".into(),
+            Self::Packet => "packet".into(),
+            Self::Other(n) => format!("af-{n}"),
         }
     }
 }
 
-/// A socket event as the kernel saw it, before the process is looked up.
+/// Who a record is about, as the kernel captured it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SocketEvent {
-    pub kind: EventKind,
+pub struct Task {
     pub ktime_ns: u64,
     pub cgroup_id: u64,
-    pub sock_id: u64,
     pub pid: u32,
     pub tid: u32,
     pub uid: u32,
@@ -64,10 +86,100 @@ pub struct SocketEvent {
     /// Raw bytes of the task's comm: a process chooses it, so it is
     /// escaped only when printed.
     pub comm: Vec<u8>,
+}
+
+impl Task {
+    fn from_header(h: &RecordHeader) -> Self {
+        Self {
+            ktime_ns: h.ktime_ns,
+            cgroup_id: h.cgroup_id,
+            pid: h.tgid,
+            tid: h.tid,
+            uid: h.uid,
+            gid: h.gid,
+            comm: trim_nul(&h.comm).to_vec(),
+        }
+    }
+}
+
+/// What a socket event is about: listen, bind, close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketKind {
+    Listen,
+    Bind,
+    Close,
+}
+
+impl SocketKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Listen => "listen",
+            Self::Bind => "bind",
+            Self::Close => "close",
+        }
+    }
+}
+
+/// A listener or bound socket event, as the kernel saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketEvent {
+    pub kind: SocketKind,
+    pub task: Task,
+    pub sock_id: u64,
     pub proto: Proto,
     pub family: Family,
     pub addr: IpAddr,
     pub port: u16,
+    /// The fd of the bind()/listen() call, when the hook ran inside one.
+    pub fd: Option<i32>,
+    /// listen()'s backlog, on a listen event from listen().
+    pub backlog: Option<u32>,
+}
+
+/// A local address as a bind() call gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SockAddr {
+    Inet { addr: IpAddr, port: u16 },
+    /// A UNIX path; abstract names start with a NUL byte.
+    Unix(Vec<u8>),
+    Other(u16),
+}
+
+impl SockAddr {
+    /// Parses a `struct sockaddr` of `len` bytes as the caller passed it.
+    pub fn parse(bytes: &[u8], len: usize) -> Option<Self> {
+        let bytes = &bytes[..len.min(bytes.len())];
+        let family = u16::from_ne_bytes(bytes.get(..2)?.try_into().ok()?);
+        Some(match family {
+            AF_INET => {
+                let port = u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?);
+                let ip: [u8; 4] = bytes.get(4..8)?.try_into().ok()?;
+                Self::Inet { addr: IpAddr::V4(Ipv4Addr::from(ip)), port }
+            }
+            AF_INET6 => {
+                let port = u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?);
+                let ip: [u8; 16] = bytes.get(8..24)?.try_into().ok()?;
+                Self::Inet { addr: IpAddr::V6(Ipv6Addr::from(ip)), port }
+            }
+            AF_UNIX => {
+                let path = &bytes[2..];
+                // A filesystem path ends at its NUL; an abstract name (first
+                // byte NUL) is exactly as long as the caller said.
+                let path = if path.first() == Some(&0) { path } else { trim_nul(path) };
+                Self::Unix(path.to_vec())
+            }
+            other => Self::Other(other),
+        })
+    }
+}
+
+/// A BPF program attached to a socket with setsockopt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// Classic BPF: its instruction count and (up to FILTER_BYTES of) its bytes.
+    Classic { instructions: u32, bytes: Vec<u8> },
+    /// Extended BPF: the program's fd in the attaching process.
+    Extended { prog_fd: u32 },
 }
 
 /// One record from the kernel, decoded.
@@ -84,32 +196,14 @@ pub enum Record {
     /// An exec succeeded: `task` is the process after it (new comm);
     /// `old_tid` called execve (differs from the pid when a thread did).
     Exec { task: Task, old_tid: u32, filename: Vec<u8> },
-}
-
-/// Who a record is about, as the kernel captured it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Task {
-    pub ktime_ns: u64,
-    pub cgroup_id: u64,
-    pub pid: u32,
-    pub tid: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub comm: Vec<u8>,
-}
-
-impl Task {
-    fn from_header(h: &RecordHeader) -> Self {
-        Self {
-            ktime_ns: h.ktime_ns,
-            cgroup_id: h.cgroup_id,
-            pid: h.tgid,
-            tid: h.tid,
-            uid: h.uid,
-            gid: h.gid,
-            comm: trim_nul(&h.comm).to_vec(),
-        }
-    }
+    /// A raw or packet socket was created.
+    PassiveSocket { task: Task, fd: i32, family: Family, sock_type: u32, protocol: u32 },
+    /// A BPF filter was attached to a socket (`optname` is the SO_ATTACH_* used).
+    FilterAttached { task: Task, fd: i32, optname: u32, filter: Filter },
+    /// A socket option that matters for listeners was set.
+    SockoptSet { task: Task, fd: i32, level: u32, optname: u32, value: Vec<u8> },
+    BindFailed { task: Task, fd: i32, errno: u32, addr: Option<SockAddr> },
+    ListenFailed { task: Task, fd: i32, errno: u32, backlog: u32 },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -140,6 +234,9 @@ fn record_size(kind: EventKind) -> usize {
         EventKind::Fork | EventKind::Exit => size_of::<ProcessRecord>(),
         EventKind::ExecArgs => size_of::<ExecArgsRecord>(),
         EventKind::Exec => size_of::<ExecRecord>(),
+        EventKind::PassiveSocket | EventKind::FilterAttached => size_of::<PassiveRecord>(),
+        EventKind::SockoptSet => size_of::<SockoptRecord>(),
+        EventKind::BindFailed | EventKind::ListenFailed => size_of::<SyscallRecord>(),
     }
 }
 
@@ -165,26 +262,27 @@ impl Record {
         if bytes.len() != record_size(kind) {
             return Err(DecodeError::Size { kind: Some(kind), len: bytes.len() });
         }
-        // SAFETY (each read below): the record type is the one `kind` names
-        // and its exact size was checked above.
+        let task = Task::from_header(&header);
+        // SAFETY (each read_record below): the record type is the one
+        // `kind` names, and its exact size was checked above.
         Ok(match kind {
             EventKind::Listen | EventKind::Bind | EventKind::Close => {
-                Self::Socket(SocketEvent::from_record(kind, &unsafe { read_record(bytes) })?)
+                let r: SocketRecord = unsafe { read_record(bytes) };
+                Self::Socket(SocketEvent::from_record(kind, task, &r)?)
             }
-            EventKind::Fork | EventKind::Exit => {
+            EventKind::Fork => {
                 let r: ProcessRecord = unsafe { read_record(bytes) };
-                let task = Task::from_header(&r.header);
-                if kind == EventKind::Fork {
-                    Self::Fork { parent: task, child: r.pid }
-                } else {
-                    Self::Exit { task, group_dead: r.group_dead != 0 }
-                }
+                Self::Fork { parent: task, child: r.pid }
+            }
+            EventKind::Exit => {
+                let r: ProcessRecord = unsafe { read_record(bytes) };
+                Self::Exit { task, group_dead: r.group_dead != 0 }
             }
             EventKind::ExecArgs => {
                 let r: ExecArgsRecord = unsafe { read_record(bytes) };
                 let argc = (r.argc as usize).min(ARGV_SLOTS);
                 Self::ExecArgs {
-                    task: Task::from_header(&r.header),
+                    task,
                     args: r.args[..argc].iter().map(|a| trim_nul(a).to_vec()).collect(),
                     complete: r.header.flags & EXEC_ARGS_MORE == 0 && r.truncated == 0,
                 }
@@ -192,18 +290,59 @@ impl Record {
             EventKind::Exec => {
                 let r: ExecRecord = unsafe { read_record(bytes) };
                 let len = (r.filename_len as usize).min(r.filename.len());
-                Self::Exec {
-                    task: Task::from_header(&r.header),
-                    old_tid: r.old_pid,
-                    filename: trim_nul(&r.filename[..len]).to_vec(),
+                Self::Exec { task, old_tid: r.old_pid, filename: trim_nul(&r.filename[..len]).to_vec() }
+            }
+            EventKind::PassiveSocket => {
+                let r: PassiveRecord = unsafe { read_record(bytes) };
+                Self::PassiveSocket {
+                    task,
+                    fd: r.fd,
+                    family: Family::from_af(r.family as u16),
+                    sock_type: r.sock_type,
+                    protocol: r.protocol,
                 }
+            }
+            EventKind::FilterAttached => {
+                let r: PassiveRecord = unsafe { read_record(bytes) };
+                let filter = match r.optname {
+                    SO_ATTACH_FILTER | SO_ATTACH_REUSEPORT_CBPF => {
+                        let len = (r.filter_len as usize * 8).min(FILTER_BYTES);
+                        Filter::Classic { instructions: r.filter_len, bytes: r.filter[..len].to_vec() }
+                    }
+                    _ => Filter::Extended { prog_fd: r.filter_len },
+                };
+                Self::FilterAttached { task, fd: r.fd, optname: r.optname, filter }
+            }
+            EventKind::SockoptSet => {
+                let r: SockoptRecord = unsafe { read_record(bytes) };
+                let len = (r.optlen as usize).min(OPTVAL_BYTES);
+                Self::SockoptSet {
+                    task,
+                    fd: r.fd,
+                    level: r.level,
+                    optname: r.optname,
+                    value: r.value[..len].to_vec(),
+                }
+            }
+            EventKind::BindFailed => {
+                let r: SyscallRecord = unsafe { read_record(bytes) };
+                Self::BindFailed {
+                    task,
+                    fd: r.fd,
+                    errno: r.errno,
+                    addr: SockAddr::parse(&r.addr, r.addr_len as usize),
+                }
+            }
+            EventKind::ListenFailed => {
+                let r: SyscallRecord = unsafe { read_record(bytes) };
+                Self::ListenFailed { task, fd: r.fd, errno: r.errno, backlog: r.backlog }
             }
         })
     }
 }
 
 impl SocketEvent {
-    fn from_record(kind: EventKind, record: &SocketRecord) -> Result<Self, DecodeError> {
+    fn from_record(kind: EventKind, task: Task, record: &SocketRecord) -> Result<Self, DecodeError> {
         let (family, addr) = match record.family {
             AF_INET => {
                 let [a, b, c, d, ..] = record.addr;
@@ -212,40 +351,28 @@ impl SocketEvent {
             AF_INET6 => (Family::Ipv6, IpAddr::V6(Ipv6Addr::from(record.addr))),
             other => return Err(DecodeError::Family(other)),
         };
-        let h = &record.header;
+        let kind = match kind {
+            EventKind::Listen => SocketKind::Listen,
+            EventKind::Bind => SocketKind::Bind,
+            _ => SocketKind::Close,
+        };
         Ok(Self {
             kind,
-            ktime_ns: h.ktime_ns,
-            cgroup_id: h.cgroup_id,
+            task,
             sock_id: record.sock_id,
-            pid: h.tgid,
-            tid: h.tid,
-            uid: h.uid,
-            gid: h.gid,
-            comm: trim_nul(&h.comm).to_vec(),
             proto: Proto::from_ipproto(record.protocol),
             family,
             addr,
             port: record.port,
+            fd: (record.fd >= 0).then_some(record.fd),
+            backlog: (kind == SocketKind::Listen && record.fd >= 0).then_some(record.backlog),
         })
-    }
-}
-
-pub fn kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::Listen => "listen",
-        EventKind::Bind => "bind",
-        EventKind::Close => "close",
-        EventKind::Fork => "fork",
-        EventKind::Exit => "exit",
-        EventKind::ExecArgs => "exec_args",
-        EventKind::Exec => "exec",
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use watcher_common::{ARG_BYTES, FILENAME_BYTES};
+    use watcher_common::{ARG_BYTES, FILENAME_BYTES, SOCKADDR_BYTES};
 
     use super::*;
 
@@ -271,7 +398,9 @@ mod tests {
             sock_id: 99,
             protocol: IPPROTO_TCP,
             sock_type: 1,
-            errno: 0,
+            fd: 3,
+            backlog: 128,
+            reserved: 0,
             addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             family: AF_INET,
             port: 8080,
@@ -294,14 +423,16 @@ mod tests {
     #[test]
     fn decodes_every_socket_field() {
         let event = decode_socket(&socket()).unwrap();
-        assert_eq!(event.kind, EventKind::Listen);
-        assert_eq!((event.pid, event.tid, event.uid, event.gid), (1000, 1001, 65534, 65534));
-        assert_eq!((event.ktime_ns, event.cgroup_id, event.sock_id), (42, 7, 99));
-        assert_eq!(event.comm, b"python");
+        assert_eq!(event.kind, SocketKind::Listen);
+        let t = &event.task;
+        assert_eq!((t.pid, t.tid, t.uid, t.gid), (1000, 1001, 65534, 65534));
+        assert_eq!((t.ktime_ns, t.cgroup_id, event.sock_id), (42, 7, 99));
+        assert_eq!(t.comm, b"python");
         assert_eq!(event.addr, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(event.port, 8080);
         assert_eq!(event.proto, Proto::Tcp);
         assert_eq!(event.family, Family::Ipv4);
+        assert_eq!((event.fd, event.backlog), (Some(3), Some(128)));
     }
 
     #[test]
@@ -313,7 +444,6 @@ mod tests {
         let mut bad_family = socket();
         bad_family.family = 1;
         assert_eq!(decode_socket(&bad_family), Err(DecodeError::Family(1)));
-        // A socket kind with a process record's size.
         let mut short = bytes(&socket());
         short.truncate(size_of::<ProcessRecord>());
         assert_eq!(
@@ -333,9 +463,7 @@ mod tests {
     #[test]
     fn decodes_process_records() {
         let fork = ProcessRecord { header: header(EventKind::Fork), pid: 2000, group_dead: 0 };
-        let Record::Fork { parent, child } = Record::decode(&bytes(&fork)).unwrap() else {
-            panic!()
-        };
+        let Record::Fork { parent, child } = Record::decode(&bytes(&fork)).unwrap() else { panic!() };
         assert_eq!((parent.pid, child), (1000, 2000));
         let exit = ProcessRecord { header: header(EventKind::Exit), pid: 1001, group_dead: 1 };
         assert!(matches!(Record::decode(&bytes(&exit)).unwrap(), Record::Exit { group_dead: true, .. }));
@@ -360,19 +488,73 @@ mod tests {
         };
         args.args[0][..2].copy_from_slice(b"nc");
         args.args[1][..3].copy_from_slice(b"-lp");
-        let Record::ExecArgs { args: argv, complete, .. } = Record::decode(&bytes(&args)).unwrap()
-        else {
+        let Record::ExecArgs { args: argv, complete, .. } = Record::decode(&bytes(&args)).unwrap() else {
             panic!()
         };
         assert_eq!(argv, vec![b"nc".to_vec(), b"-lp".to_vec()]);
         assert!(complete);
         args.header.flags = EXEC_ARGS_MORE;
         args.argc = 99; // never trusted past the slots
-        let Record::ExecArgs { args: argv, complete, .. } = Record::decode(&bytes(&args)).unwrap()
-        else {
+        let Record::ExecArgs { args: argv, complete, .. } = Record::decode(&bytes(&args)).unwrap() else {
             panic!()
         };
         assert_eq!(argv.len(), ARGV_SLOTS);
         assert!(!complete);
+    }
+
+    #[test]
+    fn decodes_filters_and_failures() {
+        let mut filter = PassiveRecord {
+            header: header(EventKind::FilterAttached),
+            fd: 5,
+            family: 0,
+            sock_type: 0,
+            protocol: 0,
+            optname: SO_ATTACH_FILTER,
+            filter_len: 2,
+            filter: [0xab; FILTER_BYTES],
+        };
+        let Record::FilterAttached { filter: Filter::Classic { instructions, bytes: b }, .. } =
+            Record::decode(&bytes(&filter)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((instructions, b.len()), (2, 16));
+        // A count past what the kernel copied is kept, the bytes are capped.
+        filter.filter_len = 1000;
+        let Record::FilterAttached { filter: Filter::Classic { instructions, bytes: b }, .. } =
+            Record::decode(&bytes(&filter)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((instructions, b.len()), (1000, FILTER_BYTES));
+
+        let mut failed = SyscallRecord {
+            header: header(EventKind::BindFailed),
+            fd: 3,
+            errno: 98,
+            backlog: 0,
+            addr_len: 16,
+            addr: [0; SOCKADDR_BYTES],
+        };
+        failed.addr[..2].copy_from_slice(&AF_INET.to_ne_bytes());
+        failed.addr[2..4].copy_from_slice(&8080u16.to_be_bytes());
+        failed.addr[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        let Record::BindFailed { errno, addr, .. } = Record::decode(&bytes(&failed)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(errno, 98);
+        assert_eq!(addr, Some(SockAddr::Inet { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 8080 }));
+    }
+
+    #[test]
+    fn unix_addresses_filesystem_and_abstract() {
+        let mut raw = AF_UNIX.to_ne_bytes().to_vec();
+        raw.extend_from_slice(b"/dev/printer\0\0\0");
+        assert_eq!(SockAddr::parse(&raw, raw.len()), Some(SockAddr::Unix(b"/dev/printer".to_vec())));
+        let mut abs = AF_UNIX.to_ne_bytes().to_vec();
+        abs.extend_from_slice(b"\0name");
+        assert_eq!(SockAddr::parse(&abs, abs.len()), Some(SockAddr::Unix(b"\0name".to_vec())));
+        assert_eq!(SockAddr::parse(&[1], 1), None);
     }
 }

@@ -2,12 +2,19 @@
 //! applied to decoded events. A single `--pid` is also pushed into the
 //! kernel (see `loader::KernelFilter`) so that other processes' events do
 //! not even cross the ring buffer.
-use crate::events::{Family, Proto, SocketEvent};
+use crate::{
+    events::{Family, Proto, Task},
+    output::What,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProtoFilter {
     Tcp,
     Udp,
+    /// SOCK_RAW sockets.
+    Raw,
+    /// AF_PACKET sockets.
+    Packet,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -21,16 +28,22 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn matches(&self, event: &SocketEvent) -> bool {
-        (self.pids.is_empty() || self.pids.contains(&event.pid))
-            && (self.comms.is_empty() || self.comms.iter().any(|c| c.as_bytes() == event.comm))
-            && (self.ports.is_empty() || self.ports.contains(&event.port))
-            && match self.proto {
-                None => true,
-                Some(ProtoFilter::Tcp) => event.proto == Proto::Tcp,
-                Some(ProtoFilter::Udp) => event.proto == Proto::Udp,
-            }
-            && self.family.is_none_or(|f| f == event.family)
+    /// Whether an event passes. An event that has no port (a packet socket)
+    /// fails a port filter; one whose protocol the kernel could not tell (a
+    /// failed bind) passes a protocol filter rather than hide a port fight.
+    pub fn matches(&self, task: &Task, what: &What<'_>) -> bool {
+        (self.pids.is_empty() || self.pids.contains(&task.pid))
+            && (self.comms.is_empty() || self.comms.iter().any(|c| c.as_bytes() == task.comm))
+            && (self.ports.is_empty() || what.port().is_some_and(|p| self.ports.contains(&p)))
+            && self.proto.is_none_or(|want| {
+                what.proto().is_none_or(|proto| match want {
+                    ProtoFilter::Tcp => proto == Proto::Tcp,
+                    ProtoFilter::Udp => proto == Proto::Udp,
+                    ProtoFilter::Raw => proto == Proto::Raw,
+                    ProtoFilter::Packet => proto == Proto::Packet,
+                })
+            })
+            && self.family.is_none_or(|f| what.family() == Some(f))
     }
 
     /// The tgid the kernel can filter on by itself, when exactly one is asked for.
@@ -46,33 +59,32 @@ impl Filter {
 mod tests {
     use std::net::{IpAddr, Ipv6Addr};
 
-    use watcher_common::EventKind;
-
     use super::*;
+    use crate::{
+        events::{SockAddr, SocketEvent, SocketKind},
+        socket_options::PassiveSocket,
+    };
 
     fn event() -> SocketEvent {
         SocketEvent {
-            kind: EventKind::Bind,
-            ktime_ns: 1,
-            cgroup_id: 1,
+            kind: SocketKind::Bind,
+            task: Task { ktime_ns: 1, cgroup_id: 1, pid: 10, tid: 10, uid: 0, gid: 0, comm: b"socat".to_vec() },
             sock_id: 1,
-            pid: 10,
-            tid: 10,
-            uid: 0,
-            gid: 0,
-            comm: b"socat".to_vec(),
             proto: Proto::Udp,
             family: Family::Ipv6,
             addr: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
             port: 53,
+            fd: None,
+            backlog: None,
         }
     }
 
     #[test]
     fn every_filter_can_exclude() {
         let e = event();
-        assert!(Filter::default().matches(&e));
-        let only = |f: Filter| f.matches(&e);
+        let what = What::Socket { event: &e, fd_facts: None };
+        let only = |f: Filter| f.matches(&e.task, &what);
+        assert!(only(Filter::default()));
         assert!(only(Filter { pids: vec![10], ..Default::default() }));
         assert!(!only(Filter { pids: vec![11], ..Default::default() }));
         assert!(only(Filter { comms: vec!["socat".into()], ..Default::default() }));
@@ -83,6 +95,23 @@ mod tests {
         assert!(!only(Filter { proto: Some(ProtoFilter::Tcp), ..Default::default() }));
         assert!(only(Filter { family: Some(Family::Ipv6), ..Default::default() }));
         assert!(!only(Filter { family: Some(Family::Ipv4), ..Default::default() }));
+    }
+
+    #[test]
+    fn passive_sockets_and_failures() {
+        let task = event().task;
+        let packet = What::PassiveSocket {
+            fd: 3,
+            socket: PassiveSocket { family: Family::Packet, sock_type: 3, protocol: 0x300 },
+        };
+        assert!(Filter { proto: Some(ProtoFilter::Packet), ..Default::default() }.matches(&task, &packet));
+        assert!(!Filter { proto: Some(ProtoFilter::Raw), ..Default::default() }.matches(&task, &packet));
+        assert!(!Filter { ports: vec![53], ..Default::default() }.matches(&task, &packet));
+        assert!(!Filter { family: Some(Family::Ipv4), ..Default::default() }.matches(&task, &packet));
+        let addr = SockAddr::Inet { addr: IpAddr::V6(Ipv6Addr::LOCALHOST), port: 80 };
+        let failed = What::BindFailed { fd: 3, errno: 98, addr: Some(&addr) };
+        assert!(Filter { proto: Some(ProtoFilter::Tcp), ports: vec![80], ..Default::default() }.matches(&task, &failed));
+        assert!(Filter { family: Some(Family::Ipv6), ..Default::default() }.matches(&task, &failed));
     }
 
     #[test]

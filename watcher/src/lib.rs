@@ -14,4 +14,5 @@ pub mod output;
 pub mod privileges;
 pub mod process;
 pub mod process_table;
+pub mod socket_options;
 pub mod watch;

@@ -20,7 +20,7 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// (category, name) of each tracepoint program; the program is named after
 /// its tracepoint.
-const TRACEPOINTS: [(&str, &str); 6] = [
+const TRACEPOINTS: [(&str, &str); 14] = [
     // TCP listeners up and down.
     ("sock", "inet_sock_set_state"),
     // The process table: who forks, execs (with argv) and exits.
@@ -32,6 +32,17 @@ const TRACEPOINTS: [(&str, &str); 6] = [
     // BENCHMARKS.md measures what that costs.
     ("syscalls", "sys_enter_execve"),
     ("syscalls", "sys_enter_execveat"),
+    // Failed binds and listens; the fd and backlog of successful ones.
+    ("syscalls", "sys_enter_bind"),
+    ("syscalls", "sys_exit_bind"),
+    ("syscalls", "sys_enter_listen"),
+    ("syscalls", "sys_exit_listen"),
+    // Passive listeners: raw and packet sockets, attached BPF filters, and
+    // the socket options that matter for listeners.
+    ("syscalls", "sys_enter_socket"),
+    ("syscalls", "sys_exit_socket"),
+    ("syscalls", "sys_enter_setsockopt"),
+    ("syscalls", "sys_exit_setsockopt"),
 ];
 
 /// Run-time settings passed to the kernel programs as globals.

@@ -83,10 +83,15 @@ impl ProcessTable {
         self.lookup.user_name(uid)
     }
 
-    /// Applies a process record; socket records pass through untouched.
+    /// Applies a process record; other records pass through untouched.
     pub fn apply(&mut self, record: &Record) {
         match record {
-            Record::Socket(_) => {}
+            Record::Socket(_)
+            | Record::PassiveSocket { .. }
+            | Record::FilterAttached { .. }
+            | Record::SockoptSet { .. }
+            | Record::BindFailed { .. }
+            | Record::ListenFailed { .. } => {}
             Record::Fork { parent, child } => {
                 // A forked child runs its parent's program until it execs.
                 let mut info = self

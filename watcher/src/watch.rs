@@ -19,10 +19,11 @@ use crate::{
     events::Record,
     filter::Filter,
     loader::{self, KernelFilter},
-    output::{Format, Printer, Report},
+    output::{Format, Printer, Report, What},
     privileges,
     process::ProcessLookup,
     process_table::ProcessTable,
+    socket_options::{PassiveSocket, SocketOptions},
 };
 
 /// How often the per-CPU loss counter is read.
@@ -66,6 +67,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         filter,
         printer,
         processes,
+        socket_options: SocketOptions::default(),
         clock: WallClock::new()?,
         lost,
         lost_reported: 0,
@@ -82,6 +84,7 @@ struct Watch<W: Write> {
     filter: Filter,
     printer: Printer<W>,
     processes: ProcessTable,
+    socket_options: SocketOptions,
     clock: WallClock,
     lost: PerCpuArray<MapData, u64>,
     lost_reported: u64,
@@ -143,24 +146,61 @@ impl<W: Write> Watch<W> {
                 }
             };
             drop(item);
-            let Record::Socket(event) = record else {
-                self.processes.apply(&record);
-                continue;
-            };
-            if !self.filter.matches(&event) {
-                continue;
-            }
-            let process = self.processes.get(event.pid);
-            let user = self.processes.user_name(event.uid);
-            self.printer.report(&Report {
-                event: &event,
-                process: &process,
-                user: user.as_deref(),
-                time: self.clock.wall_time(event.ktime_ns),
-                seen_ktime_ns,
-            })?;
+            self.handle(&record, seen_ktime_ns)?;
         }
         Ok(())
+    }
+
+    /// Folds a record into the process and socket-option tables, and
+    /// prints it when it is an event the user asked for.
+    fn handle(&mut self, record: &Record, seen_ktime_ns: u64) -> io::Result<()> {
+        self.socket_options.apply(record);
+        let (task, what) = match record {
+            Record::Socket(event) => (
+                &event.task,
+                What::Socket { event, fd_facts: self.socket_options.get(event.task.pid, event.fd) },
+            ),
+            Record::PassiveSocket { task, fd, family, sock_type, protocol } => (
+                task,
+                What::PassiveSocket {
+                    fd: *fd,
+                    socket: PassiveSocket { family: *family, sock_type: *sock_type, protocol: *protocol },
+                },
+            ),
+            Record::FilterAttached { task, fd, optname, filter } => (
+                task,
+                What::FilterAttached {
+                    fd: *fd,
+                    optname: *optname,
+                    filter,
+                    socket: self.socket_options.get(task.pid, Some(*fd)).and_then(|f| f.passive),
+                },
+            ),
+            Record::BindFailed { task, fd, errno, addr } => {
+                (task, What::BindFailed { fd: *fd, errno: *errno, addr: addr.as_ref() })
+            }
+            Record::ListenFailed { task, fd, errno, backlog } => {
+                (task, What::ListenFailed { fd: *fd, errno: *errno, backlog: *backlog })
+            }
+            Record::Fork { .. } | Record::Exit { .. } | Record::ExecArgs { .. } | Record::Exec { .. } => {
+                self.processes.apply(record);
+                return Ok(());
+            }
+            Record::SockoptSet { .. } => return Ok(()),
+        };
+        if !self.filter.matches(task, &what) {
+            return Ok(());
+        }
+        let process = self.processes.get(task.pid);
+        let user = self.processes.user_name(task.uid);
+        self.printer.report(&Report {
+            task,
+            process: &process,
+            user: user.as_deref(),
+            time: self.clock.wall_time(task.ktime_ns),
+            seen_ktime_ns,
+            what,
+        })
     }
 
     fn report_lost(&mut self) -> io::Result<()> {

@@ -10,6 +10,7 @@ use aya_ebpf::{
 };
 use watcher_common::{AF_INET, AF_INET6, BOUND_SOCKETS_MAX, EventKind, IPPROTO_UDP};
 
+use super::bind_listen::bind_fd;
 use crate::record::{SocketFacts, submit, wanted_tgid};
 
 const ALLOW: i32 = 1;
@@ -80,5 +81,7 @@ fn report_bind(ctx: &SockContext, family: u16, addr: [u8; 16], port: u32) {
         protocol,
         sock_type,
         addr,
+        fd: bind_fd(),
+        backlog: 0,
     });
 }

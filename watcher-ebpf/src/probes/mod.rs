@@ -1,5 +1,8 @@
 //! One file per kernel subject.
 mod bind;
+mod bind_listen;
+mod passive;
 mod process;
 mod sock_release;
+mod syscall_args;
 mod tcp_state;

@@ -43,5 +43,7 @@ fn try_sock_release(ctx: &SockContext) {
         protocol,
         sock_type,
         addr: bound.addr,
+        fd: -1,
+        backlog: 0,
     });
 }

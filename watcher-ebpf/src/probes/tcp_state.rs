@@ -4,6 +4,7 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use watcher_common::{AF_INET, AF_INET6, EventKind, IPPROTO_TCP};
 
+use super::bind_listen::listen_args;
 use crate::record::{SocketFacts, submit, wanted_tgid};
 
 const TCP_CLOSE: i32 = 7;
@@ -63,6 +64,8 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         AF_INET6 => addr = unsafe { ctx.read_at::<[u8; 16]>(SADDR_V6)? },
         _ => return Ok(()),
     }
+    // Inside listen(), its fd and backlog; a close has neither.
+    let listen = if kind == EventKind::Listen { listen_args() } else { None };
     submit(&SocketFacts {
         kind,
         sock_id,
@@ -71,6 +74,8 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         protocol: IPPROTO_TCP,
         sock_type: SOCK_STREAM,
         addr,
+        fd: listen.map_or(-1, |l| l.fd),
+        backlog: listen.map_or(0, |l| l.backlog),
     });
     Ok(())
 }

@@ -1,0 +1,96 @@
+//! Arguments of an in-flight syscall, kept per thread from its enter
+//! tracepoint to its exit tracepoint (and read by the hooks that run in
+//! between). LRU maps, so that a thread killed inside a syscall leaves no
+//! entry behind for long.
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
+    macros::map,
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
+
+/// In-flight syscalls remembered at once, per kind.
+const IN_FLIGHT_MAX: u32 = 16_384;
+
+// Offsets from /sys/kernel/tracing/events/syscalls/*/format: every
+// sys_enter_* has its first argument at 16 and then one each 8 bytes;
+// every sys_exit_* has `ret` at 16.
+pub const ARG0: usize = 16;
+pub const ARG1: usize = 24;
+pub const ARG2: usize = 32;
+pub const ARG3: usize = 40;
+pub const ARG4: usize = 48;
+pub const RET: usize = 16;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingBind {
+    pub addr: [u8; watcher_common::SOCKADDR_BYTES],
+    pub fd: i32,
+    pub addr_len: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingListen {
+    pub fd: i32,
+    pub backlog: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingSocket {
+    pub family: u32,
+    pub sock_type: u32,
+    pub protocol: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingSockopt {
+    pub optval: u64,
+    pub fd: i32,
+    pub level: u32,
+    pub optname: u32,
+    pub optlen: u32,
+}
+
+#[map(name = "PENDING_BIND")]
+pub static PENDING_BIND: LruHashMap<u64, PendingBind> = LruHashMap::with_max_entries(IN_FLIGHT_MAX, 0);
+#[map(name = "PENDING_LISTEN")]
+pub static PENDING_LISTEN: LruHashMap<u64, PendingListen> =
+    LruHashMap::with_max_entries(IN_FLIGHT_MAX, 0);
+#[map(name = "PENDING_SOCKET")]
+pub static PENDING_SOCKET: LruHashMap<u64, PendingSocket> =
+    LruHashMap::with_max_entries(IN_FLIGHT_MAX, 0);
+#[map(name = "PENDING_SOCKOPT")]
+pub static PENDING_SOCKOPT: LruHashMap<u64, PendingSockopt> =
+    LruHashMap::with_max_entries(IN_FLIGHT_MAX, 0);
+
+/// The calling thread, as the key of the maps above.
+#[inline(always)]
+pub fn thread_key() -> u64 {
+    bpf_get_current_pid_tgid()
+}
+
+/// The `i`th syscall argument (8 bytes each in the tracepoint record).
+#[inline(always)]
+pub fn arg(ctx: &TracePointContext, offset: usize) -> Option<u64> {
+    // SAFETY: the offsets above are inside every sys_enter_*/sys_exit_* record.
+    unsafe { ctx.read_at::<u64>(offset) }.ok()
+}
+
+/// Copies `len` bytes (at most `N`) of user memory at `src` into `dst`;
+/// returns how many were copied (0 on a fault).
+#[inline(always)]
+pub fn read_user_bytes<const N: usize>(dst: &mut [u8; N], src: u64, len: u32) -> u32 {
+    let len = if len as usize > N { N as u32 } else { len };
+    if len == 0 {
+        return 0;
+    }
+    // SAFETY: the helper faults cleanly on bad user memory, and `len` is at
+    // most the size of `dst`.
+    let ret = unsafe { bpf_probe_read_user(dst.as_mut_ptr().cast::<c_void>(), len, src as *const c_void) };
+    if ret == 0 { len } else { 0 }
+}
