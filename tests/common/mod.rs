@@ -24,7 +24,12 @@ pub fn watcher_bin() -> &'static str {
 }
 
 pub fn sockets_py() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/programs/sockets.py")
+    program("sockets.py")
+}
+
+/// A file of tests/programs.
+pub fn program(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/programs").join(name)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -225,9 +230,14 @@ impl SocketChild {
     /// Like [`SocketChild::spawn`], with a wrapper before python (e.g.
     /// setpriv to run it as another user).
     pub fn spawn_with(wrapper: &[&str], mode: &str, args: &[&str]) -> Self {
+        Self::spawn_program(wrapper, &sockets_py(), mode, args)
+    }
+
+    /// A child running another program of tests/programs with the same protocol.
+    pub fn spawn_program(wrapper: &[&str], program: &std::path::Path, mode: &str, args: &[&str]) -> Self {
         let mut argv: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
         argv.push(PYTHON.into());
-        argv.push(sockets_py().display().to_string());
+        argv.push(program.display().to_string());
         argv.push(mode.into());
         argv.extend(args.iter().map(|s| s.to_string()));
         let mut child = Command::new(&argv[0])

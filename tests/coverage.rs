@@ -1,0 +1,120 @@
+//! End-to-end tests of what issue 3 adds to `watch`: passive listeners
+//! (packet and raw sockets, attached filters), failed binds, and the
+//! options and backlog on listen events.
+mod common;
+
+use common::{SocketChild, Watcher, is, program, require_bpf};
+use sha2::{Digest as _, Sha256};
+
+fn passive(mode: &str, args: &[&str]) -> SocketChild {
+    SocketChild::spawn_program(&[], &program("passive.py"), mode, args)
+}
+
+/// A BPFDoor-style backdoor: a packet socket with a classic filter waiting
+/// for a magic packet, no port open. Reported as loudly as a listener:
+/// the socket, then the filter with its instruction count and hash.
+#[test]
+fn packet_socket_with_filter_is_reported() {
+    if !require_bpf("packet_socket_with_filter_is_reported") {
+        return;
+    }
+    let mut watcher = Watcher::start_json(&[]);
+    let mut child = passive("packet_filter", &[]);
+    let pid = child.pid;
+    child.go();
+    let said = child.expect("ready");
+    let (fd, insns, code) = (said[0].parse::<i32>().unwrap(), said[1].parse::<u32>().unwrap(), &said[2]);
+    let code = (0..code.len()).step_by(2).map(|i| u8::from_str_radix(&code[i..i + 2], 16).unwrap()).collect::<Vec<_>>();
+    let expected_hash: String = Sha256::digest(&code).iter().map(|b| format!("{b:02x}")).collect();
+
+    let socket = watcher.next_event(|e| is(e, "packet_socket", pid));
+    assert_eq!(socket["fd"], fd, "{socket}");
+    assert_eq!(socket["proto"], "packet", "{socket}");
+    assert_eq!(socket["protocol_name"], "ETH_P_ALL", "{socket}");
+    assert_eq!(socket["comm"], "python3", "{socket}");
+    let filter = watcher.next_event(|e| is(e, "filter_attached", pid));
+    assert_eq!(filter["fd"], fd, "{filter}");
+    assert_eq!(filter["attach"], "SO_ATTACH_FILTER", "{filter}");
+    assert_eq!(filter["filter"], "classic", "{filter}");
+    assert_eq!(filter["instructions"], insns, "{filter}");
+    assert_eq!(filter["sha256"], expected_hash, "{filter}");
+    assert_eq!(filter["filter_complete"], true, "{filter}");
+    assert_eq!(filter["proto"], "packet", "the filter is on the packet socket: {filter}");
+    assert!(filter["exe"].as_str().is_some_and(|e| e.contains("python")), "{filter}");
+    child.finish();
+}
+
+#[test]
+fn raw_icmp_socket_is_reported() {
+    if !require_bpf("raw_icmp_socket_is_reported") {
+        return;
+    }
+    let mut watcher = Watcher::start_json(&["--proto", "raw"]);
+    let mut child = passive("raw_icmp", &[]);
+    let pid = child.pid;
+    child.go();
+    let fd: i32 = child.expect("ready")[0].parse().unwrap();
+    let event = watcher.next_event(|e| is(e, "raw_socket", pid));
+    assert_eq!(event["fd"], fd, "{event}");
+    assert_eq!(event["family"], "ipv4", "{event}");
+    assert_eq!(event["sock_type"], "SOCK_RAW", "{event}");
+    assert_eq!(event["protocol_name"], "IPPROTO_ICMP", "{event}");
+    child.finish();
+}
+
+/// Two children race for one port: the loser's bind_failed names
+/// EADDRINUSE, the port it asked for, and the loser's pid.
+#[test]
+fn losing_bind_race_reports_eaddrinuse() {
+    if !require_bpf("losing_bind_race_reports_eaddrinuse") {
+        return;
+    }
+    let mut watcher = Watcher::start_json(&[]);
+    let mut winner = SocketChild::spawn("hold", &["4", "tcp", "127.0.0.1", "0"]);
+    winner.go();
+    let port = winner.expect("ready")[0].clone();
+    let mut loser = passive("try_bind", &["4", "127.0.0.1", &port]);
+    let pid = loser.pid;
+    loser.go();
+    let said = loser.expect("failed");
+    assert_eq!(said[0], "98", "the kernel said EADDRINUSE");
+    let fd: i32 = said[1].parse().unwrap();
+    let event = watcher.next_event(|e| is(e, "bind_failed", pid));
+    assert_eq!(event["errno"], "EADDRINUSE", "{event}");
+    assert_eq!(event["errno_code"], 98, "{event}");
+    assert_eq!(event["addr"], "127.0.0.1", "{event}");
+    assert_eq!(event["port"], port.parse::<u16>().unwrap(), "{event}");
+    assert_eq!(event["fd"], fd, "{event}");
+    assert_eq!(event["family"], "ipv4", "{event}");
+    // The winner's own bind and listen were not failures.
+    let winner_pid = winner.pid;
+    watcher.next_event(|e| is(e, "listen", winner_pid));
+    loser.finish();
+    winner.say("close");
+    winner.expect("closed");
+}
+
+/// SO_REUSEADDR, SO_REUSEPORT and SO_BINDTODEVICE set before bind, and
+/// listen()'s backlog and fd, show on the bind and listen events.
+#[test]
+fn listener_options_and_backlog_are_on_its_events() {
+    if !require_bpf("listener_options_and_backlog_are_on_its_events") {
+        return;
+    }
+    let mut watcher = Watcher::start_json(&[]);
+    let mut child = passive("options", &[]);
+    let pid = child.pid;
+    child.go();
+    let said = child.expect("ready");
+    let (fd, port) = (said[0].parse::<i32>().unwrap(), said[1].parse::<u16>().unwrap());
+    for kind in ["bind", "listen"] {
+        let event = watcher.next_event(|e| is(e, kind, pid) && e["port"] == port);
+        assert_eq!(event["fd"], fd, "{event}");
+        assert_eq!(event["options"], serde_json::json!(["SO_REUSEADDR", "SO_REUSEPORT"]), "{event}");
+        assert_eq!(event["bind_device"], "lo", "{event}");
+        if kind == "listen" {
+            assert_eq!(event["backlog"], 7, "{event}");
+        }
+    }
+    child.finish();
+}

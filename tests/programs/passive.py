@@ -1,0 +1,84 @@
+"""Passive listeners, failed binds and listener options, opened by a separate
+process for watcher's end-to-end tests. Same protocol as sockets.py: print
+"pid N", wait for "go", act, print what was done, stay alive until stdin ends.
+"""
+import ctypes
+import os
+import socket
+import struct
+import sys
+
+ETH_P_ALL = 0x0003
+SO_ATTACH_FILTER = 26
+
+# A BPFDoor-style classic filter: accept only UDP packets whose payload
+# starts with a magic word, drop everything else (tcpdump -d style listing).
+MAGIC_FILTER = [
+    (0x28, 0, 0, 0x0000000C),  # ldh [12]          ethertype
+    (0x15, 0, 6, 0x00000800),  # jeq #IPv4
+    (0x30, 0, 0, 0x00000017),  # ldb [23]          ip proto
+    (0x15, 0, 4, 0x00000011),  # jeq #UDP
+    (0x20, 0, 0, 0x0000002A),  # ld [42]           first payload word
+    (0x15, 0, 2, 0x7255ABCD),  # jeq #magic
+    (0x06, 0, 0, 0x0000FFFF),  # ret #65535
+    (0x06, 0, 0, 0x00000000),  # ret #0
+    (0x06, 0, 0, 0x00000000),  # ret #0
+]
+
+
+def say(*words):
+    print(*words, flush=True)
+
+
+def packet_filter():
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    code = b"".join(struct.pack("HBBI", *insn) for insn in MAGIC_FILTER)
+    buf = ctypes.create_string_buffer(code, len(code))
+    fprog = struct.pack("HL", len(MAGIC_FILTER), ctypes.addressof(buf))
+    s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    say("ready", s.fileno(), len(MAGIC_FILTER), code.hex())
+    return s
+
+
+def raw_icmp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    say("ready", s.fileno())
+    return s
+
+
+def try_bind(family, addr, port):
+    fam = socket.AF_INET if family == "4" else socket.AF_INET6
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        s.bind((addr, int(port)))
+        s.listen(1)
+        say("bound", s.fileno())
+    except OSError as e:
+        say("failed", e.errno, s.fileno())
+    return s
+
+
+def options():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"lo\0")
+    s.bind(("127.0.0.1", 0))
+    s.listen(7)
+    say("ready", s.fileno(), s.getsockname()[1])
+    return s
+
+
+def main():
+    mode, args = sys.argv[1], sys.argv[2:]
+    say("pid", os.getpid())
+    if sys.stdin.readline().strip() != "go":
+        sys.exit("expected go")
+    modes = {"packet_filter": packet_filter, "raw_icmp": raw_icmp, "try_bind": try_bind, "options": options}
+    keep = modes[mode](*args)
+    sys.stdin.read()
+    keep.close()
+
+
+if __name__ == "__main__":
+    main()
