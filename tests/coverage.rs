@@ -118,3 +118,41 @@ fn listener_options_and_backlog_are_on_its_events() {
     }
     child.finish();
 }
+
+/// UNIX listeners on a filesystem path and an abstract name, owned by user
+/// nobody: listen with path, owner and backlog; close when closed, and when
+/// the process exits without closing.
+#[test]
+fn unix_listeners_path_and_abstract() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !require_bpf("unix_listeners_path_and_abstract") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = dir.path().join("listener.sock").display().to_string();
+    let abstract_name = format!("watcher-test-{}", std::process::id());
+    let mut watcher = Watcher::start_json(&["--proto", "unix"]);
+    let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+    let mut child = SocketChild::spawn_program(&nobody, &program("passive.py"), "unix", &[&path, &abstract_name]);
+    let pid = child.pid;
+    child.go();
+    let fds = child.expect("ready");
+    let (path_fd, abstract_fd) = (fds[0].parse::<i32>().unwrap(), fds[1].parse::<i32>().unwrap());
+    let at = format!("@{abstract_name}");
+    for (fd, name, backlog) in [(path_fd, path.as_str(), 3), (abstract_fd, at.as_str(), 4)] {
+        let e = watcher.next_event(|e| is(e, "listen", pid) && e["path"] == name);
+        assert_eq!((e["family"].as_str(), e["proto"].as_str()), (Some("unix"), Some("unix")), "{e}");
+        assert_eq!(e["fd"], fd, "{e}");
+        assert_eq!(e["backlog"], backlog, "{e}");
+        assert_eq!((e["uid"].as_u64(), e["user"].as_str()), (Some(65534), Some("nobody")), "{e}");
+        assert_eq!(e["comm"], "python3", "{e}");
+    }
+    child.say("close");
+    child.expect("closed");
+    let closed = watcher.next_event(|e| is(e, "close", pid) && e["path"] == path.as_str());
+    assert_eq!(closed["fd"], path_fd, "{closed}");
+    child.finish(); // exits without closing the abstract listener
+    let closed = watcher.next_event(|e| is(e, "close", pid) && e["path"] == at.as_str());
+    assert_eq!(closed["fd"], abstract_fd, "{closed}");
+}

@@ -69,12 +69,37 @@ def options():
     return s
 
 
+def unix(path, abstract):
+    """A filesystem-path and an abstract UNIX listener; on "close" the path one
+    is closed, then the process exits without closing the other (the kernel
+    closes it at exit)."""
+    a = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    a.bind(path)
+    a.listen(3)
+    b = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    b.bind("\0" + abstract)
+    b.listen(4)
+    say("ready", a.fileno(), b.fileno())
+    if sys.stdin.readline().strip() != "close":
+        sys.exit("expected close")
+    a.close()
+    say("closed")
+    sys.stdin.read()
+    os._exit(0)
+
+
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
     say("pid", os.getpid())
     if sys.stdin.readline().strip() != "go":
         sys.exit("expected go")
-    modes = {"packet_filter": packet_filter, "raw_icmp": raw_icmp, "try_bind": try_bind, "options": options}
+    modes = {
+        "packet_filter": packet_filter,
+        "raw_icmp": raw_icmp,
+        "try_bind": try_bind,
+        "options": options,
+        "unix": unix,
+    }
     keep = modes[mode](*args)
     sys.stdin.read()
     keep.close()

@@ -13,6 +13,8 @@ pub const EVENTS_MAP: &str = "EVENTS";
 pub const LOST_MAP: &str = "LOST";
 /// Bytes in the ring buffer (a power of two, a multiple of the page size).
 pub const EVENTS_BYTES: u32 = 8 << 20;
+/// How many bound and listening UNIX sockets the kernel side remembers.
+pub const UNIX_SOCKETS_MAX: u32 = 16_384;
 /// How many bound UDP sockets the kernel side remembers, so that it reports
 /// the close of those (and only those) without sending every socket release
 /// on the host through the ring buffer.
@@ -61,6 +63,10 @@ pub enum EventKind {
     BindFailed = 11,
     /// listen() failed. [`SyscallRecord`]
     ListenFailed = 12,
+    /// listen() succeeded on a UNIX socket bound by this process. [`SyscallRecord`]
+    UnixListen = 13,
+    /// close() of that UNIX listener's fd. [`SyscallRecord`]
+    UnixClose = 14,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -80,6 +86,8 @@ impl TryFrom<u32> for EventKind {
             10 => Self::SockoptSet,
             11 => Self::BindFailed,
             12 => Self::ListenFailed,
+            13 => Self::UnixListen,
+            14 => Self::UnixClose,
             other => return Err(other),
         })
     }
@@ -243,17 +251,18 @@ pub struct SockoptRecord {
     pub value: [u8; OPTVAL_BYTES],
 }
 
-/// [`EventKind::BindFailed`], [`EventKind::ListenFailed`].
+/// [`EventKind::BindFailed`], [`EventKind::ListenFailed`],
+/// [`EventKind::UnixListen`], [`EventKind::UnixClose`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SyscallRecord {
     pub header: RecordHeader,
     pub fd: i32,
-    /// The positive errno.
+    /// The positive errno; 0 for the UNIX events.
     pub errno: u32,
-    /// listen()'s backlog; 0 for bind.
+    /// listen()'s backlog; 0 for bind and close.
     pub backlog: u32,
-    /// Bytes of `addr` the caller passed to bind(); 0 for listen.
+    /// Bytes of `addr` the caller passed to bind(); 0 for a failed listen.
     pub addr_len: u32,
     /// The socket address bind() was asked for, as the caller gave it.
     pub addr: [u8; SOCKADDR_BYTES],

@@ -19,6 +19,8 @@ pub enum Proto {
     Raw,
     /// An AF_PACKET socket.
     Packet,
+    /// A UNIX domain socket.
+    Unix,
     /// Another protocol bound through the inet hooks (SCTP…), by number.
     Other(u32),
 }
@@ -38,6 +40,7 @@ impl Proto {
             Self::Udp => "udp".into(),
             Self::Raw => "raw".into(),
             Self::Packet => "packet".into(),
+            Self::Unix => "unix".into(),
             Self::Other(n) => format!("ipproto-{n}"),
         }
     }
@@ -204,6 +207,10 @@ pub enum Record {
     SockoptSet { task: Task, fd: i32, level: u32, optname: u32, value: Vec<u8> },
     BindFailed { task: Task, fd: i32, errno: u32, addr: Option<SockAddr> },
     ListenFailed { task: Task, fd: i32, errno: u32, backlog: u32 },
+    /// listen() succeeded on a UNIX socket this process bound to `path`.
+    UnixListen { task: Task, fd: i32, backlog: u32, path: Vec<u8> },
+    /// close() of a UNIX listener's fd.
+    UnixClose { task: Task, fd: i32, path: Vec<u8> },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -236,7 +243,10 @@ fn record_size(kind: EventKind) -> usize {
         EventKind::Exec => size_of::<ExecRecord>(),
         EventKind::PassiveSocket | EventKind::FilterAttached => size_of::<PassiveRecord>(),
         EventKind::SockoptSet => size_of::<SockoptRecord>(),
-        EventKind::BindFailed | EventKind::ListenFailed => size_of::<SyscallRecord>(),
+        EventKind::BindFailed
+        | EventKind::ListenFailed
+        | EventKind::UnixListen
+        | EventKind::UnixClose => size_of::<SyscallRecord>(),
     }
 }
 
@@ -336,6 +346,18 @@ impl Record {
             EventKind::ListenFailed => {
                 let r: SyscallRecord = unsafe { read_record(bytes) };
                 Self::ListenFailed { task, fd: r.fd, errno: r.errno, backlog: r.backlog }
+            }
+            EventKind::UnixListen | EventKind::UnixClose => {
+                let r: SyscallRecord = unsafe { read_record(bytes) };
+                let path = match SockAddr::parse(&r.addr, r.addr_len as usize) {
+                    Some(SockAddr::Unix(path)) => path,
+                    _ => return Err(DecodeError::Family(u16::from_ne_bytes([r.addr[0], r.addr[1]]))),
+                };
+                if kind == EventKind::UnixListen {
+                    Self::UnixListen { task, fd: r.fd, backlog: r.backlog, path }
+                } else {
+                    Self::UnixClose { task, fd: r.fd, path }
+                }
             }
         })
     }

@@ -15,6 +15,8 @@ pub enum ProtoFilter {
     Raw,
     /// AF_PACKET sockets.
     Packet,
+    /// UNIX domain sockets.
+    Unix,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -41,6 +43,7 @@ impl Filter {
                     ProtoFilter::Udp => proto == Proto::Udp,
                     ProtoFilter::Raw => proto == Proto::Raw,
                     ProtoFilter::Packet => proto == Proto::Packet,
+                    ProtoFilter::Unix => proto == Proto::Unix,
                 })
             })
             && self.family.is_none_or(|f| what.family() == Some(f))

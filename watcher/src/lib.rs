@@ -15,4 +15,5 @@ pub mod privileges;
 pub mod process;
 pub mod process_table;
 pub mod socket_options;
+pub mod unix_listeners;
 pub mod watch;

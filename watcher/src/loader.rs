@@ -20,7 +20,7 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// (category, name) of each tracepoint program; the program is named after
 /// its tracepoint.
-const TRACEPOINTS: [(&str, &str); 14] = [
+const TRACEPOINTS: [(&str, &str); 15] = [
     // TCP listeners up and down.
     ("sock", "inet_sock_set_state"),
     // The process table: who forks, execs (with argv) and exits.
@@ -37,6 +37,8 @@ const TRACEPOINTS: [(&str, &str); 14] = [
     ("syscalls", "sys_exit_bind"),
     ("syscalls", "sys_enter_listen"),
     ("syscalls", "sys_exit_listen"),
+    // The close of a UNIX listener: one map lookup per close() on the host.
+    ("syscalls", "sys_enter_close"),
     // Passive listeners: raw and packet sockets, attached BPF filters, and
     // the socket options that matter for listeners.
     ("syscalls", "sys_enter_socket"),

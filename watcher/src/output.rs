@@ -14,7 +14,7 @@ use watcher_common::{SO_ATTACH_BPF, SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF, 
 
 use crate::{
     escape::escape_bytes,
-    events::{Family, Filter, Proto, SockAddr, SocketEvent, Task},
+    events::{Family, Filter, Proto, SockAddr, SocketEvent, SocketKind, Task},
     process::ProcessInfo,
     socket_options::{FdFacts, PassiveSocket},
 };
@@ -41,6 +41,8 @@ pub enum What<'a> {
     FilterAttached { fd: i32, optname: u32, filter: &'a Filter, socket: Option<PassiveSocket> },
     BindFailed { fd: i32, errno: u32, addr: Option<&'a SockAddr> },
     ListenFailed { fd: i32, errno: u32, backlog: u32 },
+    /// listen or close of a UNIX socket.
+    Unix { kind: SocketKind, fd: i32, backlog: Option<u32>, path: &'a [u8] },
 }
 
 impl What<'_> {
@@ -52,6 +54,7 @@ impl What<'_> {
             Self::FilterAttached { .. } => "filter_attached",
             Self::BindFailed { .. } => "bind_failed",
             Self::ListenFailed { .. } => "listen_failed",
+            Self::Unix { kind, .. } => kind.name(),
         }
     }
 
@@ -62,6 +65,7 @@ impl What<'_> {
             Self::PassiveSocket { socket, .. } => Some(passive_proto(socket)),
             Self::FilterAttached { socket, .. } => socket.as_ref().map(passive_proto),
             Self::BindFailed { .. } | Self::ListenFailed { .. } => None,
+            Self::Unix { .. } => Some(Proto::Unix),
         }
     }
 
@@ -74,7 +78,7 @@ impl What<'_> {
                 IpAddr::V4(_) => Family::Ipv4,
                 IpAddr::V6(_) => Family::Ipv6,
             }),
-            Self::BindFailed { addr: Some(SockAddr::Unix(_)), .. } => Some(Family::Unix),
+            Self::BindFailed { addr: Some(SockAddr::Unix(_)), .. } | Self::Unix { .. } => Some(Family::Unix),
             _ => None,
         }
     }
@@ -169,6 +173,16 @@ struct FailureDetail {
     addr: Option<String>,
     port: Option<u16>,
     path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backlog: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct UnixDetail {
+    proto: &'static str,
+    family: &'static str,
+    path: String,
+    fd: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
     backlog: Option<u32>,
 }
@@ -310,6 +324,10 @@ impl<W: Write> Printer<W> {
                     },
                 })
             }
+            What::Unix { fd, backlog, path, .. } => self.write_json(&Line {
+                common,
+                detail: UnixDetail { proto: "unix", family: "unix", path: unix_path(path), fd: *fd, backlog: *backlog },
+            }),
             What::ListenFailed { fd, errno, backlog } => self.write_json(&Line {
                 common,
                 detail: FailureDetail {
@@ -431,6 +449,7 @@ fn table_detail(what: &What<'_>) -> String {
         What::ListenFailed { fd, errno, backlog } => {
             format!("fd {fd} backlog {backlog} {}", errno_name(*errno))
         }
+        What::Unix { path, .. } => unix_path(path),
     }
 }
 
@@ -512,7 +531,6 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::events::SocketKind;
 
     fn task(comm: &[u8]) -> Task {
         Task {

@@ -91,7 +91,9 @@ impl ProcessTable {
             | Record::FilterAttached { .. }
             | Record::SockoptSet { .. }
             | Record::BindFailed { .. }
-            | Record::ListenFailed { .. } => {}
+            | Record::ListenFailed { .. }
+            | Record::UnixListen { .. }
+            | Record::UnixClose { .. } => {}
             Record::Fork { parent, child } => {
                 // A forked child runs its parent's program until it execs.
                 let mut info = self

@@ -16,7 +16,7 @@ use watcher_common::{EVENTS_MAP, LOST_MAP};
 
 use crate::{
     cli::WatchArgs,
-    events::Record,
+    events::{Record, SocketKind, Task},
     filter::Filter,
     loader::{self, KernelFilter},
     output::{Format, Printer, Report, What},
@@ -24,6 +24,7 @@ use crate::{
     process::ProcessLookup,
     process_table::ProcessTable,
     socket_options::{PassiveSocket, SocketOptions},
+    unix_listeners::UnixListeners,
 };
 
 /// How often the per-CPU loss counter is read.
@@ -64,16 +65,19 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut processes = ProcessTable::new(ProcessLookup::default());
     processes.fill_from_proc();
     let mut watch = Watch {
-        filter,
-        printer,
-        processes,
+        reporter: Reporter {
+            filter,
+            printer,
+            processes,
+            clock: WallClock::new()?,
+        },
         socket_options: SocketOptions::default(),
-        clock: WallClock::new()?,
+        unix_listeners: UnixListeners::default(),
         lost,
         lost_reported: 0,
     };
-    watch.printer.header()?;
-    watch.printer.flush()?;
+    watch.reporter.printer.header()?;
+    watch.reporter.printer.flush()?;
     announce_ready(&attached.hooks);
     let result = watch.stream(ring).await;
     drop(attached); // detaches every program
@@ -81,13 +85,19 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
 }
 
 struct Watch<W: Write> {
+    reporter: Reporter<W>,
+    socket_options: SocketOptions,
+    unix_listeners: UnixListeners,
+    lost: PerCpuArray<MapData, u64>,
+    lost_reported: u64,
+}
+
+/// Names the process of an event, filters, and prints.
+struct Reporter<W: Write> {
     filter: Filter,
     printer: Printer<W>,
     processes: ProcessTable,
-    socket_options: SocketOptions,
     clock: WallClock,
-    lost: PerCpuArray<MapData, u64>,
-    lost_reported: u64,
 }
 
 impl<W: Write> Watch<W> {
@@ -103,7 +113,7 @@ impl<W: Write> Watch<W> {
                     let mut drained = self.drain(guard.get_inner_mut());
                     guard.clear_ready();
                     if drained.is_ok() {
-                        drained = self.printer.flush();
+                        drained = self.reporter.printer.flush();
                     }
                     if !self.keep_going(drained)? {
                         return Ok(());
@@ -122,7 +132,7 @@ impl<W: Write> Watch<W> {
         // Whatever arrived before the signal is still reported.
         self.drain(ring.get_mut())?;
         self.report_lost()?;
-        self.printer.flush()?;
+        self.reporter.printer.flush()?;
         Ok(())
     }
 
@@ -155,6 +165,10 @@ impl<W: Write> Watch<W> {
     /// prints it when it is an event the user asked for.
     fn handle(&mut self, record: &Record, seen_ktime_ns: u64) -> io::Result<()> {
         self.socket_options.apply(record);
+        for closed in self.unix_listeners.apply(record) {
+            let what = What::Unix { kind: SocketKind::Close, fd: closed.fd, backlog: None, path: &closed.path };
+            self.reporter.print(&closed.task, what, seen_ktime_ns)?;
+        }
         let (task, what) = match record {
             Record::Socket(event) => (
                 &event.task,
@@ -182,25 +196,18 @@ impl<W: Write> Watch<W> {
             Record::ListenFailed { task, fd, errno, backlog } => {
                 (task, What::ListenFailed { fd: *fd, errno: *errno, backlog: *backlog })
             }
+            Record::UnixListen { task, fd, backlog, path } => {
+                (task, What::Unix { kind: SocketKind::Listen, fd: *fd, backlog: Some(*backlog), path })
+            }
+            // Printed above, once the last holder let go.
+            Record::UnixClose { .. } => return Ok(()),
             Record::Fork { .. } | Record::Exit { .. } | Record::ExecArgs { .. } | Record::Exec { .. } => {
-                self.processes.apply(record);
+                self.reporter.processes.apply(record);
                 return Ok(());
             }
             Record::SockoptSet { .. } => return Ok(()),
         };
-        if !self.filter.matches(task, &what) {
-            return Ok(());
-        }
-        let process = self.processes.get(task.pid);
-        let user = self.processes.user_name(task.uid);
-        self.printer.report(&Report {
-            task,
-            process: &process,
-            user: user.as_deref(),
-            time: self.clock.wall_time(task.ktime_ns),
-            seen_ktime_ns,
-            what,
-        })
+        self.reporter.print(task, what, seen_ktime_ns)
     }
 
     fn report_lost(&mut self) -> io::Result<()> {
@@ -215,10 +222,28 @@ impl<W: Write> Watch<W> {
             let count = total - self.lost_reported;
             self.lost_reported = total;
             warn!("the kernel dropped {count} records (ring buffer full; {total} in all)");
-            self.printer.lost(count, total, Utc::now())?;
-            self.printer.flush()?;
+            self.reporter.printer.lost(count, total, Utc::now())?;
+            self.reporter.printer.flush()?;
         }
         Ok(())
+    }
+}
+
+impl<W: Write> Reporter<W> {
+    fn print(&mut self, task: &Task, what: What<'_>, seen_ktime_ns: u64) -> io::Result<()> {
+        if !self.filter.matches(task, &what) {
+            return Ok(());
+        }
+        let process = self.processes.get(task.pid);
+        let user = self.processes.user_name(task.uid);
+        self.printer.report(&Report {
+            task,
+            process: &process,
+            user: user.as_deref(),
+            time: self.clock.wall_time(task.ktime_ns),
+            seen_ktime_ns,
+            what,
+        })
     }
 }
 
