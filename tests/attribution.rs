@@ -85,3 +85,46 @@ fn forked_worker_is_named_after_its_parent() {
     assert_eq!(argv.last().unwrap(), "worker-marker", "{listen}");
     assert_ne!(listen["ppid"], std::process::id(), "the worker's parent is python: {listen}");
 }
+
+/// Removes the test's cgroups (deepest first) even when the test fails.
+struct CgroupDirs(Vec<std::path::PathBuf>);
+
+impl Drop for CgroupDirs {
+    fn drop(&mut self) {
+        for dir in self.0.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// A process in a cgroup that a container runtime would make: its events
+/// carry the cgroup's path and the container id in it.
+#[test]
+fn events_name_cgroup_and_container() {
+    if !require_bpf("events_name_cgroup_and_container") {
+        return;
+    }
+    let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let mount = watcher::loader::cgroup2_mount().unwrap();
+    let parent = mount.join(format!("watcher-test-{}", std::process::id()));
+    let scope = parent.join(format!("docker-{id}.scope"));
+    let dirs = CgroupDirs(vec![parent.clone(), scope.clone()]);
+    std::fs::create_dir(&parent).unwrap();
+    std::fs::create_dir(&scope).unwrap();
+
+    let mut watcher = Watcher::start_json(&[]);
+    let mut child = common::SocketChild::spawn("hold", &["4", "udp", "127.0.0.1", "0"]);
+    let pid = child.pid;
+    std::fs::write(scope.join("cgroup.procs"), pid.to_string()).unwrap();
+    child.go();
+    child.expect("ready");
+    let bind = watcher.next_event(|e| is(e, "bind", pid));
+    let expected = format!("/watcher-test-{}/docker-{id}.scope", std::process::id());
+    assert_eq!(bind["cgroup"], expected.as_str(), "{bind}");
+    assert_eq!(bind["container_id"], id, "{bind}");
+    child.say("close");
+    child.expect("closed");
+    child.finish();
+    drop(dirs);
+    assert!(!parent.exists());
+}

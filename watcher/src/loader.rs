@@ -58,6 +58,8 @@ pub struct Attached {
     pub ebpf: Ebpf,
     /// One line per attached program, e.g. `cgroup/post_bind4 on /sys/fs/cgroup/unified`.
     pub hooks: Vec<String>,
+    /// Where cgroup v2 is mounted.
+    pub cgroup_root: PathBuf,
 }
 
 pub fn load_and_attach(filter: KernelFilter) -> anyhow::Result<Attached> {
@@ -105,7 +107,7 @@ pub fn load_and_attach(filter: KernelFilter) -> anyhow::Result<Attached> {
     for hook in &hooks {
         debug!("attached {hook}");
     }
-    Ok(Attached { ebpf, hooks })
+    Ok(Attached { ebpf, hooks, cgroup_root })
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut T>

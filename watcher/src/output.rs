@@ -13,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 use watcher_common::{SO_ATTACH_BPF, SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF, SO_ATTACH_REUSEPORT_EBPF};
 
 use crate::{
+    cgroups::CgroupName,
     escape::escape_bytes,
     events::{Family, Filter, Proto, SockAddr, SocketEvent, SocketKind, Task},
     process::ProcessInfo,
@@ -28,6 +29,8 @@ pub struct Report<'a> {
     /// CLOCK_MONOTONIC when userspace decoded the record: minus
     /// `task.ktime_ns`, how long the event took to reach watcher.
     pub seen_ktime_ns: u64,
+    /// The task's cgroup, when it could be named.
+    pub cgroup: Option<&'a CgroupName>,
     pub what: What<'a>,
 }
 
@@ -113,6 +116,8 @@ struct Common<'a> {
     gid: u32,
     user: Option<&'a str>,
     cgroup_id: u64,
+    cgroup: Option<&'a str>,
+    container_id: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -392,6 +397,8 @@ fn common_fields<'a>(report: &Report<'a>) -> Common<'a> {
         gid: t.gid,
         user: report.user,
         cgroup_id: t.cgroup_id,
+        cgroup: report.cgroup.map(|c| c.path.as_str()),
+        container_id: report.cgroup.and_then(|c| c.container_id.as_deref()),
     }
 }
 
@@ -568,6 +575,7 @@ mod tests {
                 user: Some("alice"),
                 time: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
                 seen_ktime_ns: 6,
+                cgroup: None,
                 what,
             })
             .unwrap();

@@ -15,6 +15,7 @@ use tokio::{
 use watcher_common::{EVENTS_MAP, LOST_MAP};
 
 use crate::{
+    cgroups::CgroupNames,
     cli::WatchArgs,
     events::{Record, SocketKind, Task},
     filter::Filter,
@@ -69,6 +70,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             filter,
             printer,
             processes,
+            cgroups: CgroupNames::open(&attached.cgroup_root)
+                .inspect_err(|e| warn!("events will not name their cgroup: {e:#}"))
+                .ok(),
             clock: WallClock::new()?,
         },
         socket_options: SocketOptions::default(),
@@ -97,6 +101,7 @@ struct Reporter<W: Write> {
     filter: Filter,
     printer: Printer<W>,
     processes: ProcessTable,
+    cgroups: Option<CgroupNames>,
     clock: WallClock,
 }
 
@@ -242,6 +247,7 @@ impl<W: Write> Reporter<W> {
             user: user.as_deref(),
             time: self.clock.wall_time(task.ktime_ns),
             seen_ktime_ns,
+            cgroup: self.cgroups.as_mut().and_then(|c| c.name(task.cgroup_id)),
             what,
         })
     }
