@@ -156,3 +156,97 @@ fn unix_listeners_path_and_abstract() {
     let closed = watcher.next_event(|e| is(e, "close", pid) && e["path"] == at.as_str());
     assert_eq!(closed["fd"], abstract_fd, "{closed}");
 }
+
+/// A child server accepts twice, once asking for the peer's address and
+/// once passing NULL: both accept events carry the server's pid, the
+/// listener's and the new fd, and both ends of the connection.
+#[test]
+fn accepts_carry_both_ends_with_and_without_peer_pointer() {
+    if !require_bpf("accepts_carry_both_ends_with_and_without_peer_pointer") {
+        return;
+    }
+    let mut watcher = Watcher::start_json(&["--accept"]);
+    let mut server = passive("accept_server", &[]);
+    let pid = server.pid;
+    server.go();
+    let said = server.expect("ready");
+    let (listen_fd, port) = (said[0].parse::<i32>().unwrap(), said[1].parse::<u16>().unwrap());
+    let mut clients = Vec::new();
+    for peer_requested in [true, false] {
+        let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let fd: i32 = server.expect("accepted")[0].parse().unwrap();
+        let event = watcher.next_event(|e| is(e, "accept", pid) && e["fd"] == fd);
+        assert_eq!(event["listen_fd"], listen_fd, "{event}");
+        assert_eq!((event["addr"].as_str(), event["port"].as_u64()), (Some("127.0.0.1"), Some(u64::from(port))), "{event}");
+        let client_end = client.local_addr().unwrap();
+        assert_eq!(event["peer_addr"], client_end.ip().to_string(), "{event}");
+        assert_eq!(event["peer_port"], client_end.port(), "{event}");
+        assert_eq!(event["peer_requested"], peer_requested, "{event}");
+        assert_eq!(event["proto"], "tcp", "{event}");
+        clients.push(client);
+    }
+    server.finish();
+}
+
+/// Without --accept, no accept hook is attached and no accept reported.
+#[test]
+fn accepts_are_opt_in() {
+    if !require_bpf("accepts_are_opt_in") {
+        return;
+    }
+    let mut watcher = Watcher::start_json(&[]);
+    let mut server = passive("accept_server", &[]);
+    let pid = server.pid;
+    server.go();
+    let port: u16 = server.expect("ready")[1].parse().unwrap();
+    let _a = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    server.expect("accepted");
+    let _b = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    server.expect("accepted");
+    server.finish();
+    // The server's close comes after its accepts: once it is in, none came.
+    let events = watcher.events_until(|e| is(e, "close", pid) && e["port"] == port);
+    assert!(!events.iter().any(|e| e["event"] == "accept"), "{events:?}");
+}
+
+/// A listener in another network namespace carries that namespace's inode,
+/// not the host's, and --netns selects it.
+#[test]
+fn events_carry_the_network_namespace() {
+    if !require_bpf("events_carry_the_network_namespace") {
+        return;
+    }
+    let netns_of = |pid: u32| -> u64 {
+        let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+        let link = link.display().to_string(); // net:[4026531840]
+        link.trim_start_matches("net:[").trim_end_matches(']').parse().unwrap()
+    };
+    let host = netns_of(std::process::id());
+    let mut child = SocketChild::spawn_with(&["unshare", "--net"], "hold", &["4", "tcp", "0.0.0.0", "0"]);
+    let pid = child.pid;
+    let inner = netns_of(pid);
+    assert_ne!(inner, host, "unshare made a new namespace");
+    let mut watcher = Watcher::start_json(&["--netns", &inner.to_string()]);
+    let mut host_child = SocketChild::spawn("hold", &["4", "tcp", "127.0.0.1", "0"]);
+    host_child.go();
+    host_child.expect("ready");
+    child.go();
+    child.expect("ready");
+    let listen = watcher.next_event(|e| is(e, "listen", pid));
+    assert_eq!(listen["netns"], inner, "{listen}");
+    let bind = watcher.next_event(|e| is(e, "bind", pid));
+    assert_eq!(bind["netns"], inner, "{bind}");
+    child.say("close");
+    child.expect("closed");
+    let host_pid = host_child.pid;
+    host_child.say("close");
+    host_child.expect("closed");
+    child.finish();
+    host_child.finish();
+    let (_, rest) = watcher.stop();
+    for line in rest {
+        let e: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_ne!(e["pid"], host_pid, "--netns let the host's listener through: {e}");
+        assert_eq!(e["netns"], inner, "{e}");
+    }
+}

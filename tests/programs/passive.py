@@ -88,6 +88,23 @@ def unix(path, abstract):
     os._exit(0)
 
 
+def accept_server():
+    """Accepts one connection asking for the peer's address, then one
+    passing NULL for it (libc accept(fd, NULL, NULL))."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen(4)
+    say("ready", s.fileno(), s.getsockname()[1])
+    first, _ = s.accept()
+    say("accepted", first.fileno())
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.accept(s.fileno(), None, None)
+    if fd < 0:
+        sys.exit(f"accept: errno {ctypes.get_errno()}")
+    say("accepted", fd)
+    return s
+
+
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
     say("pid", os.getpid())
@@ -99,6 +116,7 @@ def main():
         "try_bind": try_bind,
         "options": options,
         "unix": unix,
+        "accept_server": accept_server,
     }
     keep = modes[mode](*args)
     sys.stdin.read()

@@ -22,6 +22,36 @@ pub const BOUND_SOCKETS_MAX: u32 = 65_536;
 
 /// Global set by the loader: report only this tgid (0 = every process).
 pub const FILTER_TGID_GLOBAL: &str = "FILTER_TGID";
+/// Global set by the loader: [`KernelOffsets`] of the running kernel.
+pub const OFFSETS_GLOBAL: &str = "OFFSETS";
+
+/// Byte offsets of the kernel struct fields the programs follow, read by
+/// the loader from the kernel's BTF. `valid` is 0 when they could not be
+/// read; the programs then report netns 0 and accept without addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOffsets {
+    pub valid: u32,
+    pub task_nsproxy: u32,
+    pub task_files: u32,
+    pub nsproxy_net_ns: u32,
+    pub net_ns_inum: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_dport: u32,
+    pub skc_num: u32,
+    pub skc_family: u32,
+    pub skc_net: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 18 * 4);
 
 pub const TASK_COMM_LEN: usize = 16;
 /// Bytes of the path given to execve() that an exec record keeps.
@@ -67,6 +97,8 @@ pub enum EventKind {
     UnixListen = 13,
     /// close() of that UNIX listener's fd. [`SyscallRecord`]
     UnixClose = 14,
+    /// accept() or accept4() returned a connection. [`AcceptRecord`]
+    Accept = 15,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -88,6 +120,7 @@ impl TryFrom<u32> for EventKind {
             12 => Self::ListenFailed,
             13 => Self::UnixListen,
             14 => Self::UnixClose,
+            15 => Self::Accept,
             other => return Err(other),
         })
     }
@@ -107,8 +140,10 @@ pub struct RecordHeader {
     pub tid: u32,
     pub uid: u32,
     pub gid: u32,
-    /// Per-kind flags (see each record).
-    pub flags: u32,
+    /// Inode of the network namespace (as in /proc/<pid>/ns/net): the
+    /// socket's where the hook has the socket, else the task's; 0 when the
+    /// kernel's BTF could not be read.
+    pub netns: u32,
     pub comm: [u8; TASK_COMM_LEN],
 }
 
@@ -165,8 +200,8 @@ pub struct ExecRecord {
     pub filename: [u8; FILENAME_BYTES],
 }
 
-/// Flag of [`ExecArgsRecord`]: argv had more than [`ARGV_SLOTS`] arguments.
-pub const EXEC_ARGS_MORE: u32 = 1;
+/// Bit of [`ExecArgsRecord::truncated`]: argv had more than [`ARGV_SLOTS`] arguments.
+pub const EXEC_ARGS_MORE: u32 = 1 << 31;
 
 /// [`EventKind::ExecArgs`]: argv as execve() received it, read before the
 /// exec replaces the caller's memory.
@@ -176,7 +211,8 @@ pub struct ExecArgsRecord {
     pub header: RecordHeader,
     /// Slots of `args` used.
     pub argc: u32,
-    /// Bit i: argument i was longer than [`ARG_BYTES`] − 1 bytes and was cut.
+    /// Bit i: argument i was longer than [`ARG_BYTES`] − 1 bytes and was
+    /// cut; [`EXEC_ARGS_MORE`]: arguments past the slots were left out.
     pub truncated: u32,
     /// Each argument NUL-terminated in its own slot.
     pub args: [[u8; ARG_BYTES]; ARGV_SLOTS],
@@ -268,6 +304,29 @@ pub struct SyscallRecord {
     pub addr: [u8; SOCKADDR_BYTES],
 }
 
+/// [`EventKind::Accept`]: a connection accepted on `listen_fd` as `fd`,
+/// with both ends as the accepted socket has them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct AcceptRecord {
+    pub header: RecordHeader,
+    pub listen_fd: i32,
+    pub fd: i32,
+    /// 1 when the caller asked for the peer's address (a non-NULL pointer).
+    pub peer_requested: u32,
+    /// AF_INET, AF_INET6, or 0 when the socket could not be read.
+    pub family: u16,
+    pub local_port: u16,
+    pub peer_port: u16,
+    /// Reserved, 0.
+    pub reserved: [u16; 3],
+    /// IPv4 addresses use the first four bytes, in network order.
+    pub local_addr: [u8; 16],
+    pub peer_addr: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<AcceptRecord>() == 56 + 12 + 12 + 32);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY (each): repr(C), no padding (asserted above), every bit pattern valid.
@@ -279,4 +338,6 @@ mod pod {
     unsafe impl aya::Pod for super::PassiveRecord {}
     unsafe impl aya::Pod for super::SockoptRecord {}
     unsafe impl aya::Pod for super::SyscallRecord {}
+    unsafe impl aya::Pod for super::AcceptRecord {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
 }

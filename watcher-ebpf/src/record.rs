@@ -7,6 +7,7 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
+use crate::kernel::current_netns;
 use watcher_common::{EVENTS_BYTES, EventKind, RecordHeader, SocketRecord, TASK_COMM_LEN};
 
 #[map(name = "EVENTS")]
@@ -32,6 +33,9 @@ pub struct SocketFacts {
     pub addr: [u8; 16],
     pub fd: i32,
     pub backlog: u32,
+    /// The socket's network namespace when the hook knows the socket, else
+    /// the task's ([`current_netns`]).
+    pub netns: u32,
 }
 
 /// The calling task's tgid, or `None` when the loader's filter excludes it.
@@ -44,9 +48,16 @@ pub fn wanted_tgid() -> Option<u32> {
     (filter == 0 || filter == tgid).then_some(tgid)
 }
 
-/// Who is calling, and when: the start of every record.
+/// Who is calling, and when: the start of every record; the network
+/// namespace is the task's.
 #[inline(always)]
-pub fn header(kind: EventKind, flags: u32) -> RecordHeader {
+pub fn header(kind: EventKind) -> RecordHeader {
+    header_in(kind, current_netns())
+}
+
+/// [`header`] with the network namespace the hook knows better (the socket's).
+#[inline(always)]
+pub fn header_in(kind: EventKind, netns: u32) -> RecordHeader {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     RecordHeader {
@@ -58,7 +69,7 @@ pub fn header(kind: EventKind, flags: u32) -> RecordHeader {
         tid: pid_tgid as u32,
         uid: uid_gid as u32,
         gid: (uid_gid >> 32) as u32,
-        flags,
+        netns,
         comm: bpf_get_current_comm().unwrap_or([0u8; TASK_COMM_LEN]),
     }
 }
@@ -66,7 +77,7 @@ pub fn header(kind: EventKind, flags: u32) -> RecordHeader {
 #[inline(always)]
 pub fn submit(facts: &SocketFacts) {
     let record = SocketRecord {
-        header: header(facts.kind, 0),
+        header: header_in(facts.kind, facts.netns),
         sock_id: facts.sock_id,
         protocol: facts.protocol,
         sock_type: facts.sock_type,

@@ -48,7 +48,7 @@ pub struct WatchArgs {
     /// Only this local port (repeatable).
     #[arg(long, value_name = "PORT")]
     pub port: Vec<u16>,
-    /// Only this transport protocol.
+    /// Only this kind of socket.
     #[arg(long, value_enum)]
     pub proto: Option<ProtoFilter>,
     /// Only IPv4 sockets.
@@ -57,6 +57,14 @@ pub struct WatchArgs {
     /// Only IPv6 sockets.
     #[arg(short = '6')]
     pub ipv6: bool,
+    /// Only events in this network namespace (its inode, as in
+    /// `readlink /proc/PID/ns/net` or `lsns -t net`; repeatable).
+    #[arg(long, value_name = "INODE")]
+    pub netns: Vec<u32>,
+    /// Also report every accepted connection (event `accept`), with both
+    /// ends. Off by default: it costs each accept() on the host a little.
+    #[arg(long)]
+    pub accept: bool,
 }
 
 impl WatchArgs {
@@ -66,6 +74,7 @@ impl WatchArgs {
             comms: self.comm.clone(),
             ports: self.port.clone(),
             proto: self.proto,
+            netns: self.netns.clone(),
             family: match (self.ipv4, self.ipv6) {
                 (true, _) => Some(Family::Ipv4),
                 (_, true) => Some(Family::Ipv6),

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use watcher_common::{
-    AF_INET, AF_INET6, AF_PACKET, AF_UNIX, ARGV_SLOTS, EXEC_ARGS_MORE, EventKind, ExecArgsRecord,
+    AF_INET, AF_INET6, AF_PACKET, AF_UNIX, ARGV_SLOTS, AcceptRecord, EventKind, ExecArgsRecord,
     ExecRecord, FILTER_BYTES, IPPROTO_TCP, IPPROTO_UDP, OPTVAL_BYTES, PassiveRecord,
     ProcessRecord, RecordHeader, SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF, SockoptRecord,
     SocketRecord, SyscallRecord,
@@ -86,6 +86,8 @@ pub struct Task {
     pub tid: u32,
     pub uid: u32,
     pub gid: u32,
+    /// Network namespace inode (the socket's where the hook had it); 0 if unknown.
+    pub netns: u32,
     /// Raw bytes of the task's comm: a process chooses it, so it is
     /// escaped only when printed.
     pub comm: Vec<u8>,
@@ -100,6 +102,7 @@ impl Task {
             tid: h.tid,
             uid: h.uid,
             gid: h.gid,
+            netns: h.netns,
             comm: trim_nul(&h.comm).to_vec(),
         }
     }
@@ -211,6 +214,20 @@ pub enum Record {
     UnixListen { task: Task, fd: i32, backlog: u32, path: Vec<u8> },
     /// close() of a UNIX listener's fd.
     UnixClose { task: Task, fd: i32, path: Vec<u8> },
+    Accept(AcceptEvent),
+}
+
+/// A connection accepted on `listen_fd` as `fd`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcceptEvent {
+    pub task: Task,
+    pub listen_fd: i32,
+    pub fd: i32,
+    /// Whether the caller asked for the peer's address.
+    pub peer_requested: bool,
+    /// Both ends, (address, port); None when the socket could not be read.
+    pub local: Option<(IpAddr, u16)>,
+    pub peer: Option<(IpAddr, u16)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -247,6 +264,7 @@ fn record_size(kind: EventKind) -> usize {
         | EventKind::ListenFailed
         | EventKind::UnixListen
         | EventKind::UnixClose => size_of::<SyscallRecord>(),
+        EventKind::Accept => size_of::<AcceptRecord>(),
     }
 }
 
@@ -294,7 +312,7 @@ impl Record {
                 Self::ExecArgs {
                     task,
                     args: r.args[..argc].iter().map(|a| trim_nul(a).to_vec()).collect(),
-                    complete: r.header.flags & EXEC_ARGS_MORE == 0 && r.truncated == 0,
+                    complete: r.truncated == 0,
                 }
             }
             EventKind::Exec => {
@@ -346,6 +364,25 @@ impl Record {
             EventKind::ListenFailed => {
                 let r: SyscallRecord = unsafe { read_record(bytes) };
                 Self::ListenFailed { task, fd: r.fd, errno: r.errno, backlog: r.backlog }
+            }
+            EventKind::Accept => {
+                let r: AcceptRecord = unsafe { read_record(bytes) };
+                let ends = |local: [u8; 16], port: u16| match r.family {
+                    AF_INET => {
+                        let [a, b, c, d, ..] = local;
+                        Some((IpAddr::V4(Ipv4Addr::new(a, b, c, d)), port))
+                    }
+                    AF_INET6 => Some((IpAddr::V6(Ipv6Addr::from(local)), port)),
+                    _ => None,
+                };
+                Self::Accept(AcceptEvent {
+                    task,
+                    listen_fd: r.listen_fd,
+                    fd: r.fd,
+                    peer_requested: r.peer_requested != 0,
+                    local: ends(r.local_addr, r.local_port),
+                    peer: ends(r.peer_addr, r.peer_port),
+                })
             }
             EventKind::UnixListen | EventKind::UnixClose => {
                 let r: SyscallRecord = unsafe { read_record(bytes) };
@@ -409,7 +446,7 @@ mod tests {
             tid: 1001,
             uid: 65534,
             gid: 65534,
-            flags: 0,
+            netns: 4026531840,
             comm,
         }
     }
@@ -448,7 +485,7 @@ mod tests {
         assert_eq!(event.kind, SocketKind::Listen);
         let t = &event.task;
         assert_eq!((t.pid, t.tid, t.uid, t.gid), (1000, 1001, 65534, 65534));
-        assert_eq!((t.ktime_ns, t.cgroup_id, event.sock_id), (42, 7, 99));
+        assert_eq!((t.ktime_ns, t.cgroup_id, event.sock_id, t.netns), (42, 7, 99, 4026531840));
         assert_eq!(t.comm, b"python");
         assert_eq!(event.addr, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(event.port, 8080);
@@ -515,7 +552,7 @@ mod tests {
         };
         assert_eq!(argv, vec![b"nc".to_vec(), b"-lp".to_vec()]);
         assert!(complete);
-        args.header.flags = EXEC_ARGS_MORE;
+        args.truncated = watcher_common::EXEC_ARGS_MORE;
         args.argc = 99; // never trusted past the slots
         let Record::ExecArgs { args: argv, complete, .. } = Record::decode(&bytes(&args)).unwrap() else {
             panic!()

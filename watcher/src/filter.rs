@@ -1,4 +1,5 @@
-//! The user's filters (`--pid`, `--comm`, `--port`, `--proto`, `-4`, `-6`),
+//! The user's filters (`--pid`, `--comm`, `--port`, `--proto`, `-4`, `-6`,
+//! `--netns`),
 //! applied to decoded events. A single `--pid` is also pushed into the
 //! kernel (see `loader::KernelFilter`) so that other processes' events do
 //! not even cross the ring buffer.
@@ -27,6 +28,8 @@ pub struct Filter {
     pub ports: Vec<u16>,
     pub proto: Option<ProtoFilter>,
     pub family: Option<Family>,
+    /// Network namespace inodes.
+    pub netns: Vec<u32>,
 }
 
 impl Filter {
@@ -47,6 +50,7 @@ impl Filter {
                 })
             })
             && self.family.is_none_or(|f| what.family() == Some(f))
+            && (self.netns.is_empty() || self.netns.contains(&task.netns))
     }
 
     /// The tgid the kernel can filter on by itself, when exactly one is asked for.
@@ -71,7 +75,7 @@ mod tests {
     fn event() -> SocketEvent {
         SocketEvent {
             kind: SocketKind::Bind,
-            task: Task { ktime_ns: 1, cgroup_id: 1, pid: 10, tid: 10, uid: 0, gid: 0, comm: b"socat".to_vec() },
+            task: Task { ktime_ns: 1, cgroup_id: 1, pid: 10, tid: 10, uid: 0, gid: 0, netns: 4026531840, comm: b"socat".to_vec() },
             sock_id: 1,
             proto: Proto::Udp,
             family: Family::Ipv6,
@@ -98,6 +102,8 @@ mod tests {
         assert!(!only(Filter { proto: Some(ProtoFilter::Tcp), ..Default::default() }));
         assert!(only(Filter { family: Some(Family::Ipv6), ..Default::default() }));
         assert!(!only(Filter { family: Some(Family::Ipv4), ..Default::default() }));
+        assert!(only(Filter { netns: vec![4026531840], ..Default::default() }));
+        assert!(!only(Filter { netns: vec![4026532000], ..Default::default() }));
     }
 
     #[test]

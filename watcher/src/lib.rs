@@ -5,6 +5,7 @@
 //! reads and decodes the ring buffer, `process` names the process,
 //! `filter` keeps what the user asked for, `output` prints it; `watch`
 //! wires these together for the `watch` command.
+pub mod btf;
 pub mod cgroups;
 pub mod cli;
 pub mod escape;

@@ -10,8 +10,10 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{CgroupAttachMode, CgroupSock, TracePoint},
 };
-use log::debug;
-use watcher_common::FILTER_TGID_GLOBAL;
+use log::{debug, warn};
+use watcher_common::{FILTER_TGID_GLOBAL, KernelOffsets, OFFSETS_GLOBAL};
+
+use crate::btf::Btf;
 
 /// The object built by aya-build from watcher-ebpf (see build.rs).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watcher"));
@@ -47,11 +49,50 @@ const TRACEPOINTS: [(&str, &str); 15] = [
     ("syscalls", "sys_exit_setsockopt"),
 ];
 
-/// Run-time settings passed to the kernel programs as globals.
+/// What to load and attach, and the run-time settings passed to the
+/// kernel programs as globals.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct KernelFilter {
+pub struct LoadOptions {
     /// Report only this tgid; 0 for every process.
     pub tgid: u32,
+    /// Attach the accept() hooks (they cost every accept on the host a
+    /// little; see BENCHMARKS.md).
+    pub accept: bool,
+}
+
+/// Tracepoints attached only with `LoadOptions::accept`.
+const ACCEPT_TRACEPOINTS: [(&str, &str); 4] = [
+    ("syscalls", "sys_enter_accept"),
+    ("syscalls", "sys_exit_accept"),
+    ("syscalls", "sys_enter_accept4"),
+    ("syscalls", "sys_exit_accept4"),
+];
+
+/// The kernel struct offsets the programs follow, from the kernel's BTF.
+/// Without BTF, `valid` stays 0: events then carry netns 0 (printed as
+/// unknown) and accepts no addresses, and watcher says so at start.
+pub fn kernel_offsets() -> anyhow::Result<KernelOffsets> {
+    let btf = Btf::from_sys_fs()?;
+    Ok(KernelOffsets {
+        valid: 1,
+        task_nsproxy: btf.offset("task_struct", &["nsproxy"])?,
+        task_files: btf.offset("task_struct", &["files"])?,
+        nsproxy_net_ns: btf.offset("nsproxy", &["net_ns"])?,
+        net_ns_inum: btf.offset("net", &["ns", "inum"])?,
+        files_fdt: btf.offset("files_struct", &["fdt"])?,
+        fdtable_fd: btf.offset("fdtable", &["fd"])?,
+        fdtable_max_fds: btf.offset("fdtable", &["max_fds"])?,
+        file_private_data: btf.offset("file", &["private_data"])?,
+        socket_sk: btf.offset("socket", &["sk"])?,
+        skc_daddr: btf.offset("sock_common", &["skc_daddr"])?,
+        skc_rcv_saddr: btf.offset("sock_common", &["skc_rcv_saddr"])?,
+        skc_dport: btf.offset("sock_common", &["skc_dport"])?,
+        skc_num: btf.offset("sock_common", &["skc_num"])?,
+        skc_family: btf.offset("sock_common", &["skc_family"])?,
+        skc_net: btf.offset("sock_common", &["skc_net"])?,
+        skc_v6_daddr: btf.offset("sock_common", &["skc_v6_daddr"])?,
+        skc_v6_rcv_saddr: btf.offset("sock_common", &["skc_v6_rcv_saddr"])?,
+    })
 }
 
 pub struct Attached {
@@ -62,7 +103,7 @@ pub struct Attached {
     pub cgroup_root: PathBuf,
 }
 
-pub fn load_and_attach(filter: KernelFilter) -> anyhow::Result<Attached> {
+pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
     if EBPF_OBJECT.is_empty() {
         bail!(
             "this watcher binary was built without its eBPF programs (bpf-linker was missing); run `cargo xtask setup`, then rebuild"
@@ -73,13 +114,19 @@ pub fn load_and_attach(filter: KernelFilter) -> anyhow::Result<Attached> {
     let cgroup = File::open(&cgroup_root)
         .with_context(|| format!("opening the cgroup v2 root {}", cgroup_root.display()))?;
 
+    let offsets = kernel_offsets().unwrap_or_else(|e| {
+        warn!("network namespaces and accept addresses will be unknown: {e:#}");
+        KernelOffsets::default()
+    });
     let mut ebpf = EbpfLoader::new()
-        .override_global(FILTER_TGID_GLOBAL, &filter.tgid, true)
+        .override_global(FILTER_TGID_GLOBAL, &options.tgid, true)
+        .override_global(OFFSETS_GLOBAL, &offsets, true)
         .load(EBPF_OBJECT)
         .context("loading the eBPF object into the kernel")?;
     let mut hooks = Vec::new();
 
-    for (category, name) in TRACEPOINTS {
+    let optional: &[(&str, &str)] = if options.accept { &ACCEPT_TRACEPOINTS } else { &[] };
+    for &(category, name) in TRACEPOINTS.iter().chain(optional) {
         let program: &mut TracePoint = program_mut(&mut ebpf, name)?;
         program
             .load()

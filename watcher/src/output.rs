@@ -15,7 +15,7 @@ use watcher_common::{SO_ATTACH_BPF, SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF, 
 use crate::{
     cgroups::CgroupName,
     escape::escape_bytes,
-    events::{Family, Filter, Proto, SockAddr, SocketEvent, SocketKind, Task},
+    events::{AcceptEvent, Family, Filter, Proto, SockAddr, SocketEvent, SocketKind, Task},
     process::ProcessInfo,
     socket_options::{FdFacts, PassiveSocket},
 };
@@ -46,6 +46,7 @@ pub enum What<'a> {
     ListenFailed { fd: i32, errno: u32, backlog: u32 },
     /// listen or close of a UNIX socket.
     Unix { kind: SocketKind, fd: i32, backlog: Option<u32>, path: &'a [u8] },
+    Accept(&'a AcceptEvent),
 }
 
 impl What<'_> {
@@ -58,6 +59,7 @@ impl What<'_> {
             Self::BindFailed { .. } => "bind_failed",
             Self::ListenFailed { .. } => "listen_failed",
             Self::Unix { kind, .. } => kind.name(),
+            Self::Accept(_) => "accept",
         }
     }
 
@@ -69,6 +71,7 @@ impl What<'_> {
             Self::FilterAttached { socket, .. } => socket.as_ref().map(passive_proto),
             Self::BindFailed { .. } | Self::ListenFailed { .. } => None,
             Self::Unix { .. } => Some(Proto::Unix),
+            Self::Accept(_) => Some(Proto::Tcp),
         }
     }
 
@@ -77,11 +80,9 @@ impl What<'_> {
             Self::Socket { event, .. } => Some(event.family),
             Self::PassiveSocket { socket, .. } => Some(socket.family),
             Self::FilterAttached { socket, .. } => socket.map(|s| s.family),
-            Self::BindFailed { addr: Some(SockAddr::Inet { addr, .. }), .. } => Some(match addr {
-                IpAddr::V4(_) => Family::Ipv4,
-                IpAddr::V6(_) => Family::Ipv6,
-            }),
+            Self::BindFailed { addr: Some(SockAddr::Inet { addr, .. }), .. } => Some(ip_family(*addr)),
             Self::BindFailed { addr: Some(SockAddr::Unix(_)), .. } | Self::Unix { .. } => Some(Family::Unix),
+            Self::Accept(a) => a.local.map(|(addr, _)| ip_family(addr)),
             _ => None,
         }
     }
@@ -90,8 +91,16 @@ impl What<'_> {
         match self {
             Self::Socket { event, .. } => Some(event.port),
             Self::BindFailed { addr: Some(SockAddr::Inet { port, .. }), .. } => Some(*port),
+            Self::Accept(a) => a.local.map(|(_, port)| port),
             _ => None,
         }
+    }
+}
+
+fn ip_family(addr: IpAddr) -> Family {
+    match addr {
+        IpAddr::V4(_) => Family::Ipv4,
+        IpAddr::V6(_) => Family::Ipv6,
     }
 }
 
@@ -118,6 +127,8 @@ struct Common<'a> {
     cgroup_id: u64,
     cgroup: Option<&'a str>,
     container_id: Option<&'a str>,
+    /// Network namespace inode; null when the kernel's BTF was unreadable.
+    netns: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -190,6 +201,19 @@ struct UnixDetail {
     fd: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
     backlog: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct AcceptDetail {
+    proto: &'static str,
+    family: Option<String>,
+    listen_fd: i32,
+    fd: i32,
+    addr: Option<String>,
+    port: Option<u16>,
+    peer_addr: Option<String>,
+    peer_port: Option<u16>,
+    peer_requested: bool,
 }
 
 #[derive(Serialize)]
@@ -333,6 +357,20 @@ impl<W: Write> Printer<W> {
                 common,
                 detail: UnixDetail { proto: "unix", family: "unix", path: unix_path(path), fd: *fd, backlog: *backlog },
             }),
+            What::Accept(a) => self.write_json(&Line {
+                common,
+                detail: AcceptDetail {
+                    proto: "tcp",
+                    family: report.what.family().map(Family::name),
+                    listen_fd: a.listen_fd,
+                    fd: a.fd,
+                    addr: a.local.map(|(addr, _)| addr.to_string()),
+                    port: a.local.map(|(_, port)| port),
+                    peer_addr: a.peer.map(|(addr, _)| addr.to_string()),
+                    peer_port: a.peer.map(|(_, port)| port),
+                    peer_requested: a.peer_requested,
+                },
+            }),
             What::ListenFailed { fd, errno, backlog } => self.write_json(&Line {
                 common,
                 detail: FailureDetail {
@@ -399,6 +437,7 @@ fn common_fields<'a>(report: &Report<'a>) -> Common<'a> {
         cgroup_id: t.cgroup_id,
         cgroup: report.cgroup.map(|c| c.path.as_str()),
         container_id: report.cgroup.and_then(|c| c.container_id.as_deref()),
+        netns: (t.netns != 0).then_some(t.netns),
     }
 }
 
@@ -457,6 +496,10 @@ fn table_detail(what: &What<'_>) -> String {
             format!("fd {fd} backlog {backlog} {}", errno_name(*errno))
         }
         What::Unix { path, .. } => unix_path(path),
+        What::Accept(a) => {
+            let end = |e: Option<(IpAddr, u16)>| e.map_or_else(|| "?".to_owned(), |(addr, port)| socket_address(addr, port));
+            format!("{} <- {}", end(a.local), end(a.peer))
+        }
     }
 }
 
@@ -547,6 +590,7 @@ mod tests {
             tid: 4243,
             uid: 1000,
             gid: 1000,
+            netns: 4026531840,
             comm: comm.to_vec(),
         }
     }

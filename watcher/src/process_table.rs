@@ -93,7 +93,8 @@ impl ProcessTable {
             | Record::BindFailed { .. }
             | Record::ListenFailed { .. }
             | Record::UnixListen { .. }
-            | Record::UnixClose { .. } => {}
+            | Record::UnixClose { .. }
+            | Record::Accept(_) => {}
             Record::Fork { parent, child } => {
                 // A forked child runs its parent's program until it execs.
                 let mut info = self
@@ -169,7 +170,7 @@ mod tests {
     use super::*;
 
     fn task(pid: u32, tid: u32, ktime_ns: u64) -> Task {
-        Task { ktime_ns, cgroup_id: 1, pid, tid, uid: 0, gid: 0, comm: b"x".to_vec() }
+        Task { ktime_ns, cgroup_id: 1, pid, tid, uid: 0, gid: 0, netns: 0, comm: b"x".to_vec() }
     }
 
     /// /proc of a folder that holds no process: everything comes from records.

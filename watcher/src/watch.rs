@@ -19,7 +19,7 @@ use crate::{
     cli::WatchArgs,
     events::{Record, SocketKind, Task},
     filter::Filter,
-    loader::{self, KernelFilter},
+    loader::{self, LoadOptions},
     output::{Format, Printer, Report, What},
     privileges,
     process::ProcessLookup,
@@ -38,8 +38,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let stdout = io::stdout().lock();
     let printer = Printer::new(format, io::BufWriter::new(stdout));
 
-    let mut attached = loader::load_and_attach(KernelFilter {
+    let mut attached = loader::load_and_attach(LoadOptions {
         tgid: filter.kernel_tgid(),
+        accept: args.accept,
     })?;
     let ring = RingBuf::try_from(
         attached
@@ -201,6 +202,7 @@ impl<W: Write> Watch<W> {
             Record::ListenFailed { task, fd, errno, backlog } => {
                 (task, What::ListenFailed { fd: *fd, errno: *errno, backlog: *backlog })
             }
+            Record::Accept(accept) => (&accept.task, What::Accept(accept)),
             Record::UnixListen { task, fd, backlog, path } => {
                 (task, What::Unix { kind: SocketKind::Listen, fd: *fd, backlog: Some(*backlog), path })
             }

@@ -11,7 +11,10 @@ use aya_ebpf::{
 use watcher_common::{AF_INET, AF_INET6, BOUND_SOCKETS_MAX, EventKind, IPPROTO_UDP};
 
 use super::bind_listen::bind_fd;
-use crate::record::{SocketFacts, submit, wanted_tgid};
+use crate::{
+    kernel::current_netns,
+    record::{SocketFacts, submit, wanted_tgid},
+};
 
 const ALLOW: i32 = 1;
 
@@ -83,5 +86,6 @@ fn report_bind(ctx: &SockContext, family: u16, addr: [u8; 16], port: u32) {
         addr,
         fd: bind_fd(),
         backlog: 0,
+        netns: current_netns(),
     });
 }

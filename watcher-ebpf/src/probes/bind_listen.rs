@@ -141,7 +141,7 @@ fn report(kind: EventKind, fd: i32, ret: u64, backlog: u32, bind: Option<&Pendin
     let record = entry.as_mut_ptr();
     // SAFETY: every field of the reserved record is written before submit.
     unsafe {
-        (*record).header = header(kind, 0);
+        (*record).header = header(kind);
         (*record).fd = fd;
         (*record).errno = (ret as i64).unsigned_abs() as u32;
         (*record).backlog = backlog;

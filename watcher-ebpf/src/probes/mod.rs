@@ -1,4 +1,5 @@
 //! One file per kernel subject.
+mod accept;
 mod bind;
 mod bind_listen;
 mod passive;

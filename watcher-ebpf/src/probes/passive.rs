@@ -57,7 +57,7 @@ pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
     let record = entry.as_mut_ptr();
     // SAFETY: every field of the reserved record is written before submit.
     unsafe {
-        (*record).header = header(EventKind::PassiveSocket, 0);
+        (*record).header = header(EventKind::PassiveSocket);
         (*record).fd = fd as i32;
         (*record).family = pending.family;
         (*record).sock_type = pending.sock_type;
@@ -191,7 +191,7 @@ fn extended_filter(pending: &PendingSockopt) {
 unsafe fn fill_filter_header(record: *mut PassiveRecord, pending: &PendingSockopt, len: u32) {
     // SAFETY: by the caller.
     unsafe {
-        (*record).header = header(EventKind::FilterAttached, 0);
+        (*record).header = header(EventKind::FilterAttached);
         (*record).fd = pending.fd;
         (*record).family = 0;
         (*record).sock_type = 0;
@@ -203,7 +203,7 @@ unsafe fn fill_filter_header(record: *mut PassiveRecord, pending: &PendingSockop
 
 fn plain_option(pending: &PendingSockopt) {
     let mut record = SockoptRecord {
-        header: header(EventKind::SockoptSet, 0),
+        header: header(EventKind::SockoptSet),
         fd: pending.fd,
         level: pending.level,
         optname: pending.optname,

@@ -41,7 +41,7 @@ fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: offset and size from the tracepoint's format.
     let child = unsafe { ctx.read_at::<i32>(FORK_CHILD_PID)? };
     output(&ProcessRecord {
-        header: header(EventKind::Fork, 0),
+        header: header(EventKind::Fork),
         pid: child as u32,
         group_dead: 0,
     });
@@ -67,7 +67,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         )
     };
     output(&ProcessRecord {
-        header: header(EventKind::Exit, 0),
+        header: header(EventKind::Exit),
         pid: pid as u32,
         group_dead: u32::from(group_dead != 0),
     });
@@ -95,7 +95,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     // size; every field is written before submit. The data_loc field gives
     // the filename's offset (low 16 bits) inside this tracepoint's record.
     unsafe {
-        (*record).header = header(EventKind::Exec, 0);
+        (*record).header = header(EventKind::Exec);
         (*record).old_pid = ctx.read_at::<i32>(EXEC_OLD_PID).unwrap_or(0) as u32;
         let loc = ctx.read_at::<u32>(EXEC_FILENAME_LOC).unwrap_or(0);
         let src = ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize);
@@ -138,7 +138,6 @@ fn exec_args(ctx: &TracePointContext, argv_offset: usize) {
     let argv = argv as *const u64;
     let mut argc = 0u32;
     let mut truncated = 0u32;
-    let mut flags = 0u32;
     for i in 0..ARGV_SLOTS {
         // SAFETY: user memory is read through the helper, which fails
         // cleanly on a bad pointer; the slot is inside the reservation.
@@ -165,12 +164,12 @@ fn exec_args(ctx: &TracePointContext, argv_offset: usize) {
         // SAFETY: as above.
         let next = unsafe { bpf_probe_read_user(argv.wrapping_add(ARGV_SLOTS)) }.unwrap_or(0);
         if next != 0 {
-            flags |= EXEC_ARGS_MORE;
+            truncated |= EXEC_ARGS_MORE;
         }
     }
     // SAFETY: writing the reserved record before submit.
     unsafe {
-        (*record).header = header(EventKind::ExecArgs, flags);
+        (*record).header = header(EventKind::ExecArgs);
         (*record).argc = argc;
         (*record).truncated = truncated;
     }

@@ -6,7 +6,10 @@ use aya_ebpf::{
 use watcher_common::{EventKind, IPPROTO_UDP};
 
 use super::bind::BOUND_UDP;
-use crate::record::{SocketFacts, submit, wanted_tgid};
+use crate::{
+    kernel::current_netns,
+    record::{SocketFacts, submit, wanted_tgid},
+};
 
 const ALLOW: i32 = 1;
 
@@ -45,5 +48,6 @@ fn try_sock_release(ctx: &SockContext) {
         addr: bound.addr,
         fd: -1,
         backlog: 0,
+        netns: current_netns(),
     });
 }

@@ -56,6 +56,16 @@ pub struct PendingSockopt {
     pub optlen: u32,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingAccept {
+    pub listen_fd: i32,
+    pub peer_requested: u32,
+}
+
+#[map(name = "PENDING_ACCEPT")]
+pub static PENDING_ACCEPT: LruHashMap<u64, PendingAccept> =
+    LruHashMap::with_max_entries(IN_FLIGHT_MAX, 0);
 #[map(name = "PENDING_BIND")]
 pub static PENDING_BIND: LruHashMap<u64, PendingBind> = LruHashMap::with_max_entries(IN_FLIGHT_MAX, 0);
 #[map(name = "PENDING_LISTEN")]

@@ -5,6 +5,7 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use watcher_common::{AF_INET, AF_INET6, EventKind, IPPROTO_TCP};
 
 use super::bind_listen::listen_args;
+use crate::kernel::sock_netns;
 use crate::record::{SocketFacts, submit, wanted_tgid};
 
 const TCP_CLOSE: i32 = 7;
@@ -76,6 +77,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         addr,
         fd: listen.map_or(-1, |l| l.fd),
         backlog: listen.map_or(0, |l| l.backlog),
+        netns: sock_netns(sock_id),
     });
     Ok(())
 }

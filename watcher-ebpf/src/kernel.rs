@@ -1,0 +1,92 @@
+//! Following kernel pointers with the offsets the loader read from BTF:
+//! the task's network namespace, and the socket behind an fd.
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_get_current_task};
+use watcher_common::KernelOffsets;
+
+/// Set by the loader (`EbpfLoader::override_global`) from the kernel's BTF.
+#[unsafe(no_mangle)]
+static OFFSETS: KernelOffsets = KernelOffsets {
+    valid: 0,
+    task_nsproxy: 0,
+    task_files: 0,
+    nsproxy_net_ns: 0,
+    net_ns_inum: 0,
+    files_fdt: 0,
+    fdtable_fd: 0,
+    fdtable_max_fds: 0,
+    file_private_data: 0,
+    socket_sk: 0,
+    skc_daddr: 0,
+    skc_rcv_saddr: 0,
+    skc_dport: 0,
+    skc_num: 0,
+    skc_family: 0,
+    skc_net: 0,
+    skc_v6_daddr: 0,
+    skc_v6_rcv_saddr: 0,
+};
+
+#[inline(always)]
+pub fn offsets() -> Option<KernelOffsets> {
+    // SAFETY: a plain read of a global the loader may have rewritten;
+    // volatile so the compiler does not fold the initial zeros in.
+    let offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
+    (offsets.valid != 0).then_some(offsets)
+}
+
+/// Reads a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+pub fn read<T>(base: u64, offset: u32) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: the helper faults cleanly on a bad address.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.ok()
+}
+
+/// Inode of the calling task's network namespace, 0 if unknown.
+#[inline(always)]
+pub fn current_netns() -> u32 {
+    let Some(o) = offsets() else {
+        return 0;
+    };
+    // SAFETY: a helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    read::<u64>(task, o.task_nsproxy)
+        .and_then(|nsproxy| read::<u64>(nsproxy, o.nsproxy_net_ns))
+        .and_then(|net| read::<u32>(net, o.net_ns_inum))
+        .unwrap_or(0)
+}
+
+/// Inode of a socket's network namespace, 0 if unknown.
+#[inline(always)]
+pub fn sock_netns(sk: u64) -> u32 {
+    let Some(o) = offsets() else {
+        return 0;
+    };
+    read::<u64>(sk, o.skc_net)
+        .and_then(|net| read::<u32>(net, o.net_ns_inum))
+        .unwrap_or(0)
+}
+
+/// The `struct sock` behind the calling task's `fd`, if it is a socket the
+/// walk can reach (task → files → fdt → fd[] → file → socket → sk).
+#[inline(always)]
+pub fn sock_of_fd(fd: i32) -> Option<u64> {
+    let o = offsets()?;
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    let files = read::<u64>(task, o.task_files)?;
+    let fdt = read::<u64>(files, o.files_fdt)?;
+    let max_fds = read::<u32>(fdt, o.fdtable_max_fds)?;
+    if fd as u32 >= max_fds {
+        return None;
+    }
+    let fd_array = read::<u64>(fdt, o.fdtable_fd)?;
+    let file = read::<u64>(fd_array, fd as u32 * 8)?;
+    let socket = read::<u64>(file, o.file_private_data)?;
+    read::<u64>(socket, o.socket_sk)
+}
