@@ -182,6 +182,16 @@ impl Watcher {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and wait for it to be gone.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// Sends a signal to watcher (SIGSTOP / SIGCONT to make it miss /proc).
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
