@@ -81,11 +81,110 @@ def noise():
         s.close()
 
 
+def open_specs(specs):
+    """Sockets per FAMILY PROTO ADDR PORT quadruple, listening if TCP."""
+    socks = []
+    for i in range(0, len(specs), 4):
+        family, proto, addr, port = specs[i : i + 4]
+        s = socket.socket(FAMILIES[family], TYPES[proto])
+        s.bind((addr, int(port)))
+        if proto == "tcp":
+            s.listen(16)
+        socks.append(s)
+    return socks
+
+
+def prefork(*specs):
+    """A pre-forking server (apache2-style): open sockets as `hold` does,
+    then fork two workers that inherit them. Prints "ready PORTS..." and
+    "workers PID PID" (the workers already hold every socket: fork copied
+    the fd table before it returned). On "close" the workers are told to
+    exit and are waited for; they also exit if this process dies, when the
+    pipe they wait on loses its last writer."""
+    socks = open_specs(specs)
+    r, w = os.pipe()
+    workers = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            os.close(w)
+            os.read(r, 1)
+            os._exit(0)
+        workers.append(pid)
+    os.close(r)
+    say("ready", *(s.getsockname()[1] for s in socks))
+    say("workers", *workers)
+    wait_for("close")
+    os.close(w)
+    for pid in workers:
+        os.waitpid(pid, 0)
+    say("closed")
+    sys.stdin.read()
+
+
+def unix_sockets(directory, abstract):
+    """UNIX sockets of every listed kind: a stream listener at
+    DIRECTORY/stream.sock, a seqpacket listener at DIRECTORY/seqpacket.sock,
+    a bound datagram socket at DIRECTORY/dgram.sock and a stream listener on
+    the abstract name ABSTRACT. Prints "ready" and their fds in that order,
+    then holds them until stdin ends."""
+    socks = []
+    for kind, name in [
+        (socket.SOCK_STREAM, os.path.join(directory, "stream.sock")),
+        (socket.SOCK_SEQPACKET, os.path.join(directory, "seqpacket.sock")),
+        (socket.SOCK_DGRAM, os.path.join(directory, "dgram.sock")),
+        (socket.SOCK_STREAM, "\0" + abstract),
+    ]:
+        s = socket.socket(socket.AF_UNIX, kind)
+        s.bind(name)
+        if kind != socket.SOCK_DGRAM:
+            s.listen(5)
+        socks.append(s)
+    say("ready", *(s.fileno() for s in socks))
+    sys.stdin.read()
+
+
+def hostile(directory):
+    """A process that tries to forge lines of watcher's output: its comm and
+    its UNIX listener's path hold a newline and a terminal escape."""
+    with open("/proc/self/comm", "wb") as comm:
+        comm.write(b"x\nfake\x1b[2J")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(os.path.join(directory, "a\nroot 1 tcp4\x1b[31m.sock"))
+    s.listen(1)
+    say("ready", s.fileno())
+    sys.stdin.read()
+
+
+def inflight(addr):
+    """A TCP listener that no process holds: its only fd is sent over a UNIX
+    socketpair (SCM_RIGHTS) and closed, so it lives on in the message queue.
+    Prints "ready PORT" and keeps the message unread until stdin ends."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((addr, 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    a, b = socket.socketpair()
+    socket.send_fds(a, [b"x"], [listener.fileno()])
+    listener.close()
+    say("ready", port)
+    sys.stdin.read()
+
+
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
     say("pid", os.getpid())
     wait_for("go")
-    {"hold": hold, "flash": flash, "many": many, "noise": noise}[mode](*args)
+    {
+        "hold": hold,
+        "flash": flash,
+        "many": many,
+        "noise": noise,
+        "prefork": prefork,
+        "unix": unix_sockets,
+        "hostile": hostile,
+        "inflight": inflight,
+    }[mode](*args)
 
 
 if __name__ == "__main__":

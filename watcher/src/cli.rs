@@ -32,6 +32,26 @@ pub enum Command {
         watcher watch --proto tcp --port 22 --port 2222\n  \
         watcher watch --comm nginx -6")]
     Watch(WatchArgs),
+    /// List the sockets that already wait for others, and every process that holds each.
+    #[command(
+        long_about = "List every existing TCP listener, bound UDP socket, UNIX listener (stream, \
+                      seqpacket) and bound UNIX datagram socket, raw socket and packet socket of \
+                      this network namespace, with each process that holds it (pid, fd, user, \
+                      command): a listener shared by a parent and its forked workers lists each \
+                      of them. A socket no process holds (a kernel socket) is listed once, \
+                      without a process. Read once from netlink sock_diag and /proc/<pid>/fd, in \
+                      the spirit of `sockstat -l` and `ss -lntupx -p`; `watcher watch` then \
+                      reports what comes after.\n\n\
+                      Needs root (CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH) to read other \
+                      processes' open files.",
+        after_help = "Examples:\n  \
+        watcher list                       # one row per (socket, holding process)\n  \
+        watcher list --json | jq .         # one JSON object per row, event \"existing\"\n  \
+        watcher list --proto tcp --port 22\n  \
+        watcher list --proto unix --comm sshd\n  \
+        watcher list --proto packet        # who can see every frame (sniffers, BPFDoor)"
+    )]
+    List(ListArgs),
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +100,49 @@ impl WatchArgs {
                 (_, true) => Some(Family::Ipv6),
                 _ => None,
             },
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// One JSON object per line on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Only sockets this process id holds (repeatable).
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Only sockets held by a process whose kernel comm (first 15 bytes of the program name) is exactly this (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Vec<String>,
+    /// Only this local port (repeatable; UNIX, raw and packet sockets have none).
+    #[arg(long, value_name = "PORT")]
+    pub port: Vec<u16>,
+    /// Only this kind of socket.
+    #[arg(long, value_enum)]
+    pub proto: Option<ProtoFilter>,
+    /// Only IPv4 sockets.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// Only IPv6 sockets.
+    #[arg(short = '6')]
+    pub ipv6: bool,
+}
+
+impl ListArgs {
+    pub fn filter(&self) -> Filter {
+        Filter {
+            pids: self.pid.clone(),
+            comms: self.comm.clone(),
+            ports: self.port.clone(),
+            proto: self.proto,
+            family: match (self.ipv4, self.ipv6) {
+                (true, _) => Some(Family::Ipv4),
+                (_, true) => Some(Family::Ipv6),
+                _ => None,
+            },
+            // Every listed socket is in watcher's own namespace.
+            ..Default::default()
         }
     }
 }

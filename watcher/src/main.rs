@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Watch(args) => watcher::watch::run(args).await,
+            Command::List(args) => watcher::list::run(&args),
         }
     });
     match result {

@@ -542,7 +542,7 @@ fn attach_name(optname: u32) -> &'static str {
     }
 }
 
-fn sock_type_name(sock_type: u32) -> &'static str {
+pub fn sock_type_name(sock_type: u32) -> &'static str {
     match sock_type {
         1 => "SOCK_STREAM",
         2 => "SOCK_DGRAM",
@@ -554,7 +554,7 @@ fn sock_type_name(sock_type: u32) -> &'static str {
 }
 
 /// IPPROTO_* of a raw socket; ETH_P_* (given in network order) of a packet socket.
-fn protocol_name(socket: &PassiveSocket) -> Option<&'static str> {
+pub fn protocol_name(socket: &PassiveSocket) -> Option<&'static str> {
     if socket.family == Family::Packet {
         match u16::from_be(socket.protocol as u16) {
             0x0003 => Some("ETH_P_ALL"),

@@ -30,6 +30,35 @@ pub fn missing_capabilities() -> Vec<&'static str> {
         .collect()
 }
 
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_SYS_PTRACE: u32 = 19;
+
+/// Capabilities `watcher list` needs: listing other users' /proc/<pid>/fd
+/// (CAP_DAC_READ_SEARCH) and reading their links (CAP_SYS_PTRACE). It loads
+/// no BPF.
+pub const LIST_REQUIRED: [(u32, &str); 2] =
+    [(CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"), (CAP_SYS_PTRACE, "CAP_SYS_PTRACE")];
+
+/// Fails with the message the user should see when `watcher list` lacks privileges.
+pub fn check_list() -> anyhow::Result<()> {
+    let effective = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| parse_cap_eff(&status))
+        .unwrap_or(0);
+    let missing: Vec<&str> = LIST_REQUIRED
+        .iter()
+        .filter(|(bit, _)| effective & (1u64 << bit) == 0)
+        .map(|&(_, name)| name)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "insufficient privileges: run as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH to read every process's open sockets (missing: {})",
+        missing.join(", ")
+    )
+}
+
 fn parse_cap_eff(status: &str) -> Option<u64> {
     let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
     u64::from_str_radix(hex.trim(), 16).ok()
