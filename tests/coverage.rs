@@ -250,3 +250,46 @@ fn events_carry_the_network_namespace() {
         assert_eq!(e["netns"], inner, "{e}");
     }
 }
+
+/// `watch` starts with the sockets already there (`existing`), then streams:
+/// a child opening listeners all through watcher's start and snapshot has
+/// each one reported exactly once — as existing or as listen, never both,
+/// never neither.
+#[test]
+fn snapshot_and_stream_report_each_listener_once() {
+    if !require_bpf("snapshot_and_stream_report_each_listener_once") {
+        return;
+    }
+    let mut child = passive("trickle", &[]);
+    let pid = child.pid;
+    child.go();
+    child.expect("trickling");
+    let mut watcher = Watcher::start_json(&["--pid", &pid.to_string()]);
+    // Once one listener has come live, stop the child.
+    let first_live = watcher.next_event(|e| is(e, "listen", pid));
+    child.say("stop");
+    let ports: Vec<u64> = child.expect("ports").iter().map(|p| p.parse().unwrap()).collect();
+    child.expect("marker");
+    let mut events = watcher.events_until(|e| is(e, "listen", pid) && e["family"] == "ipv6");
+    events.push(first_live);
+    let mut seen = std::collections::HashMap::<u64, Vec<&str>>::new();
+    for e in &events {
+        if e["pid"] == pid && (e["event"] == "existing" || e["event"] == "listen") && e["family"] == "ipv4" {
+            seen.entry(e["port"].as_u64().unwrap()).or_default().push(e["event"].as_str().unwrap());
+        }
+    }
+    let existing = seen.values().filter(|v| v == &&["existing"]).count();
+    let live = seen.values().filter(|v| v == &&["listen"]).count();
+    for port in &ports {
+        let both: Vec<&serde_json::Value> = events.iter().filter(|e| e["pid"] == pid && e["port"] == *port).collect();
+        assert_eq!(seen.get(port).map(Vec::len), Some(1), "port {port}: {both:?}");
+    }
+    assert_eq!(seen.len(), ports.len(), "no listener reported that the child did not open");
+    eprintln!("{} listeners: {existing} existing, {live} live", ports.len());
+    assert!(existing > 0 && live > 0, "listeners opened both before and after the snapshot");
+    // The existing ones carry their holder.
+    let one = events.iter().find(|e| e["event"] == "existing" && e["pid"] == pid).unwrap();
+    assert_eq!((one["proto"].as_str(), one["comm"].as_str()), (Some("tcp"), Some("python3")), "{one}");
+    assert!(one["time"].is_string() && one["inode"].as_u64().is_some(), "{one}");
+    child.finish();
+}

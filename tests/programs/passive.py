@@ -105,6 +105,32 @@ def accept_server():
     return s
 
 
+def trickle():
+    """Opens TCP listeners one after another, kept open, until "stop"; then
+    names their ports and opens one IPv6 marker listener."""
+    import resource
+    import select
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    socks = []
+    say("trickling")
+    while len(socks) < hard - 100 and not select.select([sys.stdin], [], [], 0.0005)[0]:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        socks.append(s)
+    if sys.stdin.readline().strip() != "stop":
+        sys.exit("expected stop")
+    say("ports", *(s.getsockname()[1] for s in socks))
+    marker = socket.socket(socket.AF_INET6)
+    marker.bind(("::1", 0))
+    marker.listen(1)
+    socks.append(marker)
+    say("marker")
+    return socks
+
+
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
     say("pid", os.getpid())
@@ -117,10 +143,12 @@ def main():
         "options": options,
         "unix": unix,
         "accept_server": accept_server,
+        "trickle": trickle,
     }
     keep = modes[mode](*args)
     sys.stdin.read()
-    keep.close()
+    for s in keep if isinstance(keep, list) else [keep]:
+        s.close()
 
 
 if __name__ == "__main__":

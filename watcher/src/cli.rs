@@ -81,6 +81,10 @@ pub struct WatchArgs {
     /// `readlink /proc/PID/ns/net` or `lsns -t net`; repeatable).
     #[arg(long, value_name = "INODE")]
     pub netns: Vec<u32>,
+    /// Start streaming at once, without first reporting the sockets that
+    /// already wait (events `existing`, as `watcher list` shows them).
+    #[arg(long)]
+    pub no_snapshot: bool,
     /// Also report every accepted connection (event `accept`), with both
     /// ends. Off by default: it costs each accept() on the host a little.
     #[arg(long)]

@@ -65,7 +65,7 @@ pub struct HolderInfo {
 }
 
 /// Every holder of every socket, named; each process read once.
-fn name_holders(snapshot: &Snapshot, lookup: &mut ProcessLookup) -> HashMap<u64, Vec<HolderInfo>> {
+pub fn name_holders(snapshot: &Snapshot, lookup: &mut ProcessLookup) -> HashMap<u64, Vec<HolderInfo>> {
     let mut processes: HashMap<u32, HolderInfo> = HashMap::new();
     let mut named = HashMap::new();
     for (inode, holders) in &snapshot.holders {
@@ -152,7 +152,7 @@ pub fn matches(filter: &Filter, socket: &ExistingSocket, holder: Option<&HolderI
 
 /// One JSON line: the socket, then its holder (all null when none).
 #[derive(Serialize)]
-struct JsonLine<'a> {
+pub struct JsonLine<'a> {
     event: &'static str,
     proto: String,
     family: String,
@@ -212,7 +212,7 @@ pub fn print(out: &mut impl io::Write, format: Format, netns: Option<u64>, rows:
     Ok(())
 }
 
-fn json_line<'a>(socket: &ExistingSocket, holder: Option<&'a HolderInfo>, netns: Option<u64>) -> JsonLine<'a> {
+pub fn json_line<'a>(socket: &ExistingSocket, holder: Option<&'a HolderInfo>, netns: Option<u64>) -> JsonLine<'a> {
     let passive = passive(socket);
     let (addr, port, path) = match &socket.local {
         Local::Inet { addr, port } => (Some(addr.to_string()), Some(*port), None),
@@ -272,7 +272,7 @@ fn table_row(out: &mut impl io::Write, cells: &[String; 7]) -> io::Result<()> {
 }
 
 /// `tcp4`, `udp6`, `unix`, `raw4`, `packet`.
-fn table_proto(socket: &ExistingSocket) -> String {
+pub fn table_proto(socket: &ExistingSocket) -> String {
     let suffix = match socket.family {
         Family::Ipv4 => "4",
         Family::Ipv6 => "6",
@@ -282,7 +282,7 @@ fn table_proto(socket: &ExistingSocket) -> String {
 }
 
 /// The LOCAL-ADDRESS column: the address, or what stands for one.
-fn table_address(socket: &ExistingSocket) -> String {
+pub fn table_address(socket: &ExistingSocket) -> String {
     let mut text = match &socket.local {
         Local::Inet { addr, port } => output::socket_address(*addr, *port),
         Local::Unix { path } => {

@@ -22,13 +22,10 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// (category, name) of each tracepoint program; the program is named after
 /// its tracepoint.
+/// In attach order: the syscall-entry hooks first, since they only gather
+/// arguments (argv, an fd, a backlog) for the hooks that report, which
+/// then find them from their first event on.
 const TRACEPOINTS: [(&str, &str); 15] = [
-    // TCP listeners up and down.
-    ("sock", "inet_sock_set_state"),
-    // The process table: who forks, execs (with argv) and exits.
-    ("sched", "sched_process_fork"),
-    ("sched", "sched_process_exec"),
-    ("sched", "sched_process_exit"),
     // argv, read before the exec replaces the caller's memory. Syscall
     // tracepoints put every task on the syscall slow path while enabled;
     // BENCHMARKS.md measures what that costs.
@@ -36,17 +33,23 @@ const TRACEPOINTS: [(&str, &str); 15] = [
     ("syscalls", "sys_enter_execveat"),
     // Failed binds and listens; the fd and backlog of successful ones.
     ("syscalls", "sys_enter_bind"),
-    ("syscalls", "sys_exit_bind"),
     ("syscalls", "sys_enter_listen"),
+    ("syscalls", "sys_exit_bind"),
     ("syscalls", "sys_exit_listen"),
     // The close of a UNIX listener: one map lookup per close() on the host.
     ("syscalls", "sys_enter_close"),
     // Passive listeners: raw and packet sockets, attached BPF filters, and
     // the socket options that matter for listeners.
     ("syscalls", "sys_enter_socket"),
-    ("syscalls", "sys_exit_socket"),
     ("syscalls", "sys_enter_setsockopt"),
+    ("syscalls", "sys_exit_socket"),
     ("syscalls", "sys_exit_setsockopt"),
+    // The process table: who forks, execs (with argv) and exits.
+    ("sched", "sched_process_fork"),
+    ("sched", "sched_process_exec"),
+    ("sched", "sched_process_exit"),
+    // TCP listeners up and down.
+    ("sock", "inet_sock_set_state"),
 ];
 
 /// What to load and attach, and the run-time settings passed to the

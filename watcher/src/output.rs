@@ -392,6 +392,27 @@ impl<W: Write> Printer<W> {
         self.out.write_all(b"\n")
     }
 
+    /// A socket that was there when watching began (`existing`): its table
+    /// cells as `watch` lays them out, and its JSON line.
+    pub fn existing(&mut self, time: DateTime<Utc>, cells: [String; 5], json: &impl Serialize) -> io::Result<()> {
+        match self.format {
+            Format::Json => {
+                #[derive(Serialize)]
+                struct Timed<'a, J: Serialize> {
+                    time: String,
+                    #[serde(flatten)]
+                    line: &'a J,
+                }
+                self.write_json(&Timed { time: rfc3339(time), line: json })
+            }
+            Format::Table => {
+                let [user, comm, pid, proto, address] = cells;
+                let time = time.with_timezone(&Local).format("%H:%M:%S%.6f").to_string();
+                self.row(&[time, "existing".to_owned(), user, comm, pid, proto, address])
+            }
+        }
+    }
+
     /// Records the kernel could not deliver: never silent.
     pub fn lost(&mut self, count: u64, total: u64, time: DateTime<Utc>) -> io::Result<()> {
         if self.format == Format::Json {

@@ -1,6 +1,10 @@
 //! `watcher watch`: attach, then turn ring-buffer records into printed
 //! reports until Ctrl-C or SIGTERM, counting what the kernel had to drop.
-use std::io::{self, Write};
+use std::{
+    collections::{HashMap, HashSet},
+    io::{self, Write},
+    path::Path,
+};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, PerCpuArray, RingBuf};
@@ -16,6 +20,9 @@ use watcher_common::{EVENTS_MAP, LOST_MAP};
 
 use crate::{
     cgroups::CgroupNames,
+    escape::escape_bytes,
+    list,
+    snapshot::{self, Local},
     cli::WatchArgs,
     events::{Record, SocketKind, Task},
     filter::Filter,
@@ -78,10 +85,14 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         },
         socket_options: SocketOptions::default(),
         unix_listeners: UnixListeners::default(),
+        already_reported: AlreadyReported::default(),
         lost,
         lost_reported: 0,
     };
     watch.reporter.printer.header()?;
+    if !args.no_snapshot {
+        watch.already_reported = print_existing(&mut watch.reporter)?;
+    }
     watch.reporter.printer.flush()?;
     announce_ready(&attached.hooks);
     let result = watch.stream(ring).await;
@@ -93,6 +104,7 @@ struct Watch<W: Write> {
     reporter: Reporter<W>,
     socket_options: SocketOptions,
     unix_listeners: UnixListeners,
+    already_reported: AlreadyReported,
     lost: PerCpuArray<MapData, u64>,
     lost_reported: u64,
 }
@@ -214,6 +226,9 @@ impl<W: Write> Watch<W> {
             }
             Record::SockoptSet { .. } => return Ok(()),
         };
+        if self.already_reported.covers(task, &what) {
+            return Ok(());
+        }
         self.reporter.print(task, what, seen_ktime_ns)
     }
 
@@ -252,6 +267,101 @@ impl<W: Write> Reporter<W> {
             cgroup: self.cgroups.as_mut().and_then(|c| c.name(task.cgroup_id)),
             what,
         })
+    }
+}
+
+/// The sockets already there, printed as `existing` events before the
+/// live stream. The programs are attached first, so a socket that comes up
+/// while the snapshot is taken is in the ring buffer, the snapshot, or
+/// both; [`AlreadyReported`] drops the live event in the last case.
+fn print_existing<W: Write>(reporter: &mut Reporter<W>) -> anyhow::Result<AlreadyReported> {
+    let snapshot = match snapshot::take(Path::new("/proc"), &reporter.filter.pids) {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            warn!("no snapshot of the sockets already there: {e:#}");
+            return Ok(AlreadyReported::default());
+        }
+    };
+    let until_ns = monotonic_ns();
+    let mut lookup = ProcessLookup::default();
+    let holders = list::name_holders(&snapshot, &mut lookup);
+    let in_netns = reporter.filter.netns.is_empty()
+        || snapshot.netns.is_some_and(|n| reporter.filter.netns.contains(&(n as u32)));
+    let rows = if in_netns { list::rows(&snapshot, &holders, &reporter.filter) } else { Vec::new() };
+    let time = Utc::now();
+    for (socket, holder) in rows {
+        let dash = || "-".to_owned();
+        let cells = [
+            holder
+                .and_then(|h| h.user.clone().or(h.uid.map(|u| u.to_string())))
+                .map_or_else(dash, |u| escape_bytes(u.as_bytes())),
+            holder.and_then(|h| h.comm.as_deref()).map_or_else(dash, escape_bytes),
+            holder.map_or_else(dash, |h| h.pid.to_string()),
+            list::table_proto(socket),
+            list::table_address(socket),
+        ];
+        reporter
+            .printer
+            .existing(time, cells, &list::json_line(socket, holder, snapshot.netns))?;
+    }
+    let mut held = HashMap::new();
+    let mut by_address = HashSet::new();
+    for socket in &snapshot.sockets {
+        for holder in snapshot.holders.get(&socket.inode).into_iter().flatten() {
+            held.insert((holder.pid, holder.fd), socket.local.clone());
+            by_address.insert((holder.pid, socket.local.clone()));
+        }
+    }
+    Ok(AlreadyReported { until_ns, held, by_address })
+}
+
+/// Sockets the snapshot reported, by (pid, fd): a live bind, listen or
+/// socket() event from before the snapshot ended, for the same fd and
+/// address, is the same socket and is not reported again. An event without
+/// its fd (a listen() already under way when watcher attached) is matched
+/// by (pid, address) instead.
+#[derive(Default)]
+struct AlreadyReported {
+    /// CLOCK_MONOTONIC when the snapshot had read every socket.
+    until_ns: u64,
+    held: HashMap<(u32, i32), Local>,
+    by_address: HashSet<(u32, Local)>,
+}
+
+impl AlreadyReported {
+    fn covers(&mut self, task: &Task, what: &What<'_>) -> bool {
+        if self.held.is_empty() {
+            return false;
+        }
+        if task.ktime_ns > self.until_ns {
+            // The ring buffer is nearly in time order: well past the
+            // snapshot, nothing more can match; free the table.
+            if task.ktime_ns > self.until_ns + 1_000_000_000 {
+                self.held = HashMap::new();
+                self.by_address = HashSet::new();
+            }
+            return false;
+        }
+        let fd = match what {
+            What::Socket { event, .. } if event.kind != SocketKind::Close => match event.fd {
+                Some(fd) => fd,
+                None => {
+                    let local = Local::Inet { addr: event.addr, port: event.port };
+                    return self.by_address.contains(&(task.pid, local));
+                }
+            },
+            What::Unix { kind: SocketKind::Listen, fd, .. } | What::PassiveSocket { fd, .. } => *fd,
+            _ => return false,
+        };
+        let Some(local) = self.held.get(&(task.pid, fd)) else {
+            return false;
+        };
+        match (what, local) {
+            (What::Socket { event, .. }, Local::Inet { port, .. }) => event.port == *port,
+            (What::Unix { path, .. }, Local::Unix { path: held }) => path == held,
+            (What::PassiveSocket { .. }, Local::Raw { .. } | Local::Packet { .. }) => true,
+            _ => false,
+        }
     }
 }
 
