@@ -2,6 +2,11 @@
 //! kernel, real child processes. Nothing here sleeps for readiness: the
 //! watcher says "ready" on stderr, children say what they opened on stdout.
 
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness; an expect would be unfulfilled in those that use it all"
+)]
+
 use std::{
     io::{BufRead, BufReader, Write},
     path::PathBuf,

@@ -17,6 +17,7 @@ pub mod output;
 pub mod privileges;
 pub mod process;
 pub mod process_table;
+pub mod sink;
 pub mod snapshot;
 pub mod socket_options;
 pub mod unix_listeners;

@@ -1,8 +1,9 @@
-//! `watcher watch`: attach, then turn ring-buffer records into printed
-//! reports until Ctrl-C or SIGTERM, counting what the kernel had to drop.
+//! `watcher watch`, and the pipeline it shares with `watcher daemon`:
+//! attach, then turn ring-buffer records into reports for a [`Sink`] until
+//! Ctrl-C or SIGTERM, counting what the kernel had to drop.
 use std::{
     collections::{HashMap, HashSet},
-    io::{self, Write},
+    io,
     path::Path,
 };
 
@@ -20,7 +21,6 @@ use watcher_common::{EVENTS_MAP, LOST_MAP};
 
 use crate::{
     cgroups::CgroupNames,
-    escape::escape_bytes,
     list,
     snapshot::{self, Local},
     cli::WatchArgs,
@@ -28,6 +28,7 @@ use crate::{
     filter::Filter,
     loader::{self, LoadOptions},
     output::{Format, Printer, Report, What},
+    sink::Sink,
     privileges,
     process::ProcessLookup,
     process_table::ProcessTable,
@@ -40,14 +41,27 @@ const LOST_CHECK_PERIOD: Duration = Duration::from_secs(1);
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     privileges::check()?;
-    let filter = args.filter();
     let format = if args.json { Format::Json } else { Format::Table };
-    let stdout = io::stdout().lock();
-    let printer = Printer::new(format, io::BufWriter::new(stdout));
+    let printer = Printer::new(format, io::BufWriter::new(io::stdout().lock()));
+    let options = PipelineOptions { filter: args.filter(), accept: args.accept, snapshot: !args.no_snapshot };
+    run_pipeline(options, printer).await
+}
 
+/// What the pipeline attaches and reports.
+pub struct PipelineOptions {
+    pub filter: Filter,
+    pub accept: bool,
+    /// Report the sockets already there (`existing`) before streaming.
+    pub snapshot: bool,
+}
+
+/// Attaches the programs, reports the sockets already there, then streams
+/// every event into `sink` until SIGINT or SIGTERM (or SIGHUP, when the
+/// sink says so), counting what the kernel had to drop.
+pub async fn run_pipeline<S: Sink>(options: PipelineOptions, sink: S) -> anyhow::Result<()> {
     let mut attached = loader::load_and_attach(LoadOptions {
-        tgid: filter.kernel_tgid(),
-        accept: args.accept,
+        tgid: options.filter.kernel_tgid(),
+        accept: options.accept,
     })?;
     let ring = RingBuf::try_from(
         attached
@@ -75,8 +89,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     processes.fill_from_proc();
     let mut watch = Watch {
         reporter: Reporter {
-            filter,
-            printer,
+            filter: options.filter,
+            sink,
             processes,
             cgroups: CgroupNames::open(&attached.cgroup_root)
                 .inspect_err(|e| warn!("events will not name their cgroup: {e:#}"))
@@ -89,19 +103,19 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         lost,
         lost_reported: 0,
     };
-    watch.reporter.printer.header()?;
-    if !args.no_snapshot {
-        watch.already_reported = print_existing(&mut watch.reporter)?;
+    watch.reporter.sink.start()?;
+    if options.snapshot {
+        watch.already_reported = report_existing(&mut watch.reporter)?;
     }
-    watch.reporter.printer.flush()?;
+    watch.reporter.sink.flush()?;
     announce_ready(&attached.hooks);
     let result = watch.stream(ring).await;
     drop(attached); // detaches every program
     result
 }
 
-struct Watch<W: Write> {
-    reporter: Reporter<W>,
+struct Watch<S: Sink> {
+    reporter: Reporter<S>,
     socket_options: SocketOptions,
     unix_listeners: UnixListeners,
     already_reported: AlreadyReported,
@@ -109,19 +123,20 @@ struct Watch<W: Write> {
     lost_reported: u64,
 }
 
-/// Names the process of an event, filters, and prints.
-struct Reporter<W: Write> {
+/// Names the process of an event, filters, and hands it to the sink.
+struct Reporter<S: Sink> {
     filter: Filter,
-    printer: Printer<W>,
+    sink: S,
     processes: ProcessTable,
     cgroups: Option<CgroupNames>,
     clock: WallClock,
 }
 
-impl<W: Write> Watch<W> {
+impl<S: Sink> Watch<S> {
     async fn stream(&mut self, mut ring: AsyncFd<RingBuf<MapData>>) -> anyhow::Result<()> {
         let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
         let mut lost_check = interval(LOST_CHECK_PERIOD);
         lost_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -131,26 +146,31 @@ impl<W: Write> Watch<W> {
                     let mut drained = self.drain(guard.get_inner_mut());
                     guard.clear_ready();
                     if drained.is_ok() {
-                        drained = self.reporter.printer.flush();
+                        drained = self.reporter.sink.flush();
                     }
                     if !self.keep_going(drained)? {
                         return Ok(());
                     }
                 }
                 _ = lost_check.tick() => {
-                    let reported = self.report_lost();
+                    let reported = self.report_lost().and_then(|()| self.reporter.sink.tick());
                     if !self.keep_going(reported)? {
                         return Ok(());
                     }
                 }
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
+                _ = sighup.recv() => {
+                    if !self.reporter.sink.hangup() {
+                        break;
+                    }
+                }
             }
         }
         // Whatever arrived before the signal is still reported.
         self.drain(ring.get_mut())?;
         self.report_lost()?;
-        self.reporter.printer.flush()?;
+        self.reporter.sink.flush()?;
         Ok(())
     }
 
@@ -244,21 +264,21 @@ impl<W: Write> Watch<W> {
             let count = total - self.lost_reported;
             self.lost_reported = total;
             warn!("the kernel dropped {count} records (ring buffer full; {total} in all)");
-            self.reporter.printer.lost(count, total, Utc::now())?;
-            self.reporter.printer.flush()?;
+            self.reporter.sink.lost(count, total, Utc::now())?;
+            self.reporter.sink.flush()?;
         }
         Ok(())
     }
 }
 
-impl<W: Write> Reporter<W> {
+impl<S: Sink> Reporter<S> {
     fn print(&mut self, task: &Task, what: What<'_>, seen_ktime_ns: u64) -> io::Result<()> {
         if !self.filter.matches(task, &what) {
             return Ok(());
         }
         let process = self.processes.get(task.pid);
         let user = self.processes.user_name(task.uid);
-        self.printer.report(&Report {
+        self.sink.report(&Report {
             task,
             process: &process,
             user: user.as_deref(),
@@ -270,11 +290,11 @@ impl<W: Write> Reporter<W> {
     }
 }
 
-/// The sockets already there, printed as `existing` events before the
+/// The sockets already there, reported as `existing` events before the
 /// live stream. The programs are attached first, so a socket that comes up
 /// while the snapshot is taken is in the ring buffer, the snapshot, or
 /// both; [`AlreadyReported`] drops the live event in the last case.
-fn print_existing<W: Write>(reporter: &mut Reporter<W>) -> anyhow::Result<AlreadyReported> {
+fn report_existing<S: Sink>(reporter: &mut Reporter<S>) -> anyhow::Result<AlreadyReported> {
     let snapshot = match snapshot::take(Path::new("/proc"), &reporter.filter.pids) {
         Ok(snapshot) => snapshot,
         Err(e) => {
@@ -290,19 +310,7 @@ fn print_existing<W: Write>(reporter: &mut Reporter<W>) -> anyhow::Result<Alread
     let rows = if in_netns { list::rows(&snapshot, &holders, &reporter.filter) } else { Vec::new() };
     let time = Utc::now();
     for (socket, holder) in rows {
-        let dash = || "-".to_owned();
-        let cells = [
-            holder
-                .and_then(|h| h.user.clone().or(h.uid.map(|u| u.to_string())))
-                .map_or_else(dash, |u| escape_bytes(u.as_bytes())),
-            holder.and_then(|h| h.comm.as_deref()).map_or_else(dash, escape_bytes),
-            holder.map_or_else(dash, |h| h.pid.to_string()),
-            list::table_proto(socket),
-            list::table_address(socket),
-        ];
-        reporter
-            .printer
-            .existing(time, cells, &list::json_line(socket, holder, snapshot.netns))?;
+        reporter.sink.existing(time, socket, holder, snapshot.netns)?;
     }
     let mut held = HashMap::new();
     let mut by_address = HashSet::new();
