@@ -8,12 +8,15 @@
 pub mod btf;
 pub mod cgroups;
 pub mod cli;
+pub mod config;
 pub mod escape;
 pub mod events;
 pub mod filter;
+pub mod lifecycle;
 pub mod list;
 pub mod loader;
 pub mod output;
+pub mod policy;
 pub mod privileges;
 pub mod process;
 pub mod process_table;

@@ -1,0 +1,283 @@
+//! The daemon's configuration: the allowlist of expected listeners, what to
+//! do about the rest, and where to send events. TOML; see
+//! `watcher.example.toml` and the README.
+//!
+//! A bad file is refused whole, with the line and the reason: at start the
+//! daemon exits 2; on reload it keeps the rules it had.
+use std::{fmt, net::SocketAddr, ops::RangeInclusive, path::PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Refuse, in the kernel, a bind the allowlist does not allow (EPERM).
+    #[serde(default)]
+    pub enforce: bool,
+    /// SIGKILL the process behind an unexpected listener.
+    #[serde(default)]
+    pub kill_unexpected: bool,
+    /// Severity of an alert no rule speaks for.
+    #[serde(default = "Severity::warning")]
+    pub default_severity: Severity,
+    #[serde(default)]
+    pub output: OutputConfig,
+    pub syslog: Option<SyslogConfig>,
+    pub metrics: Option<MetricsConfig>,
+    /// The expected listeners.
+    #[serde(default, rename = "allow")]
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// JSON lines to this file (appended) instead of stdout.
+    pub json_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogConfig {
+    /// `local` (/dev/log), `udp://HOST:PORT` or `tcp://HOST:PORT`.
+    pub target: String,
+    /// Send every event, not only alerts and lifecycle changes.
+    #[serde(default)]
+    pub all_events: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where the Prometheus endpoint listens; loopback unless told otherwise.
+    #[serde(default = "MetricsConfig::default_listen")]
+    pub listen: SocketAddr,
+}
+
+impl MetricsConfig {
+    fn default_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9187))
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    #[default]
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    fn warning() -> Self {
+        Self::Warning
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleProto {
+    Tcp,
+    Udp,
+    Unix,
+    Raw,
+    Packet,
+}
+
+impl RuleProto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Unix => "unix",
+            Self::Raw => "raw",
+            Self::Packet => "packet",
+        }
+    }
+}
+
+/// Which local addresses a rule covers.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Any address, wildcard included.
+    #[default]
+    Any,
+    /// 127.0.0.0/8 and ::1 only.
+    Loopback,
+}
+
+/// A port or an inclusive range: `22` or `"8000-8100"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ports(pub RangeInclusive<u16>);
+
+impl<'de> Deserialize<'de> for Ports {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(u16),
+            Range(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::One(p) => Ok(Self(p..=p)),
+            Raw::Range(text) => {
+                let parse = |s: &str| s.trim().parse::<u16>().map_err(|_| serde::de::Error::custom(format!("bad port {s:?} in {text:?}")));
+                let (lo, hi) = match text.split_once('-') {
+                    Some((lo, hi)) => (parse(lo)?, parse(hi)?),
+                    None => {
+                        let p = parse(&text)?;
+                        (p, p)
+                    }
+                };
+                if lo > hi {
+                    return Err(serde::de::Error::custom(format!("port range {text:?} runs backwards")));
+                }
+                Ok(Self(lo..=hi))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Ports {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.start() == self.0.end() {
+            write!(f, "{}", self.0.start())
+        } else {
+            write!(f, "{}-{}", self.0.start(), self.0.end())
+        }
+    }
+}
+
+/// One expected listener. Unset fields match anything.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Names the rule in alerts and metrics (default: its proto/port/path).
+    pub name: Option<String>,
+    pub proto: RuleProto,
+    /// TCP, UDP: the port or range.
+    pub port: Option<Ports>,
+    /// UNIX: the path (`@name` for an abstract name).
+    pub path: Option<String>,
+    #[serde(default)]
+    pub scope: Scope,
+    /// The executable's full path.
+    pub exe: Option<String>,
+    /// The kernel's comm (first 15 bytes of the program name).
+    pub comm: Option<String>,
+    /// The user name (or uid, as a string).
+    pub user: Option<String>,
+    /// Severity of an alert for a listener this rule's port or path is
+    /// taken by someone else.
+    #[serde(default)]
+    pub severity: Severity,
+}
+
+impl Rule {
+    pub fn label(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        match (&self.port, &self.path) {
+            (Some(p), _) => format!("{}/{p}", self.proto.name()),
+            (_, Some(path)) => format!("unix:{path}"),
+            _ => self.proto.name().to_owned(),
+        }
+    }
+}
+
+impl Config {
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        // toml's message names the line and column.
+        let config: Self = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for (i, rule) in self.rules.iter().enumerate() {
+            let which = || format!("[[allow]] rule {} ({})", i + 1, rule.label());
+            match rule.proto {
+                RuleProto::Tcp | RuleProto::Udp => {
+                    if rule.path.is_some() {
+                        bail!("{}: `path` is for unix rules; tcp and udp take `port`", which());
+                    }
+                }
+                RuleProto::Unix => {
+                    if rule.port.is_some() {
+                        bail!("{}: unix rules take `path`, not `port`", which());
+                    }
+                }
+                RuleProto::Raw | RuleProto::Packet => {
+                    if rule.port.is_some() || rule.path.is_some() {
+                        bail!("{}: raw and packet sockets have no port or path", which());
+                    }
+                }
+            }
+            if rule.scope == Scope::Loopback && matches!(rule.proto, RuleProto::Unix | RuleProto::Packet) {
+                bail!("{}: `scope` applies to IP sockets only", which());
+            }
+        }
+        if let Some(syslog) = &self.syslog {
+            let t = syslog.target.as_str();
+            let ok = t == "local"
+                || t.strip_prefix("udp://").or_else(|| t.strip_prefix("tcp://")).is_some_and(|hp| hp.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()));
+            if !ok {
+                bail!("[syslog] target {t:?}: expected \"local\", \"udp://HOST:PORT\" or \"tcp://HOST:PORT\"");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_example_file() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../watcher.example.toml")).unwrap();
+        let config = Config::parse(&text).unwrap();
+        assert!(!config.enforce);
+        assert!(config.rules.iter().any(|r| r.proto == RuleProto::Tcp && r.port == Some(Ports(22..=22))));
+    }
+
+    #[test]
+    fn ports_and_ranges() {
+        let c = Config::parse("[[allow]]\nproto = \"tcp\"\nport = \"8000-8100\"\n[[allow]]\nproto = \"udp\"\nport = 53\n").unwrap();
+        assert_eq!(c.rules[0].port, Some(Ports(8000..=8100)));
+        assert_eq!(c.rules[1].port, Some(Ports(53..=53)));
+        assert_eq!(c.rules[0].label(), "tcp/8000-8100");
+    }
+
+    #[test]
+    fn bad_files_name_the_line_and_reason() {
+        for (text, expect) in [
+            ("[[allow]]\nproto = \"tcp\"\nport = \"90-80\"\n", "backwards"),
+            ("[[allow]]\nproto = \"tcpx\"\n", "line 2"),
+            ("[[allow]]\nproto = \"tcp\"\nprot = 22\n", "unknown field"),
+            ("enforce = maybe\n", "line 1"),
+            ("[[allow]]\nproto = \"unix\"\nport = 22\n", "unix rules take `path`"),
+            ("[syslog]\ntarget = \"udp://nohost\"\n", "expected"),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(expect), "{text:?}: {e}");
+        }
+    }
+}
