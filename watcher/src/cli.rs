@@ -52,6 +52,26 @@ pub enum Command {
         watcher list --proto packet        # who can see every frame (sniffers, BPFDoor)"
     )]
     List(ListArgs),
+    /// Run as a monitoring daemon: every event as JSON lines, listener
+    /// lifecycle, and an alert for anything the allowlist does not expect.
+    #[command(
+        long_about = "Run as a monitoring daemon. Every event goes out as a JSON line (stdout, or the \
+                      file the configuration names); listeners feed a lifecycle table that reports \
+                      listener_up, listener_down, restarted (with the gap and whether the same program \
+                      came back), owner_changed and reuseport_joined; each new listener and each raw or \
+                      packet socket that no [[allow]] rule expects raises an `alert` at once. Starts \
+                      with the sockets already there. SIGHUP reloads the configuration (a bad one is \
+                      reported and the old one kept); a bad configuration at start exits 2. Without \
+                      `enforce` or `kill_unexpected` it changes nothing other programs see.",
+        after_help = "Examples:\n  \
+            watcher baseline > /etc/watcher.toml     # allow what listens now, then edit\n  \
+            watcher daemon --config /etc/watcher.toml\n  \
+            kill -HUP $(pidof watcher)               # reload the allowlist"
+    )]
+    Daemon(DaemonArgs),
+    /// Write an allowlist (TOML, for `daemon --config`) from what listens now.
+    #[command(after_help = "Example:\n  watcher baseline > /etc/watcher.toml")]
+    Baseline(BaselineArgs),
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +127,19 @@ impl WatchArgs {
         }
     }
 }
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// The configuration: allowlist, outputs, enforcement (see watcher.example.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: std::path::PathBuf,
+    /// Refuse binds the allowlist does not allow, as `enforce = true` does.
+    #[arg(long)]
+    pub enforce: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BaselineArgs {}
 
 #[derive(Debug, Args)]
 pub struct ListArgs {

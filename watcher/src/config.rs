@@ -199,8 +199,16 @@ impl Rule {
 
 impl Config {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        // toml's message names the line and column.
-        let config: Self = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+        let config: Self = toml::from_str(text).map_err(|e| {
+            // One line: where, and why (toml's own Display adds a snippet).
+            let at = e.span().map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            anyhow::anyhow!("{}{}", at.unwrap_or_default(), e.message().trim_end().replace('\n', " "))
+        })?;
         config.validate()?;
         Ok(config)
     }

@@ -5,10 +5,12 @@
 //! reads and decodes the ring buffer, `process` names the process,
 //! `filter` keeps what the user asked for, `output` prints it; `watch`
 //! wires these together for the `watch` command.
+pub mod baseline;
 pub mod btf;
 pub mod cgroups;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod escape;
 pub mod events;
 pub mod filter;

@@ -162,6 +162,10 @@ impl ListenerTable {
         self.live.len()
     }
 
+    pub fn live_keys(&self) -> Vec<ListenerKey> {
+        self.live.keys().cloned().collect()
+    }
+
     pub fn is_live(&self, key: &ListenerKey) -> bool {
         self.live.contains_key(key)
     }

@@ -22,10 +22,16 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Watch(args) => watcher::watch::run(args).await,
             Command::List(args) => watcher::list::run(&args),
+            Command::Daemon(args) => watcher::daemon::run(args).await,
+            Command::Baseline(args) => watcher::baseline::run(&args),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<watcher::daemon::BadConfig>().is_some() => {
+            eprintln!("watcher: error: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             // `{:#}` prints the whole context chain on one line, no backtrace.
             eprintln!("watcher: error: {e:#}");

@@ -387,7 +387,7 @@ impl<W: Write> Printer<W> {
         }
     }
 
-    fn write_json(&mut self, value: &impl Serialize) -> io::Result<()> {
+    pub fn write_json(&mut self, value: &impl Serialize) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, value)?;
         self.out.write_all(b"\n")
     }

@@ -108,10 +108,29 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, sink: S) -> anyhow:
         watch.already_reported = report_existing(&mut watch.reporter)?;
     }
     watch.reporter.sink.flush()?;
+    // Handlers first: a script that signals us as soon as it reads the ready
+    // line must reach them, not the default action (SIGHUP would kill us).
+    let signals = Signals::install()?;
     announce_ready(&attached.hooks);
-    let result = watch.stream(ring).await;
+    let result = watch.stream(ring, signals).await;
     drop(attached); // detaches every program
     result
+}
+
+struct Signals {
+    sigint: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+    sighup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            sigint: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+            sigterm: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            sighup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
+        })
+    }
 }
 
 struct Watch<S: Sink> {
@@ -133,10 +152,8 @@ struct Reporter<S: Sink> {
 }
 
 impl<S: Sink> Watch<S> {
-    async fn stream(&mut self, mut ring: AsyncFd<RingBuf<MapData>>) -> anyhow::Result<()> {
-        let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-        let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-        let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    async fn stream(&mut self, mut ring: AsyncFd<RingBuf<MapData>>, signals: Signals) -> anyhow::Result<()> {
+        let Signals { mut sigint, mut sigterm, mut sighup } = signals;
         let mut lost_check = interval(LOST_CHECK_PERIOD);
         lost_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -388,7 +405,8 @@ fn announce_ready(hooks: &[String]) {
     }
 }
 
-fn monotonic_ns() -> u64 {
+/// CLOCK_MONOTONIC now, in nanoseconds: the kernel's `ktime_ns` clock.
+pub fn monotonic_ns() -> u64 {
     clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
         (t.tv_sec() as u64) * 1_000_000_000 + t.tv_nsec() as u64
     })
