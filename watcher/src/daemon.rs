@@ -26,7 +26,7 @@ use crate::{
     list::HolderInfo,
     output::{Format, Printer, Report, What, rfc3339, unix_path},
     policy::{Subject, Verdict, judge},
-    privileges,
+    privileges, services,
     sink::Sink,
     snapshot::{self, ExistingSocket, Local},
     watch::{PipelineOptions, monotonic_ns, run_pipeline},
@@ -353,6 +353,9 @@ fn key_fields(key: &ListenerKey) -> Map<String, Value> {
             m.insert("family".into(), if addr.is_ipv4() { "ipv4" } else { "ipv6" }.into());
             m.insert("addr".into(), addr.to_string().into());
             m.insert("port".into(), (*port).into());
+            if let Some(name) = services::name(&key.proto.name(), *port) {
+                m.insert("service".into(), name.into());
+            }
         }
         Where::Unix { path } => {
             m.insert("family".into(), "unix".into());
