@@ -18,6 +18,9 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "/usr/bin/setpriv"),
     ("bpftrace", "/usr/bin/bpftrace"),
     ("python3", "/usr/bin/python3"),
+    // The daemon's syslog output is tested against a real rsyslogd that the
+    // test starts on loopback with its own configuration.
+    ("rsyslog", "/usr/sbin/rsyslogd"),
 ];
 
 pub fn setup(test_deps: bool) -> anyhow::Result<()> {
