@@ -10,10 +10,10 @@
 //! and none of its senders reconnects.
 //!
 //! Messages leave from a thread of their own behind a bounded queue, so that
-//! a slow or dead syslog server never holds up the event pipeline. What
-//! cannot be delivered waits in a bounded backlog while the thread
-//! reconnects with backoff; what overflows the queue or the backlog is
-//! dropped and counted.
+//! a slow or dead syslog server never holds up the event pipeline. While the
+//! server cannot be reached they wait there and the thread reconnects with
+//! backoff; when the queue is full, lifecycle messages make room for alerts,
+//! and what is dropped is counted.
 use std::{
     borrow::Cow,
     collections::VecDeque,
@@ -22,7 +22,10 @@ use std::{
     net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket},
     os::unix::net::UnixDatagram,
     path::PathBuf,
-    sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard, PoisonError,
+        mpsc::{self, Receiver},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -39,10 +42,8 @@ use crate::{
 
 /// The local syslog socket (`target = "local"`).
 const LOCAL_SOCKET: &str = "/dev/log";
-/// Formatted messages waiting for the sender thread.
-const QUEUE: usize = 4096;
-/// Messages kept while the server cannot be reached.
-const BACKLOG: usize = 1024;
+/// Messages waiting for the sender thread, or for the server to come back.
+const CAPACITY: usize = 4096;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// Reconnection attempts back off up to this period.
 const MAX_RETRY: Duration = Duration::from_secs(10);
@@ -192,11 +193,11 @@ pub struct Syslog {
     target: Target,
     all_events: bool,
     context: SyslogContext,
-    queue: Option<SyncSender<Vec<u8>>>,
+    queue: Arc<Queue>,
     /// Signalled by the thread once it has delivered what it could.
     finished: Receiver<()>,
     counters: Counters,
-    /// Set while the queue overflows, so that it is said once, not per message.
+    /// Set while messages are dropped, so that it is said once, not per message.
     overflowing: bool,
     /// How long dropping this waits for the queue to drain.
     drain_wait: Duration,
@@ -207,13 +208,14 @@ impl Syslog {
         let target = Target::parse(&config.target).with_context(|| format!("[syslog] target {:?}", config.target))?;
         let mut context = SyslogContext::new();
         context.facility(facility(config.facility)).appname("watcher").procid(std::process::id().to_string());
-        let (queue, incoming) = mpsc::sync_channel(QUEUE);
+        let queue = Arc::new(Queue::default());
         let (done, finished) = mpsc::sync_channel(1);
         let link = Link::new(target.clone(), counters.clone());
+        let theirs = queue.clone();
         thread::Builder::new()
             .name("syslog".into())
             .spawn(move || {
-                link.run(&incoming);
+                link.run(&theirs);
                 let _ = done.send(());
             })
             .context("starting the syslog sender thread")?;
@@ -221,7 +223,7 @@ impl Syslog {
             target,
             all_events: config.all_events,
             context,
-            queue: Some(queue),
+            queue,
             finished,
             counters,
             overflowing: false,
@@ -238,31 +240,19 @@ impl Syslog {
         self.all_events || DEFAULT_EVENTS.contains(&event)
     }
 
-    /// Queues one event's JSON line (without its newline); never blocks.
+    /// Queues one event's JSON line (without its newline); never blocks on
+    /// the network.
     pub fn send(&mut self, event: &str, alert_severity: Option<&str>, line: &str) {
-        let formatted = self
-            .context
-            .format_rfc5424(severity(event, alert_severity), msgid(event), Vec::new(), Some(message(line)))
-            .to_string();
-        let Some(queue) = &self.queue else { return };
-        match queue.try_send(formatted.into_bytes()) {
-            Ok(()) => self.overflowing = false,
-            Err(TrySendError::Full(_)) => {
-                self.counters.dropped.inc();
-                if !self.overflowing {
-                    warn!("syslog: {QUEUE} messages wait for {}; dropping new ones until it catches up", self.target);
-                    self.overflowing = true;
-                }
+        let severity = severity(event, alert_severity);
+        let bytes = self.context.format_rfc5424(severity, msgid(event), Vec::new(), Some(message(line))).to_string().into_bytes();
+        if self.queue.push(Message { bytes, urgent: severity <= Severity::WARNING }) {
+            self.counters.dropped.inc();
+            if !self.overflowing {
+                warn!("syslog: {CAPACITY} messages wait for {}; dropping the least urgent", self.target);
+                self.overflowing = true;
             }
-            Err(TrySendError::Disconnected(_)) => {
-                // The thread is gone (it only ends when the queue closes, so
-                // this means it panicked): say so once.
-                self.counters.dropped.inc();
-                if !self.overflowing {
-                    warn!("syslog: the sender thread is gone; messages to {} are dropped", self.target);
-                    self.overflowing = true;
-                }
-            }
+        } else {
+            self.overflowing = false;
         }
     }
 
@@ -275,107 +265,144 @@ impl Syslog {
 
 impl Drop for Syslog {
     fn drop(&mut self) {
-        // Closing the queue tells the thread to deliver what is left and end.
-        drop(self.queue.take());
+        // Tells the thread to deliver what is left and end.
+        self.queue.close();
         if !self.drain_wait.is_zero() && self.finished.recv_timeout(self.drain_wait).is_err() {
             warn!("syslog: gave up waiting for the last messages to reach {}", self.target);
         }
     }
 }
 
-/// The sender thread's side: one connection, a backlog, a retry schedule.
+struct Message {
+    bytes: Vec<u8>,
+    /// Warning or worse (alerts, kills, loss): kept before lifecycle
+    /// messages when the queue is full, so that a flood of harmless
+    /// listeners cannot push an alert out.
+    urgent: bool,
+}
+
+/// The messages between the daemon and the sender thread, at most
+/// CAPACITY. It also holds them while the server cannot be reached.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    messages: VecDeque<Message>,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // Nothing panics while holding the lock; were it poisoned, the
+        // state is still whole.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends `message`; true if a message was dropped to make room (the
+    /// oldest one that is not urgent, else the oldest one if `message` is
+    /// urgent, else `message` itself).
+    fn push(&self, message: Message) -> bool {
+        let mut state = self.lock();
+        let mut dropped = false;
+        if state.messages.len() >= CAPACITY {
+            dropped = true;
+            if let Some(i) = state.messages.iter().position(|m| !m.urgent) {
+                state.messages.remove(i);
+            } else if message.urgent {
+                state.messages.pop_front();
+            } else {
+                return true;
+            }
+        }
+        state.messages.push_back(message);
+        drop(state);
+        self.wake.notify_one();
+        dropped
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+    }
+}
+
+/// The sender thread's side: one connection and a retry schedule.
 struct Link {
     target: Target,
     connection: Option<Connection>,
-    backlog: VecDeque<Vec<u8>>,
     /// No attempt before this (after a failure).
     retry_at: Option<Instant>,
     backoff: Duration,
-    /// Failing since the last delivery (warned once).
-    failing: bool,
-    /// Messages dropped from the backlog during this outage.
-    lost_in_outage: u64,
+    /// Failing since the last delivery (warned once), and the dropped
+    /// count when it began.
+    failing: Option<u64>,
     counters: Counters,
 }
 
 impl Link {
     fn new(target: Target, counters: Counters) -> Self {
-        Self {
-            target,
-            connection: None,
-            backlog: VecDeque::new(),
-            retry_at: None,
-            backoff: FIRST_RETRY,
-            failing: false,
-            lost_in_outage: 0,
-            counters,
-        }
+        Self { target, connection: None, retry_at: None, backoff: FIRST_RETRY, failing: None, counters }
     }
 
-    fn run(mut self, incoming: &Receiver<Vec<u8>>) {
+    fn run(mut self, queue: &Queue) {
         // Connect at once, so that a wrong target is reported at start,
         // not at the first alert.
         match Connection::open(&self.target) {
             Ok(c) => self.connection = Some(c),
             Err(e) => self.failed(&e),
         }
+        while let Some(message) = self.next(queue) {
+            self.deliver(queue, message);
+        }
+        // The daemon is stopping: one last attempt at what is left, backoff
+        // or not, until the first failure.
+        self.retry_at = None;
         loop {
-            // Block until a message comes, or until the next retry when
-            // messages wait.
-            let next = match self.retry_at.filter(|_| !self.backlog.is_empty()) {
-                Some(at) => incoming.recv_timeout(at.saturating_duration_since(Instant::now())),
-                None => incoming.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            };
-            match next {
-                Ok(message) => self.push(message),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            let Some(message) = queue.lock().messages.pop_front() else { break };
+            if !self.deliver(queue, message) {
+                break;
             }
-            loop {
-                match incoming.try_recv() {
-                    Ok(message) => self.push(message),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        self.deliver(true);
-                        return;
-                    }
-                }
-            }
-            self.deliver(false);
         }
-        // The daemon is stopping: one last attempt, backoff or not.
-        self.deliver(true);
     }
 
-    fn push(&mut self, message: Vec<u8>) {
-        if self.backlog.len() >= BACKLOG {
-            self.backlog.pop_front();
-            self.counters.dropped.inc();
-            self.lost_in_outage += 1;
+    /// The next message to send, once a retry is due; None once closed.
+    fn next(&self, queue: &Queue) -> Option<Message> {
+        let mut state = queue.lock();
+        loop {
+            if state.closed {
+                return None;
+            }
+            let now = Instant::now();
+            if let Some(at) = self.retry_at.filter(|at| now < *at) {
+                state = queue.wake.wait_timeout(state, at - now).unwrap_or_else(PoisonError::into_inner).0;
+                continue;
+            }
+            if let Some(message) = state.messages.pop_front() {
+                return Some(message);
+            }
+            state = queue.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
         }
-        self.backlog.push_back(message);
     }
 
-    fn deliver(&mut self, now_or_never: bool) {
-        if self.backlog.is_empty() || (!now_or_never && self.retry_at.is_some_and(|at| Instant::now() < at)) {
-            return;
+    /// Sends `message`, or puts it back first in line; whether it went.
+    fn deliver(&mut self, queue: &Queue, message: Message) -> bool {
+        if let Err(e) = self.send(&message.bytes) {
+            self.failed(&e);
+            queue.lock().messages.push_front(message);
+            return false;
         }
-        while let Some(message) = self.backlog.pop_front() {
-            if let Err(e) = self.send(&message) {
-                // Kept, first in line, for the next attempt.
-                self.backlog.push_front(message);
-                self.failed(&e);
-                return;
-            }
-            self.counters.sent.inc();
-        }
-        if self.failing {
-            let lost = std::mem::take(&mut self.lost_in_outage);
-            info!("syslog: delivering to {} again ({lost} messages were dropped meanwhile)", self.target);
-            self.failing = false;
+        self.counters.sent.inc();
+        if let Some(dropped_before) = self.failing.take() {
+            let dropped = self.counters.dropped.get().saturating_sub(dropped_before);
+            info!("syslog: delivering to {} again ({dropped} messages were dropped meanwhile)", self.target);
         }
         self.retry_at = None;
         self.backoff = FIRST_RETRY;
+        true
     }
 
     fn send(&mut self, message: &[u8]) -> io::Result<()> {
@@ -397,15 +424,15 @@ impl Link {
 
     fn failed(&mut self, e: &io::Error) {
         self.counters.errors.inc();
-        if self.failing {
+        if self.failing.is_some() {
             debug!("syslog: {} still unreachable: {e}", self.target);
         } else {
             warn!(
-                "syslog: cannot deliver to {}: {e}; retrying, with up to {BACKLOG} messages kept meanwhile \
+                "syslog: cannot deliver to {}: {e}; retrying, with up to {CAPACITY} messages kept meanwhile \
                  (watcher_syslog_errors_total counts the failures)",
                 self.target
             );
-            self.failing = true;
+            self.failing = Some(self.counters.dropped.get());
         }
         self.retry_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_RETRY);
@@ -524,6 +551,36 @@ mod tests {
         assert_eq!(msgid("listener_up"), Some("listener_up"));
         assert_eq!(msgid("has space"), None);
         assert_eq!(msgid(""), None);
+    }
+
+    #[test]
+    fn a_full_queue_keeps_alerts() {
+        let queue = Queue::default();
+        let message = |urgent, tag: u16| Message { bytes: tag.to_be_bytes().to_vec(), urgent };
+        let tags = |q: &Queue| q.lock().messages.iter().map(|m| u16::from_be_bytes([m.bytes[0], m.bytes[1]])).collect::<Vec<_>>();
+        for i in 0..CAPACITY as u16 {
+            assert!(!queue.push(message(false, i)));
+        }
+        // Lifecycle messages make room for an alert, oldest first...
+        assert!(queue.push(message(true, 9000)));
+        assert_eq!(tags(&queue)[0], 1);
+        assert_eq!(*tags(&queue).last().unwrap(), 9000);
+        // ...and a new lifecycle message pushes out an older one.
+        assert!(queue.push(message(false, 9001)));
+        assert_eq!(tags(&queue)[0], 2);
+        let mut q = Queue::default();
+        for i in 0..CAPACITY as u16 {
+            q.push(message(true, i));
+        }
+        // All alerts: a lifecycle message is the one dropped; an alert
+        // replaces the oldest alert.
+        assert!(q.push(message(false, 9002)));
+        assert!(!tags(&q).contains(&9002));
+        assert!(q.push(message(true, 9003)));
+        assert_eq!((tags(&q)[0], q.lock().messages.len()), (1, CAPACITY));
+        q = Queue::default();
+        q.close();
+        assert!(q.lock().closed);
     }
 
     /// A TCP server that reads two octet-counted frames; the format is the
