@@ -303,6 +303,9 @@ mod tests {
             ("enforce = maybe\n", "line 1"),
             ("[[allow]]\nproto = \"unix\"\nport = 22\n", "unix rules take `path`"),
             ("[syslog]\ntarget = \"udp://nohost\"\n", "expected"),
+            ("[syslog]\ntarget = \"unix:log\"\n", "absolute path"),
+            ("[syslog]\ntarget = \"local\"\nfacility = \"kern\"\n", "unknown variant"),
+            ("[metrics]\nlisten = \"localhost\"\n", "line 2"),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(expect), "{text:?}: {e}");
