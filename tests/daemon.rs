@@ -78,8 +78,10 @@ fn restart_and_owner_change() {
     let first = http_server(port);
     let up = watcher.next_event(|e| on(e, "listener_up", port));
     assert_eq!(up["comm"], "python3", "{up}");
-    stop(first);
+    // Stamped before the kill: the listener goes down after this, so the
+    // gap is at most from here to the new server's first answer.
     let down_at = monotonic_ns();
+    stop(first);
     watcher.next_event(|e| on(e, "listener_down", port));
     let second = http_server(port);
     let up_at = monotonic_ns();

@@ -214,7 +214,9 @@ fn table_aligns_and_filters_apply() {
         }
         assert!(row.contains(&format!(" {pid} ")), "{row}");
         assert!(row.contains(" udp6 "), "{row}");
-        assert!(row.ends_with(&format!("[::1]:{port}")), "{row}");
+        let address = format!("[::1]:{port}");
+        // Then nothing, or the port's well-known name if it has one.
+        assert!(row.ends_with(&address) || row.contains(&format!("{address} (")), "{row}");
     }
     other.say("close");
     other.expect("closed");
@@ -229,6 +231,38 @@ fn table_aligns_and_filters_apply() {
         assert!(!line.contains("tcp"), "--proto udp let through {line}");
         assert!(!line.contains("udp4"), "-6 let through {line}");
     }
+}
+
+/// Well-known ports carry their name from /etc/services, in JSON, in the
+/// table, and in `watcher list`.
+#[test]
+fn well_known_ports_are_named() {
+    if !require_bpf("well_known_ports_are_named") {
+        return;
+    }
+    // finger (79/tcp) and tftp (69/udp): in Debian's /etc/services, and
+    // nothing on a test host serves them.
+    let mut child = SocketChild::spawn("hold", &["4", "tcp", "127.0.0.1", "79", "4", "udp", "127.0.0.1", "69"]);
+    let pid = child.pid;
+    let pid_text = pid.to_string();
+    let mut json = Watcher::start_json(&["--pid", &pid_text]);
+    let mut table = Watcher::start(&["watch", "--pid", &pid_text]);
+    child.go();
+    assert_eq!(child.expect("ready"), ["79", "69"]);
+    let listen = json.next_event(|e| is(e, "listen", pid));
+    assert_eq!((listen["port"].as_u64(), listen["service"].as_str()), (Some(79), Some("finger")), "{listen}");
+    let bind = json.next_event(|e| is(e, "bind", pid) && e["proto"] == "udp");
+    assert_eq!((bind["port"].as_u64(), bind["service"].as_str()), (Some(69), Some("tftp")), "{bind}");
+    let row = table.next_line(|l| l.contains(" listen "));
+    assert!(row.ends_with("127.0.0.1:79 (finger)"), "{row}");
+
+    let out = std::process::Command::new(common::watcher_bin()).args(["list", "--json", "--pid", &pid_text]).output().unwrap();
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let services: Vec<_> = rows.iter().map(|r| (r["port"].as_u64(), r["service"].as_str())).collect();
+    assert!(services.contains(&(Some(79), Some("finger"))) && services.contains(&(Some(69), Some("tftp"))), "{rows:?}");
+    child.say("close");
+    child.expect("closed");
+    child.finish();
 }
 
 /// Without privileges: one clear line, exit code 1, no panic or backtrace.

@@ -86,8 +86,15 @@ impl Watcher {
     }
 
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(watcher_bin())
-            .args(args)
+        let mut command = Command::new(watcher_bin());
+        command.args(args);
+        Self::start_command(command)
+    }
+
+    /// Starts a prepared command (watcher under a wrapper, with its own
+    /// environment) and waits for the ready line like [`Watcher::start`].
+    pub fn start_command(mut command: Command) -> Self {
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

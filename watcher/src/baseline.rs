@@ -16,7 +16,7 @@ use crate::{
     events::Proto,
     list,
     output::unix_path,
-    privileges,
+    privileges, services,
     process::ProcessLookup,
     snapshot::{self, Local},
 };
@@ -67,7 +67,13 @@ pub fn run(_args: &BaselineArgs) -> anyhow::Result<()> {
             let exe = holder.process.exe.as_deref().and_then(|e| std::str::from_utf8(e).ok()).map(str::to_owned);
             let comm = if exe.is_none() { holder.comm.as_deref().map(|c| String::from_utf8_lossy(c).into_owned()) } else { None };
             let who = exe.as_deref().and_then(|e| e.rsplit('/').next()).map(str::to_owned).or(comm.clone()).unwrap_or_default();
-            let place = port.map(|p| p.to_string()).or(path.clone()).unwrap_or_default();
+            let place = port
+                .map(|p| match services::name(&socket.proto.name(), p) {
+                    Some(service) => format!("{p} ({service})"),
+                    None => p.to_string(),
+                })
+                .or(path.clone())
+                .unwrap_or_default();
             rules.insert(Rule {
                 name: format!("{who} {} {place}", socket.proto.name()).trim().to_owned(),
                 proto: match socket.proto {

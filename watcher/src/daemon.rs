@@ -29,7 +29,7 @@ use crate::{
     list::HolderInfo,
     output::{Format, Printer, Report, What, rfc3339, unix_path},
     policy::{Subject, Verdict, judge},
-    privileges,
+    privileges, services,
     sink::{PipelineStats, Sink},
     snapshot::{self, ExistingSocket, Local},
     watch::{PipelineOptions, monotonic_ns, run_pipeline},
@@ -80,6 +80,15 @@ pub struct DaemonSink<W: Write> {
     listeners: ListenerTable,
 }
 
+/// When a socket came up, as far as kill_unexpected is concerned: what
+/// already ran when the daemon started is alerted on but never killed, so
+/// that starting with an incomplete allowlist cannot take down sshd.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    BeforeDaemon,
+    New,
+}
+
 /// A listener as the lifecycle and the allowlist see it.
 struct Sighting {
     key: ListenerKey,
@@ -93,7 +102,7 @@ impl<W: Write> DaemonSink<W> {
     }
 
     /// Lifecycle changes, then a verdict for each listener that came up.
-    fn changes(&mut self, changes: Vec<Change>, rule_proto: RuleProto, time: DateTime<Utc>) -> io::Result<()> {
+    fn changes(&mut self, changes: Vec<Change>, rule_proto: RuleProto, time: DateTime<Utc>, start: Start) -> io::Result<()> {
         for change in changes {
             let up = match &change {
                 Change::Up { key, owner } => Some((key.clone(), owner.clone())),
@@ -101,14 +110,15 @@ impl<W: Write> DaemonSink<W> {
             };
             self.emit(change_line(&change, time))?;
             if let Some((key, owner)) = up {
-                self.judge(&subject_of(&key, &owner, rule_proto), &owner, "listener_up", &key_fields(&key), time)?;
+                self.judge(&subject_of(&key, &owner, rule_proto), &owner, "listener_up", &key_fields(&key), time, start)?;
             }
         }
         Ok(())
     }
 
-    /// Raises an alert (and kills, when configured) if no rule allows `subject`.
-    fn judge(&mut self, subject: &Subject<'_>, owner: &Owner, what: &str, fields: &Map<String, Value>, time: DateTime<Utc>) -> io::Result<()> {
+    /// Raises an alert (and kills, when configured and the socket is new)
+    /// if no rule allows `subject`.
+    fn judge(&mut self, subject: &Subject<'_>, owner: &Owner, what: &str, fields: &Map<String, Value>, time: DateTime<Utc>, start: Start) -> io::Result<()> {
         let Verdict::Alert { rule, severity, reason } = judge(&self.config, subject) else {
             return Ok(());
         };
@@ -121,12 +131,12 @@ impl<W: Write> DaemonSink<W> {
         line.extend(owner_fields(owner, ""));
         warn!("alert ({}): {reason}; pid {}", severity.name(), owner.pid);
         self.emit(Value::Object(line))?;
-        if self.config.kill_unexpected && owner.pid > 1 {
+        if self.config.kill_unexpected && start == Start::New && owner.pid > 1 {
             let result = nix::sys::signal::kill(Pid::from_raw(owner.pid as i32), Signal::SIGKILL);
             let mut line = base(Utc::now(), if result.is_ok() { "killed" } else { "kill_failed" });
             line.insert("reason".into(), reason.into());
             if let Err(e) = result {
-                line.insert("error".into(), e.desc().into());
+                line.insert("error".into(), e.to_string().into());
             }
             line.extend(fields.clone());
             line.extend(owner_fields(owner, ""));
@@ -187,14 +197,14 @@ impl<W: Write> DaemonSink<W> {
                 present.insert(s.key.clone());
                 if !self.listeners.is_live(&s.key) {
                     let changes = self.listeners.up(s.key, s.owner, now);
-                    self.changes(changes, s.rule_proto, time)?;
+                    self.changes(changes, s.rule_proto, time, Start::New)?;
                 }
             }
         }
         for key in self.listeners.live_keys() {
             if !present.contains(&key) {
                 let changes = self.listeners.down(&key, 0, now);
-                self.changes(changes, RuleProto::Tcp, time)?;
+                self.changes(changes, RuleProto::Tcp, time, Start::New)?;
             }
         }
         let mut line = base(time, "resynced");
@@ -213,7 +223,7 @@ impl<W: Write> Sink for DaemonSink<W> {
             } else {
                 self.listeners.down(&s.key, report.task.pid, report.task.ktime_ns)
             };
-            return self.changes(changes, s.rule_proto, time);
+            return self.changes(changes, s.rule_proto, time, Start::New);
         }
         // Passive sockets: judged as they come, no lifecycle.
         let (proto, fields) = match &report.what {
@@ -249,20 +259,20 @@ impl<W: Write> Sink for DaemonSink<W> {
             uid: owner.uid,
         };
         let what = report.what.event_name();
-        self.judge(&subject.clone(), &owner, what, &fields, time)
+        self.judge(&subject.clone(), &owner, what, &fields, time, Start::New)
     }
 
     fn existing(&mut self, time: DateTime<Utc>, socket: &ExistingSocket, holder: Option<&HolderInfo>, netns: Option<u64>) -> io::Result<()> {
         Sink::existing(&mut self.printer, time, socket, holder, netns)?;
         if let Some(s) = existing_sighting(socket, holder, netns.unwrap_or(0)) {
             let changes = self.listeners.up(s.key, s.owner, monotonic_ns());
-            return self.changes(changes, s.rule_proto, time);
+            return self.changes(changes, s.rule_proto, time, Start::BeforeDaemon);
         }
         if matches!(socket.local, Local::Raw { .. } | Local::Packet { .. }) {
             let owner = holder.map(owner_of_holder).unwrap_or_default();
             let proto = if matches!(socket.local, Local::Packet { .. }) { RuleProto::Packet } else { RuleProto::Raw };
             let subject = Subject { proto, addr: None, port: None, path: None, exe: owner.exe.as_deref(), comm: &owner.comm, user: owner.user.as_deref(), uid: owner.uid };
-            return self.judge(&subject.clone(), &owner, "existing", &Map::new(), time);
+            return self.judge(&subject.clone(), &owner, "existing", &Map::new(), time, Start::BeforeDaemon);
         }
         Ok(())
     }
@@ -360,6 +370,9 @@ fn key_fields(key: &ListenerKey) -> Map<String, Value> {
             m.insert("family".into(), if addr.is_ipv4() { "ipv4" } else { "ipv6" }.into());
             m.insert("addr".into(), addr.to_string().into());
             m.insert("port".into(), (*port).into());
+            if let Some(name) = services::name(&key.proto.name(), *port) {
+                m.insert("service".into(), name.into());
+            }
         }
         Where::Unix { path } => {
             m.insert("family".into(), "unix".into());

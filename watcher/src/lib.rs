@@ -24,6 +24,7 @@ pub mod policy;
 pub mod privileges;
 pub mod process;
 pub mod process_table;
+pub mod services;
 pub mod sink;
 pub mod snapshot;
 pub mod syslog;

@@ -25,7 +25,7 @@ use crate::{
     events::{Family, Proto},
     filter::{Filter, ProtoFilter},
     output::{self, Format},
-    privileges,
+    privileges, services,
     process::{ProcessInfo, ProcessLookup},
     snapshot::{self, ExistingSocket, Holder, Local, Snapshot},
     socket_options::PassiveSocket,
@@ -160,6 +160,9 @@ pub struct JsonLine<'a> {
     addr: Option<String>,
     /// Local port: TCP, UDP.
     port: Option<u16>,
+    /// The port's well-known name from /etc/services (ssh, smtp…), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<&'static str>,
     /// UNIX: the bound name, escaped; an abstract one as `@name`.
     path: Option<String>,
     sock_type: &'static str,
@@ -226,6 +229,7 @@ pub fn json_line<'a>(socket: &ExistingSocket, holder: Option<&'a HolderInfo>, ne
         family: socket.family.name(),
         addr,
         port,
+        service: port.and_then(|p| services::name(socket.proto.name().as_str(), p)),
         path,
         sock_type: output::sock_type_name(u32::from(socket.sock_type)),
         protocol: passive.map(|p| p.protocol),
@@ -284,7 +288,13 @@ pub fn table_proto(socket: &ExistingSocket) -> String {
 /// The LOCAL-ADDRESS column: the address, or what stands for one.
 pub fn table_address(socket: &ExistingSocket) -> String {
     let mut text = match &socket.local {
-        Local::Inet { addr, port } => output::socket_address(*addr, *port),
+        Local::Inet { addr, port } => {
+            let mut text = output::socket_address(*addr, *port);
+            if let Some(name) = services::name(socket.proto.name().as_str(), *port) {
+                text.push_str(&format!(" ({name})"));
+            }
+            text
+        }
         Local::Unix { path } => {
             let mut text = output::unix_path(path);
             match socket.sock_type {
@@ -420,7 +430,7 @@ mod tests {
             assert_ne!(&row[col..=col], " ", "column {name} in {row:?}");
         }
         assert!(row.starts_with("root       nginx            4242     3    tcp4 "), "{row:?}");
-        assert!(row.ends_with("127.0.0.1:8080"));
+        assert!(row.contains("127.0.0.1:8080"), "{row}");
     }
 
     #[test]

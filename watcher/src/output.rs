@@ -17,6 +17,7 @@ use crate::{
     escape::escape_bytes,
     events::{AcceptEvent, Family, Filter, Proto, SockAddr, SocketEvent, SocketKind, Task},
     process::ProcessInfo,
+    services,
     socket_options::{FdFacts, PassiveSocket},
 };
 
@@ -145,6 +146,9 @@ struct SocketDetail {
     family: String,
     addr: String,
     port: u16,
+    /// The port's well-known name from /etc/services (ssh, smtp…), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<&'static str>,
     sock_id: u64,
     fd: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -290,6 +294,7 @@ impl<W: Write> Printer<W> {
                     family: event.family.name(),
                     addr: event.addr.to_string(),
                     port: event.port,
+                    service: services::name(event.proto.name().as_str(), event.port),
                     sock_id: self.sock_id_key.hash_one(event.sock_id),
                     fd: event.fd,
                     backlog: event.backlog,
@@ -479,6 +484,9 @@ fn table_detail(what: &What<'_>) -> String {
     match what {
         What::Socket { event, fd_facts } => {
             let mut text = socket_address(event.addr, event.port);
+            if let Some(name) = services::name(event.proto.name().as_str(), event.port) {
+                text.push_str(&format!(" ({name})"));
+            }
             if let Some(facts) = fd_facts {
                 for option in &facts.options {
                     text.push(' ');
@@ -691,7 +699,7 @@ mod tests {
             assert_eq!(&row[col - 1..col], " ", "column {name} in {row:?}");
             assert_ne!(&row[col..=col], " ", "column {name} in {row:?}");
         }
-        assert!(row.ends_with("127.0.0.1:8080"));
+        assert!(row.contains("127.0.0.1:8080"), "{row}");
     }
 
     #[test]

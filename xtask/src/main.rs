@@ -1,5 +1,6 @@
-//! Project tasks: `cargo xtask setup | build | run | test | bench`.
+//! Project tasks: `cargo xtask setup | build | run | test | bench | install`.
 mod bench;
+mod install;
 mod setup;
 mod util;
 
@@ -39,6 +40,9 @@ enum Task {
     },
     /// Measure watcher against its peers; see BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// Set up, build, then install the daemon as a systemd service:
+    /// the binary, watcher.service, and /etc/watcher/watcher.toml if absent.
+    Install(install::InstallArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,9 @@ fn main() -> ExitCode {
         Task::Bench(args) => setup::setup(true)
             .and_then(|()| util::build_release())
             .and_then(|()| bench::run(args)),
+        Task::Install(args) => setup::setup(false)
+            .and_then(|()| util::build_release())
+            .and_then(|()| install::install(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
