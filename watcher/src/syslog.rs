@@ -391,6 +391,13 @@ impl Link {
     /// Sends `message`, or puts it back first in line; whether it went.
     fn deliver(&mut self, queue: &Queue, message: Message) -> bool {
         if let Err(e) = self.send(&message.bytes) {
+            if e.raw_os_error() == Some(libc::EMSGSIZE) {
+                // This message will never fit a datagram: retrying it would
+                // hold up every message behind it.
+                warn!("syslog: a {}-byte message is too long for {}: dropped", message.bytes.len(), self.target);
+                self.counters.dropped.inc();
+                return true;
+            }
             self.failed(&e);
             queue.lock().messages.push_front(message);
             return false;
@@ -581,6 +588,28 @@ mod tests {
         q = Queue::default();
         q.close();
         assert!(q.lock().closed);
+    }
+
+    /// A message too long for a datagram is dropped and counted; the ones
+    /// after it still go.
+    #[test]
+    fn an_oversized_datagram_does_not_block_the_rest() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let config = SyslogConfig {
+            target: format!("udp://{}", server.local_addr().unwrap()),
+            all_events: true,
+            facility: SyslogFacility::Daemon,
+        };
+        let counters = Counters::default();
+        let mut syslog = Syslog::start(&config, counters.clone()).unwrap();
+        syslog.send("bind", None, &format!("{{\"x\":\"{}\"}}", "a".repeat(70_000)));
+        syslog.send("bind", None, r#"{"event":"bind"}"#);
+        let mut buf = [0u8; 2048];
+        let n = server.recv(&mut buf).unwrap();
+        assert!(buf[..n].ends_with(br#"{"event":"bind"}"#), "{:?}", String::from_utf8_lossy(&buf[..n]));
+        drop(syslog);
+        assert_eq!((counters.sent.get(), counters.dropped.get(), counters.errors.get()), (1, 1, 0));
     }
 
     /// A TCP server that reads two octet-counted frames; the format is the
