@@ -31,8 +31,9 @@ fn daemon(config: &str) -> Watcher {
 }
 
 /// A real rsyslogd in the foreground with its own configuration: UDP and
-/// TCP inputs on loopback, every message written to one file with its RFC
-/// 5424 fields. Killed when dropped, even if the test fails.
+/// TCP inputs on loopback and a local socket (`{name}.sock`, imuxsock with
+/// its stock settings, as on /dev/log), every message written to one file
+/// with its RFC 5424 fields. Killed when dropped, even if the test fails.
 struct Rsyslog {
     child: Child,
     stderr: PathBuf,
@@ -40,7 +41,8 @@ struct Rsyslog {
 
 impl Rsyslog {
     /// Starts rsyslogd and returns once its TCP input accepts connections
-    /// (inputs are activated together, so UDP is ready too).
+    /// and its local socket is there (inputs are activated together, so UDP
+    /// is ready too).
     fn start(dir: &Path, name: &str, udp: u16, tcp: u16) -> Self {
         let dir_text = dir.display();
         let conf = dir.join(format!("{name}.conf"));
@@ -50,6 +52,8 @@ impl Rsyslog {
                 r#"global(workDirectory="{dir_text}" net.enableDNS="off")
 module(load="imudp")
 module(load="imtcp")
+module(load="imuxsock" SysSock.Use="off")
+input(type="imuxsock" Socket="{dir_text}/{name}.sock")
 input(type="imudp" address="127.0.0.1" port="{udp}")
 input(type="imtcp" address="127.0.0.1" port="{tcp}")
 template(name="fields" type="string" string="pri=%pri% severity=%syslogseverity-text% facility=%syslogfacility-text% app=%app-name% procid=%procid% msgid=%msgid% msg=%msg%\n")
@@ -70,7 +74,8 @@ action(type="omfile" file="{dir_text}/syslog.log" template="fields")
             .spawn()
             .expect("spawning rsyslogd (cargo xtask setup --test-deps installs it)");
         let deadline = Instant::now() + TIMEOUT;
-        while TcpStream::connect(("127.0.0.1", tcp)).is_err() {
+        let socket = dir.join(format!("{name}.sock"));
+        while TcpStream::connect(("127.0.0.1", tcp)).is_err() || !socket.exists() {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("rsyslogd exited ({status}): {}", std::fs::read_to_string(&stderr).unwrap_or_default());
             }
@@ -113,7 +118,8 @@ impl Record {
     fn parse(line: &str) -> Option<Self> {
         let (head, msg) = line.split_once(" msg=")?;
         let fields = head.split(' ').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-        Some(Self { fields, msg: serde_json::from_str(msg).unwrap_or(Value::Null) })
+        // A legacy-format message's MSG starts with the space after "tag:".
+        Some(Self { fields, msg: serde_json::from_str(msg.trim_start()).unwrap_or(Value::Null) })
     }
 
     fn field(&self, name: &str) -> &str {
@@ -274,6 +280,35 @@ fn rsyslog_receives_alerts_over_udp() {
     let plain = records(&log, "listen");
     assert!(!plain.iter().any(|r| r.msg["pid"] == pid), "a plain event was sent: {plain:?}");
     drop(rsyslog);
+}
+
+/// `unix:PATH` (what `local` does with /dev/log): the syslog(3) format,
+/// which rsyslog's imuxsock parses with its stock settings — tag `watcher`,
+/// the daemon's pid, the alert's severity, the JSON line as the message.
+#[test]
+fn rsyslog_receives_alerts_on_a_local_socket() {
+    if !require_bpf("rsyslog_receives_alerts_on_a_local_socket") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (udp, tcp, metrics) = (free_port("4", "udp"), free_port("4", "tcp"), free_port("4", "tcp"));
+    let _rsyslog = Rsyslog::start(dir.path(), "rsyslog", udp, tcp);
+    let log = dir.path().join("syslog.log");
+    let config = config_file(
+        dir.path(),
+        &format!(
+            "[syslog]\ntarget = \"unix:{}/rsyslog.sock\"\nfacility = \"authpriv\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
+            dir.path().display()
+        ),
+    );
+    let mut watcher = daemon(&config);
+    let listener = Listener::spawn(None);
+    let ours = |v: &Value| v["pid"] == listener.pid() && v["port"] == listener.port;
+    watcher.next_event(|e| e["event"] == "alert" && ours(e));
+    // No MSGID in this format: the event is in the JSON.
+    let got = wait_for_record(&log, "-", metrics, |r| r.msg["event"] == "alert" && ours(&r.msg));
+    assert_eq!((got.field("app"), got.field("procid")), ("watcher", watcher.pid().to_string().as_str()), "{got:?}");
+    assert_eq!((got.field("severity"), got.field("facility")), ("warning", "authpriv"), "{got:?}");
 }
 
 /// TCP (octet-counted) to a server that is down when the daemon starts: the

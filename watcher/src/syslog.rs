@@ -1,13 +1,17 @@
-//! `[syslog]`: the daemon's events as RFC 5424 messages, to the local socket
-//! (/dev/log), another UNIX datagram socket, or a remote host over UDP
-//! (RFC 5426) or TCP (RFC 6587, octet-counted framing).
+//! `[syslog]`: the daemon's events as syslog messages: RFC 5424 to a remote
+//! host over UDP (RFC 5426) or TCP (RFC 6587, octet-counted framing), and the
+//! local format of syslog(3) to the local socket (/dev/log) or another UNIX
+//! datagram socket. The MSG is the event's JSON line, as stdout carries it.
 //!
-//! fasyslog formats each message (PRI, VERSION, TIMESTAMP, HOSTNAME, APP-NAME
-//! `watcher`, PROCID the daemon's pid, MSGID the event name); the MSG is the
-//! event's JSON line, exactly as stdout carries it. The transport is ours:
-//! fasyslog's TCP sender frames messages with a trailing newline (RFC 6587's
-//! non-transparent framing, which a newline inside a message would break),
-//! and none of its senders reconnects.
+//! fasyslog formats RFC 5424 (PRI, VERSION, TIMESTAMP, HOSTNAME, APP-NAME
+//! `watcher`, PROCID the daemon's pid, MSGID the event name). A local socket
+//! gets `<PRI>TIMESTAMP watcher[PID]: MSG` instead, as glibc's syslog(3)
+//! writes it: that is what the local daemons parse out of the box — rsyslog's
+//! imuxsock (its default "special parser" reads an RFC 5424 header as the
+//! message text, with APP-NAME `1`), journald, syslog-ng's unix-dgram().
+//! The transport is ours: fasyslog's TCP sender frames messages with a
+//! trailing newline (RFC 6587's non-transparent framing, which a newline
+//! inside a message would break), and none of its senders reconnects.
 //!
 //! Messages leave from a thread of their own behind a bounded queue, so that
 //! a slow or dead syslog server never holds up the event pipeline. While the
@@ -188,11 +192,21 @@ fn message(line: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `<PRI>Mmm dd hh:mm:ss watcher[PID]: MSG`, local time, as syslog(3)
+/// sends it to /dev/log (no hostname: the local daemon adds its own).
+fn local_format(facility: Facility, severity: Severity, message: &str) -> String {
+    let pri = (facility.code() << 3) | severity.code();
+    let time = chrono::Local::now().format("%b %e %H:%M:%S");
+    format!("<{pri}>{time} watcher[{}]: {message}", std::process::id())
+}
+
 /// The daemon's side of the sender: formats messages and queues them.
 pub struct Syslog {
     target: Target,
     all_events: bool,
-    context: SyslogContext,
+    /// RFC 5424's header fields (network targets); None: the local format.
+    context: Option<SyslogContext>,
+    facility: Facility,
     queue: Arc<Queue>,
     /// Signalled by the thread once it has delivered what it could.
     finished: Receiver<()>,
@@ -206,8 +220,14 @@ pub struct Syslog {
 impl Syslog {
     pub fn start(config: &SyslogConfig, counters: Counters) -> anyhow::Result<Self> {
         let target = Target::parse(&config.target).with_context(|| format!("[syslog] target {:?}", config.target))?;
-        let mut context = SyslogContext::new();
-        context.facility(facility(config.facility)).appname("watcher").procid(std::process::id().to_string());
+        let context = match target {
+            Target::Unix(_) => None,
+            Target::Udp(_) | Target::Tcp(_) => {
+                let mut context = SyslogContext::new();
+                context.facility(facility(config.facility)).appname("watcher").procid(std::process::id().to_string());
+                Some(context)
+            }
+        };
         let queue = Arc::new(Queue::default());
         let (done, finished) = mpsc::sync_channel(1);
         let link = Link::new(target.clone(), counters.clone());
@@ -223,6 +243,7 @@ impl Syslog {
             target,
             all_events: config.all_events,
             context,
+            facility: facility(config.facility),
             queue,
             finished,
             counters,
@@ -244,7 +265,11 @@ impl Syslog {
     /// the network.
     pub fn send(&mut self, event: &str, alert_severity: Option<&str>, line: &str) {
         let severity = severity(event, alert_severity);
-        let bytes = self.context.format_rfc5424(severity, msgid(event), Vec::new(), Some(message(line))).to_string().into_bytes();
+        let bytes = match &self.context {
+            Some(context) => context.format_rfc5424(severity, msgid(event), Vec::new(), Some(message(line))).to_string(),
+            None => local_format(self.facility, severity, &message(line)),
+        }
+        .into_bytes();
         if self.queue.push(Message { bytes, urgent: severity <= Severity::WARNING }) {
             self.counters.dropped.inc();
             if !self.overflowing {
@@ -558,6 +583,14 @@ mod tests {
         assert_eq!(msgid("listener_up"), Some("listener_up"));
         assert_eq!(msgid("has space"), None);
         assert_eq!(msgid(""), None);
+    }
+
+    #[test]
+    fn the_local_socket_gets_the_syslog3_format() {
+        let line = local_format(Facility::AUTHPRIV, Severity::CRITICAL, r#"{"event":"alert"}"#);
+        // authpriv = 10, crit = 2: PRI 82; "Nov 23 03:40:01" is 15 characters.
+        assert!(line.starts_with("<82>"), "{line}");
+        assert_eq!(&line[4 + 15..], format!(" watcher[{}]: {{\"event\":\"alert\"}}", std::process::id()), "{line}");
     }
 
     #[test]
