@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::{
     config::{Config, MetricsConfig, SyslogConfig},
     metrics::{Endpoint, Metrics},
-    syslog::Syslog,
+    syslog::{Syslog, Target},
 };
 
 /// A line longer than this is not the daemon's: it is passed on but not read.
@@ -71,7 +71,11 @@ impl Fleet {
         }
         if let (Some(s), Some(c)) = (&self.syslog, &self.syslog_config) {
             let what = if c.all_events { "every event" } else { "alerts, actions and lifecycle changes" };
-            info!("syslog: sending {what} to {} (RFC 5424)", s.target());
+            let format = match s.target() {
+                Target::Unix(_) => "the syslog(3) format",
+                Target::Udp(_) | Target::Tcp(_) => "RFC 5424",
+            };
+            info!("syslog: sending {what} to {} ({format})", s.target());
         }
     }
 
