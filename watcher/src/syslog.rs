@@ -54,6 +54,8 @@ const MAX_RETRY: Duration = Duration::from_secs(10);
 /// A connect or write that takes longer fails: a stuck server must not
 /// stall the sender thread for good.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Dropped messages are said on stderr at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 /// How long the daemon, on its way out, waits for the queue to drain.
 const DRAIN_AT_EXIT: Duration = Duration::from_secs(2);
 
@@ -211,8 +213,10 @@ pub struct Syslog {
     /// Signalled by the thread once it has delivered what it could.
     finished: Receiver<()>,
     counters: Counters,
-    /// Set while messages are dropped, so that it is said once, not per message.
-    overflowing: bool,
+    /// When dropping was last said, and how many were dropped since: said
+    /// at most every WARN_EVERY, not per message.
+    dropped_warning: Option<Instant>,
+    dropped_unsaid: u64,
     /// How long dropping this waits for the queue to drain.
     drain_wait: Duration,
 }
@@ -247,7 +251,8 @@ impl Syslog {
             queue,
             finished,
             counters,
-            overflowing: false,
+            dropped_warning: None,
+            dropped_unsaid: 0,
             drain_wait: DRAIN_AT_EXIT,
         })
     }
@@ -272,12 +277,15 @@ impl Syslog {
         .into_bytes();
         if self.queue.push(Message { bytes, urgent: severity <= Severity::WARNING }) {
             self.counters.dropped.inc();
-            if !self.overflowing {
-                warn!("syslog: {CAPACITY} messages wait for {}; dropping the least urgent", self.target);
-                self.overflowing = true;
+            self.dropped_unsaid += 1;
+            if self.dropped_warning.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                warn!(
+                    "syslog: {CAPACITY} messages wait for {}; {} of the least urgent dropped",
+                    self.target, self.dropped_unsaid
+                );
+                self.dropped_warning = Some(Instant::now());
+                self.dropped_unsaid = 0;
             }
-        } else {
-            self.overflowing = false;
         }
     }
 
