@@ -53,8 +53,12 @@ fn raw_icmp_socket_is_reported() {
     let mut child = passive("raw_icmp", &[]);
     let pid = child.pid;
     child.go();
-    let fd: i32 = child.expect("ready")[0].parse().unwrap();
+    let fds = child.expect("ready");
+    let (fd, netlink_fd): (i32, i32) = (fds[0].parse().unwrap(), fds[1].parse().unwrap());
+    // The netlink socket (also SOCK_RAW) was opened first: the first raw
+    // event of the child must be the ICMP one.
     let event = watcher.next_event(|e| is(e, "raw_socket", pid));
+    assert_ne!(event["fd"], netlink_fd, "a netlink socket reported as raw: {event}");
     assert_eq!(event["fd"], fd, "{event}");
     assert_eq!(event["family"], "ipv4", "{event}");
     assert_eq!(event["sock_type"], "SOCK_RAW", "{event}");

@@ -227,3 +227,55 @@ fn bad_config_at_start_exits_2() {
     let missing = Command::new(common::watcher_bin()).args(["daemon", "--config", "/nonexistent/w.toml"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(2));
 }
+
+/// Blind for a while: the daemon is stopped while a flood overflows the ring
+/// buffer, and meanwhile a listener closes and another opens (their records
+/// are lost). Continued, it reports the loss, rebuilds its table from a
+/// fresh snapshot, and reports both changes it did not see happen.
+#[test]
+fn loss_is_reported_and_the_table_rebuilt() {
+    if !require_bpf("loss_is_reported_and_the_table_rebuilt") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&dir, "[[allow]]\nproto = \"tcp\"\nport = \"1-65535\"\nscope = \"loopback\"\n");
+    let mut old = SocketChild::spawn("hold", &["4", "tcp", "127.0.0.1", "0"]);
+    old.go();
+    let old_port: u16 = old.expect("ready")[0].parse().unwrap();
+    let mut watcher = daemon(&config);
+    let up = watcher.next_event(|e| on(e, "listener_up", old_port));
+    assert_eq!(up["pid"], old.pid, "{up}");
+
+    // 3 records per flooded listener; the 8 MiB ring buffer holds ~75,000.
+    let mut flood = SocketChild::spawn_program(&[], &program("flood.py"), "40000", &[]);
+    watcher.signal(libc::SIGSTOP);
+    flood.go();
+    flood.expect("flooded");
+    old.say("close");
+    old.expect("closed");
+    let mut new = SocketChild::spawn("hold", &["4", "tcp", "127.0.0.1", "0"]);
+    let new_pid = new.pid;
+    new.go();
+    let new_port: u16 = new.expect("ready")[0].parse().unwrap();
+    watcher.signal(libc::SIGCONT);
+
+    let events = watcher.events_until(|e| e["event"] == "resynced");
+    assert!(events.iter().any(|e| e["event"] == "lost" && e["count"].as_u64() > Some(0)), "no lost event");
+    assert!(
+        !events.iter().any(|e| e["event"] == "listen" && e["pid"] == new_pid),
+        "the new listener's records were expected to be lost (ring buffer full)"
+    );
+    let down = events.iter().find(|e| on(e, "listener_down", old_port)).expect("the closed listener is reported down");
+    // (Its port may have served one of the flood's listeners whose close
+    // was lost: that one then goes down first.)
+    let up = events.iter().find(|e| on(e, "listener_up", new_port) && e["pid"] == new_pid).expect("the new listener is reported up");
+    assert_eq!(up["comm"], "python3", "{up}");
+    let resynced = events.last().unwrap();
+    assert!(resynced["live_listeners"].as_u64() > Some(0), "{resynced}");
+    eprintln!("{down}\n{up}\n{resynced}");
+    new.say("close");
+    new.expect("closed");
+    new.finish();
+    old.finish();
+    drop(flood); // killed: its markers are not needed here
+}

@@ -11,7 +11,10 @@ use std::{
     io::{BufRead, BufReader, Write},
     path::PathBuf,
     process::{Child, ChildStdin, Command, Stdio},
-    sync::mpsc::{Receiver, RecvTimeoutError, channel},
+    sync::{
+        Arc, Mutex,
+        mpsc::{Receiver, RecvTimeoutError, channel},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -74,6 +77,7 @@ pub struct Watcher {
     lines: Receiver<String>,
     /// Lines already received but not yet asked for.
     pending: Vec<String>,
+    stderr_lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Watcher {
@@ -103,10 +107,13 @@ impl Watcher {
             .expect("spawning watcher");
         let (ready_tx, ready_rx) = channel();
         let stderr = BufReader::new(child.stderr.take().unwrap());
+        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&stderr_lines);
         thread::spawn(move || {
             let mut ready_tx = Some(ready_tx);
             for line in stderr.lines().map_while(Result::ok) {
                 eprintln!("[watcher stderr] {line}");
+                kept.lock().unwrap().push(line.clone());
                 if line.starts_with("watcher: ready:") {
                     if let Some(tx) = ready_tx.take() {
                         let _ = tx.send(Ok(()));
@@ -136,7 +143,13 @@ impl Watcher {
             child,
             lines,
             pending: Vec::new(),
+            stderr_lines,
         }
+    }
+
+    /// Every line watcher wrote on stderr so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr_lines.lock().unwrap().clone()
     }
 
     /// The next stdout line that `keep` accepts, waiting at most TIMEOUT.

@@ -41,9 +41,12 @@ def packet_filter():
 
 
 def raw_icmp():
+    # A netlink socket first: also SOCK_RAW, but it hears the kernel, not
+    # the wire, and must not be reported as a raw socket.
+    netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    say("ready", s.fileno())
-    return s
+    say("ready", s.fileno(), netlink.fileno())
+    return [s, netlink]
 
 
 def try_bind(family, addr, port):

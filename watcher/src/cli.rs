@@ -11,10 +11,15 @@ use crate::{
     name = "watcher",
     version,
     about = "See every socket that starts listening on this host, the instant it does, and the process behind it.",
-    long_about = "watcher attaches eBPF programs to the kernel's bind and listen paths and reports \
-                  each new listener (TCP LISTEN, bound UDP socket) the moment it appears, with the \
-                  process that owns it, and its close. Nothing is polled: unlike `ss -ltnup` or \
-                  `lsof -i`, a listener that lives for a millisecond is still seen.\n\n\
+    long_about = "watcher attaches eBPF programs to the kernel's socket, bind, listen, setsockopt \
+                  and accept paths and reports each socket that starts waiting for others (TCP \
+                  listener, bound UDP socket, UNIX listener, raw or packet socket, a filter \
+                  attached to one) the moment it appears, with the process that owns it, and its \
+                  close. Nothing is polled: unlike `ss -ltnup` or `lsof -i`, a listener that lives \
+                  for a millisecond is still seen.\n\n\
+                  Start with `watcher watch` (a live table), `watcher list` (what waits now), or \
+                  `watcher baseline` then `watcher daemon` (alerts on what the allowlist does not \
+                  expect).\n\n\
                   Needs root, or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN + CAP_SYS_ADMIN. \
                   Logs go to stderr (RUST_LOG=debug for more); events go to stdout."
 )]
@@ -64,13 +69,13 @@ pub enum Command {
                       reported and the old one kept); a bad configuration at start exits 2. Without \
                       `enforce` or `kill_unexpected` it changes nothing other programs see.",
         after_help = "Examples:\n  \
-            watcher baseline > /etc/watcher.toml     # allow what listens now, then edit\n  \
-            watcher daemon --config /etc/watcher.toml\n  \
+            watcher baseline > /etc/watcher/watcher.toml     # allow what listens now, then edit\n  \
+            watcher daemon --config /etc/watcher/watcher.toml\n  \
             kill -HUP $(pidof watcher)               # reload the allowlist"
     )]
     Daemon(DaemonArgs),
     /// Write an allowlist (TOML, for `daemon --config`) from what listens now.
-    #[command(after_help = "Example:\n  watcher baseline > /etc/watcher.toml")]
+    #[command(after_help = "Example:\n  watcher baseline > /etc/watcher/watcher.toml")]
     Baseline(BaselineArgs),
 }
 

@@ -103,15 +103,17 @@ impl<W: Write> DaemonSink<W> {
 
     /// Lifecycle changes, then a verdict for each listener that came up.
     fn changes(&mut self, changes: Vec<Change>, rule_proto: RuleProto, time: DateTime<Utc>, start: Start) -> io::Result<()> {
+        // The verdicts after every change, so an alert follows the
+        // restarted / owner_changed that explains it.
+        let mut ups = Vec::new();
         for change in changes {
-            let up = match &change {
-                Change::Up { key, owner } => Some((key.clone(), owner.clone())),
-                _ => None,
-            };
-            self.emit(change_line(&change, time))?;
-            if let Some((key, owner)) = up {
-                self.judge(&subject_of(&key, &owner, rule_proto), &owner, "listener_up", &key_fields(&key), time, start)?;
+            if let Change::Up { key, owner } = &change {
+                ups.push((key.clone(), owner.clone()));
             }
+            self.emit(change_line(&change, time))?;
+        }
+        for (key, owner) in ups {
+            self.judge(&subject_of(&key, &owner, rule_proto), &owner, "listener_up", &key_fields(&key), time, start)?;
         }
         Ok(())
     }
@@ -192,17 +194,32 @@ impl<W: Write> DaemonSink<W> {
         let time = Utc::now();
         let mut present = std::collections::HashSet::new();
         for socket in &snapshot.sockets {
-            let holder = holders.get(&socket.inode).and_then(|h| h.first());
+            let all_holders = holders.get(&socket.inode);
+            let holder = all_holders.and_then(|h| h.first());
             if let Some(s) = existing_sighting(socket, holder, snapshot.netns.unwrap_or(0)) {
                 present.insert(s.key.clone());
+                let known = self.listeners.owner_pids(&s.key);
+                // Live in the table but held by none of its known owners:
+                // it went down and came back in other hands while we were blind.
+                let changed_hands = !known.is_empty()
+                    && !all_holders.is_some_and(|hs| hs.iter().any(|h| known.contains(&h.pid)));
+                if changed_hands {
+                    for pid in known {
+                        let changes = self.listeners.down(&s.key, pid, now);
+                        self.changes(changes, s.rule_proto, time, Start::New)?;
+                    }
+                }
                 if !self.listeners.is_live(&s.key) {
                     let changes = self.listeners.up(s.key, s.owner, now);
                     self.changes(changes, s.rule_proto, time, Start::New)?;
                 }
             }
         }
+        // The snapshot sees only our network namespace: a listener in a
+        // container's is kept as it is, not declared down.
+        let seen_netns = snapshot.netns.unwrap_or(0);
         for key in self.listeners.live_keys() {
-            if !present.contains(&key) {
+            if (key.netns == seen_netns || key.netns == 0) && !present.contains(&key) {
                 let changes = self.listeners.down(&key, 0, now);
                 self.changes(changes, RuleProto::Tcp, time, Start::New)?;
             }

@@ -169,6 +169,11 @@ impl ListenerTable {
     pub fn is_live(&self, key: &ListenerKey) -> bool {
         self.live.contains_key(key)
     }
+
+    /// The pids that hold a live listener (empty when it is not live).
+    pub fn owner_pids(&self, key: &ListenerKey) -> Vec<u32> {
+        self.live.get(key).map(|l| l.owners.iter().map(|o| o.pid).collect()).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

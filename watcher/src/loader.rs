@@ -102,20 +102,64 @@ pub struct Attached {
     pub ebpf: Ebpf,
     /// One line per attached program, e.g. `cgroup/post_bind4 on /sys/fs/cgroup/unified`.
     pub hooks: Vec<String>,
-    /// Where cgroup v2 is mounted.
-    pub cgroup_root: PathBuf,
+    /// The programs the kernel or this host refused; watcher runs without them.
+    pub missing: Vec<MissingHook>,
+    /// Where cgroup v2 is mounted, if it is.
+    pub cgroup_root: Option<PathBuf>,
 }
 
+/// A program that could not be attached, why, and what goes unseen for it.
+pub struct MissingHook {
+    pub hook: String,
+    pub reason: String,
+}
+
+impl MissingHook {
+    fn new(hook: String, reason: &anyhow::Error) -> Self {
+        Self { hook, reason: format!("{reason:#}") }
+    }
+
+    /// What watcher cannot report without this hook, in a user's words.
+    pub fn not_covered(&self) -> &'static str {
+        // "tracepoint syscalls/sys_enter_bind" or "cgroup/post_bind4": the program's name.
+        let name = self.hook.split_whitespace().last().and_then(|w| w.rsplit('/').next()).unwrap_or_default();
+        match name {
+            "inet_sock_set_state" => "TCP listen events and listener closes",
+            "post_bind4" | "post_bind6" => "successful binds (a bound UDP socket is not seen at all, a TCP one only once it listens)",
+            "sock_release" => "closes of bound UDP sockets",
+            "sys_enter_execve" | "sys_enter_execveat" | "sched_process_exec" => "exe and argv of processes that exit before /proc is read",
+            "sched_process_fork" | "sched_process_exit" => "the process table (names then come from /proc, and a process gone by then is unknown)",
+            "sys_enter_bind" | "sys_exit_bind" => "failed binds, the fd of binds, UNIX binds",
+            "sys_enter_listen" | "sys_exit_listen" => "failed listens, the backlog, UNIX listeners",
+            "sys_enter_close" => "closes of UNIX listeners (until their process exits)",
+            "sys_enter_socket" | "sys_exit_socket" => "raw and packet sockets",
+            "sys_enter_setsockopt" | "sys_exit_setsockopt" => "attached socket filters and listener socket options",
+            "sys_enter_accept" | "sys_exit_accept" | "sys_enter_accept4" | "sys_exit_accept4" => "accepted connections",
+            _ => "its events",
+        }
+    }
+}
+
+/// Programs that see listeners at all: without one of them watcher would
+/// run blind, so it exits instead.
+const SEES_LISTENERS: [&str; 3] = ["tracepoint sock/inet_sock_set_state", "cgroup/post_bind4", "cgroup/post_bind6"];
+
+/// Loads the programs and attaches each one it can. A hook the kernel or
+/// the host refuses (no tracefs, no cgroup v2, a missing tracepoint) is
+/// left out and named in [`Attached::missing`]; only when nothing that
+/// sees listeners could be attached does this fail.
 pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
     if EBPF_OBJECT.is_empty() {
         bail!(
             "this watcher binary was built without its eBPF programs (bpf-linker was missing); run `cargo xtask setup`, then rebuild"
         );
     }
-    ensure_tracefs()?;
-    let cgroup_root = cgroup2_mount()?;
-    let cgroup = File::open(&cgroup_root)
-        .with_context(|| format!("opening the cgroup v2 root {}", cgroup_root.display()))?;
+    // Tracepoints are still tried without it: aya also looks under debugfs.
+    let tracefs = ensure_tracefs().err();
+    let cgroup = cgroup2_mount().and_then(|root| {
+        let file = File::open(&root).with_context(|| format!("opening the cgroup v2 root {}", root.display()))?;
+        Ok((root, file))
+    });
 
     let offsets = kernel_offsets().unwrap_or_else(|e| {
         warn!("network namespaces and accept addresses will be unknown: {e:#}");
@@ -127,37 +171,92 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
         .load(EBPF_OBJECT)
         .context("loading the eBPF object into the kernel")?;
     let mut hooks = Vec::new();
+    let mut missing = Vec::new();
 
     let optional: &[(&str, &str)] = if options.accept { &ACCEPT_TRACEPOINTS } else { &[] };
     for &(category, name) in TRACEPOINTS.iter().chain(optional) {
-        let program: &mut TracePoint = program_mut(&mut ebpf, name)?;
-        program
-            .load()
-            .with_context(|| format!("loading tracepoint {category}/{name}"))?;
-        program
-            .attach(category, name)
-            .with_context(|| format!("attaching tracepoint {category}/{name}"))?;
-        hooks.push(format!("tracepoint {category}/{name}"));
+        let hook = format!("tracepoint {category}/{name}");
+        match attach_tracepoint(&mut ebpf, category, name) {
+            Ok(()) => hooks.push(hook),
+            Err(e) => {
+                // Without tracefs every tracepoint fails alike: say the cause once.
+                let e = match &tracefs {
+                    Some(t) => anyhow::anyhow!("no tracefs: {t:#}"),
+                    None => e,
+                };
+                missing.push(MissingHook::new(hook, &e));
+            }
+        }
     }
 
-    for name in ["post_bind4", "post_bind6", "sock_release"] {
-        let program: &mut CgroupSock = program_mut(&mut ebpf, name)?;
-        program
-            .load()
-            .with_context(|| format!("loading cgroup/{name}"))?;
-        // aya attaches through a BPF link (kernel >= 5.7), which is always
-        // multi-attach: another watcher (a daemon, a parallel test) can sit
-        // on the same cgroup. The kernel refuses link flags with EINVAL, so
-        // the mode that passes none (Single) is the right one here.
-        program
-            .attach(&cgroup, CgroupAttachMode::Single)
-            .with_context(|| format!("attaching cgroup/{name} to {}", cgroup_root.display()))?;
-        hooks.push(format!("cgroup/{name} on {}", cgroup_root.display()));
+    let cgroup_root = match &cgroup {
+        Ok((root, file)) => {
+            for name in ["post_bind4", "post_bind6", "sock_release"] {
+                match attach_cgroup_sock(&mut ebpf, name, root, file) {
+                    Ok(hook) => hooks.push(hook),
+                    Err(e) => missing.push(MissingHook::new(format!("cgroup/{name}"), &e)),
+                }
+            }
+            Some(root.clone())
+        }
+        Err(e) => {
+            for name in ["post_bind4", "post_bind6", "sock_release"] {
+                missing.push(MissingHook::new(format!("cgroup/{name}"), e));
+            }
+            None
+        }
+    };
+
+    if !hooks.iter().any(|h| SEES_LISTENERS.iter().any(|s| h.starts_with(s))) {
+        let reasons: Vec<String> = missing
+            .iter()
+            .filter(|m| SEES_LISTENERS.iter().any(|s| m.hook.starts_with(s)))
+            .map(|m| format!("{}: {}", m.hook, m.reason))
+            .collect();
+        bail!("no hook that sees listeners could be attached ({})", reasons.join("; "));
     }
     for hook in &hooks {
         debug!("attached {hook}");
     }
-    Ok(Attached { ebpf, hooks, cgroup_root })
+    // One warning per cause, naming every hook it took and what goes unseen.
+    let mut causes: Vec<(&str, Vec<&MissingHook>)> = Vec::new();
+    for m in &missing {
+        match causes.iter_mut().find(|(reason, _)| *reason == m.reason) {
+            Some((_, hooks)) => hooks.push(m),
+            None => causes.push((&m.reason, vec![m])),
+        }
+    }
+    for (reason, hooks) in causes {
+        let names: Vec<&str> = hooks.iter().map(|m| m.hook.as_str()).collect();
+        let mut unseen: Vec<&str> = Vec::new();
+        for m in &hooks {
+            if !unseen.contains(&m.not_covered()) {
+                unseen.push(m.not_covered());
+            }
+        }
+        warn!("not attached ({reason}): {}; not reported: {}", names.join(", "), unseen.join("; "));
+    }
+    Ok(Attached { ebpf, hooks, missing, cgroup_root })
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, name: &str) -> anyhow::Result<()> {
+    let program: &mut TracePoint = program_mut(ebpf, name)?;
+    program.load().with_context(|| format!("loading tracepoint {category}/{name}"))?;
+    program.attach(category, name).with_context(|| format!("attaching tracepoint {category}/{name}"))?;
+    Ok(())
+}
+
+fn attach_cgroup_sock(ebpf: &mut Ebpf, name: &str, root: &Path, cgroup: &File) -> anyhow::Result<String> {
+    let program: &mut CgroupSock = program_mut(ebpf, name)?;
+    program.load().with_context(|| format!("loading cgroup/{name}"))?;
+    // aya attaches through a BPF link (kernel >= 5.7), which is always
+    // multi-attach: another watcher (a daemon, a parallel test) can sit
+    // on the same cgroup. The kernel refuses link flags with EINVAL, so
+    // the mode that passes none (Single) is the right one here.
+    program
+        .attach(cgroup, CgroupAttachMode::Single)
+        .with_context(|| format!("attaching cgroup/{name} to {}", root.display()))?;
+    Ok(format!("cgroup/{name} on {}", root.display()))
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut T>

@@ -26,7 +26,7 @@ use crate::{
     cli::WatchArgs,
     events::{Record, SocketKind, Task},
     filter::Filter,
-    loader::{self, LoadOptions},
+    loader::{self, LoadOptions, MissingHook},
     output::{Format, Printer, Report, What},
     sink::{PipelineStats, Sink},
     privileges,
@@ -92,9 +92,11 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, sink: S) -> anyhow:
             filter: options.filter,
             sink,
             processes,
-            cgroups: CgroupNames::open(&attached.cgroup_root)
-                .inspect_err(|e| warn!("events will not name their cgroup: {e:#}"))
-                .ok(),
+            cgroups: attached
+                .cgroup_root
+                .as_deref()
+                .map(CgroupNames::open)
+                .and_then(|opened| opened.inspect_err(|e| warn!("events will not name their cgroup: {e:#}")).ok()),
             clock: WallClock::new()?,
         },
         socket_options: SocketOptions::default(),
@@ -112,7 +114,7 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, sink: S) -> anyhow:
     // Handlers first: a script that signals us as soon as it reads the ready
     // line must reach them, not the default action (SIGHUP would kill us).
     let signals = Signals::install()?;
-    announce_ready(&attached.hooks);
+    announce_ready(&attached.hooks, &attached.missing);
     let result = watch.stream(ring, signals).await;
     drop(attached); // detaches every program
     result
@@ -398,9 +400,15 @@ impl AlreadyReported {
 
 /// Says on stderr, once every program is attached, that events now flow;
 /// scripts and tests wait for this line instead of sleeping.
-fn announce_ready(hooks: &[String]) {
+fn announce_ready(hooks: &[String], missing: &[MissingHook]) {
+    let not_attached = if missing.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = missing.iter().map(|m| m.hook.as_str()).collect();
+        format!("; {} NOT attached, events they see are not reported ({})", missing.len(), names.join(", "))
+    };
     eprintln!(
-        "watcher: ready: {} programs attached ({})",
+        "watcher: ready: {} programs attached ({}){not_attached}",
         hooks.len(),
         hooks.join(", ")
     );

@@ -6,7 +6,7 @@
 //! userspace puts on their bind and listen events.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use watcher_common::{
-    AF_PACKET, EventKind, FILTER_BYTES, IP_FREEBIND, IP_TRANSPARENT, IPV6_FREEBIND,
+    AF_INET, AF_INET6, AF_PACKET, EventKind, FILTER_BYTES, IP_FREEBIND, IP_TRANSPARENT, IPV6_FREEBIND,
     IPV6_TRANSPARENT, OPTVAL_BYTES, PassiveRecord, SO_ATTACH_BPF, SO_ATTACH_FILTER,
     SO_ATTACH_REUSEPORT_CBPF, SO_ATTACH_REUSEPORT_EBPF, SO_BINDTODEVICE, SO_REUSEADDR,
     SO_REUSEPORT, SOCK_RAW, SOL_IP, SOL_IPV6, SOL_SOCKET, SockoptRecord,
@@ -32,7 +32,10 @@ pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let (family, sock_type) = (family as u32, sock_type as u32 & SOCK_TYPE_MASK);
-    if family == AF_PACKET || sock_type == SOCK_RAW {
+    // Raw IP sockets only: SOCK_RAW is also how every netlink socket (ss,
+    // ip, systemd) is opened, and those listen to the kernel, not the wire.
+    let raw_ip = sock_type == SOCK_RAW && (family == u32::from(AF_INET) || family == u32::from(AF_INET6));
+    if family == AF_PACKET || raw_ip {
         let pending = PendingSocket { family, sock_type, protocol: protocol as u32 };
         let _ = PENDING_SOCKET.insert(&thread_key(), &pending, 0);
     }
