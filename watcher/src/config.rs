@@ -37,17 +37,39 @@ pub struct OutputConfig {
     pub json_file: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogConfig {
-    /// `local` (/dev/log), `udp://HOST:PORT` or `tcp://HOST:PORT`.
+    /// `local` (/dev/log), `unix:PATH`, `udp://HOST:PORT` or `tcp://HOST:PORT`.
     pub target: String,
     /// Send every event, not only alerts and lifecycle changes.
     #[serde(default)]
     pub all_events: bool,
+    /// The syslog facility of every message.
+    #[serde(default)]
+    pub facility: SyslogFacility,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// The facilities an administrator routes a security tool's messages by.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogFacility {
+    User,
+    #[default]
+    Daemon,
+    Auth,
+    Authpriv,
+    Local0,
+    Local1,
+    Local2,
+    Local3,
+    Local4,
+    Local5,
+    Local6,
+    Local7,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Where the Prometheus endpoint listens; loopback unless told otherwise.
@@ -243,11 +265,9 @@ impl Config {
             }
         }
         if let Some(syslog) = &self.syslog {
-            let t = syslog.target.as_str();
-            let ok = t == "local"
-                || t.strip_prefix("udp://").or_else(|| t.strip_prefix("tcp://")).is_some_and(|hp| hp.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()));
-            if !ok {
-                bail!("[syslog] target {t:?}: expected \"local\", \"udp://HOST:PORT\" or \"tcp://HOST:PORT\"");
+            // One message, not a context chain: a reload prints it on one line.
+            if let Err(e) = crate::syslog::Target::parse(&syslog.target) {
+                bail!("[syslog] target {:?}: {e}", syslog.target);
             }
         }
         Ok(())
@@ -283,6 +303,9 @@ mod tests {
             ("enforce = maybe\n", "line 1"),
             ("[[allow]]\nproto = \"unix\"\nport = 22\n", "unix rules take `path`"),
             ("[syslog]\ntarget = \"udp://nohost\"\n", "expected"),
+            ("[syslog]\ntarget = \"unix:log\"\n", "absolute path"),
+            ("[syslog]\ntarget = \"local\"\nfacility = \"kern\"\n", "unknown variant"),
+            ("[metrics]\nlisten = \"localhost\"\n", "line 2"),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(expect), "{text:?}: {e}");

@@ -6,9 +6,11 @@
 //! `alert` at once (and, if asked, its process is killed). SIGHUP reloads
 //! the configuration; a bad one is reported and the old one kept.
 use std::{
+    cell::RefCell,
     fs::OpenOptions,
     io::{self, Write},
     path::PathBuf,
+    rc::Rc,
 };
 
 use chrono::{DateTime, Utc};
@@ -22,12 +24,13 @@ use crate::{
     escape::escape_bytes,
     events::{Family, Proto, SocketKind},
     filter::Filter,
+    fleet::{Fleet, Tee},
     lifecycle::{Change, ListenerKey, ListenerTable, Owner, Where},
     list::HolderInfo,
     output::{Format, Printer, Report, What, rfc3339, unix_path},
     policy::{Subject, Verdict, judge},
     privileges, services,
-    sink::Sink,
+    sink::{PipelineStats, Sink},
     snapshot::{self, ExistingSocket, Local},
     watch::{PipelineOptions, monotonic_ns, run_pipeline},
 };
@@ -55,8 +58,11 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         None => Box::new(io::BufWriter::new(io::stdout())),
     };
     info!("{} allowlist rules from {}", config.rules.len(), args.config.display());
+    // A metrics address that cannot be bound is a configuration to fix: exit 2.
+    let fleet = Rc::new(RefCell::new(Fleet::start(&config).map_err(BadConfig)?));
     let sink = DaemonSink {
-        printer: Printer::new(Format::Json, out),
+        printer: Printer::new(Format::Json, Tee::new(out, fleet.clone())),
+        fleet,
         config,
         config_path: args.config,
         listeners: ListenerTable::default(),
@@ -67,6 +73,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
 
 pub struct DaemonSink<W: Write> {
     printer: Printer<W>,
+    /// Syslog and metrics; also fed by `printer`'s writer (a [`Tee`]).
+    fleet: Rc<RefCell<Fleet>>,
     config: Config,
     config_path: PathBuf,
     listeners: ListenerTable,
@@ -292,7 +300,15 @@ impl<W: Write> Sink for DaemonSink<W> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.fleet.borrow().live_listeners(self.listeners.live_count());
         self.printer.flush()
+    }
+
+    fn tick(&mut self, stats: &PipelineStats) -> io::Result<()> {
+        let fleet = self.fleet.borrow();
+        fleet.live_listeners(self.listeners.live_count());
+        fleet.process_table_size(stats.processes);
+        Ok(())
     }
 
     fn hangup(&mut self) -> bool {
@@ -302,6 +318,7 @@ impl<W: Write> Sink for DaemonSink<W> {
                 let enforce = self.config.enforce;
                 self.config = config;
                 self.config.enforce |= enforce;
+                self.fleet.borrow_mut().reconfigure(&self.config);
                 let mut line = base(Utc::now(), "config_reloaded");
                 line.insert("rules".into(), self.config.rules.len().into());
                 line

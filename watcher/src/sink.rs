@@ -11,6 +11,14 @@ use crate::{
     snapshot::ExistingSocket,
 };
 
+/// What the pipeline itself holds that a sink may report (the daemon's
+/// metrics).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PipelineStats {
+    /// Processes in the process table.
+    pub processes: usize,
+}
+
 pub trait Sink {
     /// Before anything else (a table's header).
     fn start(&mut self) -> io::Result<()> {
@@ -30,8 +38,8 @@ pub trait Sink {
     /// Records the kernel could not deliver.
     fn lost(&mut self, count: u64, total: u64, time: DateTime<Utc>) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
-    /// Once a second, for upkeep.
-    fn tick(&mut self) -> io::Result<()> {
+    /// Once before the ready line, then once a second, for upkeep.
+    fn tick(&mut self, _stats: &PipelineStats) -> io::Result<()> {
         Ok(())
     }
     /// SIGHUP: whether to go on (a daemon reloads) or stop (a terminal hung up).

@@ -28,7 +28,7 @@ use crate::{
     filter::Filter,
     loader::{self, LoadOptions, MissingHook},
     output::{Format, Printer, Report, What},
-    sink::Sink,
+    sink::{PipelineStats, Sink},
     privileges,
     process::ProcessLookup,
     process_table::ProcessTable,
@@ -110,6 +110,7 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, sink: S) -> anyhow:
         watch.already_reported = report_existing(&mut watch.reporter)?;
     }
     watch.reporter.sink.flush()?;
+    watch.reporter.sink.tick(&watch.reporter.stats())?;
     // Handlers first: a script that signals us as soon as it reads the ready
     // line must reach them, not the default action (SIGHUP would kill us).
     let signals = Signals::install()?;
@@ -172,7 +173,8 @@ impl<S: Sink> Watch<S> {
                     }
                 }
                 _ = lost_check.tick() => {
-                    let reported = self.report_lost().and_then(|()| self.reporter.sink.tick());
+                    let stats = self.reporter.stats();
+                    let reported = self.report_lost().and_then(|()| self.reporter.sink.tick(&stats));
                     if !self.keep_going(reported)? {
                         return Ok(());
                     }
@@ -291,6 +293,10 @@ impl<S: Sink> Watch<S> {
 }
 
 impl<S: Sink> Reporter<S> {
+    fn stats(&self) -> PipelineStats {
+        PipelineStats { processes: self.processes.len() }
+    }
+
     fn print(&mut self, task: &Task, what: What<'_>, seen_ktime_ns: u64) -> io::Result<()> {
         if !self.filter.matches(task, &what) {
             return Ok(());

@@ -20,6 +20,9 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("python3", "/usr/bin/python3"),
     // systemd-analyze verifies the unit file.
     ("systemd", "/usr/bin/systemd-analyze"),
+    // The daemon's syslog output is tested against a real rsyslogd that the
+    // test starts on loopback with its own configuration.
+    ("rsyslog", "/usr/sbin/rsyslogd"),
 ];
 
 pub fn setup(test_deps: bool) -> anyhow::Result<()> {
