@@ -1,5 +1,6 @@
-//! Project tasks: `cargo xtask setup | build | run | test | bench | install`.
+//! Project tasks: `cargo xtask setup | build | run | test | bench | install | fuzz`.
 mod bench;
+mod fuzz;
 mod install;
 mod setup;
 mod util;
@@ -43,6 +44,9 @@ enum Task {
     /// Set up, build, then install the daemon as a systemd service:
     /// the binary, watcher.service, and /etc/watcher/watcher.toml if absent.
     Install(install::InstallArgs),
+    /// Fuzz the record decoder and the config parser (cargo-fuzz, installed
+    /// if missing) for a fixed number of inputs each; fails on a crash.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Task::Install(args) => setup::setup(false)
             .and_then(|()| util::build_release())
             .and_then(|()| install::install(&args)),
+        Task::Fuzz(args) => setup::setup(false).and_then(|()| fuzz::fuzz(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
