@@ -98,23 +98,27 @@ fn is_denied(e: &Value, pid: u32, port: u16) -> bool {
 
 /// Enforcement on: an unlisted port is refused with EPERM and reported
 /// (`denied`, with the pid, port and reason); a port a rule gives to this
-/// program and user is bound; a port a rule gives to another user is
-/// refused for root and bound by that user; port 0 is always bound; and a
-/// process outside the enforced cgroup binds the unlisted port freely.
+/// executable and user is bound, and one given to this comm on loopback; a
+/// port a rule gives to another user is refused for root and bound by that
+/// user; one given to another executable (socat) is refused; UDP over IPv6
+/// too; port 0 is always bound; and a process outside the enforced cgroup
+/// binds the unlisted port freely.
 #[test]
 fn enforcement_refuses_what_the_rules_do_not_allow() {
     if !require_bpf("enforcement_refuses_what_the_rules_do_not_allow") {
         return;
     }
     let cgroup = TestCgroup::new();
-    let [mine, nobodys, unlisted] = free_ports("tcp", 3)[..] else { unreachable!() };
+    let [mine, nobodys, socats, by_comm, unlisted] = free_ports("tcp", 5)[..] else { unreachable!() };
     let udp_unlisted = free_port("6", "udp");
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(
         &dir,
         &format!(
             "{}[[allow]]\nname = \"mine\"\nproto = \"tcp\"\nport = {mine}\nexe = \"{}\"\nuser = \"root\"\n\
-             [[allow]]\nname = \"nobodys\"\nproto = \"tcp\"\nport = {nobodys}\nuser = \"nobody\"\n",
+             [[allow]]\nname = \"nobodys\"\nproto = \"tcp\"\nport = {nobodys}\nuser = \"nobody\"\n\
+             [[allow]]\nname = \"socats\"\nproto = \"tcp\"\nport = {socats}\nexe = \"/usr/bin/socat\"\n\
+             [[allow]]\nname = \"by-comm\"\nproto = \"tcp\"\nport = {by_comm}\ncomm = \"python3\"\nscope = \"loopback\"\n",
             enforce_header(true, &cgroup.path),
             python_exe()
         ),
@@ -140,6 +144,13 @@ fn enforcement_refuses_what_the_rules_do_not_allow() {
     assert_eq!(denied["rule"], "nobodys", "{denied}");
     let reason = denied["reason"].as_str().unwrap();
     assert!(reason.contains("given to rule \"nobodys\" (user=nobody)") && reason.contains("user=root"), "{denied}");
+
+    // Another program's port; a port for this comm on loopback.
+    assert_eq!(try_bind(&mut child, "4", "tcp", socats), "refused EPERM");
+    let denied = watcher.next_event(|e| is_denied(e, pid, socats));
+    assert_eq!(denied["rule"], "socats", "{denied}");
+    assert!(denied["reason"].as_str().unwrap().contains("(exe=/usr/bin/socat"), "{denied}");
+    assert_eq!(try_bind(&mut child, "4", "tcp", by_comm), format!("bound {by_comm}"));
 
     // IPv6 and UDP go through cgroup/bind6 and the UDP half of the ports.
     assert_eq!(try_bind(&mut child, "6", "udp", udp_unlisted), "refused EPERM");
