@@ -190,7 +190,10 @@ fn enforcement_off_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(
         &dir,
-        &format!("{}[[allow]]\nproto = \"tcp\"\nport = {allowed}\nuser = \"nobody\"\n", enforce_header(false, &cgroup.path)),
+        &format!(
+            "{}[[allow]]\nproto = \"tcp\"\nport = {allowed}\nuser = \"nobody\"\n",
+            enforce_header(false, &cgroup.path)
+        ),
     );
     let mut watcher = Watcher::start(&["daemon", "--config", &config]);
     let mut child = binder(&cgroup, &[]);
@@ -228,8 +231,9 @@ fn reload_refills_the_kernel_rules() {
     watcher.next_event(|e| is_denied(e, pid, port));
 
     // Seventeen different users on one port: more than the kernel side checks.
-    let crowded: String =
-        (0..17).map(|uid| format!("[[allow]]\nproto = \"udp\"\nport = {port}\nuser = \"{}\"\n", 20_000 + uid)).collect();
+    let crowded: String = (0..17)
+        .map(|uid| format!("[[allow]]\nproto = \"udp\"\nport = {port}\nuser = \"{}\"\n", 20_000 + uid))
+        .collect();
     std::fs::write(&config, format!("{header}{crowded}")).unwrap();
     watcher.signal(libc::SIGHUP);
     let rejected = watcher.next_event(|e| e["event"] == "config_rejected");

@@ -43,9 +43,9 @@ use aya::{
 use log::{info, warn};
 use watcher_common::{
     ENFORCE_CLASS_SLOTS, ENFORCE_CLASSES_MAP, ENFORCE_CLASSES_PER_GENERATION, ENFORCE_NO_RULE,
-    ENFORCE_OWNERS_PER_CLASS, ENFORCE_PORT_SLOTS, ENFORCE_PORTS_MAP, ENFORCE_SETTINGS_MAP,
-    ENFORCE_TCP_BASE, ENFORCE_UDP_BASE, EnforceClass, EnforceOwner, EnforceSettings, OWNER_COMM,
-    OWNER_EXE, OWNER_LOOPBACK, OWNER_NEVER, OWNER_UID, TASK_COMM_LEN,
+    ENFORCE_OWNERS_PER_CLASS, ENFORCE_PORT_SLOTS, ENFORCE_PORTS_MAP, ENFORCE_SETTINGS_MAP, ENFORCE_TCP_BASE,
+    ENFORCE_UDP_BASE, EnforceClass, EnforceOwner, EnforceSettings, OWNER_COMM, OWNER_EXE, OWNER_LOOPBACK, OWNER_NEVER,
+    OWNER_UID, TASK_COMM_LEN,
 };
 
 use crate::{
@@ -297,7 +297,10 @@ fn owner_of(index: usize, rule: &Rule, resolve: &dyn Resolve) -> (EnforceOwner, 
             owner.comm[..comm.len()].copy_from_slice(comm.as_bytes());
             parts.push(format!("comm={comm}"));
         } else {
-            warn!("enforcement: {}: comm {comm:?} is longer than the kernel's 15 bytes; no process matches it", which());
+            warn!(
+                "enforcement: {}: comm {comm:?} is longer than the kernel's 15 bytes; no process matches it",
+                which()
+            );
             owner.flags |= OWNER_NEVER;
             parts.push(format!("comm={comm}, longer than any comm"));
         }
@@ -410,7 +413,8 @@ impl Enforcement {
         let plan = self.pending.take().context("enforcement attached twice")?;
         self.install(plan)?;
 
-        let cgroup = File::open(&self.cgroup).with_context(|| format!("opening the cgroup {}", self.cgroup.display()))?;
+        let cgroup =
+            File::open(&self.cgroup).with_context(|| format!("opening the cgroup {}", self.cgroup.display()))?;
         for (name, hook) in PROGRAMS {
             let program: &mut CgroupSockAddr = loader::program_mut(&mut attached.ebpf, name)?;
             program.load().with_context(|| {
@@ -465,10 +469,7 @@ impl Enforcement {
                 changed += 1;
             }
         }
-        info!(
-            "enforcement rules: {} groups of ports, {changed} port slots written",
-            plan.classes.len()
-        );
+        info!("enforcement rules: {} groups of ports, {changed} port slots written", plan.classes.len());
         self.plans[generation as usize] = Some(plan);
         self.generation = generation;
         Ok(())
@@ -647,7 +648,9 @@ mod tests {
 
     #[test]
     fn unknown_users_and_exes_match_nobody() {
-        let p = plan("[[allow]]\nproto = \"tcp\"\nport = 1\nexe = \"/nonexistent\"\nuser = \"ghost\"\ncomm = \"a-very-long-name-x\"\n");
+        let p = plan(
+            "[[allow]]\nproto = \"tcp\"\nport = 1\nexe = \"/nonexistent\"\nuser = \"ghost\"\ncomm = \"a-very-long-name-x\"\n",
+        );
         assert_ne!(p.classes[0].owners[0].flags & OWNER_NEVER, 0);
         let desc = &p.rules[0].as_ref().unwrap().owner;
         assert!(desc.contains("not found") && desc.contains("does not exist"), "{desc}");
@@ -692,27 +695,65 @@ mod tests {
         }
     }
 
-    #[test]
-    fn denials_name_the_rules() {
-        let mut e = Enforcement {
+    fn enforcing(plan: Plan) -> Enforcement {
+        Enforcement {
             cgroup: PathBuf::from("/sys/fs/cgroup"),
-            plans: [None, Some(plan(RULES))],
+            plans: [None, Some(plan)],
             generation: 1,
             ports: Vec::new(),
             maps: None,
             pending: None,
-        };
+        }
+    }
+
+    #[test]
+    fn denials_name_the_rules() {
+        let mut e = enforcing(plan(RULES));
         let none = e.explain(&denied(ENFORCE_NO_RULE, 4444), Some(b"/usr/bin/nc"), Some("root"));
         assert_eq!(none.rule, None);
         assert_eq!(none.reason, "no rule allows tcp port 4444 on 0.0.0.0 (exe=/usr/bin/nc comm=nc\\n user=root)");
         let ssh = e.explain(&denied(class_slot(1, 0), 22), None, None);
         assert_eq!(ssh.rule.as_deref(), Some("ssh"));
-        assert_eq!(ssh.reason, "tcp port 22 on 0.0.0.0 is given to rule \"ssh\" (exe=/usr/sbin/sshd user=root), not to exe=? comm=nc\\n user=0");
+        assert_eq!(
+            ssh.reason,
+            "tcp port 22 on 0.0.0.0 is given to rule \"ssh\" (exe=/usr/sbin/sshd user=root), not to exe=? comm=nc\\n user=0"
+        );
         let both = e.explain(&denied(class_slot(1, 2), 8080), None, None);
-        assert!(both.reason.contains("rule \"web\" (comm=apache2), rule \"web-admin\" (user=nobody scope=loopback)"), "{both:?}");
+        assert!(
+            both.reason.contains("rule \"web\" (comm=apache2), rule \"web-admin\" (user=nobody scope=loopback)"),
+            "{both:?}"
+        );
         // A record from before the last reload, whose plan is gone.
         e.plans[0] = None;
         let old = e.explain(&denied(class_slot(0, 0), 22), None, None);
         assert!(old.reason.contains("before a reload"), "{old:?}");
+    }
+
+    #[test]
+    fn the_denied_line() {
+        let e = enforcing(plan(RULES));
+        let event = denied(class_slot(1, 0), 22);
+        let process = crate::process::ProcessInfo { ppid: Some(1), exe: Some(b"/usr/bin/nc".to_vec()), cmdline: None };
+        let report = Report {
+            task: &event.task,
+            process: &process,
+            user: Some("root"),
+            time: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            seen_ktime_ns: 2,
+            cgroup: None,
+            what: What::Denied { event: &event, why: None },
+        };
+        let mut out = Vec::new();
+        let mut printer = Printer::new(crate::output::Format::Json, &mut out);
+        report_denied(Some(&e), &mut printer, &report, &event).unwrap();
+        drop(printer);
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(line["event"], "denied");
+        assert_eq!((line["pid"].as_u64(), line["port"].as_u64()), (Some(7), Some(22)));
+        assert_eq!((line["proto"].as_str(), line["family"].as_str()), (Some("tcp"), Some("ipv4")));
+        assert_eq!((line["addr"].as_str(), line["errno"].as_str()), (Some("0.0.0.0"), Some("EPERM")));
+        assert_eq!((line["exe"].as_str(), line["user"].as_str()), (Some("/usr/bin/nc"), Some("root")));
+        assert_eq!(line["rule"], "ssh");
+        assert!(line["reason"].as_str().unwrap().ends_with("not to exe=/usr/bin/nc comm=nc\\n user=root"), "{line}");
     }
 }

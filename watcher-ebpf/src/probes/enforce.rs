@@ -15,9 +15,9 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use watcher_common::{
-    AF_INET, AF_INET6, DeniedRecord, ENFORCE_NO_RULE, ENFORCE_OWNERS_PER_CLASS, ENFORCE_TCP_BASE,
-    ENFORCE_UDP_BASE, EnforceClass, EnforceOwner, EnforceSettings, EventKind, IPPROTO_TCP,
-    IPPROTO_UDP, OWNER_COMM, OWNER_EXE, OWNER_LOOPBACK, OWNER_NEVER, OWNER_UID, TASK_COMM_LEN,
+    AF_INET, AF_INET6, DeniedRecord, ENFORCE_NO_RULE, ENFORCE_OWNERS_PER_CLASS, ENFORCE_TCP_BASE, ENFORCE_UDP_BASE,
+    EnforceClass, EnforceOwner, EnforceSettings, EventKind, IPPROTO_TCP, IPPROTO_UDP, OWNER_COMM, OWNER_EXE,
+    OWNER_LOOPBACK, OWNER_NEVER, OWNER_UID, TASK_COMM_LEN,
 };
 
 use crate::{
@@ -156,12 +156,8 @@ fn try_verdict(bind: &Bind) -> Result<i32, ()> {
     let class_slot = *ENFORCE_PORTS.get(base + u32::from(bind.port)).ok_or(())?;
     let (exe_dev, exe_ino) = exe_identity(settings, mm);
     let uid_gid = bpf_get_current_uid_gid();
-    let caller = Caller {
-        uid: uid_gid as u32,
-        comm: bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]),
-        exe_dev,
-        exe_ino,
-    };
+    let caller =
+        Caller { uid: uid_gid as u32, comm: bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]), exe_dev, exe_ino };
     if class_slot != ENFORCE_NO_RULE {
         let class = ENFORCE_CLASSES.get(class_slot).ok_or(())?;
         for i in 0..ENFORCE_OWNERS_PER_CLASS {
@@ -182,14 +178,11 @@ fn try_verdict(bind: &Bind) -> Result<i32, ()> {
 /// no rule that names an executable.
 #[inline(always)]
 fn exe_identity(s: &EnforceSettings, mm: u64) -> (u32, u64) {
-    let Some(inode) = read::<u64>(mm, s.mm_exe_file).and_then(|file| read::<u64>(file, s.file_f_inode))
-    else {
+    let Some(inode) = read::<u64>(mm, s.mm_exe_file).and_then(|file| read::<u64>(file, s.file_f_inode)) else {
         return (0, 0);
     };
     let ino = read::<u64>(inode, s.inode_i_ino).unwrap_or(0);
-    let dev = read::<u64>(inode, s.inode_i_sb)
-        .and_then(|sb| read::<u32>(sb, s.super_block_s_dev))
-        .unwrap_or(0);
+    let dev = read::<u64>(inode, s.inode_i_sb).and_then(|sb| read::<u32>(sb, s.super_block_s_dev)).unwrap_or(0);
     (dev, ino)
 }
 
