@@ -99,6 +99,8 @@ pub enum EventKind {
     UnixClose = 14,
     /// accept() or accept4() returned a connection. [`AcceptRecord`]
     Accept = 15,
+    /// Enforcement refused a bind() with EPERM. [`DeniedRecord`]
+    Denied = 16,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -121,6 +123,7 @@ impl TryFrom<u32> for EventKind {
             13 => Self::UnixListen,
             14 => Self::UnixClose,
             15 => Self::Accept,
+            16 => Self::Denied,
             other => return Err(other),
         })
     }
@@ -327,6 +330,118 @@ pub struct AcceptRecord {
 
 const _: () = assert!(core::mem::size_of::<AcceptRecord>() == 56 + 12 + 12 + 32);
 
+/// [`EventKind::Denied`]: the bind() the caller asked for, which the
+/// enforcement programs refused (the caller got EPERM).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DeniedRecord {
+    pub header: RecordHeader,
+    /// Inode of the caller's executable (0 when it could not be read).
+    pub exe_ino: u64,
+    /// Device of the caller's executable, as the kernel encodes a `dev_t`
+    /// (major << 20 | minor).
+    pub exe_dev: u32,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub protocol: u32,
+    /// `SOCK_STREAM`, `SOCK_DGRAM`, …
+    pub sock_type: u32,
+    /// The [`ENFORCE_CLASSES_MAP`] slot of the port: which rules cover it
+    /// (none of them allows the caller); [`ENFORCE_NO_RULE`] when no rule does.
+    pub class: u32,
+    /// Reserved, 0.
+    pub reserved: u32,
+    /// IPv4 addresses use the first four bytes, in network order.
+    pub addr: [u8; 16],
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// The port asked for, host byte order.
+    pub port: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<DeniedRecord>() == 56 + 8 + 4 * 5 + 16 + 4);
+
+// Enforcement (`watcher daemon` with `enforce`): cgroup/bind4 and
+// cgroup/bind6 refuse what these maps, filled by the daemon from its
+// allowlist, do not allow. Each (protocol, port) points to a class: the
+// owners (uid, executable, comm, address scope) the rules covering that
+// port allow. Ports no rule covers point to ENFORCE_NO_RULE.
+
+/// Array of u32, one slot per (protocol, port): TCP ports first, then UDP;
+/// the value is a slot of [`ENFORCE_CLASSES_MAP`], or [`ENFORCE_NO_RULE`].
+pub const ENFORCE_PORTS_MAP: &str = "ENFORCE_PORTS";
+/// Array of [`EnforceClass`].
+pub const ENFORCE_CLASSES_MAP: &str = "ENFORCE_CLASSES";
+/// Array of one [`EnforceSettings`].
+pub const ENFORCE_SETTINGS_MAP: &str = "ENFORCE_SETTINGS";
+pub const ENFORCE_PORT_SLOTS: u32 = 2 * 65_536;
+/// The TCP ports, then the UDP ports.
+pub const ENFORCE_TCP_BASE: u32 = 0;
+pub const ENFORCE_UDP_BASE: u32 = 65_536;
+/// A port no rule covers: every bind to it is refused.
+pub const ENFORCE_NO_RULE: u32 = 0;
+/// Class slots of one generation of the rules. A reload writes its classes
+/// into the generation not in use before any port points to them, so a
+/// bind during a reload sees either the old rules or the new, never a mix.
+pub const ENFORCE_CLASSES_PER_GENERATION: u32 = 512;
+pub const ENFORCE_CLASS_SLOTS: u32 = 2 * ENFORCE_CLASSES_PER_GENERATION;
+/// Distinct owners the rules covering one port may name.
+pub const ENFORCE_OWNERS_PER_CLASS: usize = 16;
+
+/// [`EnforceOwner::flags`]: the caller's uid must be `uid`.
+pub const OWNER_UID: u32 = 1;
+/// The caller's executable must be (`exe_dev`, `exe_ino`).
+pub const OWNER_EXE: u32 = 1 << 1;
+/// The caller's comm must be `comm`.
+pub const OWNER_COMM: u32 = 1 << 2;
+/// The address bound must be loopback (127.0.0.0/8, ::1).
+pub const OWNER_LOOPBACK: u32 = 1 << 3;
+/// Matches nobody: the rule names a user or executable that does not
+/// exist, or a comm longer than the kernel keeps.
+pub const OWNER_NEVER: u32 = 1 << 4;
+
+/// Who may bind the ports of a class, as one rule says.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EnforceOwner {
+    pub exe_ino: u64,
+    /// Kernel encoding of a `dev_t` (major << 20 | minor).
+    pub exe_dev: u32,
+    pub uid: u32,
+    /// `OWNER_*` bits: which fields must match.
+    pub flags: u32,
+    /// Index of the rule in the configuration's `[[allow]]` list.
+    pub rule: u32,
+    /// NUL-padded, as `bpf_get_current_comm` fills it.
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EnforceClass {
+    /// Slots of `owners` used.
+    pub count: u32,
+    /// Reserved, 0.
+    pub reserved: u32,
+    pub owners: [EnforceOwner; ENFORCE_OWNERS_PER_CLASS],
+}
+
+/// Byte offsets (from the kernel's BTF) the enforcement programs follow
+/// from the calling task to its executable's inode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EnforceSettings {
+    pub task_mm: u32,
+    pub mm_exe_file: u32,
+    pub file_f_inode: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub super_block_s_dev: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<EnforceOwner>() == 40);
+const _: () = assert!(core::mem::size_of::<EnforceClass>() == 8 + 40 * ENFORCE_OWNERS_PER_CLASS);
+const _: () = assert!(core::mem::size_of::<EnforceSettings>() == 6 * 4);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY (each): repr(C), no padding (asserted above), every bit pattern valid.
@@ -339,5 +454,8 @@ mod pod {
     unsafe impl aya::Pod for super::SockoptRecord {}
     unsafe impl aya::Pod for super::SyscallRecord {}
     unsafe impl aya::Pod for super::AcceptRecord {}
+    unsafe impl aya::Pod for super::DeniedRecord {}
+    unsafe impl aya::Pod for super::EnforceClass {}
+    unsafe impl aya::Pod for super::EnforceSettings {}
     unsafe impl aya::Pod for super::KernelOffsets {}
 }

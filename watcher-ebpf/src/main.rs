@@ -1,5 +1,6 @@
 //! Kernel programs of watcher. Each one fills a [`SocketRecord`] and submits
-//! it; no policy lives here (the heavy lifting is in userspace).
+//! it; no policy lives here (the heavy lifting is in userspace), except the
+//! opt-in bind enforcement of `probes/enforce.rs`.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 

@@ -15,6 +15,9 @@ pub struct Config {
     /// Refuse, in the kernel, a bind the allowlist does not allow (EPERM).
     #[serde(default)]
     pub enforce: bool,
+    /// The cgroup v2 directory whose processes (and its descendants') are
+    /// enforced on; default: the cgroup v2 root, the whole host.
+    pub enforce_cgroup: Option<PathBuf>,
     /// SIGKILL the process behind an unexpected listener.
     #[serde(default)]
     pub kill_unexpected: bool,

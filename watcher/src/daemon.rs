@@ -21,6 +21,7 @@ use serde_json::{Map, Value, json};
 use crate::{
     cli::DaemonArgs,
     config::{Config, RuleProto},
+    enforce::{self, Enforcement},
     escape::escape_bytes,
     events::{Family, Proto, SocketKind},
     filter::Filter,
@@ -50,6 +51,7 @@ impl std::error::Error for BadConfig {}
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let mut config = Config::load(&args.config).map_err(BadConfig)?;
     config.enforce |= args.enforce;
+    let enforcement = if config.enforce { Some(Enforcement::new(&config).map_err(BadConfig)?) } else { None };
     privileges::check()?;
     let out: Box<dyn Write> = match &config.output.json_file {
         Some(path) => Box::new(io::BufWriter::new(
@@ -66,6 +68,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         config,
         config_path: args.config,
         listeners: ListenerTable::default(),
+        enforcement,
     };
     let options = PipelineOptions { filter: Filter::default(), accept: false, snapshot: true };
     run_pipeline(options, sink).await
@@ -78,6 +81,8 @@ pub struct DaemonSink<W: Write> {
     config: Config,
     config_path: PathBuf,
     listeners: ListenerTable,
+    /// Binds refused in the kernel, when `enforce` is on (see `enforce`).
+    enforcement: Option<Enforcement>,
 }
 
 /// When a socket came up, as far as kill_unexpected is concerned: what
@@ -231,7 +236,21 @@ impl<W: Write> DaemonSink<W> {
 }
 
 impl<W: Write> Sink for DaemonSink<W> {
+    fn enforces(&self) -> bool {
+        self.enforcement.is_some()
+    }
+
+    fn attached(&mut self, attached: &mut crate::loader::Attached) -> anyhow::Result<()> {
+        match &mut self.enforcement {
+            Some(enforcement) => enforcement.attach(attached),
+            None => Ok(()),
+        }
+    }
+
     fn report(&mut self, report: &Report<'_>) -> io::Result<()> {
+        if let What::Denied { event, .. } = report.what {
+            return enforce::report_denied(self.enforcement.as_ref(), &mut self.printer, report, event);
+        }
         self.printer.report(report)?;
         let time = report.time;
         if let Some((s, up)) = Self::sighting_of_report(report) {
@@ -312,7 +331,10 @@ impl<W: Write> Sink for DaemonSink<W> {
     }
 
     fn hangup(&mut self) -> bool {
-        let mut line = match Config::load(&self.config_path) {
+        // With enforcement on, the new rules must also fit the kernel's maps.
+        let loaded = Config::load(&self.config_path)
+            .and_then(|config| enforce::on_reload(self.enforcement.as_mut(), &config).map(|()| config));
+        let mut line = match loaded {
             Ok(config) => {
                 info!("reloaded {}: {} allowlist rules", self.config_path.display(), config.rules.len());
                 let enforce = self.config.enforce;

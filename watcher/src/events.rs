@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use watcher_common::{
-    AF_INET, AF_INET6, AF_PACKET, AF_UNIX, ARGV_SLOTS, AcceptRecord, EventKind, ExecArgsRecord,
+    AF_INET, AF_INET6, AF_PACKET, AF_UNIX, ARGV_SLOTS, AcceptRecord, DeniedRecord, EventKind, ExecArgsRecord,
     ExecRecord, FILTER_BYTES, IPPROTO_TCP, IPPROTO_UDP, OPTVAL_BYTES, PassiveRecord,
     ProcessRecord, RecordHeader, SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF, SockoptRecord,
     SocketRecord, SyscallRecord,
@@ -215,6 +215,26 @@ pub enum Record {
     /// close() of a UNIX listener's fd.
     UnixClose { task: Task, fd: i32, path: Vec<u8> },
     Accept(AcceptEvent),
+    /// Enforcement refused a bind() (the caller got EPERM).
+    Denied(DeniedEvent),
+}
+
+/// A bind() the enforcement programs refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeniedEvent {
+    pub task: Task,
+    pub proto: Proto,
+    pub family: Family,
+    /// The address and port the caller asked for.
+    pub addr: IpAddr,
+    pub port: u16,
+    pub sock_type: u32,
+    /// The class slot of the port: which rules cover it
+    /// (`watcher_common::ENFORCE_NO_RULE`: none).
+    pub class: u32,
+    /// The caller's executable as the kernel identifies it: (device in the
+    /// kernel's encoding, inode); None when it could not be read.
+    pub exe_id: Option<(u32, u64)>,
 }
 
 /// A connection accepted on `listen_fd` as `fd`.
@@ -265,6 +285,7 @@ fn record_size(kind: EventKind) -> usize {
         | EventKind::UnixListen
         | EventKind::UnixClose => size_of::<SyscallRecord>(),
         EventKind::Accept => size_of::<AcceptRecord>(),
+        EventKind::Denied => size_of::<DeniedRecord>(),
     }
 }
 
@@ -384,6 +405,20 @@ impl Record {
                     peer: ends(r.peer_addr, r.peer_port),
                 })
             }
+            EventKind::Denied => {
+                let r: DeniedRecord = unsafe { read_record(bytes) };
+                let (family, addr) = inet_address(r.family, r.addr)?;
+                Self::Denied(DeniedEvent {
+                    task,
+                    proto: Proto::from_ipproto(r.protocol),
+                    family,
+                    addr,
+                    port: r.port,
+                    sock_type: r.sock_type,
+                    class: r.class,
+                    exe_id: (r.exe_ino != 0).then_some((r.exe_dev, r.exe_ino)),
+                })
+            }
             EventKind::UnixListen | EventKind::UnixClose => {
                 let r: SyscallRecord = unsafe { read_record(bytes) };
                 let path = match SockAddr::parse(&r.addr, r.addr_len as usize) {
@@ -402,14 +437,7 @@ impl Record {
 
 impl SocketEvent {
     fn from_record(kind: EventKind, task: Task, record: &SocketRecord) -> Result<Self, DecodeError> {
-        let (family, addr) = match record.family {
-            AF_INET => {
-                let [a, b, c, d, ..] = record.addr;
-                (Family::Ipv4, IpAddr::V4(Ipv4Addr::new(a, b, c, d)))
-            }
-            AF_INET6 => (Family::Ipv6, IpAddr::V6(Ipv6Addr::from(record.addr))),
-            other => return Err(DecodeError::Family(other)),
-        };
+        let (family, addr) = inet_address(record.family, record.addr)?;
         let kind = match kind {
             EventKind::Listen => SocketKind::Listen,
             EventKind::Bind => SocketKind::Bind,
@@ -426,6 +454,19 @@ impl SocketEvent {
             fd: (record.fd >= 0).then_some(record.fd),
             backlog: (kind == SocketKind::Listen && record.fd >= 0).then_some(record.backlog),
         })
+    }
+}
+
+/// An AF_INET or AF_INET6 address as the records carry it (IPv4 in the
+/// first four bytes, network order).
+fn inet_address(family: u16, addr: [u8; 16]) -> Result<(Family, IpAddr), DecodeError> {
+    match family {
+        AF_INET => {
+            let [a, b, c, d, ..] = addr;
+            Ok((Family::Ipv4, IpAddr::V4(Ipv4Addr::new(a, b, c, d))))
+        }
+        AF_INET6 => Ok((Family::Ipv6, IpAddr::V6(Ipv6Addr::from(addr)))),
+        other => Err(DecodeError::Family(other)),
     }
 }
 
@@ -604,6 +645,34 @@ mod tests {
         };
         assert_eq!(errno, 98);
         assert_eq!(addr, Some(SockAddr::Inet { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 8080 }));
+    }
+
+    #[test]
+    fn decodes_denied_binds() {
+        let mut denied = DeniedRecord {
+            header: header(EventKind::Denied),
+            exe_ino: 1234,
+            exe_dev: (8 << 20) | 1,
+            protocol: IPPROTO_UDP,
+            sock_type: 2,
+            class: 3,
+            reserved: 0,
+            addr: Ipv6Addr::LOCALHOST.octets(),
+            family: AF_INET6,
+            port: 53,
+        };
+        let Record::Denied(event) = Record::decode(&bytes(&denied)).unwrap() else { panic!() };
+        assert_eq!((event.proto, event.family, event.port), (Proto::Udp, Family::Ipv6, 53));
+        assert_eq!(event.addr, IpAddr::V6(Ipv6Addr::LOCALHOST));
+        assert_eq!((event.class, event.exe_id, event.sock_type), (3, Some(((8 << 20) | 1, 1234)), 2));
+        assert_eq!(event.task.pid, 1000);
+        denied.exe_ino = 0;
+        denied.family = AF_INET;
+        denied.addr = [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let Record::Denied(event) = Record::decode(&bytes(&denied)).unwrap() else { panic!() };
+        assert_eq!((event.exe_id, event.addr), (None, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))));
+        denied.family = 1;
+        assert_eq!(Record::decode(&bytes(&denied)), Err(DecodeError::Family(1)));
     }
 
     #[test]

@@ -11,7 +11,10 @@ use aya::{
     programs::{CgroupAttachMode, CgroupSock, TracePoint},
 };
 use log::{debug, warn};
-use watcher_common::{FILTER_TGID_GLOBAL, KernelOffsets, OFFSETS_GLOBAL};
+use watcher_common::{
+    ENFORCE_CLASS_SLOTS, ENFORCE_CLASSES_MAP, ENFORCE_PORT_SLOTS, ENFORCE_PORTS_MAP,
+    FILTER_TGID_GLOBAL, KernelOffsets, OFFSETS_GLOBAL,
+};
 
 use crate::btf::Btf;
 
@@ -61,6 +64,9 @@ pub struct LoadOptions {
     /// Attach the accept() hooks (they cost every accept on the host a
     /// little; see BENCHMARKS.md).
     pub accept: bool,
+    /// Size the enforcement maps, for the daemon to fill and attach its
+    /// bind programs (see `enforce`); nothing is attached here for it.
+    pub enforce: bool,
 }
 
 /// Tracepoints attached only with `LoadOptions::accept`.
@@ -165,9 +171,17 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
         warn!("network namespaces and accept addresses will be unknown: {e:#}");
         KernelOffsets::default()
     });
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global(FILTER_TGID_GLOBAL, &options.tgid, true)
-        .override_global(OFFSETS_GLOBAL, &offsets, true)
+        .override_global(OFFSETS_GLOBAL, &offsets, true);
+    if options.enforce {
+        // One entry each in the object, so that `watch` holds no memory for them.
+        loader
+            .map_max_entries(ENFORCE_PORTS_MAP, ENFORCE_PORT_SLOTS)
+            .map_max_entries(ENFORCE_CLASSES_MAP, ENFORCE_CLASS_SLOTS);
+    }
+    let mut ebpf = loader
         .load(EBPF_OBJECT)
         .context("loading the eBPF object into the kernel")?;
     let mut hooks = Vec::new();
@@ -259,7 +273,7 @@ fn attach_cgroup_sock(ebpf: &mut Ebpf, name: &str, root: &Path, cgroup: &File) -
     Ok(format!("cgroup/{name} on {}", root.display()))
 }
 
-fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut T>
+pub(crate) fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut T>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {

@@ -15,7 +15,8 @@ use watcher_common::{SO_ATTACH_BPF, SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF, 
 use crate::{
     cgroups::CgroupName,
     escape::escape_bytes,
-    events::{AcceptEvent, Family, Filter, Proto, SockAddr, SocketEvent, SocketKind, Task},
+    enforce::Denial,
+    events::{AcceptEvent, DeniedEvent, Family, Filter, Proto, SockAddr, SocketEvent, SocketKind, Task},
     process::ProcessInfo,
     services,
     socket_options::{FdFacts, PassiveSocket},
@@ -48,6 +49,9 @@ pub enum What<'a> {
     /// listen or close of a UNIX socket.
     Unix { kind: SocketKind, fd: i32, backlog: Option<u32>, path: &'a [u8] },
     Accept(&'a AcceptEvent),
+    /// A bind() enforcement refused; `why` is filled in by the daemon,
+    /// which knows the rules that filled the kernel's maps.
+    Denied { event: &'a DeniedEvent, why: Option<&'a Denial> },
 }
 
 impl What<'_> {
@@ -61,6 +65,7 @@ impl What<'_> {
             Self::ListenFailed { .. } => "listen_failed",
             Self::Unix { kind, .. } => kind.name(),
             Self::Accept(_) => "accept",
+            Self::Denied { .. } => "denied",
         }
     }
 
@@ -73,6 +78,7 @@ impl What<'_> {
             Self::BindFailed { .. } | Self::ListenFailed { .. } => None,
             Self::Unix { .. } => Some(Proto::Unix),
             Self::Accept(_) => Some(Proto::Tcp),
+            Self::Denied { event, .. } => Some(event.proto),
         }
     }
 
@@ -84,6 +90,7 @@ impl What<'_> {
             Self::BindFailed { addr: Some(SockAddr::Inet { addr, .. }), .. } => Some(ip_family(*addr)),
             Self::BindFailed { addr: Some(SockAddr::Unix(_)), .. } | Self::Unix { .. } => Some(Family::Unix),
             Self::Accept(a) => a.local.map(|(addr, _)| ip_family(addr)),
+            Self::Denied { event, .. } => Some(event.family),
             _ => None,
         }
     }
@@ -93,6 +100,7 @@ impl What<'_> {
             Self::Socket { event, .. } => Some(event.port),
             Self::BindFailed { addr: Some(SockAddr::Inet { port, .. }), .. } => Some(*port),
             Self::Accept(a) => a.local.map(|(_, port)| port),
+            Self::Denied { event, .. } => Some(event.port),
             _ => None,
         }
     }
@@ -218,6 +226,20 @@ struct AcceptDetail {
     peer_addr: Option<String>,
     peer_port: Option<u16>,
     peer_requested: bool,
+}
+
+#[derive(Serialize)]
+struct DeniedDetail<'a> {
+    proto: String,
+    family: String,
+    addr: String,
+    port: u16,
+    sock_type: &'static str,
+    /// What the caller's bind() returned.
+    errno: &'static str,
+    /// The rule that gives the port to someone else; null when no rule covers it.
+    rule: Option<&'a str>,
+    reason: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -376,6 +398,19 @@ impl<W: Write> Printer<W> {
                     peer_requested: a.peer_requested,
                 },
             }),
+            What::Denied { event, why } => self.write_json(&Line {
+                common,
+                detail: DeniedDetail {
+                    proto: event.proto.name(),
+                    family: event.family.name(),
+                    addr: event.addr.to_string(),
+                    port: event.port,
+                    sock_type: sock_type_name(event.sock_type),
+                    errno: "EPERM",
+                    rule: why.and_then(|w| w.rule.as_deref()),
+                    reason: why.map(|w| w.reason.as_str()),
+                },
+            }),
             What::ListenFailed { fd, errno, backlog } => self.write_json(&Line {
                 common,
                 detail: FailureDetail {
@@ -525,6 +560,10 @@ fn table_detail(what: &What<'_>) -> String {
             format!("fd {fd} backlog {backlog} {}", errno_name(*errno))
         }
         What::Unix { path, .. } => unix_path(path),
+        What::Denied { event, why } => {
+            let rule = why.and_then(|w| w.rule.as_deref()).map_or_else(String::new, |r| format!(" rule {r:?}"));
+            format!("{} EPERM{rule}", socket_address(event.addr, event.port))
+        }
         What::Accept(a) => {
             let end = |e: Option<(IpAddr, u16)>| e.map_or_else(|| "?".to_owned(), |(addr, port)| socket_address(addr, port));
             format!("{} <- {}", end(a.local), end(a.peer))

@@ -94,7 +94,8 @@ impl ProcessTable {
             | Record::ListenFailed { .. }
             | Record::UnixListen { .. }
             | Record::UnixClose { .. }
-            | Record::Accept(_) => {}
+            | Record::Accept(_)
+            | Record::Denied(_) => {}
             Record::Fork { parent, child } => {
                 // A forked child runs its parent's program until it execs.
                 let mut info = self

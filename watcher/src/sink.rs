@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::{
     escape::escape_bytes,
     list::{self, HolderInfo},
+    loader::Attached,
     output::{Printer, Report},
     snapshot::ExistingSocket,
 };
@@ -20,6 +21,16 @@ pub struct PipelineStats {
 }
 
 pub trait Sink {
+    /// Whether this sink refuses binds in the kernel: the loader then sizes
+    /// the enforcement maps (they hold nothing otherwise).
+    fn enforces(&self) -> bool {
+        false
+    }
+    /// Once the watching programs are attached, before the ready line: a
+    /// sink that enforces fills its maps and attaches its programs here.
+    fn attached(&mut self, _attached: &mut Attached) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Before anything else (a table's header).
     fn start(&mut self) -> io::Result<()> {
         Ok(())

@@ -58,11 +58,13 @@ pub struct PipelineOptions {
 /// Attaches the programs, reports the sockets already there, then streams
 /// every event into `sink` until SIGINT or SIGTERM (or SIGHUP, when the
 /// sink says so), counting what the kernel had to drop.
-pub async fn run_pipeline<S: Sink>(options: PipelineOptions, sink: S) -> anyhow::Result<()> {
+pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> anyhow::Result<()> {
     let mut attached = loader::load_and_attach(LoadOptions {
         tgid: options.filter.kernel_tgid(),
         accept: options.accept,
+        enforce: sink.enforces(),
     })?;
+    sink.attached(&mut attached)?;
     let ring = RingBuf::try_from(
         attached
             .ebpf
@@ -256,6 +258,7 @@ impl<S: Sink> Watch<S> {
                 (task, What::ListenFailed { fd: *fd, errno: *errno, backlog: *backlog })
             }
             Record::Accept(accept) => (&accept.task, What::Accept(accept)),
+            Record::Denied(denied) => (&denied.task, What::Denied { event: denied, why: None }),
             Record::UnixListen { task, fd, backlog, path } => {
                 (task, What::Unix { kind: SocketKind::Listen, fd: *fd, backlog: Some(*backlog), path })
             }

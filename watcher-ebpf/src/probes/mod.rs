@@ -2,6 +2,7 @@
 mod accept;
 mod bind;
 mod bind_listen;
+mod enforce;
 mod passive;
 mod process;
 mod sock_release;

@@ -1,0 +1,224 @@
+//! Opt-in enforcement (`watcher daemon` with `enforce`): `cgroup/bind4` and
+//! `cgroup/bind6` refuse, with EPERM, a bind() to a port that no rule of the
+//! allowlist covers, or that the rules covering it give to someone else,
+//! and report it ([`DeniedRecord`]). The daemon fills the maps from its
+//! configuration before it attaches these programs, and only when asked to
+//! enforce; without that nothing here runs.
+//!
+//! Anything the maps do not refuse is allowed: port 0 (the kernel picks an
+//! ephemeral port), protocols other than TCP and UDP, binds made by kernel
+//! threads (nfsd, lockd: they have no executable to judge).
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_uid_gid, generated::bpf_get_current_task},
+    macros::{cgroup_sock_addr, map},
+    maps::Array,
+    programs::SockAddrContext,
+};
+use watcher_common::{
+    AF_INET, AF_INET6, DeniedRecord, ENFORCE_NO_RULE, ENFORCE_OWNERS_PER_CLASS, ENFORCE_TCP_BASE, ENFORCE_UDP_BASE,
+    EnforceClass, EnforceOwner, EnforceSettings, EventKind, IPPROTO_TCP, IPPROTO_UDP, OWNER_COMM, OWNER_EXE,
+    OWNER_LOOPBACK, OWNER_NEVER, OWNER_UID, TASK_COMM_LEN,
+};
+
+use crate::{
+    kernel::read,
+    record::{header, output},
+};
+
+const ALLOW: i32 = 1;
+/// The kernel turns a 0 from a bind hook into EPERM for the caller.
+const REFUSE: i32 = 0;
+
+// One entry each in the object; the loader sizes them (ENFORCE_PORT_SLOTS,
+// ENFORCE_CLASS_SLOTS) only when the daemon enforces, so that `watch`
+// does not hold their memory.
+
+/// (protocol, port) → class slot, or ENFORCE_NO_RULE.
+#[map(name = "ENFORCE_PORTS")]
+static ENFORCE_PORTS: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map(name = "ENFORCE_CLASSES")]
+static ENFORCE_CLASSES: Array<EnforceClass> = Array::with_max_entries(1, 0);
+
+#[map(name = "ENFORCE_SETTINGS")]
+static ENFORCE_SETTINGS: Array<EnforceSettings> = Array::with_max_entries(1, 0);
+
+/// A bind() as the hook sees it, before the kernel does anything with it.
+struct Bind {
+    family: u16,
+    /// Host byte order.
+    port: u16,
+    protocol: u32,
+    sock_type: u32,
+    /// IPv4 in the first four bytes; network order.
+    addr: [u8; 16],
+}
+
+impl Bind {
+    fn is_loopback(&self) -> bool {
+        if self.family == AF_INET {
+            self.addr[0] == 127
+        } else {
+            let (high, low) = halves(&self.addr);
+            high == 0 && low == u64::from_ne_bytes([0, 0, 0, 0, 0, 0, 0, 1])
+        }
+    }
+}
+
+/// The caller, as the owners of a class are described.
+struct Caller {
+    uid: u32,
+    comm: [u8; TASK_COMM_LEN],
+    exe_dev: u32,
+    exe_ino: u64,
+}
+
+#[cgroup_sock_addr(bind4)]
+pub fn enforce_bind4(ctx: SockAddrContext) -> i32 {
+    match try_enforce_bind4(&ctx) {
+        Ok(verdict) => verdict,
+        Err(()) => ALLOW_ON_ERROR,
+    }
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn enforce_bind6(ctx: SockAddrContext) -> i32 {
+    match try_enforce_bind6(&ctx) {
+        Ok(verdict) => verdict,
+        Err(()) => ALLOW_ON_ERROR,
+    }
+}
+
+/// When the maps cannot be read. They are sized and filled before the
+/// programs attach, so this does not happen; should it, refusing would
+/// refuse every bind in the cgroup, which is worse than enforcing nothing.
+const ALLOW_ON_ERROR: i32 = ALLOW;
+
+#[inline(always)]
+fn try_enforce_bind4(ctx: &SockAddrContext) -> Result<i32, ()> {
+    // SAFETY: bind4 may read user_ip4, user_port, type and protocol (the
+    // verifier's sock_addr_is_valid_access); it rewrites these loads.
+    let bind = unsafe {
+        let sa = &*ctx.sock_addr;
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+        Bind {
+            family: AF_INET,
+            port: u16::from_be(sa.user_port as u16),
+            protocol: sa.protocol,
+            sock_type: sa.type_,
+            addr,
+        }
+    };
+    try_verdict(&bind)
+}
+
+#[inline(always)]
+fn try_enforce_bind6(ctx: &SockAddrContext) -> Result<i32, ()> {
+    // SAFETY: bind6 may read user_ip6, user_port, type and protocol.
+    let bind = unsafe {
+        let sa = &*ctx.sock_addr;
+        let mut addr = [0u8; 16];
+        for (chunk, word) in addr.chunks_exact_mut(4).zip(sa.user_ip6) {
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        Bind {
+            family: AF_INET6,
+            port: u16::from_be(sa.user_port as u16),
+            protocol: sa.protocol,
+            sock_type: sa.type_,
+            addr,
+        }
+    };
+    try_verdict(&bind)
+}
+
+#[inline(always)]
+fn try_verdict(bind: &Bind) -> Result<i32, ()> {
+    // Port 0 asks the kernel for an ephemeral port: always allowed.
+    if bind.port == 0 {
+        return Ok(ALLOW);
+    }
+    let base = match bind.protocol {
+        IPPROTO_TCP => ENFORCE_TCP_BASE,
+        IPPROTO_UDP => ENFORCE_UDP_BASE,
+        // SCTP, UDP-Lite…: the allowlist speaks of TCP and UDP only.
+        _ => return Ok(ALLOW),
+    };
+    let settings = ENFORCE_SETTINGS.get(0).ok_or(())?;
+    // SAFETY: a helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    let mm = read::<u64>(task, settings.task_mm).unwrap_or(0);
+    if mm == 0 {
+        // A kernel thread binding for an in-kernel service.
+        return Ok(ALLOW);
+    }
+    let class_slot = *ENFORCE_PORTS.get(base + u32::from(bind.port)).ok_or(())?;
+    let (exe_dev, exe_ino) = exe_identity(settings, mm);
+    let uid_gid = bpf_get_current_uid_gid();
+    let caller =
+        Caller { uid: uid_gid as u32, comm: bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]), exe_dev, exe_ino };
+    if class_slot != ENFORCE_NO_RULE {
+        let class = ENFORCE_CLASSES.get(class_slot).ok_or(())?;
+        for i in 0..ENFORCE_OWNERS_PER_CLASS {
+            if i as u32 >= class.count {
+                break;
+            }
+            if owner_allows(&class.owners[i], &caller, bind) {
+                return Ok(ALLOW);
+            }
+        }
+    }
+    report(bind, &caller, class_slot);
+    Ok(REFUSE)
+}
+
+/// (device, inode) of the caller's executable: task → mm → exe_file →
+/// f_inode → (i_sb → s_dev, i_ino); (0, 0) when unreadable, which matches
+/// no rule that names an executable.
+#[inline(always)]
+fn exe_identity(s: &EnforceSettings, mm: u64) -> (u32, u64) {
+    let Some(inode) = read::<u64>(mm, s.mm_exe_file).and_then(|file| read::<u64>(file, s.file_f_inode)) else {
+        return (0, 0);
+    };
+    let ino = read::<u64>(inode, s.inode_i_ino).unwrap_or(0);
+    let dev = read::<u64>(inode, s.inode_i_sb).and_then(|sb| read::<u32>(sb, s.super_block_s_dev)).unwrap_or(0);
+    (dev, ino)
+}
+
+#[inline(always)]
+fn owner_allows(owner: &EnforceOwner, caller: &Caller, bind: &Bind) -> bool {
+    let f = owner.flags;
+    f & OWNER_NEVER == 0
+        && (f & OWNER_UID == 0 || owner.uid == caller.uid)
+        && (f & OWNER_EXE == 0 || (owner.exe_dev == caller.exe_dev && owner.exe_ino == caller.exe_ino))
+        && (f & OWNER_COMM == 0 || halves(&owner.comm) == halves(&caller.comm))
+        && (f & OWNER_LOOPBACK == 0 || bind.is_loopback())
+}
+
+/// 16 bytes as two words: compared without a call to memcmp, which a BPF
+/// program does not have.
+#[inline(always)]
+fn halves(bytes: &[u8; 16]) -> (u64, u64) {
+    let mut high = [0u8; 8];
+    let mut low = [0u8; 8];
+    high.copy_from_slice(&bytes[..8]);
+    low.copy_from_slice(&bytes[8..]);
+    (u64::from_ne_bytes(high), u64::from_ne_bytes(low))
+}
+
+#[inline(always)]
+fn report(bind: &Bind, caller: &Caller, class: u32) {
+    output(&DeniedRecord {
+        header: header(EventKind::Denied),
+        exe_ino: caller.exe_ino,
+        exe_dev: caller.exe_dev,
+        protocol: bind.protocol,
+        sock_type: bind.sock_type,
+        class,
+        reserved: 0,
+        addr: bind.addr,
+        family: bind.family,
+        port: bind.port,
+    });
+}
