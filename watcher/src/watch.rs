@@ -122,6 +122,11 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
     result
 }
 
+/// Records handled per wake-up of the ring buffer.
+const DRAIN_BATCH: usize = 4096;
+/// More than the 8 MiB ring buffer holds (its smallest record is 64 bytes).
+const FINAL_DRAIN_LIMIT: usize = 8 << 20 >> 6;
+
 struct Signals {
     sigint: tokio::signal::unix::Signal,
     sigterm: tokio::signal::unix::Signal,
@@ -165,8 +170,14 @@ impl<S: Sink> Watch<S> {
             tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard.context("waiting on the ring buffer")?;
-                    let mut drained = self.drain(guard.get_inner_mut());
-                    guard.clear_ready();
+                    // A batch at a time: under a flood that never lets the
+                    // ring empty, signals and the loss check still get their
+                    // turn (select! picks among ready branches at random).
+                    let mut drained = self.drain(guard.get_inner_mut(), DRAIN_BATCH).map(|more| {
+                        if !more {
+                            guard.clear_ready();
+                        }
+                    });
                     if drained.is_ok() {
                         drained = self.reporter.sink.flush();
                     }
@@ -190,8 +201,9 @@ impl<S: Sink> Watch<S> {
                 }
             }
         }
-        // Whatever arrived before the signal is still reported.
-        self.drain(ring.get_mut())?;
+        // Whatever arrived before the signal is still reported: at most a
+        // full ring buffer's worth, so a flood cannot keep us from exiting.
+        self.drain(ring.get_mut(), FINAL_DRAIN_LIMIT)?;
         self.report_lost()?;
         self.reporter.sink.flush()?;
         Ok(())
@@ -206,8 +218,13 @@ impl<S: Sink> Watch<S> {
         }
     }
 
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> io::Result<()> {
-        while let Some(item) = ring.next() {
+    /// Handles at most `limit` records; true when it stopped at the limit
+    /// (more may wait), false when the ring buffer is empty.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, limit: usize) -> io::Result<bool> {
+        for _ in 0..limit {
+            let Some(item) = ring.next() else {
+                return Ok(false);
+            };
             let seen_ktime_ns = monotonic_ns();
             let record = match Record::decode(&item) {
                 Ok(record) => record,
@@ -219,7 +236,7 @@ impl<S: Sink> Watch<S> {
             drop(item);
             self.handle(&record, seen_ktime_ns)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Folds a record into the process and socket-option tables, and
