@@ -81,13 +81,19 @@ struct Live {
 struct Down {
     at_ns: u64,
     last: Owner,
+    /// Which entry of `down_order` stands for this down: a key that went
+    /// down, came back and went down again has older entries there too.
+    seq: u64,
 }
 
 #[derive(Default)]
 pub struct ListenerTable {
     live: HashMap<ListenerKey, Live>,
     down: HashMap<ListenerKey, Down>,
-    down_order: VecDeque<ListenerKey>,
+    /// Downs in the order they happened, with their `Down::seq`; entries
+    /// whose key came back up (or went down again since) are stale.
+    down_order: VecDeque<(ListenerKey, u64)>,
+    next_seq: u64,
 }
 
 impl ListenerTable {
@@ -139,22 +145,28 @@ impl ListenerTable {
         }
         let since = live.since_ns;
         self.live.remove(key);
-        self.remember_down(key.clone(), Down { at_ns: now_ns, last: owner.clone() });
+        self.remember_down(key.clone(), now_ns, owner.clone());
         vec![Change::Down { key: key.clone(), owner, lived_ns: now_ns.saturating_sub(since) }]
     }
 
-    fn remember_down(&mut self, key: ListenerKey, down: Down) {
-        if self.down.insert(key.clone(), down).is_none() {
-            self.down_order.push_back(key);
-        }
+    fn remember_down(&mut self, key: ListenerKey, at_ns: u64, last: Owner) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.down.insert(key.clone(), Down { at_ns, last, seq });
+        self.down_order.push_back((key, seq));
         while self.down.len() > DOWN_REMEMBERED {
-            if let Some(old) = self.down_order.pop_front() {
+            let Some((old, old_seq)) = self.down_order.pop_front() else { break };
+            if self.down.get(&old).is_some_and(|d| d.seq == old_seq) {
                 self.down.remove(&old);
             }
         }
-        // The order queue may hold keys that came back up; trim it too.
+        // Stale entries pile up when the same keys go down and up again (a
+        // flood of listeners cycling through the ephemeral ports). Dropping
+        // them all at once leaves at most DOWN_REMEMBERED entries, so this
+        // scan runs once per DOWN_REMEMBERED downs at most: O(1) amortized.
         if self.down_order.len() > 2 * DOWN_REMEMBERED {
-            self.down_order.retain(|k| self.down.contains_key(k));
+            let down = &self.down;
+            self.down_order.retain(|(k, seq)| down.get(k).is_some_and(|d| d.seq == *seq));
         }
     }
 
@@ -237,5 +249,27 @@ mod tests {
         }
         assert!(t.down.len() <= DOWN_REMEMBERED);
         assert!(t.down_order.len() <= 2 * DOWN_REMEMBERED + 1);
+    }
+
+    /// The same keys going down and up again and again (a flood cycling
+    /// through the ephemeral ports) must neither let the order queue grow
+    /// nor make every down scan it, and must not forget a recent down
+    /// because an older entry of the same key reached the front.
+    #[test]
+    fn cycling_keys_keep_the_queue_short_and_the_latest_downs() {
+        let mut t = ListenerTable::default();
+        let ports = DOWN_REMEMBERED as u16 / 2;
+        for round in 0..8u64 {
+            for port in 0..ports {
+                t.up(key(port), owner(1, "/x", 0), round);
+                t.down(&key(port), 1, round);
+            }
+        }
+        assert_eq!(t.down.len(), ports as usize);
+        assert!(t.down_order.len() <= 2 * DOWN_REMEMBERED + 1, "{}", t.down_order.len());
+        // Every key's latest down is still there to recognise a restart.
+        for port in [0, ports / 2, ports - 1] {
+            assert!(matches!(t.up(key(port), owner(1, "/x", 0), 10)[..], [Change::Up { .. }, Change::Restarted { gap_ns: 3, .. }]));
+        }
     }
 }
