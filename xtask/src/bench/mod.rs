@@ -1,9 +1,14 @@
 //! `cargo xtask bench latency | catch-rate`: watcher measured against its
 //! peers (a bpftrace one-liner, `ss` and `lsof` polling) in the same run,
 //! on listeners opened by a separate process. See BENCHMARKS.md.
+mod background;
 mod catch_rate;
 mod child;
 mod latency;
+mod overhead;
+mod resources;
+mod start;
+mod throughput;
 mod tools;
 
 use std::{fs, path::Path, process::Command, time::Duration};
@@ -32,6 +37,20 @@ pub enum Which {
     /// How many sub-millisecond listeners each tool sees: watcher,
     /// bpftrace, `ss -ltnH` every 100 ms, `lsof` polled back to back.
     CatchRate(CatchRateArgs),
+    /// What watching costs other programs: a bind+listen+close loop,
+    /// loopback accepts per second and a getppid loop, with nothing
+    /// attached, with watcher (default hooks, then every hook) and with
+    /// bpftrace one-liners on the same hooks.
+    Overhead(overhead::Args),
+    /// The highest listener-event rate watcher reads with zero loss, and
+    /// above it, loss counted exactly (made = read + counted lost).
+    Throughput(throughput::Args),
+    /// watcher's CPU and RSS at idle, at 10,000 events/s and with 100,000
+    /// live listeners in its table, beside bpftrace's.
+    Resources(resources::Args),
+    /// Launch to attached; time to snapshot 10,000 existing listeners,
+    /// against `ss -lntup -p` and `lsof -i -n -P` on the same set.
+    Start(start::Args),
 }
 
 #[derive(Args)]
@@ -78,6 +97,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which {
         Which::Latency(a) => latency::run(&a),
         Which::CatchRate(a) => catch_rate::run(&a),
+        Which::Overhead(a) => overhead::run(&a),
+        Which::Throughput(a) => throughput::run(&a),
+        Which::Resources(a) => resources::run(&a),
+        Which::Start(a) => start::run(&a),
     }
 }
 
