@@ -18,6 +18,7 @@ use super::monotonic_ns;
 
 /// The kernel name of the holder (its comm), as tools show it.
 pub const HOLDER_COMM: &str = "bench-holder";
+const HOLDER_COMM_C: &std::ffi::CStr = c"bench-holder";
 
 /// Which ports the holder tries on each address: above the usual service
 /// ports and below most of the ephemeral range, so that collisions are
@@ -151,7 +152,7 @@ impl Holder {
             0 => {
                 drop(cmd_write);
                 drop(res_read);
-                let name = c"bench-holder";
+                let name = HOLDER_COMM_C;
                 // SAFETY: prctl and getppid have no memory preconditions;
                 // name is a NUL-terminated string of at most 16 bytes.
                 unsafe {
@@ -406,5 +407,16 @@ fn open_one(proto: Proto, octet: u8, port: u16) -> Result<Option<OwnedFd>, i32> 
             };
         }
         Ok(Some(fd))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_agree() {
+        assert_eq!(HOLDER_COMM_C.to_str(), Ok(HOLDER_COMM));
+        assert!(HOLDER_COMM.len() < 16, "comm holds 15 bytes");
     }
 }

@@ -31,15 +31,16 @@ pub struct Args {
     /// tool each time, with a run of nothing attached before and after
     /// each, so that a slow spell of the machine does not fall on one mode
     /// only; the report gives medians of the rounds.
-    #[arg(long, default_value_t = 5, value_parser = value_parser!(u32).range(1..=20))]
+    #[arg(long, default_value_t = 7, value_parser = value_parser!(u32).range(1..=20))]
     pub rounds: u32,
-    /// (a) socket/bind(127.0.0.1:0)/listen/close cycles per round and mode.
+    /// (a) socket/bind(127.0.0.1:0)/listen/close cycles per run (one run: one
+    /// mode in one round).
     #[arg(long, default_value_t = 20_000, value_parser = value_parser!(u64).range(100..=1_000_000))]
     pub bind_ops: u64,
-    /// (b) Loopback connections accepted (and closed) per round and mode.
+    /// (b) Loopback connections accepted (and closed) per run.
     #[arg(long, default_value_t = 20_000, value_parser = value_parser!(u64).range(100..=1_000_000))]
     pub connections: u64,
-    /// (c) getppid syscalls per round and mode.
+    /// (c) getppid syscalls per run.
     #[arg(long, default_value_t = 2_000_000, value_parser = value_parser!(u64).range(1_000..=1_000_000_000))]
     pub getppid_calls: u64,
     /// Measure only these modes (repeat the option for several); `off`,
@@ -107,8 +108,8 @@ impl Mode {
         }
     }
 
-    /// Lines the tool should print for one run of `work` that did
-    /// `outcome.ops` operations (other processes' events come on top).
+    /// Lines the tool should print for one run of `work` that did `ops`
+    /// operations (other processes' events come on top).
     fn expected_lines(self, work: Work, ops: u64) -> u64 {
         match (self, work) {
             (Self::Off, _) | (_, Work::Getppid) | (Self::BpftraceAccept, Work::Bind) => 0,
@@ -164,6 +165,9 @@ struct ToolRun {
     start_ns: u64,
     /// Records watcher said the kernel dropped; bpftrace's "Lost N events".
     lost: u64,
+    /// bpftrace's losses by workload (bind, accept, getppid); the rest of
+    /// `lost` came while no workload ran (starting, stopping).
+    lost_during: [u64; 3],
     /// watcher's "watcher: ready: …" line (what it attached).
     ready_line: Option<String>,
 }
@@ -280,6 +284,7 @@ fn measure(mode: Mode, seq: usize, worker: &mut Worker, args: &Args) -> anyhow::
     let mut run = ToolRun {
         start_ns: launched.elapsed().as_nanos() as u64,
         lost: 0,
+        lost_during: [0; 3],
         ready_line: tool.as_ref().and_then(|t| {
             t.stderr_tail()
                 .lines()
@@ -309,7 +314,9 @@ fn measure(mode: Mode, seq: usize, worker: &mut Worker, args: &Args) -> anyhow::
                     .saturating_sub(cpu0),
             );
             // bpftrace's lines are kept only to find its loss reports.
-            run.lost += t.take_lines().iter().filter_map(|l| bpftrace_lost(l)).sum::<u64>();
+            let lost = t.take_lines().iter().filter_map(|l| bpftrace_lost(l)).sum::<u64>();
+            run.lost += lost;
+            run.lost_during[Work::ALL.iter().position(|&w| w == work).unwrap_or(0)] += lost;
         }
         samples.push(Sample {
             seq,
@@ -380,10 +387,12 @@ fn start_tool(mode: Mode, worker: &mut Worker) -> anyhow::Result<Option<Backgrou
     let pid = worker.pid().to_string();
     // Both programs print the pid as a field of its own.
     let ours = |l: &str| l.split_whitespace().take(2).any(|f| f == pid);
-    for _ in 0..30 {
+    // A probe every half second, for up to a minute: the first ones may
+    // come before the attach is complete and never be seen.
+    for _ in 0..120 {
         bpftrace.discard_queued();
         worker.run(probe, 1).context("running a probe workload")?;
-        if bpftrace.wait_for_line(ours, Duration::from_secs(2))? {
+        if bpftrace.wait_for_line(ours, Duration::from_millis(500))? {
             bpftrace.take_lines();
             return Ok(Some(bpftrace));
         }
@@ -551,9 +560,8 @@ fn print_report(modes: &[Mode], samples: &[Sample], tool_runs: &BTreeMap<Mode, V
 
     // Slowdowns at a glance.
     println!(
-        "Median of the rounds; in brackets the slowdown against nothing attached (time per operation ÷ off's): \
-         median ÷ off's median, then the median of each round's ratio to the off runs just before and after it \
-         (paired):\n"
+        "Median of the rounds and, in brackets, the slowdown: time per operation ÷ off's, each run against the \
+         mean of the off runs just before and after it, median of the rounds (the paired column below):\n"
     );
     print!("| workload |");
     for m in modes {
@@ -567,10 +575,9 @@ fn print_report(modes: &[Mode], samples: &[Sample], tool_runs: &BTreeMap<Mode, V
         for &m in modes {
             match (per_op(m, work), off) {
                 (Some(v), _) if m == Mode::Off => print!(" {} |", show(work, v)),
-                (Some(v), Some(o)) => print!(
-                    " {} ({}; paired {}) |",
+                (Some(v), Some(_)) => print!(
+                    " {} ({}) |",
                     show(work, v),
-                    slowdown(v, o),
                     paired(m, work).map_or("–".to_owned(), |r| format!("{r:.2}×"))
                 ),
                 _ => print!(" – |"),
@@ -627,6 +634,18 @@ fn print_report(modes: &[Mode], samples: &[Sample], tool_runs: &BTreeMap<Mode, V
     for (mode, runs) in tool_runs {
         let mut starts: Vec<f64> = runs.iter().map(|r| r.start_ns as f64).collect();
         let lost: u64 = runs.iter().map(|r| r.lost).sum();
+        let during: Vec<String> = Work::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| (w, runs.iter().map(|r| r.lost_during[i]).sum::<u64>()))
+            .filter(|&(_, n)| n > 0)
+            .map(|(w, n)| format!("{n} during {}", short_work(w)))
+            .collect();
+        let lost = if during.is_empty() {
+            lost.to_string()
+        } else {
+            format!("{lost} ({})", during.join(", "))
+        };
         println!(
             "- {}: launch → ready {} (median of {} starts); records it reported lost: {lost}{}",
             mode.label(),

@@ -40,11 +40,14 @@ pub struct Args {
     /// Length of the load phase in s.
     #[arg(long, default_value_t = 10, value_parser = value_parser!(u64).range(1..=3600))]
     pub load_secs: u64,
-    /// TCP listeners the holder opens and keeps open at once.
+    /// TCP listeners the holders open and keep open at once (on
+    /// 127.0.0.2 and up, one address and process per share of at most the
+    /// RLIMIT_NOFILE hard limit).
     #[arg(long, default_value_t = 100_000, value_parser = value_parser!(u32).range(1..=1_000_000))]
     pub live: u32,
-    /// The holder opens at most this many listeners a second (0: as fast
-    /// as it can; a burst can fill the ring buffers, which is then counted).
+    /// The holders open at most this many listeners a second in all (0: as
+    /// fast as they can; a burst can fill the ring buffers, which is then
+    /// counted).
     #[arg(long, default_value_t = 20_000, value_parser = value_parser!(u32).range(0..=10_000_000))]
     pub intake_rate: u32,
     /// Length of the held phase in s: every listener open, nothing else
@@ -98,7 +101,7 @@ impl Pids {
 
 /// The number after the first `"pid":` of a JSON line (`"ppid":` and
 /// `"previous_pid":` do not match: the quote must come right before).
-fn json_pid(line: &str) -> Option<u32> {
+pub fn json_pid(line: &str) -> Option<u32> {
     let rest = &line[line.find("\"pid\":")? + 6..];
     rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())]
         .parse()
@@ -541,8 +544,13 @@ fn phase(
             }
         }
     };
-    thread::scope(|s| {
-        let worker = s.spawn(work);
+    // The work times itself: the loop below may be slow to notice its end
+    // while it counts a flood of lines.
+    let work_ns = thread::scope(|s| {
+        let worker = s.spawn(move || {
+            let began = Instant::now();
+            work().map(|()| began.elapsed().as_nanos() as u64)
+        });
         while !worker.is_finished() {
             thread::sleep(Duration::from_millis(50));
             poll(tools, &mut complete_after);
@@ -553,7 +561,6 @@ fn phase(
     })
     .with_context(|| format!("the {name} phase"))?;
     let work_done = Instant::now();
-    let work_ns = (work_done - started).as_nanos() as u64;
     for t in tools.iter_mut() {
         t.last_ours = work_done;
     }
