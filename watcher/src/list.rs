@@ -260,7 +260,9 @@ fn passive(socket: &ExistingSocket) -> Option<PassiveSocket> {
 }
 
 // USER COMMAND PID FD PROTO INODE LOCAL-ADDRESS, in the spirit of sockstat -l.
-const WIDTHS: [usize; 6] = [10, 16, 8, 4, 6, 10];
+// The numeric columns are wide enough for any value (pid_max 4194304, fd
+// below nr_open's 1048576 limit, 32-bit inodes): a cut number would lie.
+const WIDTHS: [usize; 6] = [10, 16, 8, 7, 6, 10];
 const HEADERS: [&str; 7] = ["USER", "COMMAND", "PID", "FD", "PROTO", "INODE", "LOCAL-ADDRESS"];
 
 fn table_row(out: &mut impl io::Write, cells: &[String; 7]) -> io::Result<()> {
@@ -393,7 +395,7 @@ mod tests {
         }
         let table = printed(Format::Table, &[(&s, None)]);
         let row = table.lines().nth(1).unwrap();
-        assert!(row.starts_with("-          -                -        -    unix   99         @hidden\\n"), "{row:?}");
+        assert!(row.starts_with("-          -                -        -       unix   99         @hidden\\n"), "{row:?}");
     }
 
     #[test]
@@ -429,8 +431,20 @@ mod tests {
             assert_eq!(&row[col - 1..col], " ", "column {name} in {row:?}");
             assert_ne!(&row[col..=col], " ", "column {name} in {row:?}");
         }
-        assert!(row.starts_with("root       nginx            4242     3    tcp4 "), "{row:?}");
+        assert!(row.starts_with("root       nginx            4242     3       tcp4 "), "{row:?}");
         assert!(row.contains("127.0.0.1:8080"), "{row}");
+    }
+
+    /// Names may be cut to keep the columns; numbers never are.
+    #[test]
+    fn large_fds_and_inodes_are_printed_whole() {
+        let mut s = tcp();
+        s.inode = u64::from(u32::MAX);
+        let mut h = holder(4_194_304, b"nginx");
+        h.fd = 1_048_575;
+        let table = printed(Format::Table, &[(&s, Some(&h))]);
+        let row = table.lines().nth(1).unwrap();
+        assert!(row.contains(" 4194304 ") && row.contains(" 1048575 ") && row.contains(" 4294967295 "), "{row:?}");
     }
 
     #[test]
