@@ -1,9 +1,11 @@
-//! `cargo xtask bench latency | catch-rate`: watcher measured against its
-//! peers (a bpftrace one-liner, `ss` and `lsof` polling) in the same run,
-//! on listeners opened by a separate process. See BENCHMARKS.md.
+//! `cargo xtask bench latency | catch-rate | overhead | throughput |
+//! resources | start`: watcher measured against its peers (bpftrace
+//! one-liners, `ss` and `lsof`) in the same run, on sockets opened by
+//! separate processes. See BENCHMARKS.md.
 mod background;
 mod catch_rate;
 mod child;
+mod holder;
 mod latency;
 mod overhead;
 mod resources;

@@ -2,9 +2,6 @@
 //! `watch` and as `daemon`) and of a bpftrace one-liner, all running at
 //! once on the same load, in phases: idle, a steady stream of short-lived
 //! listeners, 100,000 listeners taken in and held, and their release.
-#[path = "holder.rs"]
-pub mod holder;
-
 use std::{
     collections::HashSet,
     fs,
@@ -19,11 +16,12 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Args as ClapArgs, value_parser};
 
-use self::holder::Holders;
 use super::{
     background::{Background, Stdout, Usage},
     child::{ListenerChild, Plan},
-    duration, ensure_tracefs, machine, monotonic_ns, print_machine,
+    duration, ensure_tracefs,
+    holder::{self, Holders},
+    machine, monotonic_ns, print_machine,
 };
 use crate::util::watcher_binary;
 
@@ -66,6 +64,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// The daemon serves /metrics from the thread that reads events: behind a
 /// backlog it answers late, and the bench does not wait for it long.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+/// CPU time is counted in 10 ms clock ticks: no ratio of fewer than 10.
+const MIN_CPU_FOR_RATIO_NS: u64 = 100_000_000;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -640,7 +640,8 @@ fn report(args: &Args, machine: &[(String, String)], phases: &[PhaseResult], fac
     for p in phases {
         let bpf = p.tools[2];
         for (i, m) in p.tools.iter().enumerate() {
-            let cpu_ratio = if i == 2 || bpf.cpu_ns == 0 {
+            // Below MIN_CPU_FOR_RATIO_NS, a few clock ticks decide the ratio.
+            let cpu_ratio = if i == 2 || bpf.cpu_ns.min(m.cpu_ns) < MIN_CPU_FOR_RATIO_NS {
                 "–".to_owned()
             } else {
                 times(m.cpu_ns as f64 / bpf.cpu_ns as f64)
@@ -672,7 +673,8 @@ fn report(args: &Args, machine: &[(String, String)], phases: &[PhaseResult], fac
         "CPU % = the tool's CPU time (user + system, all threads, from /proc/PID/stat) over the phase, including \
          any time it took after the phase's work to report all of it, ÷ the length of the work (the sleep, the \
          load, the opening or the closing): 100 % is one core. Peak RSS is VmHWM, reset (clear_refs) at the \
-         phase's start. \"Reported all after\": from the phase's start until the tool had printed every listener \
+         phase's start. CPU / bpftrace is left out (–) when either CPU time is under 100 ms (10 clock ticks). \
+         \"Reported all after\": from the phase's start until the tool had printed every listener \
          of the phase up (load: and down; release: down).\n"
     );
     let phase = |name: &str| phases.iter().find(|p| p.name == name);

@@ -17,12 +17,10 @@ use clap::{Args as ClapArgs, value_parser};
 use super::{
     background::{Background, Stdout},
     child::{ListenerChild, Plan},
-    duration, ensure_tracefs, machine, monotonic_ns, print_machine, ratio,
-    resources::{
-        TempDir,
-        holder::{self, Held, Holders, Proto},
-        json_pid,
-    },
+    duration, ensure_tracefs,
+    holder::{self, Held, Holders, Proto},
+    machine, monotonic_ns, print_machine, ratio,
+    resources::{TempDir, json_pid},
 };
 use crate::util::watcher_binary;
 
