@@ -145,6 +145,11 @@ impl ListenerTable {
         }
         let since = live.since_ns;
         self.live.remove(key);
+        // A burst of listeners (100,000 held, then closed) would otherwise
+        // keep its table's memory for the daemon's whole life.
+        if self.live.capacity() > 4096 && self.live.len() * 4 < self.live.capacity() {
+            self.live.shrink_to(self.live.len() * 2);
+        }
         self.remember_down(key.clone(), now_ns, owner.clone());
         vec![Change::Down { key: key.clone(), owner, lived_ns: now_ns.saturating_sub(since) }]
     }
@@ -271,5 +276,20 @@ mod tests {
         for port in [0, ports / 2, ports - 1] {
             assert!(matches!(t.up(key(port), owner(1, "/x", 0), 10)[..], [Change::Up { .. }, Change::Restarted { gap_ns: 3, .. }]));
         }
+    }
+
+    /// The table gives memory back after a burst of listeners closes.
+    #[test]
+    fn live_table_shrinks_after_a_burst() {
+        let mut t = ListenerTable::default();
+        for port in 0..60_000 {
+            t.up(key(port), owner(1, "/x", 0), 0);
+        }
+        let burst = t.live.capacity();
+        for port in 0..60_000 {
+            t.down(&key(port), 1, 1);
+        }
+        assert_eq!(t.live_count(), 0);
+        assert!(t.live.capacity() <= 4096 && burst >= 60_000, "{} after {burst}", t.live.capacity());
     }
 }

@@ -1,11 +1,12 @@
 //! `[metrics]`: the daemon's counters and gauges for Prometheus, served as
 //! OpenMetrics text on `GET /metrics` (prometheus-client encodes, hyper
-//! serves, on the daemon's own tokio runtime).
+//! serves, on a thread of its own, so that a scrape is answered at once
+//! even while the event loop works through a flood).
 //!
 //! Counters are fed from the event lines the daemon writes (see
 //! [`crate::fleet`]); gauges from the pipeline's tables once a second and
 //! after each batch of events.
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, thread, time::Duration};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -150,28 +151,56 @@ impl Metrics {
     }
 }
 
-/// The HTTP endpoint; dropping it stops accepting.
+/// The HTTP endpoint; dropping it stops accepting and ends its thread.
 pub struct Endpoint {
     pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
 }
 
 impl Endpoint {
     /// Binds at once (so that a taken address is an error now, not a
-    /// warning later) and serves on the current tokio runtime.
+    /// warning later) and serves from a thread with a runtime of its own:
+    /// on the daemon's runtime a scrape would wait behind every batch of
+    /// events, and time out during the very flood it should show.
     pub fn bind(addr: SocketAddr, metrics: Metrics) -> anyhow::Result<Self> {
         let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
         listener.set_nonblocking(true).context("making the metrics socket non-blocking")?;
         let addr = listener.local_addr().context("reading the metrics socket's address")?;
-        let listener = tokio::net::TcpListener::from_std(listener).context("registering the metrics socket with tokio")?;
-        let task = tokio::spawn(serve(listener, metrics));
-        Ok(Self { addr, task })
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building the metrics thread's tokio runtime")?;
+        let listener = {
+            let _in_runtime = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).context("registering the metrics socket with tokio")?
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        () = serve(listener, metrics) => {}
+                        _ = stopped => {}
+                    }
+                });
+            })
+            .context("starting the metrics thread")?;
+        Ok(Self { addr, stop: Some(stop), thread: Some(thread) })
     }
 }
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // Dropping the runtime at the thread's end drops the connections'
+        // tasks too; none of them blocks, so this returns at once.
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
