@@ -7,14 +7,17 @@
 //! third process while the tools are at work.
 use std::{
     collections::VecDeque,
-    fs::{self, File},
-    io::{Read, Write},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    fs::File,
+    io::{Read as _, Write as _},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
-use super::monotonic_ns;
+use super::{
+    forked::{Forked, errno, sleep_until},
+    monotonic_ns,
+};
 
 /// What the child is asked to do: open `count` TCP listeners on 127.0.0.1
 /// (a port the kernel picks), one every `mean_interval_ns` on average
@@ -48,72 +51,42 @@ const RECORD_BYTES: usize = 48;
 const TAG_LISTENER: u32 = 1;
 const TAG_DONE: u32 = 2;
 const TAG_FAILED: u32 = 3;
+/// The calls a listener's life is made of, indexed by a Failure's step.
+/// throughput_generator.rs makes the same calls.
+pub const STEPS: [&str; 5] = ["socket", "bind", "getsockname", "listen", "close"];
 
-pub struct ListenerChild {
-    pid: libc::pid_t,
-    commands: Option<File>,
-    results: File,
-}
+pub struct ListenerChild(Forked);
 
 impl ListenerChild {
     /// Forks the child. Must run while the bench is still single-threaded
     /// (before any tool or reader thread starts), which is checked.
     pub fn start() -> anyhow::Result<Self> {
-        let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-        let threads = status.lines().find_map(|l| l.strip_prefix("Threads:")).map(str::trim);
-        if threads != Some("1") {
-            bail!("the listener child must be forked before any thread starts (threads: {threads:?})");
-        }
-        let (cmd_read, cmd_write) = pipe()?;
-        let (res_read, res_write) = pipe()?;
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: the process is single-threaded (checked above), so the
-        // child is a complete copy and may run ordinary Rust code.
-        match unsafe { libc::fork() } {
-            -1 => Err(std::io::Error::last_os_error()).context("fork"),
-            0 => {
-                drop(cmd_write);
-                drop(res_read);
-                // SAFETY: prctl and getppid have no memory preconditions.
-                unsafe {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-                    if libc::getppid() != parent {
-                        libc::_exit(1);
-                    }
-                }
-                let mut commands = File::from(cmd_read);
-                let mut results = File::from(res_write);
-                // Never unwind back into the bench's frames in this process.
-                let code =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(&mut commands, &mut results)))
-                        .unwrap_or(101);
-                // SAFETY: leaves without running the parent's destructors.
-                unsafe { libc::_exit(code) }
-            }
-            pid => Ok(Self {
-                pid,
-                commands: Some(File::from(cmd_write)),
-                results: File::from(res_read),
-            }),
-        }
+        Forked::start("listener child", serve).map(Self)
     }
 
     pub fn pid(&self) -> u32 {
-        self.pid as u32
+        self.0.pid()
+    }
+
+    /// Opens one listener and closes it at once: the test listener that
+    /// proves a tool is attached and sees the child.
+    pub fn probe(&mut self) -> anyhow::Result<Listener> {
+        let plan = Plan {
+            count: 1,
+            mean_interval_ns: 0,
+            hold_ns: 0,
+            seed: 1,
+        };
+        Ok(self.run(&plan)?[0])
     }
 
     /// Runs a plan in the child and returns its listeners, in opening order.
     pub fn run(&mut self, plan: &Plan) -> anyhow::Result<Vec<Listener>> {
-        let commands = self.commands.as_mut().context("the listener child was stopped")?;
-        commands
-            .write_all(&plan.encode())
-            .context("sending a plan to the listener child")?;
+        self.0.send(&plan.encode(), "a plan")?;
         let mut listeners = Vec::with_capacity(plan.count as usize);
         loop {
             let mut record = [0u8; RECORD_BYTES];
-            self.results
-                .read_exact(&mut record)
-                .context("the listener child stopped answering (did it die?)")?;
+            self.0.receive(&mut record)?;
             let word = |i: usize| u32::from_ne_bytes(record[i * 4..i * 4 + 4].try_into().unwrap());
             let long = |i: usize| u64::from_ne_bytes(record[16 + i * 8..24 + i * 8].try_into().unwrap());
             match word(0) {
@@ -126,10 +99,7 @@ impl ListenerChild {
                 }),
                 TAG_DONE => return Ok(listeners),
                 TAG_FAILED => {
-                    let step = ["socket", "bind", "getsockname", "listen", "close"]
-                        .get(word(1) as usize)
-                        .copied()
-                        .unwrap_or("?");
+                    let step = STEPS.get(word(1) as usize).copied().unwrap_or("?");
                     bail!(
                         "the listener child's {step}() failed after {} listeners: {}",
                         listeners.len(),
@@ -138,18 +108,6 @@ impl ListenerChild {
                 }
                 tag => bail!("the listener child sent a record with tag {tag}"),
             }
-        }
-    }
-}
-
-impl Drop for ListenerChild {
-    fn drop(&mut self) {
-        // EOF on its command pipe ends it; SIGKILL in case it is mid-plan.
-        self.commands = None;
-        // SAFETY: plain syscalls on our own child's pid.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
         }
     }
 }
@@ -175,20 +133,10 @@ impl Plan {
     }
 }
 
-fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("pipe2");
-    }
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 // ---- in the child ----
 
-/// Why a plan stopped: (step index, errno).
-type Failure = (u32, i32);
+/// Why a plan stopped: (index into STEPS, errno).
+pub type Failure = (u32, i32);
 
 fn serve(commands: &mut File, results: &mut File) -> i32 {
     loop {
@@ -290,28 +238,13 @@ fn jittered(mean: u64, rng: &mut u64) -> u64 {
     if mean == 0 { 0 } else { mean / 2 + *rng % (mean + 1) }
 }
 
-fn sleep_until(deadline_ns: u64) {
-    let ts = libc::timespec {
-        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
-    };
-    // SAFETY: ts is a valid timespec; EINTR simply wakes the loop early.
-    unsafe {
-        libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut());
-    }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-/// socket(), bind(127.0.0.1:0), getsockname(), then listen() between two
-/// clock reads (and one before socket()).
-fn open_listener() -> Result<(OwnedFd, Listener), Failure> {
+/// socket(), bind(127.0.0.1:0), then getsockname() for the port the
+/// kernel picked: a listener up to its listen(). Shared with the
+/// throughput generator, so that rates compare across benches.
+pub fn bound_to_loopback() -> Result<(OwnedFd, u16), Failure> {
     // SAFETY: plain socket syscalls on a descriptor this function owns, with
-    // pointers to properly sized local sockaddr_in values.
+    // pointers to a properly sized local sockaddr_in.
     unsafe {
-        let socket_ns = monotonic_ns();
         let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         if raw < 0 {
             return Err((0, errno()));
@@ -332,21 +265,29 @@ fn open_listener() -> Result<(OwnedFd, Listener), Failure> {
         if libc::getsockname(fd.as_raw_fd(), (&raw mut addr).cast(), &mut len) != 0 {
             return Err((2, errno()));
         }
-        let port = u16::from_be(addr.sin_port);
-        let before_ns = monotonic_ns();
-        if libc::listen(fd.as_raw_fd(), 128) != 0 {
-            return Err((3, errno()));
-        }
-        let after_ns = monotonic_ns();
-        Ok((
-            fd,
-            Listener {
-                port,
-                socket_ns,
-                before_ns,
-                after_ns,
-                close_ns: 0,
-            },
-        ))
+        Ok((fd, u16::from_be(addr.sin_port)))
     }
+}
+
+/// socket(), bind(127.0.0.1:0), getsockname(), then listen() between two
+/// clock reads (and one before socket()).
+fn open_listener() -> Result<(OwnedFd, Listener), Failure> {
+    let socket_ns = monotonic_ns();
+    let (fd, port) = bound_to_loopback()?;
+    let before_ns = monotonic_ns();
+    // SAFETY: plain syscall on a descriptor we own.
+    if unsafe { libc::listen(fd.as_raw_fd(), 128) } != 0 {
+        return Err((3, errno()));
+    }
+    let after_ns = monotonic_ns();
+    Ok((
+        fd,
+        Listener {
+            port,
+            socket_ns,
+            before_ns,
+            after_ns,
+            close_ns: 0,
+        },
+    ))
 }

@@ -7,14 +7,17 @@
 //! listeners take several holders. The resources and start benches use them
 //! for "100,000 live listeners" and "10,000 existing listeners".
 use std::{
-    fs::{self, File},
-    io::{Read, Write},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    fs::File,
+    io::{Read as _, Write as _},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
 use anyhow::{Context as _, bail};
 
-use super::monotonic_ns;
+use super::{
+    forked::{Forked, errno, sleep_until},
+    monotonic_ns,
+};
 
 /// The kernel name of the holder (its comm), as tools show it.
 pub const HOLDER_COMM: &str = "bench-holder";
@@ -127,60 +130,25 @@ impl Holders {
     }
 }
 
-pub struct Holder {
-    pid: libc::pid_t,
-    commands: Option<File>,
-    results: File,
-}
+/// One holder. Dropping it kills the process, and the kernel closes its
+/// sockets when it dies.
+pub struct Holder(Forked);
 
 impl Holder {
     /// Forks the holder. Like the listener child, it must be forked while
     /// the bench is single-threaded, which is checked.
     pub fn start() -> anyhow::Result<Self> {
-        let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-        let threads = status.lines().find_map(|l| l.strip_prefix("Threads:")).map(str::trim);
-        if threads != Some("1") {
-            bail!("the listener holder must be forked before any thread starts (threads: {threads:?})");
-        }
-        let (cmd_read, cmd_write) = pipe()?;
-        let (res_read, res_write) = pipe()?;
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: the process is single-threaded (checked above), so the
-        // child is a complete copy and may run ordinary Rust code.
-        match unsafe { libc::fork() } {
-            -1 => Err(std::io::Error::last_os_error()).context("fork"),
-            0 => {
-                drop(cmd_write);
-                drop(res_read);
-                let name = HOLDER_COMM_C;
-                // SAFETY: prctl and getppid have no memory preconditions;
-                // name is a NUL-terminated string of at most 16 bytes.
-                unsafe {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-                    libc::prctl(libc::PR_SET_NAME, name.as_ptr());
-                    if libc::getppid() != parent {
-                        libc::_exit(1);
-                    }
-                }
-                let mut commands = File::from(cmd_read);
-                let mut results = File::from(res_write);
-                // Never unwind back into the bench's frames in this process.
-                let code =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(&mut commands, &mut results)))
-                        .unwrap_or(101);
-                // SAFETY: leaves without running the parent's destructors.
-                unsafe { libc::_exit(code) }
-            }
-            pid => Ok(Self {
-                pid,
-                commands: Some(File::from(cmd_write)),
-                results: File::from(res_read),
-            }),
-        }
+        Forked::start("listener holder", |commands, results| {
+            // SAFETY: prctl takes a NUL-terminated name of at most 16
+            // bytes, which HOLDER_COMM_C is.
+            unsafe { libc::prctl(libc::PR_SET_NAME, HOLDER_COMM_C.as_ptr()) };
+            serve(commands, results)
+        })
+        .map(Self)
     }
 
     pub fn pid(&self) -> u32 {
-        self.pid as u32
+        self.0.pid()
     }
 
     /// Opens `tcp` TCP listeners and `udp` bound UDP sockets (in that
@@ -196,7 +164,8 @@ impl Holder {
         let header = self.header()?;
         let (got, errno) = (header[1] as usize, header[2] as i32);
         let mut entries = vec![0u8; got * 4];
-        self.results
+        self.0
+            .results()
             .read_exact(&mut entries)
             .context("reading the listener holder's sockets")?;
         let held: Vec<Held> = entries
@@ -226,44 +195,16 @@ impl Holder {
     }
 
     fn send(&mut self, command: &[u8; COMMAND_BYTES]) -> anyhow::Result<()> {
-        self.commands
-            .as_mut()
-            .context("the listener holder was stopped")?
-            .write_all(command)
-            .context("sending a command to the listener holder")
+        self.0.send(command, "a command")
     }
 
     fn header(&mut self) -> anyhow::Result<[u32; 4]> {
         let mut bytes = [0u8; HEADER_BYTES];
-        self.results
-            .read_exact(&mut bytes)
-            .context("the listener holder stopped answering (did it die?)")?;
+        self.0.receive(&mut bytes)?;
         Ok(std::array::from_fn(|i| {
             u32::from_ne_bytes(bytes[i * 4..i * 4 + 4].try_into().expect("4 bytes"))
         }))
     }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        self.commands = None;
-        // SAFETY: plain syscalls on our own child's pid. The kernel closes
-        // its sockets when it dies.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
-        }
-    }
-}
-
-fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("pipe2");
-    }
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 // ---- in the holder ----
@@ -355,19 +296,7 @@ fn open_all(held: &mut Vec<(Held, OwnedFd)>, octet: u8, tcp: u32, udp: u32, per_
 
 /// Sleeps until `made` sockets are due at `per_sec` from `start_ns`.
 fn pace(start_ns: u64, made: u64, per_sec: u32) {
-    let due = start_ns + made * 1_000_000_000 / u64::from(per_sec);
-    let ts = libc::timespec {
-        tv_sec: (due / 1_000_000_000) as libc::time_t,
-        tv_nsec: (due % 1_000_000_000) as libc::c_long,
-    };
-    // SAFETY: ts is a valid timespec; EINTR simply returns early.
-    unsafe {
-        libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut());
-    }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    sleep_until(start_ns + made * 1_000_000_000 / u64::from(per_sec));
 }
 
 /// socket, bind to 127.0.0.`octet`:`port`, and for TCP listen; Ok(None) if

@@ -5,6 +5,7 @@
 mod background;
 mod catch_rate;
 mod child;
+mod forked;
 mod holder;
 mod latency;
 mod overhead;
@@ -20,7 +21,7 @@ use clap::{Args, Subcommand, value_parser};
 use hdrhistogram::Histogram;
 
 use self::{
-    child::{ListenerChild, Plan},
+    child::ListenerChild,
     tools::{Collected, Hub, Proc, Tool},
 };
 use crate::util::{output, watcher_binary};
@@ -189,12 +190,7 @@ impl Streaming {
         // listener both tools report proves both are live.
         let mut proven = false;
         for _ in 0..30 {
-            let probe = child.run(&Plan {
-                count: 1,
-                mean_interval_ns: 0,
-                hold_ns: 0,
-                seed: 1,
-            })?[0];
+            let probe = child.probe()?;
             proven = hub.wait_until(&mut seen, Duration::from_secs(2), |c| {
                 c.watcher
                     .iter()

@@ -5,9 +5,9 @@
 //! answers over another only when the work is done, so nothing wakes the
 //! bench while a workload runs.
 use std::{
-    fs::{self, File},
+    fs::File,
     io::{Read as _, Write as _},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -15,9 +15,12 @@ use std::{
     thread,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
-use super::super::monotonic_ns;
+use super::super::{
+    forked::{Forked, errno},
+    monotonic_ns,
+};
 
 /// A workload: a fixed amount of work, timed in the worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,73 +99,27 @@ const CLIENT_WINDOW: u64 = 64;
 /// lost, instead of blocking for ever.
 const ACCEPT_IDLE_MS: i64 = 200;
 
-pub struct Worker {
-    pid: libc::pid_t,
-    commands: Option<File>,
-    results: File,
-}
+pub struct Worker(Forked);
 
 impl Worker {
     /// Forks the worker. Must run while the bench is still single-threaded
     /// (before any tool or reader thread starts), which is checked.
     pub fn start() -> anyhow::Result<Self> {
-        let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-        let threads = status.lines().find_map(|l| l.strip_prefix("Threads:")).map(str::trim);
-        if threads != Some("1") {
-            bail!("the overhead worker must be forked before any thread starts (threads: {threads:?})");
-        }
-        let (cmd_read, cmd_write) = pipe()?;
-        let (res_read, res_write) = pipe()?;
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: the process is single-threaded (checked above), so the
-        // child is a complete copy and may run ordinary Rust code.
-        match unsafe { libc::fork() } {
-            -1 => Err(std::io::Error::last_os_error()).context("fork"),
-            0 => {
-                drop(cmd_write);
-                drop(res_read);
-                // SAFETY: prctl and getppid have no memory preconditions.
-                unsafe {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-                    // The bench died before prctl: nobody would kill us.
-                    if libc::getppid() != parent {
-                        libc::_exit(1);
-                    }
-                }
-                let mut commands = File::from(cmd_read);
-                let mut results = File::from(res_write);
-                // Never unwind back into the bench's frames in this process.
-                let code =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(&mut commands, &mut results)))
-                        .unwrap_or(101);
-                // SAFETY: leaves without running the parent's destructors.
-                unsafe { libc::_exit(code) }
-            }
-            pid => Ok(Self {
-                pid,
-                commands: Some(File::from(cmd_write)),
-                results: File::from(res_read),
-            }),
-        }
+        Forked::start("overhead worker", serve).map(Self)
     }
 
     pub fn pid(&self) -> u32 {
-        self.pid as u32
+        self.0.pid()
     }
 
     /// Runs `count` operations of `work` in the worker and waits for them.
     pub fn run(&mut self, work: Work, count: u64) -> anyhow::Result<Outcome> {
-        let commands = self.commands.as_mut().context("the overhead worker was stopped")?;
         let mut command = [0u8; COMMAND_BYTES];
         command[0..4].copy_from_slice(&work.code().to_ne_bytes());
         command[8..16].copy_from_slice(&count.to_ne_bytes());
-        commands
-            .write_all(&command)
-            .context("sending a workload to the overhead worker")?;
+        self.0.send(&command, "a workload")?;
         let mut reply = [0u8; REPLY_BYTES];
-        self.results
-            .read_exact(&mut reply)
-            .context("the overhead worker stopped answering (did it die?)")?;
+        self.0.receive(&mut reply)?;
         let word = |i: usize| u32::from_ne_bytes(reply[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
         let long = |i: usize| u64::from_ne_bytes(reply[16 + i * 8..24 + i * 8].try_into().expect("8 bytes"));
         let outcome = Outcome {
@@ -181,28 +138,6 @@ impl Worker {
             tag => bail!("the overhead worker sent a reply with tag {tag}"),
         }
     }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        // EOF on its command pipe ends it; SIGKILL in case it is mid-work.
-        self.commands = None;
-        // SAFETY: plain syscalls on our own child's pid.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
-        }
-    }
-}
-
-fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("pipe2");
-    }
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 // ---- in the worker ----
@@ -244,10 +179,6 @@ fn serve(commands: &mut File, results: &mut File) -> i32 {
             return 1;
         }
     }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 fn loopback() -> libc::sockaddr_in {

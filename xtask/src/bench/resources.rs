@@ -21,7 +21,7 @@ use super::{
     child::{ListenerChild, Plan},
     duration, ensure_tracefs,
     holder::{self, Holders},
-    machine, monotonic_ns, print_machine,
+    machine, monotonic_ns, print_machine, ratio,
 };
 use crate::util::watcher_binary;
 
@@ -472,12 +472,7 @@ fn prove_live(tools: &mut [Tracked], generator: &mut ListenerChild, pids: &Pids)
         for t in tools.iter() {
             t.bg.discard_queued();
         }
-        let probe = generator.run(&Plan {
-            count: 1,
-            mean_interval_ns: 0,
-            hold_ns: 0,
-            seed: 1,
-        })?[0];
+        let probe = generator.probe()?;
         for (t, proven) in tools.iter_mut().zip(&mut proven) {
             if *proven {
                 continue;
@@ -644,12 +639,12 @@ fn report(args: &Args, machine: &[(String, String)], phases: &[PhaseResult], fac
             let cpu_ratio = if i == 2 || bpf.cpu_ns.min(m.cpu_ns) < MIN_CPU_FOR_RATIO_NS {
                 "–".to_owned()
             } else {
-                times(m.cpu_ns as f64 / bpf.cpu_ns as f64)
+                ratio(m.cpu_ns, bpf.cpu_ns)
             };
             let rss_ratio = if i == 2 {
                 "–".to_owned()
             } else {
-                times(m.rss_kib as f64 / bpf.rss_kib.max(1) as f64)
+                ratio(m.rss_kib, bpf.rss_kib.max(1))
             };
             let all = match (p.name, m.complete_after) {
                 ("idle" | "held", _) => "–".to_owned(),
@@ -780,14 +775,6 @@ fn gauge(v: Option<f64>) -> String {
 
 fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
-}
-
-fn times(r: f64) -> String {
-    if r >= 100.0 {
-        format!("{r:.0}×")
-    } else {
-        format!("{r:.1}×")
-    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use clap::{Args as ClapArgs, value_parser};
 
 use super::{
     background::{Background, Stdout},
-    child::{ListenerChild, Plan},
+    child::ListenerChild,
     duration, ensure_tracefs,
     holder::{self, Held, Holders, Proto},
     machine, monotonic_ns, print_machine, ratio,
@@ -323,12 +323,7 @@ fn launch(which: Launched, config: &std::path::Path, generator: &mut ListenerChi
                 probes.len()
             );
         }
-        let probe = generator.run(&Plan {
-            count: 1,
-            mean_interval_ns: 0,
-            hold_ns: 0,
-            seed: 1,
-        })?[0];
+        let probe = generator.probe()?;
         probes.insert(probe.port, probe.before_ns);
         let hit = Cell::new(None);
         // Probes come about every millisecond just after the ready signal,

@@ -8,15 +8,19 @@
 //! scheduling on a loaded machine) makes a larger batch instead of a lower
 //! rate, and 100,000+ listeners/s stay reachable.
 use std::{
-    fs::{self, File},
-    io::{Read, Write},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    fs::File,
+    io::{Read as _, Write as _},
+    os::fd::AsRawFd as _,
     sync::mpsc,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
-use crate::bench::monotonic_ns;
+use crate::bench::{
+    child::{Failure, STEPS, bound_to_loopback},
+    forked::{Forked, errno, sleep_until},
+    monotonic_ns,
+};
 
 /// One run of the generator.
 #[derive(Clone, Copy, Debug)]
@@ -65,13 +69,8 @@ const DONE_BYTES: usize = 40;
 const NO_FAILURE: u32 = u32::MAX;
 /// In place of a step: one of the generator's threads panicked.
 const PANICKED: u32 = u32::MAX - 1;
-const STEPS: [&str; 5] = ["socket", "bind", "getsockname", "listen", "close"];
 
-pub struct Generator {
-    pid: libc::pid_t,
-    commands: Option<File>,
-    results: File,
-}
+pub struct Generator(Forked);
 
 impl Generator {
     /// Forks the generator with `threads` threads, started at once and
@@ -81,63 +80,25 @@ impl Generator {
     /// run while the bench is still single-threaded (before any tool or
     /// reader thread starts): checked.
     pub fn start(threads: u64) -> anyhow::Result<Self> {
-        let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-        let running = status.lines().find_map(|l| l.strip_prefix("Threads:")).map(str::trim);
-        if running != Some("1") {
-            bail!("the listener generator must be forked before any thread starts (threads: {running:?})");
-        }
-        let (cmd_read, cmd_write) = pipe()?;
-        let (res_read, res_write) = pipe()?;
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: the process is single-threaded (checked above), so the
-        // child is a complete copy and may run ordinary Rust code.
-        match unsafe { libc::fork() } {
-            -1 => Err(std::io::Error::last_os_error()).context("forking the listener generator"),
-            0 => {
-                drop(cmd_write);
-                drop(res_read);
-                // SAFETY: prctl and getppid have no memory preconditions.
-                unsafe {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-                    if libc::getppid() != parent {
-                        libc::_exit(1);
-                    }
-                    // 1 ns of timer slack instead of 50 µs: sleeps end close
-                    // to when the next listener is due, so batches stay small.
-                    libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
-                }
-                let mut commands = File::from(cmd_read);
-                let mut results = File::from(res_write);
-                // Never unwind back into the bench's frames in this process.
-                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    serve(&mut commands, &mut results, &Pool::start(threads))
-                }))
-                .unwrap_or(101);
-                // SAFETY: leaves without running the parent's destructors.
-                unsafe { libc::_exit(code) }
-            }
-            pid => Ok(Self {
-                pid,
-                commands: Some(File::from(cmd_write)),
-                results: File::from(res_read),
-            }),
-        }
+        Forked::start("listener generator", |commands, results| {
+            // 1 ns of timer slack instead of 50 µs: sleeps end close to
+            // when the next listener is due, so batches stay small.
+            // SAFETY: prctl(PR_SET_TIMERSLACK) takes no pointers.
+            unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+            serve(commands, results, &Pool::start(threads))
+        })
+        .map(Self)
     }
 
     pub fn pid(&self) -> u32 {
-        self.pid as u32
+        self.0.pid()
     }
 
     /// Runs `load` in the generator and waits until it is done.
     pub fn run(&mut self, load: &Load) -> anyhow::Result<Done> {
-        let commands = self.commands.as_mut().context("the listener generator was stopped")?;
-        commands
-            .write_all(&load.encode())
-            .context("sending a load to the listener generator")?;
+        self.0.send(&load.encode(), "a load")?;
         let mut bytes = [0u8; DONE_BYTES];
-        self.results
-            .read_exact(&mut bytes)
-            .context("the listener generator stopped answering (did it die?)")?;
+        self.0.receive(&mut bytes)?;
         let long = |i: usize| u64::from_ne_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
         let done = Done {
             opened: long(0),
@@ -164,18 +125,6 @@ impl Generator {
     }
 }
 
-impl Drop for Generator {
-    fn drop(&mut self) {
-        // EOF on its command pipe ends it; SIGKILL in case it is mid-load.
-        self.commands = None;
-        // SAFETY: plain syscalls on our own child's pid.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
-        }
-    }
-}
-
 impl Load {
     fn encode(&self) -> [u8; LOAD_BYTES] {
         let mut out = [0u8; LOAD_BYTES];
@@ -199,20 +148,7 @@ impl Load {
     }
 }
 
-fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("creating a pipe to the listener generator");
-    }
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 // ---- in the generator ----
-
-/// Why a load stopped early: (index into STEPS, errno).
-type Failure = (u32, i32);
 
 fn serve(commands: &mut File, results: &mut File, pool: &Pool) -> i32 {
     loop {
@@ -390,47 +326,12 @@ fn generate(load: &Load) -> (Done, Option<Failure>) {
     (done, failure)
 }
 
-fn sleep_until(deadline_ns: u64) {
-    let ts = libc::timespec {
-        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
-    };
-    // SAFETY: ts is a valid timespec; EINTR simply wakes the loop early.
-    unsafe {
-        libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut());
-    }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
 /// socket(), bind(127.0.0.1:0), getsockname(), listen(), close(): the same
 /// calls as child.rs's listeners, so rates compare across benches.
 fn open_and_close() -> Result<u16, Failure> {
-    // SAFETY: plain socket syscalls on a descriptor this function owns, with
-    // pointers to properly sized local sockaddr_in values.
+    let (fd, port) = bound_to_loopback()?;
+    // SAFETY: plain syscalls on a descriptor this function owns.
     unsafe {
-        let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if raw < 0 {
-            return Err((0, errno()));
-        }
-        let fd = OwnedFd::from_raw_fd(raw);
-        let mut addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-            },
-            sin_zero: [0; 8],
-        };
-        let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        if libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len) != 0 {
-            return Err((1, errno()));
-        }
-        if libc::getsockname(fd.as_raw_fd(), (&raw mut addr).cast(), &mut len) != 0 {
-            return Err((2, errno()));
-        }
         if libc::listen(fd.as_raw_fd(), 128) != 0 {
             return Err((3, errno()));
         }
@@ -439,6 +340,6 @@ fn open_and_close() -> Result<u16, Failure> {
         if libc::close(raw) != 0 {
             return Err((4, errno()));
         }
-        Ok(u16::from_be(addr.sin_port))
     }
+    Ok(port)
 }
