@@ -1,12 +1,22 @@
 //! Escaping of what processes choose (comm, argv, paths) before it is
 //! printed: a hostile process must not be able to forge or break a line of
 //! watcher's output with newlines, terminal escapes or invalid UTF-8.
-use std::fmt::Write as _;
+use std::{borrow::Cow, fmt::Write as _};
 
 /// Printable text, with every control character, backslash and invalid
 /// UTF-8 byte written as a `\xNN` escape (and a few common ones as `\n`,
 /// `\t`, `\\`). Printable non-ASCII characters are kept.
 pub fn escape_bytes(bytes: &[u8]) -> String {
+    escape(bytes).into_owned()
+}
+
+/// [`escape_bytes`], borrowing what needs no escape: nearly every name and
+/// argument is plain printable ASCII, and this runs for every field of
+/// every event, so the common case neither decodes nor allocates.
+pub fn escape(bytes: &[u8]) -> Cow<'_, str> {
+    if bytes.iter().all(|&b| matches!(b, b' '..=b'~') && b != b'\\') {
+        return String::from_utf8_lossy(bytes);
+    }
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -27,7 +37,7 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
             let _ = write!(out, "\\x{b:02x}");
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// The kernel's fixed-size, NUL-padded comm as bytes, without the padding.
@@ -43,6 +53,10 @@ mod tests {
     #[test]
     fn control_characters_and_invalid_utf8_are_escaped() {
         assert_eq!(escape_bytes(b"ok name"), "ok name");
+        assert_eq!(escape_bytes(b" ~plain-ASCII_0123456789!"), " ~plain-ASCII_0123456789!");
+        assert_eq!(escape_bytes(b"\x7f"), "\\x7f", "DEL is a control character");
+        assert!(matches!(escape(b"/usr/sbin/sshd"), Cow::Borrowed("/usr/sbin/sshd")));
+        assert!(matches!(escape(b"a\nb"), Cow::Owned(_)));
         assert_eq!(escape_bytes(b"a\nb"), "a\\nb");
         assert_eq!(escape_bytes(b"\x1b[31mred"), "\\x1b[31mred");
         assert_eq!(escape_bytes(b"\xff\xfe"), "\\xff\\xfe");

@@ -2,6 +2,7 @@
 //! Everything a process chooses (comm, exe, argv, paths, device names) goes
 //! through [`escape_bytes`] first, so no process can forge or break a line.
 use std::{
+    borrow::Cow,
     hash::{BuildHasher as _, RandomState},
     io::{self, Write},
     net::IpAddr,
@@ -14,7 +15,7 @@ use watcher_common::{SO_ATTACH_BPF, SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF, 
 
 use crate::{
     cgroups::CgroupName,
-    escape::escape_bytes,
+    escape::{escape, escape_bytes},
     enforce::Denial,
     events::{AcceptEvent, DeniedEvent, Family, Filter, Proto, SockAddr, SocketEvent, SocketKind, Task},
     process::ProcessInfo,
@@ -127,9 +128,9 @@ struct Common<'a> {
     pid: u32,
     tid: u32,
     ppid: Option<u32>,
-    comm: String,
-    exe: Option<String>,
-    cmdline: Option<Vec<String>>,
+    comm: Cow<'a, str>,
+    exe: Option<Cow<'a, str>>,
+    cmdline: Option<Vec<Cow<'a, str>>>,
     uid: u32,
     gid: u32,
     user: Option<&'a str>,
@@ -489,9 +490,9 @@ fn common_fields<'a>(report: &Report<'a>) -> Common<'a> {
         pid: t.pid,
         tid: t.tid,
         ppid: p.ppid,
-        comm: escape_bytes(&t.comm),
-        exe: p.exe.as_deref().map(escape_bytes),
-        cmdline: p.cmdline.as_ref().map(|argv| argv.iter().map(|a| escape_bytes(a)).collect()),
+        comm: escape(&t.comm),
+        exe: p.exe.as_deref().map(escape),
+        cmdline: p.cmdline.as_ref().map(|argv| argv.iter().map(|a| escape(a)).collect()),
         uid: t.uid,
         gid: t.gid,
         user: report.user,
