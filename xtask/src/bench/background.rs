@@ -8,7 +8,7 @@ use std::{
     fs,
     io::{BufRead as _, BufReader, Read},
     os::unix::process::CommandExt as _,
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -53,15 +53,7 @@ impl Background {
         ready: impl Fn(&str) -> bool,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        // SAFETY: prctl is async-signal-safe and touches no memory.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().with_context(|| format!("starting {label}: {cmd:?}"))?;
+        let mut child = spawn_piped(label, cmd)?;
         let (tx, rx) = sync_channel(LINE_QUEUE);
         let lines = Arc::new(AtomicU64::new(0));
         let kept = Arc::new(Mutex::new(Vec::new()));
@@ -167,23 +159,42 @@ impl Background {
 
     /// SIGTERM, up to 5 s to exit, then SIGKILL.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: a signal to our own child, not reaped yet.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            match child.try_wait() {
-                Ok(Some(_)) => return,
-                Ok(None) => thread::sleep(Duration::from_millis(10)),
-                Err(_) => break,
-            }
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, &self.label);
         }
-        eprintln!("xtask: bench: {} ignored SIGTERM; killing it", self.label);
-        let _ = child.kill();
-        let _ = child.wait();
     }
+}
+
+/// Spawns a tool with stdin closed and stdout and stderr piped, killed
+/// (SIGTERM) by the kernel if the bench dies first (PR_SET_PDEATHSIG), so
+/// that no tool outlives an interrupted bench.
+pub fn spawn_piped(label: &str, cmd: &mut Command) -> anyhow::Result<Child> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // SAFETY: prctl is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+            Ok(())
+        });
+    }
+    cmd.spawn().with_context(|| format!("starting {label}: {cmd:?}"))
+}
+
+/// SIGTERM, up to 5 s to exit, then SIGKILL; the child is reaped either way.
+pub fn terminate(child: &mut Child, label: &str) -> Option<ExitStatus> {
+    // SAFETY: a signal to our own child, not reaped yet.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => thread::sleep(Duration::from_millis(10)),
+            Err(_) => break,
+        }
+    }
+    eprintln!("xtask: bench: {label} ignored SIGTERM; killing it");
+    let _ = child.kill();
+    child.wait().ok()
 }
 
 impl Drop for Background {
@@ -228,7 +239,8 @@ pub struct Usage {
 
 impl Usage {
     pub fn of(pid: u32) -> anyhow::Result<Self> {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+        let stat =
+            fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
         // comm may hold spaces and parentheses: fields start after the last ')'.
         let fields: Vec<&str> = stat
             .rsplit_once(')')

@@ -4,7 +4,6 @@
 use std::{
     collections::{HashSet, VecDeque},
     io::{BufRead as _, BufReader, Read},
-    os::unix::process::CommandExt as _,
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel},
     thread::{self, JoinHandle},
@@ -14,7 +13,10 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-use super::monotonic_ns;
+use super::{
+    background::{spawn_piped, terminate},
+    monotonic_ns,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {
@@ -256,15 +258,7 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(tool: Tool, cmd: &mut Command, hub: &Hub) -> anyhow::Result<Self> {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        // SAFETY: prctl is async-signal-safe and touches no memory.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+        let mut child = spawn_piped(tool.name(), cmd)?;
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
         read_lines(tool, Stream::Stdout, stdout, hub.tx.clone());
@@ -278,21 +272,7 @@ impl Proc {
     /// SIGTERM, up to 5 s to exit, then SIGKILL.
     pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
-        // SAFETY: a signal to our own child, which has not been reaped yet.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            match child.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) => thread::sleep(Duration::from_millis(10)),
-                Err(_) => break,
-            }
-        }
-        eprintln!("xtask: bench: {} ignored SIGTERM; killing it", self.tool.name());
-        let _ = child.kill();
-        child.wait().ok()
+        terminate(&mut child, self.tool.name())
     }
 }
 
