@@ -2,8 +2,8 @@
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    events::Family,
-    filter::{Filter, ProtoFilter},
+    policy::filter::{Filter, ProtoFilter},
+    record::decode::Family,
 };
 
 #[derive(Debug, Parser)]

@@ -157,7 +157,9 @@ impl<'de> Deserialize<'de> for Ports {
         match Raw::deserialize(d)? {
             Raw::One(p) => Ok(Self(p..=p)),
             Raw::Range(text) => {
-                let parse = |s: &str| s.trim().parse::<u16>().map_err(|_| serde::de::Error::custom(format!("bad port {s:?} in {text:?}")));
+                let parse = |s: &str| {
+                    s.trim().parse::<u16>().map_err(|_| serde::de::Error::custom(format!("bad port {s:?} in {text:?}")))
+                };
                 let (lo, hi) = match text.split_once('-') {
                     Some((lo, hi)) => (parse(lo)?, parse(hi)?),
                     None => {
@@ -269,7 +271,7 @@ impl Config {
         }
         if let Some(syslog) = &self.syslog {
             // One message, not a context chain: a reload prints it on one line.
-            if let Err(e) = crate::syslog::Target::parse(&syslog.target) {
+            if let Err(e) = crate::output::syslog::Target::parse(&syslog.target) {
                 bail!("[syslog] target {:?}: {e}", syslog.target);
             }
         }
@@ -291,7 +293,9 @@ mod tests {
 
     #[test]
     fn ports_and_ranges() {
-        let c = Config::parse("[[allow]]\nproto = \"tcp\"\nport = \"8000-8100\"\n[[allow]]\nproto = \"udp\"\nport = 53\n").unwrap();
+        let c =
+            Config::parse("[[allow]]\nproto = \"tcp\"\nport = \"8000-8100\"\n[[allow]]\nproto = \"udp\"\nport = 53\n")
+                .unwrap();
         assert_eq!(c.rules[0].port, Some(Ports(8000..=8100)));
         assert_eq!(c.rules[1].port, Some(Ports(53..=53)));
         assert_eq!(c.rules[0].label(), "tcp/8000-8100");

@@ -1,34 +1,32 @@
 //! watcher: every socket on the host that starts waiting for others,
 //! reported the moment it appears, with the process behind it.
 //!
-//! Data flows one way: `loader` attaches the kernel programs, `events`
-//! reads and decodes the ring buffer, `process` names the process,
-//! `filter` keeps what the user asked for, `output` prints it; `watch`
-//! wires these together for the `watch` command.
-pub mod baseline;
-pub mod btf;
-pub mod cgroups;
+//! The modules follow the data, each importing only from those listed
+//! before it (a unit test, `import_order`, checks this):
+//!
+//! | module | what it holds |
+//! | --- | --- |
+//! | [`model`] | the shared vocabulary: event names, escaping |
+//! | [`config`] | the daemon's TOML configuration, as data |
+//! | [`kernel`] | privileges, loading and attaching the eBPF programs, BTF |
+//! | [`record`] | ring-buffer records decoded into typed values |
+//! | [`host`] | /proc, cgroups, users, services |
+//! | [`enrich`] | process table, socket options, UNIX listeners kept beside the stream |
+//! | [`snapshot`] | the sockets already there (sock_diag, /proc/net, fd tables) |
+//! | [`state`] | the listener table and its lifecycle |
+//! | [`policy`] | allowlist, filters, enforcement |
+//! | [`output`] | the sinks, one file per format |
+//! | [`cli`] | command-line flags |
+//! | [`commands`] | watch, list, daemon, baseline: glue only |
 pub mod cli;
+pub mod commands;
 pub mod config;
-pub mod daemon;
-pub mod enforce;
-pub mod escape;
-pub mod events;
-pub mod filter;
-pub mod fleet;
-pub mod lifecycle;
-pub mod list;
-pub mod loader;
-pub mod metrics;
+pub mod enrich;
+pub mod host;
+pub mod kernel;
+pub mod model;
 pub mod output;
 pub mod policy;
-pub mod privileges;
-pub mod process;
-pub mod process_table;
-pub mod services;
-pub mod sink;
+pub mod record;
 pub mod snapshot;
-pub mod syslog;
-pub mod socket_options;
-pub mod unix_listeners;
-pub mod watch;
+pub mod state;

@@ -43,7 +43,13 @@ fn ensure_nightly_with_rust_src() -> anyhow::Result<()> {
         }
         Some(_) => run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY])),
         None => run(Command::new("rustup").args([
-            "toolchain", "install", NIGHTLY, "--profile", "minimal", "--component", "rust-src",
+            "toolchain",
+            "install",
+            NIGHTLY,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
         ]))
         .context("no nightly toolchain, and installing one failed: the eBPF crate needs nightly for -Z build-std"),
     }
@@ -110,11 +116,8 @@ fn llvm_prefix_for_nightly() -> anyhow::Result<(PathBuf, String)> {
 }
 
 fn ensure_packages(packages: &[(&str, &str)]) -> anyhow::Result<()> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .filter(|(_, file)| !PathBuf::from(file).exists())
-        .map(|&(package, _)| package)
-        .collect();
+    let missing: Vec<&str> =
+        packages.iter().filter(|(_, file)| !PathBuf::from(file).exists()).map(|&(package, _)| package).collect();
     if missing.is_empty() {
         eprintln!("xtask: test packages: present");
         return Ok(());

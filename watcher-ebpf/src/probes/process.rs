@@ -5,16 +5,11 @@
 use aya_ebpf::{
     EbpfContext as _,
     cty::c_void,
-    helpers::{
-        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
-        generated::bpf_probe_read_user_str,
-    },
+    helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, generated::bpf_probe_read_user_str},
     macros::tracepoint,
     programs::TracePointContext,
 };
-use watcher_common::{
-    ARG_BYTES, ARGV_SLOTS, EXEC_ARGS_MORE, EventKind, ExecArgsRecord, ExecRecord, ProcessRecord,
-};
+use watcher_common::{ARG_BYTES, ARGV_SLOTS, EXEC_ARGS_MORE, EventKind, ExecArgsRecord, ExecRecord, ProcessRecord};
 
 use crate::record::{EVENTS, count_lost, header, output, wanted_tgid};
 
@@ -40,11 +35,7 @@ fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
     }
     // SAFETY: offset and size from the tracepoint's format.
     let child = unsafe { ctx.read_at::<i32>(FORK_CHILD_PID)? };
-    output(&ProcessRecord {
-        header: header(EventKind::Fork),
-        pid: child as u32,
-        group_dead: 0,
-    });
+    output(&ProcessRecord { header: header(EventKind::Fork), pid: child as u32, group_dead: 0 });
     Ok(())
 }
 
@@ -60,17 +51,8 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     // SAFETY: offsets and sizes from the tracepoint's format.
-    let (pid, group_dead) = unsafe {
-        (
-            ctx.read_at::<i32>(EXIT_PID)?,
-            ctx.read_at::<u8>(EXIT_GROUP_DEAD)?,
-        )
-    };
-    output(&ProcessRecord {
-        header: header(EventKind::Exit),
-        pid: pid as u32,
-        group_dead: u32::from(group_dead != 0),
-    });
+    let (pid, group_dead) = unsafe { (ctx.read_at::<i32>(EXIT_PID)?, ctx.read_at::<u8>(EXIT_GROUP_DEAD)?) };
+    output(&ProcessRecord { header: header(EventKind::Exit), pid: pid as u32, group_dead: u32::from(group_dead != 0) });
     Ok(())
 }
 
@@ -99,8 +81,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         (*record).old_pid = ctx.read_at::<i32>(EXEC_OLD_PID).unwrap_or(0) as u32;
         let loc = ctx.read_at::<u32>(EXEC_FILENAME_LOC).unwrap_or(0);
         let src = ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize);
-        let len = bpf_probe_read_kernel_str_bytes(src, &mut (*record).filename)
-            .map_or(0, |s| s.len());
+        let len = bpf_probe_read_kernel_str_bytes(src, &mut (*record).filename).map_or(0, |s| s.len());
         (*record).filename_len = len as u32;
     }
     entry.submit(0);

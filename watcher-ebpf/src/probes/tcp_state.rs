@@ -5,8 +5,10 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use watcher_common::{AF_INET, AF_INET6, EventKind, IPPROTO_TCP};
 
 use super::bind_listen::listen_args;
-use crate::kernel::sock_netns;
-use crate::record::{SocketFacts, submit, wanted_tgid};
+use crate::{
+    kernel::sock_netns,
+    record::{SocketFacts, submit, wanted_tgid},
+};
 
 const TCP_CLOSE: i32 = 7;
 const TCP_LISTEN: i32 = 10;
@@ -32,13 +34,8 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 
 fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: offsets and sizes match the tracepoint's format (see above).
-    let (protocol, oldstate, newstate) = unsafe {
-        (
-            ctx.read_at::<u16>(PROTOCOL)?,
-            ctx.read_at::<i32>(OLDSTATE)?,
-            ctx.read_at::<i32>(NEWSTATE)?,
-        )
-    };
+    let (protocol, oldstate, newstate) =
+        unsafe { (ctx.read_at::<u16>(PROTOCOL)?, ctx.read_at::<i32>(OLDSTATE)?, ctx.read_at::<i32>(NEWSTATE)?) };
     if u32::from(protocol) != IPPROTO_TCP {
         return Ok(());
     }
@@ -51,13 +48,8 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     // SAFETY: as above.
-    let (sock_id, family, port) = unsafe {
-        (
-            ctx.read_at::<u64>(SKADDR)?,
-            ctx.read_at::<u16>(FAMILY)?,
-            ctx.read_at::<u16>(SPORT)?,
-        )
-    };
+    let (sock_id, family, port) =
+        unsafe { (ctx.read_at::<u64>(SKADDR)?, ctx.read_at::<u16>(FAMILY)?, ctx.read_at::<u16>(SPORT)?) };
     let mut addr = [0u8; 16];
     match family {
         // SAFETY: as above.

@@ -1,0 +1,3 @@
+//! The vocabulary every later stage shares: names of events, and the
+//! escaping that keeps what a process chooses from forging a line.
+pub mod escape;

@@ -1,0 +1,6 @@
+//! Sinks: every format an event can be written as.
+pub mod fleet;
+pub mod format;
+pub mod metrics;
+pub mod sink;
+pub mod syslog;
