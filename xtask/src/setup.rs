@@ -27,6 +27,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
 
 pub fn setup(test_deps: bool) -> anyhow::Result<()> {
     ensure_nightly_with_rust_src()?;
+    ensure_component(NIGHTLY, "rustfmt")?;
+    ensure_component("stable", "clippy")?;
     ensure_bpf_linker()?;
     if test_deps {
         ensure_packages(TEST_PACKAGES)?;
@@ -53,6 +55,18 @@ fn ensure_nightly_with_rust_src() -> anyhow::Result<()> {
         ]))
         .context("no nightly toolchain, and installing one failed: the eBPF crate needs nightly for -Z build-std"),
     }
+}
+
+/// The checks of `cargo xtask test`: rustfmt from the nightly (rustfmt.toml
+/// uses its unstable import grouping) and clippy from the stable toolchain.
+fn ensure_component(toolchain: &str, component: &str) -> anyhow::Result<()> {
+    let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", toolchain]));
+    if installed.is_some_and(|list| list.lines().any(|l| l.starts_with(component))) {
+        eprintln!("xtask: {component} for {toolchain}: present");
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["component", "add", component, "--toolchain", toolchain]))
+        .with_context(|| format!("installing {component} for the {toolchain} toolchain"))
 }
 
 fn ensure_bpf_linker() -> anyhow::Result<()> {

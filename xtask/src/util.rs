@@ -47,6 +47,19 @@ pub fn cargo(args: &[impl AsRef<std::ffi::OsStr>]) -> anyhow::Result<()> {
     run(Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args(args).current_dir(workspace_root()))
 }
 
+/// `cargo +nightly fmt --check` on every crate (the eBPF crate is outside the
+/// default members, so it is named), then clippy with warnings as errors.
+pub fn check_format_and_lints() -> anyhow::Result<()> {
+    run(Command::new("cargo").args(["+nightly", "fmt", "--all", "--check"]).current_dir(workspace_root()))
+        .context("formatting differs from rustfmt.toml: run `cargo +nightly fmt --all`")?;
+    run(Command::new("cargo")
+        .args(["+nightly", "fmt", "--check"])
+        .current_dir(workspace_root().join("watcher-ebpf")))
+    .context("formatting of watcher-ebpf differs from rustfmt.toml: run `cargo +nightly fmt` in watcher-ebpf")?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--release", "--", "-D", "warnings"])
+        .context("clippy found warnings")
+}
+
 pub fn build_release() -> anyhow::Result<()> {
     cargo(&["build", "--release", "--package", "watcher"])
 }

@@ -747,9 +747,10 @@ mod tests {
             what: What::Denied { event: &event, why: None },
         };
         let mut out = Vec::new();
-        let mut printer = Printer::new(crate::output::format::Format::Json, &mut out);
-        report_denied(Some(&e), &mut printer, &report, &event).unwrap();
-        drop(printer);
+        {
+            let mut printer = Printer::new(crate::output::format::Format::Json, &mut out);
+            report_denied(Some(&e), &mut printer, &report, &event).unwrap();
+        }
         let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(line["event"], "denied");
         assert_eq!((line["pid"].as_u64(), line["port"].as_u64()), (Some(7), Some(22)));
