@@ -7,7 +7,6 @@
 //! the configuration; a bad one is reported and the old one kept.
 use std::{
     cell::RefCell,
-    fs::OpenOptions,
     io::{self, Write},
     path::PathBuf,
     rc::Rc,
@@ -25,12 +24,13 @@ use crate::{
         watch::{PipelineOptions, monotonic_ns, run_pipeline},
     },
     config::{Config, RuleProto},
-    host::services,
+    host::{pid_file::PidFile, services},
     kernel::privileges,
     model::escape::escape_bytes,
     output::{
         fleet::{Fleet, Tee},
         format::{Format, Printer, Report, What, rfc3339, unix_path},
+        json_file::JsonOutput,
         sink::{PipelineStats, Sink},
     },
     policy::{
@@ -60,33 +60,35 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     config.enforce |= args.enforce;
     let enforcement = if config.enforce { Some(Enforcement::new(&config).map_err(BadConfig)?) } else { None };
     privileges::check()?;
-    let out: Box<dyn Write> = match &config.output.json_file {
-        Some(path) => Box::new(io::BufWriter::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| BadConfig(anyhow::anyhow!("opening {}: {e}", path.display())))?,
-        )),
-        None => Box::new(io::BufWriter::new(io::stdout())),
-    };
+    let _pid_file = args.pid_file.as_deref().map(PidFile::create).transpose()?;
     info!("{} allowlist rules from {}", config.rules.len(), args.config.display());
     // A metrics address that cannot be bound is a configuration to fix: exit 2.
     let fleet = Rc::new(RefCell::new(Fleet::start(&config).map_err(BadConfig)?));
+    // Never fails once open: a full disk or a closed pipe is counted (see
+    // json_file), and the other outputs go on.
+    let out = match &config.output.json_file {
+        Some(path) => JsonOutput::file(path, config.output.json_file_mode, fleet.borrow().output_counters("json_file"))
+            .map_err(BadConfig)?,
+        None => JsonOutput::stdout(fleet.borrow().output_counters("stdout")),
+    };
     let sink = DaemonSink {
-        printer: Printer::new(Format::Json, Tee::new(out, fleet.clone())),
+        printer: Printer::new(Format::Json, Tee::new(out.clone(), fleet.clone())),
+        output: out,
         fleet,
         config,
         config_path: args.config,
         listeners: ListenerTable::default(),
         enforcement,
     };
-    let options = PipelineOptions { filter: Filter::default(), accept: false, snapshot: true };
+    let options =
+        PipelineOptions { filter: Filter::default(), accept: false, snapshot: true, stop_when_stdout_closes: false };
     run_pipeline(options, sink).await
 }
 
 pub struct DaemonSink<W: Write> {
     printer: Printer<W>,
+    /// What `printer` writes into, kept to reopen it at SIGHUP.
+    output: JsonOutput,
     /// Syslog and metrics; also fed by `printer`'s writer (a [`Tee`]).
     fleet: Rc<RefCell<Fleet>>,
     config: Config,
@@ -378,6 +380,21 @@ impl<W: Write> Sink for DaemonSink<W> {
         // With enforcement on, the new rules must also fit the kernel's maps.
         let loaded = Config::load(&self.config_path)
             .and_then(|config| enforce::on_reload(self.enforcement.as_mut(), &config).map(|()| config));
+        // logrotate's postrotate: the JSON file is opened again (a new
+        // path or mode from a good file applies here too).
+        let reopened = match &loaded {
+            Ok(new) if new.output != self.config.output => match (&self.config.output.json_file, &new.output.json_file) {
+                (Some(_), Some(path)) => self.output.retarget(path, new.output.json_file_mode),
+                _ => {
+                    warn!("[output] json_file: a switch between stdout and a file applies at the next start");
+                    self.output.reopen()
+                }
+            },
+            _ => self.output.reopen(),
+        };
+        if let Err(e) = reopened {
+            error!("{e:#}; the lines are counted as dropped until it opens");
+        }
         let mut line = match loaded {
             Ok(config) => {
                 info!("reloaded {}: {} allowlist rules", self.config_path.display(), config.rules.len());

@@ -35,6 +35,7 @@ use crate::{
     output::{
         format::{Format, Printer, Report, What},
         sink::{PipelineStats, Sink},
+        stdout_closed::StdoutClosed,
     },
     policy::filter::Filter,
     record::decode::{Record, SocketKind, Task},
@@ -48,7 +49,12 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     privileges::check()?;
     let format = if args.json { Format::Json } else { Format::Table };
     let printer = Printer::new(format, io::BufWriter::new(io::stdout().lock()));
-    let options = PipelineOptions { filter: args.filter(), accept: args.accept, snapshot: !args.no_snapshot };
+    let options = PipelineOptions {
+        filter: args.filter(),
+        accept: args.accept,
+        snapshot: !args.no_snapshot,
+        stop_when_stdout_closes: true,
+    };
     run_pipeline(options, printer).await
 }
 
@@ -58,6 +64,9 @@ pub struct PipelineOptions {
     pub accept: bool,
     /// Report the sockets already there (`existing`) before streaming.
     pub snapshot: bool,
+    /// `watch`: a closed stdout (`watcher watch | head`) ends it at once,
+    /// exit 0. The daemon goes on (its outputs count what they drop).
+    pub stop_when_stdout_closes: bool,
 }
 
 /// Attaches the programs, reports the sockets already there, then streams
@@ -105,15 +114,28 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
         lost,
         lost_reported: 0,
     };
-    watch.reporter.sink.start()?;
-    if options.snapshot {
-        watch.already_reported = report_existing(&mut watch.reporter)?;
+    let started = (|| {
+        watch.reporter.sink.start()?;
+        if options.snapshot {
+            watch.already_reported = report_existing(&mut watch.reporter)?;
+        }
+        watch.reporter.sink.flush()?;
+        watch.reporter.sink.tick(&watch.reporter.stats())?;
+        anyhow::Ok(())
+    })();
+    match started {
+        // `watcher watch | head -1`: the reader left during the snapshot.
+        Err(e)
+            if options.stop_when_stdout_closes
+                && e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
+        {
+            return Ok(());
+        }
+        started => started?,
     }
-    watch.reporter.sink.flush()?;
-    watch.reporter.sink.tick(&watch.reporter.stats())?;
     // Handlers first: a script that signals us as soon as it reads the ready
     // line must reach them, not the default action (SIGHUP would kill us).
-    let signals = Signals::install()?;
+    let signals = Signals::install(options.stop_when_stdout_closes)?;
     announce_ready(&attached.hooks, &attached.missing);
     let result = watch.stream(ring, signals).await;
     drop(attached); // detaches every program
@@ -129,14 +151,17 @@ struct Signals {
     sigint: tokio::signal::unix::Signal,
     sigterm: tokio::signal::unix::Signal,
     sighup: tokio::signal::unix::Signal,
+    /// The reader of stdout went away (`watch` only).
+    stdout_closed: StdoutClosed,
 }
 
 impl Signals {
-    fn install() -> anyhow::Result<Self> {
+    fn install(stop_when_stdout_closes: bool) -> anyhow::Result<Self> {
         Ok(Self {
             sigint: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
             sigterm: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
             sighup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
+            stdout_closed: if stop_when_stdout_closes { StdoutClosed::watch() } else { StdoutClosed::never() },
         })
     }
 }
@@ -161,7 +186,7 @@ struct Reporter<S: Sink> {
 
 impl<S: Sink> Watch<S> {
     async fn stream(&mut self, mut ring: AsyncFd<RingBuf<MapData>>, signals: Signals) -> anyhow::Result<()> {
-        let Signals { mut sigint, mut sigterm, mut sighup } = signals;
+        let Signals { mut sigint, mut sigterm, mut sighup, mut stdout_closed } = signals;
         let mut lost_check = interval(LOST_CHECK_PERIOD);
         lost_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -190,6 +215,8 @@ impl<S: Sink> Watch<S> {
                         return Ok(());
                     }
                 }
+                // Nothing left to write to: no final drain, exit 0.
+                () = stdout_closed.wait() => return Ok(()),
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
                 _ = sighup.recv() => {

@@ -161,6 +161,11 @@ impl Fleet {
         }
     }
 
+    /// The dropped / errors counters of the JSON output named `output`.
+    pub fn output_counters(&self, output: &str) -> crate::output::json_file::OutputCounters {
+        self.metrics.output_counters(output)
+    }
+
     /// After each batch of events: the lifecycle table's size.
     pub fn live_listeners(&self, n: usize) {
         self.metrics.set_live_listeners(n);
