@@ -57,7 +57,10 @@ fn main() -> ExitCode {
         Task::Run { args } => {
             setup::setup(false).and_then(|()| util::build_release()).and_then(|()| util::run_watcher(&args))
         }
-        Task::Test { args } => setup::setup(true).and_then(|()| util::build_release()).and_then(|()| {
+        Task::Test { args } => setup::setup(true)
+            .and_then(|()| util::check_format_and_lints())
+            .and_then(|()| util::build_release())
+            .and_then(|()| {
             let mut test = ["test", "--release", "--workspace", "--exclude", "watcher-ebpf"].map(String::from).to_vec();
             test.extend(args);
             util::cargo(&test)

@@ -64,8 +64,11 @@ pub fn build_release() -> anyhow::Result<()> {
     cargo(&["build", "--release", "--package", "watcher"])
 }
 
+/// Where `build_release` put the binary: cargo's target folder, which
+/// CARGO_TARGET_DIR moves (relative to the workspace, where cargo runs).
 pub fn watcher_binary() -> PathBuf {
-    workspace_root().join("target/release/watcher")
+    let target = env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), PathBuf::from);
+    workspace_root().join(target).join("release/watcher")
 }
 
 pub fn run_watcher(args: &[String]) -> anyhow::Result<()> {

@@ -196,7 +196,9 @@ struct Inner {
     /// The last attempt failed: reopen before the next.
     failed: bool,
     counters: OutputCounters,
-    last_said: Option<Instant>,
+    /// When a failure, and when a recovery, was last logged.
+    warned: Option<Instant>,
+    recovered: Option<Instant>,
 }
 
 /// The daemon's JSON lines writer; see the module's documentation.
@@ -224,7 +226,8 @@ impl JsonOutput {
             torn: false,
             failed: false,
             counters,
-            last_said: None,
+            warned: None,
+            recovered: None,
         })))
     }
 
@@ -343,7 +346,7 @@ impl Inner {
         }
         self.torn = false;
         if let Some(gap) = self.gap.take()
-            && self.say()
+            && at_most_every(&mut self.recovered, WARN_EVERY)
         {
             info!("json output: writing to {} again; {} lines were dropped", self.destination.name(), gap.dropped);
         }
@@ -374,7 +377,7 @@ impl Inner {
         gap.dropped += lines;
         gap.error = error.to_string();
         let total = gap.dropped;
-        if self.say() {
+        if at_most_every(&mut self.warned, WARN_EVERY) {
             warn!(
                 "json output: writing to {}: {error}; {total} lines dropped so far, writing again when it can (said at most every {}s)",
                 self.destination.name(),
@@ -383,15 +386,16 @@ impl Inner {
         }
     }
 
-    /// Whether a warning may be logged now (at most every WARN_EVERY).
-    fn say(&mut self) -> bool {
-        let now = Instant::now();
-        if self.last_said.is_some_and(|at| now.duration_since(at) < WARN_EVERY) {
-            return false;
-        }
-        self.last_said = Some(now);
-        true
+}
+
+/// Whether to log now: not within `every` of the last time (`last`).
+fn at_most_every(last: &mut Option<Instant>, every: Duration) -> bool {
+    let now = Instant::now();
+    if last.is_some_and(|at| now.duration_since(at) < every) {
+        return false;
     }
+    *last = Some(now);
+    true
 }
 
 fn count_lines(bytes: &[u8]) -> u64 {
