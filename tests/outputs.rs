@@ -467,7 +467,9 @@ fn json_lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line in {} ({e}): {l:?}", path.display())))
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line in {} ({e}): {l:?}", path.display()))
+        })
         .collect()
 }
 
@@ -552,7 +554,12 @@ fn logrotate_with_the_shipped_snippet() {
         .arg(&conf)
         .output()
         .expect("running logrotate (cargo xtask setup --test-deps installs it)");
-    assert!(out.status.success(), "logrotate: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "logrotate: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let rotated = dir.path().join("events.jsonl.1");
     assert!(json_lines(&rotated).iter().any(ours(&before)), "the old lines are in {}", rotated.display());
@@ -668,6 +675,7 @@ fn a_full_disk_does_not_blind_the_daemon() {
     let notices: Vec<usize> = (0..lines.len()).filter(|&i| lines[i]["event"] == "output_dropped").collect();
     let last = *notices.last().expect("an output_dropped line");
     assert!(last < at, "{lines:#?}");
+    eprintln!("the notice: {}", lines[last]);
     for &i in &notices {
         let n = &lines[i];
         assert_eq!(n["output"], log.display().to_string(), "{n}");
@@ -675,7 +683,12 @@ fn a_full_disk_does_not_blind_the_daemon() {
         assert!(n["dropped"].as_u64().is_some_and(|d| d > 0) && n["since"].is_string(), "{n}");
     }
     let reported: f64 = notices.iter().filter_map(|&i| lines[i]["dropped"].as_f64()).sum();
-    assert_eq!(reported, dropped(), "the notices count every line dropped: {:?}", notices.iter().map(|&i| &lines[i]).collect::<Vec<_>>());
+    assert_eq!(
+        reported,
+        dropped(),
+        "the notices count every line dropped: {:?}",
+        notices.iter().map(|&i| &lines[i]).collect::<Vec<_>>()
+    );
     assert!(running(watcher.pid()));
     drop(listeners);
 }

@@ -383,7 +383,8 @@ impl<W: Write> Sink for DaemonSink<W> {
         // logrotate's postrotate: the JSON file is opened again (a new
         // path or mode from a good file applies here too).
         let reopened = match &loaded {
-            Ok(new) if new.output != self.config.output => match (&self.config.output.json_file, &new.output.json_file) {
+            Ok(new) if new.output != self.config.output => match (&self.config.output.json_file, &new.output.json_file)
+            {
                 (Some(_), Some(path)) => self.output.retarget(path, new.output.json_file_mode),
                 _ => {
                     warn!("[output] json_file: a switch between stdout and a file applies at the next start");

@@ -209,7 +209,8 @@ impl JsonOutput {
     /// Opens (creating it with `mode`) the file for append. An error here
     /// is the configuration's: the daemon exits 2.
     pub fn file(path: &Path, mode: FileMode, counters: OutputCounters) -> anyhow::Result<Self> {
-        let file = open_private(path, mode).with_context(|| format!("opening [output] json_file {}", path.display()))?;
+        let file =
+            open_private(path, mode).with_context(|| format!("opening [output] json_file {}", path.display()))?;
         let destination = FileDestination { path: path.to_owned(), mode, file: Some(file) };
         Ok(Self::new(Box::new(destination), counters))
     }
@@ -385,7 +386,6 @@ impl Inner {
             );
         }
     }
-
 }
 
 /// Whether to log now: not within `every` of the last time (`last`).
@@ -412,47 +412,54 @@ mod tests {
 
     /// A destination with room for `room` more bytes (None: unlimited).
     #[derive(Clone, Default)]
-    struct Disk(Rc<RefCell<(Vec<u8>, Option<usize>, u32)>>);
+    struct Disk(Rc<RefCell<DiskState>>);
+
+    #[derive(Default)]
+    struct DiskState {
+        bytes: Vec<u8>,
+        room: Option<usize>,
+        reopened: u32,
+    }
 
     impl Disk {
         fn text(&self) -> String {
-            String::from_utf8(self.0.borrow().0.clone()).unwrap()
+            String::from_utf8(self.0.borrow().bytes.clone()).unwrap()
         }
 
         fn room(&self, room: Option<usize>) {
-            self.0.borrow_mut().1 = room;
+            self.0.borrow_mut().room = room;
         }
 
         fn reopened(&self) -> u32 {
-            self.0.borrow().2
+            self.0.borrow().reopened
         }
     }
 
     impl Destination for Disk {
         fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
             let mut state = self.0.borrow_mut();
-            let n = match state.1 {
+            let n = match state.room {
                 Some(0) => return Err(io::Error::from_raw_os_error(libc::ENOSPC)),
                 Some(room) => room.min(bytes.len()),
                 None => bytes.len(),
             };
-            state.0.extend_from_slice(&bytes[..n]);
-            if let Some(room) = &mut state.1 {
+            state.bytes.extend_from_slice(&bytes[..n]);
+            if let Some(room) = &mut state.room {
                 *room -= n;
             }
             Ok(n)
         }
 
         fn reopen(&mut self) -> io::Result<()> {
-            self.0.borrow_mut().2 += 1;
+            self.0.borrow_mut().reopened += 1;
             Ok(())
         }
 
         fn cut(&mut self, n: usize) -> io::Result<()> {
             let mut state = self.0.borrow_mut();
-            let len = state.0.len();
-            state.0.truncate(len - n);
-            if let Some(room) = &mut state.1 {
+            let len = state.bytes.len();
+            state.bytes.truncate(len - n);
+            if let Some(room) = &mut state.room {
                 *room += n;
             }
             Ok(())
