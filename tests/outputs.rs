@@ -575,6 +575,13 @@ fn logrotate_with_the_shipped_snippet() {
     wait_for_line(&log, "listener_up after the rotation", ours(&after));
     assert!(!json_lines(&rotated).iter().any(ours(&after)), "a line went to the rotated file");
     assert!(json_lines(&rotated).iter().all(|e| e["event"] != "config_reloaded"));
+
+    // A new mode applies at the next SIGHUP.
+    std::fs::write(&config, format!("[output]\njson_file = \"{}\"\njson_file_mode = \"0640\"\n", log.display()))
+        .unwrap();
+    watcher.signal(libc::SIGHUP);
+    wait_for_line(&log, "a second config_reloaded", |e| e["event"] == "config_reloaded" && e != &lines[0]);
+    assert_eq!(mode(&log), 0o640);
     drop(watcher);
     assert!(!pid_file.exists(), "the pid file is removed at exit");
 }

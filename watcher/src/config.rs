@@ -38,8 +38,8 @@ pub struct Config {
 pub struct OutputConfig {
     /// JSON lines to this file (appended) instead of stdout.
     pub json_file: Option<PathBuf>,
-    /// The file's permissions when watcher creates it (and at most those of
-    /// one that is there): 0600 unless a group should read it.
+    /// The file's permissions, set whenever it is opened: 0600 unless a
+    /// group should read it.
     #[serde(default)]
     pub json_file_mode: FileMode,
 }

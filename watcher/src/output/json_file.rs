@@ -1,9 +1,9 @@
 //! The daemon's JSON lines, to `[output] json_file` or to stdout, written so
 //! that the destination failing never stops the daemon.
 //!
-//! - The file is opened for append; a file this creates gets exactly
-//!   `json_file_mode` (0600 unless configured), whatever the umask; an
-//!   existing regular file with wider permissions is narrowed to it.
+//! - The file is opened for append and given exactly `json_file_mode`
+//!   (0600 unless configured), whatever the umask, whether this creates it
+//!   or finds it there.
 //! - [`JsonOutput::reopen`] (SIGHUP, logrotate's `postrotate`) writes what is
 //!   pending into the file it has, then opens the path again.
 //! - A write that fails (ENOSPC, EIO, EPIPE …) drops the lines it carried:
@@ -75,8 +75,9 @@ struct FileDestination {
     file: Option<File>,
 }
 
-/// Opens `path` for append: a file this creates gets exactly `mode`; an
-/// existing regular file with permission bits `mode` lacks is narrowed.
+/// Opens `path` for append, and gives it exactly `mode` (a file this
+/// creates, whatever the umask; an existing regular file, said so when that
+/// changes its mode; a device or FIFO is left as it is).
 fn open_private(path: &Path, mode: FileMode) -> io::Result<File> {
     match OpenOptions::new().append(true).create_new(true).mode(mode.0).open(path) {
         Ok(file) => {
@@ -88,13 +89,9 @@ fn open_private(path: &Path, mode: FileMode) -> io::Result<File> {
             let file = OpenOptions::new().append(true).open(path)?;
             let metadata = file.metadata()?;
             let current = metadata.permissions().mode() & 0o7777;
-            if metadata.is_file() && current & !mode.0 != 0 {
-                let narrowed = current & mode.0;
-                file.set_permissions(std::fs::Permissions::from_mode(narrowed))?;
-                warn!(
-                    "{}: mode {current:04o} let others read what json_file_mode {mode} does not; narrowed to {narrowed:04o}",
-                    path.display()
-                );
+            if metadata.is_file() && current != mode.0 {
+                file.set_permissions(std::fs::Permissions::from_mode(mode.0))?;
+                warn!("{}: mode {current:04o} set to json_file_mode {mode}", path.display());
             }
             Ok(file)
         }
@@ -300,7 +297,10 @@ impl Inner {
         let Some(end) = self.pending.iter().rposition(|&b| b == b'\n').map(|i| i + 1) else {
             return;
         };
-        let lines: Vec<u8> = self.pending.drain(..end).collect();
+        // The start of the next line stays pending; the whole lines leave
+        // without being copied.
+        let rest = self.pending.split_off(end);
+        let lines = std::mem::replace(&mut self.pending, rest);
         if self.failed && self.destination.reopens() {
             if let Err(e) = self.destination.reopen() {
                 self.counters.errors.inc();
@@ -309,7 +309,7 @@ impl Inner {
             }
             self.failed = false;
         }
-        let mut out = Vec::with_capacity(lines.len() + 256);
+        let mut out = Vec::new();
         if self.torn {
             out.push(b'\n');
         }
@@ -329,7 +329,11 @@ impl Inner {
         }
         // Where the caller's lines start in `out`: the notice is before.
         let notice_end = out.len();
-        out.extend_from_slice(&lines);
+        if out.is_empty() {
+            out = lines;
+        } else {
+            out.extend_from_slice(&lines);
+        }
         let mut done = 0;
         while done < out.len() {
             match self.destination.write(&out[done..]) {
@@ -584,7 +588,7 @@ mod tests {
         assert_eq!(parsed(&std::fs::read_to_string(&path).unwrap())[0]["n"], 3);
         assert_eq!(mode(&path), 0o600);
 
-        // A wider existing file is narrowed; a new mode applies at retarget.
+        // An existing file gets the mode too; a new mode applies at retarget.
         let other = dir.path().join("other.jsonl");
         std::fs::write(&other, "").unwrap();
         std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o666)).unwrap();
@@ -593,6 +597,8 @@ mod tests {
         line(&mut out, 4);
         out.flush().unwrap();
         assert_eq!(parsed(&std::fs::read_to_string(&other).unwrap())[0]["n"], 4);
+        out.retarget(&other, FileMode(0o600)).unwrap();
+        assert_eq!(mode(&other), 0o600);
         assert_eq!(counters.errors.get(), 0);
     }
 
