@@ -13,12 +13,13 @@ use serde::Serialize;
 
 use crate::{
     cli::BaselineArgs,
-    commands::list,
     host::{process::ProcessLookup, services},
     kernel::privileges,
-    output::format::unix_path,
-    record::decode::Proto,
-    snapshot::sock_diag::{self, Local},
+    model::{
+        socket::{Local, Proto},
+        text::unix_path,
+    },
+    snapshot::{holders, sock_diag},
 };
 
 #[derive(Serialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -48,7 +49,7 @@ pub fn run(_args: &BaselineArgs) -> anyhow::Result<()> {
     privileges::check_list()?;
     let snapshot = sock_diag::take(Path::new("/proc"), &[])?;
     let mut lookup = ProcessLookup::default();
-    let holders = list::name_holders(&snapshot, &mut lookup);
+    let holders = holders::name_holders(&snapshot, &mut lookup);
     let mut rules = BTreeSet::new();
     let mut skipped = 0;
     for socket in &snapshot.sockets {
@@ -108,7 +109,7 @@ pub fn run(_args: &BaselineArgs) -> anyhow::Result<()> {
     writeln!(
         out,
         "# watcher allowlist written by `watcher baseline` from what listened at {}.",
-        crate::output::format::rfc3339(chrono::Utc::now())
+        crate::model::text::rfc3339(chrono::Utc::now())
     )?;
     writeln!(out, "# Review it: every rule below allows what runs now. See watcher.example.toml.")?;
     if skipped > 0 {

@@ -25,28 +25,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{config::Config, output::syslog};
+use crate::{config::Config, model::event_name::EventName, output::syslog};
 
 /// The `rule` label of an alert that no rule speaks for.
 pub const NO_RULE: &str = "-";
-
-/// Event kinds whose counters exist from the start, at 0, so that a rate or
-/// an increase over the first one is right (a series born at 1 shows no
-/// increase in Prometheus).
-const KNOWN_EVENTS: &[&str] = &[
-    "existing",
-    "listen",
-    "bind",
-    "close",
-    "listener_up",
-    "listener_down",
-    "restarted",
-    "owner_changed",
-    "reuseport_joined",
-    "alert",
-    "killed",
-    "lost",
-];
 
 /// OpenMetrics text, as prometheus-client writes it.
 const CONTENT_TYPE_OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -111,8 +93,11 @@ impl Metrics {
         r.register("syslog_messages", "Messages the syslog server took", syslog.sent.clone());
         r.register("syslog_errors", "Failed attempts to connect or send to the syslog server", syslog.errors.clone());
         r.register("syslog_dropped", "Syslog messages given up on (queue or backlog full)", syslog.dropped.clone());
-        for event in KNOWN_EVENTS {
-            drop(events.get_or_create(&EventLabels { event: (*event).to_owned() }));
+        // Every event name has a series at 0 from the start, so that a rate
+        // or an increase over the first one is right (a series born at 1
+        // shows no increase in Prometheus).
+        for event in EventName::ALL {
+            drop(events.get_or_create(&EventLabels { event: event.as_str().to_owned() }));
         }
         Self { registry: Arc::new(r), live_listeners, process_table_size, events, alerts, records_lost, syslog }
     }
@@ -132,8 +117,8 @@ impl Metrics {
         self.syslog.clone()
     }
 
-    pub fn event(&self, event: &str) {
-        self.events.get_or_create(&EventLabels { event: event.to_owned() }).inc();
+    pub fn event(&self, event: EventName) {
+        self.events.get_or_create(&EventLabels { event: event.as_str().to_owned() }).inc();
     }
 
     pub fn alert(&self, rule: Option<&str>, severity: &str) {
@@ -267,6 +252,19 @@ fn respond(metrics: &Metrics, method: &Method, path: &str) -> Response<Full<Byte
 mod tests {
     use super::*;
 
+    /// Every name of the one list has its counter at 0 from the start: a
+    /// name added to the enum is counted without another list to update.
+    #[test]
+    fn every_event_name_has_a_zeroed_counter() {
+        let text = Metrics::new().encode();
+        for name in EventName::ALL {
+            let line = format!("watcher_events_total{{event=\"{name}\"}} 0");
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        let series = text.lines().filter(|l| l.starts_with("watcher_events_total{")).count();
+        assert_eq!(series, EventName::ALL.len(), "no series but the enum's");
+    }
+
     #[test]
     fn names_labels_and_zeroes() {
         let config = Config::parse(
@@ -275,7 +273,7 @@ mod tests {
         .unwrap();
         let m = Metrics::new();
         m.prepare(&config);
-        m.event("listener_up");
+        m.event(EventName::ListenerUp);
         m.alert(None, "critical");
         m.records_lost(3);
         m.set_live_listeners(7);

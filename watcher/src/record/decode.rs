@@ -3,78 +3,16 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use watcher_common::{
-    AF_INET, AF_INET6, AF_PACKET, AF_UNIX, ARGV_SLOTS, AcceptRecord, DeniedRecord, EventKind, ExecArgsRecord,
-    ExecRecord, FILTER_BYTES, IPPROTO_TCP, IPPROTO_UDP, OPTVAL_BYTES, PassiveRecord, ProcessRecord, RecordHeader,
-    SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF, SocketRecord, SockoptRecord, SyscallRecord,
+    AF_INET, AF_INET6, AF_UNIX, ARGV_SLOTS, AcceptRecord, DeniedRecord, EventKind, ExecArgsRecord, ExecRecord,
+    FILTER_BYTES, OPTVAL_BYTES, PassiveRecord, ProcessRecord, RecordHeader, SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF,
+    SocketRecord, SockoptRecord, SyscallRecord,
 };
 
-use crate::model::escape::trim_nul;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Proto {
-    Tcp,
-    Udp,
-    /// A SOCK_RAW socket (of any family).
-    Raw,
-    /// An AF_PACKET socket.
-    Packet,
-    /// A UNIX domain socket.
-    Unix,
-    /// Another protocol bound through the inet hooks (SCTP…), by number.
-    Other(u32),
-}
-
-impl Proto {
-    fn from_ipproto(protocol: u32) -> Self {
-        match protocol {
-            IPPROTO_TCP => Self::Tcp,
-            IPPROTO_UDP => Self::Udp,
-            other => Self::Other(other),
-        }
-    }
-
-    pub fn name(self) -> String {
-        match self {
-            Self::Tcp => "tcp".into(),
-            Self::Udp => "udp".into(),
-            Self::Raw => "raw".into(),
-            Self::Packet => "packet".into(),
-            Self::Unix => "unix".into(),
-            Self::Other(n) => format!("ipproto-{n}"),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Family {
-    Ipv4,
-    Ipv6,
-    Unix,
-    Packet,
-    Other(u16),
-}
-
-impl Family {
-    pub fn from_af(af: u16) -> Self {
-        match af {
-            AF_INET => Self::Ipv4,
-            AF_INET6 => Self::Ipv6,
-            AF_UNIX => Self::Unix,
-            f if u32::from(f) == AF_PACKET => Self::Packet,
-            other => Self::Other(other),
-        }
-    }
-
-    pub fn name(self) -> String {
-        match self {
-            Self::Ipv4 => "ipv4".into(),
-            Self::Ipv6 => "ipv6".into(),
-            Self::Unix => "unix".into(),
-            Self::Packet => "packet".into(),
-            Self::Other(n) => format!("af-{n}"),
-        }
-    }
-}
+use crate::model::{
+    escape::trim_nul,
+    event_name::EventName,
+    socket::{Family, Proto},
+};
 
 /// Who a record is about, as the kernel captured it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,11 +54,11 @@ pub enum SocketKind {
 }
 
 impl SocketKind {
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> EventName {
         match self {
-            Self::Listen => "listen",
-            Self::Bind => "bind",
-            Self::Close => "close",
+            Self::Listen => EventName::Listen,
+            Self::Bind => EventName::Bind,
+            Self::Close => EventName::Close,
         }
     }
 }
@@ -512,7 +450,7 @@ fn inet_address(family: u16, addr: [u8; 16]) -> Result<(Family, IpAddr), DecodeE
 
 #[cfg(test)]
 mod tests {
-    use watcher_common::{ARG_BYTES, FILENAME_BYTES, SOCKADDR_BYTES};
+    use watcher_common::{ARG_BYTES, FILENAME_BYTES, IPPROTO_TCP, IPPROTO_UDP, SOCKADDR_BYTES};
 
     use super::*;
 
