@@ -454,3 +454,77 @@ impl WallClock {
         DateTime::from_timestamp_nanos(ns)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::{
+        model::socket::{Family, Proto},
+        record::decode::SocketEvent,
+    };
+
+    fn task(pid: u32, ktime_ns: u64) -> Task {
+        Task { ktime_ns, cgroup_id: 1, pid, tid: pid, uid: 0, gid: 0, netns: 1, comm: b"x".to_vec() }
+    }
+
+    fn listen(pid: u32, fd: Option<i32>, port: u16, ktime_ns: u64) -> SocketEvent {
+        SocketEvent {
+            kind: SocketKind::Listen,
+            task: task(pid, ktime_ns),
+            sock_id: 1,
+            proto: Proto::Tcp,
+            family: Family::Ipv4,
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port,
+            fd,
+            backlog: None,
+        }
+    }
+
+    fn reported(snapshot_end_ns: u64) -> AlreadyReported {
+        let local = Local::Inet { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 8080 };
+        AlreadyReported {
+            until_ns: snapshot_end_ns,
+            held: HashMap::from([((7, 3), local.clone())]),
+            by_address: HashSet::from([(7, local)]),
+        }
+    }
+
+    /// A live listen from before the snapshot ended, for a socket the
+    /// snapshot reported (same pid and fd, same port), is dropped; anything
+    /// else — another fd, another port, another process, a later event —
+    /// is reported.
+    #[test]
+    fn a_socket_in_both_the_snapshot_and_the_stream_is_reported_once() {
+        let mut r = reported(1_000);
+        let same = listen(7, Some(3), 8080, 900);
+        assert!(r.covers(&same.task, &What::Socket { event: &same, fd_facts: None }));
+        for other in [listen(7, Some(4), 8080, 900), listen(7, Some(3), 9090, 900), listen(8, Some(3), 8080, 900)] {
+            assert!(!r.covers(&other.task, &What::Socket { event: &other, fd_facts: None }), "{other:?}");
+        }
+        let later = listen(7, Some(3), 8080, 1_001);
+        assert!(!r.covers(&later.task, &What::Socket { event: &later, fd_facts: None }), "after the snapshot");
+    }
+
+    /// A listen() already under way when watching began has no fd: it is
+    /// matched by pid and address.
+    #[test]
+    fn an_event_without_its_fd_is_matched_by_address() {
+        let mut r = reported(1_000);
+        let no_fd = listen(7, None, 8080, 900);
+        assert!(r.covers(&no_fd.task, &What::Socket { event: &no_fd, fd_facts: None }));
+        let elsewhere = listen(7, None, 8081, 900);
+        assert!(!r.covers(&elsewhere.task, &What::Socket { event: &elsewhere, fd_facts: None }));
+    }
+
+    /// Well past the snapshot the table is freed: it cannot match any more.
+    #[test]
+    fn the_table_is_freed_once_the_stream_has_moved_on() {
+        let mut r = reported(1_000);
+        let much_later = listen(7, Some(3), 8080, 1_000 + 2_000_000_000);
+        assert!(!r.covers(&much_later.task, &What::Socket { event: &much_later, fd_facts: None }));
+        assert!(r.held.is_empty() && r.by_address.is_empty());
+    }
+}
