@@ -1,6 +1,7 @@
-//! Project tasks: `cargo xtask setup | build | run | test | bench | install | fuzz`.
+//! Project tasks: `cargo xtask setup | build | run | test | guest | bench | install | fuzz`.
 mod bench;
 mod fuzz;
+mod guest;
 mod install;
 mod setup;
 mod util;
@@ -39,6 +40,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Set up, build, then boot Debian 12's kernel in a qemu guest
+    /// (virtme-ng; KVM, else TCG) and run tests/guest/scenario.py there
+    /// with the built watcher; fails on any failed check.
+    Guest,
     /// Measure watcher against its peers; see BENCHMARKS.md.
     Bench(bench::BenchArgs),
     /// Set up, build, then install the daemon as a systemd service:
@@ -66,6 +71,9 @@ fn main() -> ExitCode {
                 test.extend(args);
                 util::cargo(&test)
             }),
+        Task::Guest => setup::setup(false)
+            .and_then(|()| util::build_release())
+            .and_then(|()| guest::guest(util::is_ci())),
         Task::Bench(args) => setup::setup(true)
             .and_then(|()| util::build_release())
             .and_then(|()| bench::run(args)),
