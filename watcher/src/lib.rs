@@ -29,6 +29,7 @@ pub mod services;
 pub mod sink;
 pub mod snapshot;
 pub mod syslog;
+pub mod tracepoint_format;
 pub mod socket_options;
 pub mod unix_listeners;
 pub mod watch;
