@@ -696,6 +696,9 @@ fn a_full_disk_does_not_blind_the_daemon() {
         "the notices count every line dropped: {:?}",
         notices.iter().map(|&i| &lines[i]).collect::<Vec<_>>()
     );
+    // Syslog hears of the gap too.
+    let told = wait_for_record(&syslog, "output_dropped", metrics, |r| r.msg == lines[last]);
+    assert_eq!(told.field("severity"), "warning", "{told:?}");
     assert!(running(watcher.pid()));
     drop(listeners);
 }

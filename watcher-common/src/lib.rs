@@ -49,16 +49,65 @@ pub struct KernelOffsets {
     pub skc_net: u32,
     pub skc_v6_daddr: u32,
     pub skc_v6_rcv_saddr: u32,
+    /// `task_struct.mm` and `mm_struct.arg_start/arg_end`: argv of the new
+    /// program, read at `sched_process_exec`.
+    pub task_mm: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    /// `task_struct.signal` and `signal_struct.live`: live threads of the
+    /// process, 0 at `sched_process_exit` of its last thread (the kernel
+    /// counts it down before the tracepoint), for kernels whose exit
+    /// tracepoint has no `group_dead`.
+    pub task_signal: u32,
+    pub signal_live: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 18 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
+
+/// Global set by the loader: [`TracepointOffsets`] of the running kernel.
+pub const TRACEPOINT_OFFSETS_GLOBAL: &str = "TRACEPOINT_OFFSETS";
+
+/// Byte offsets of the tracepoint fields the programs read, from each
+/// tracepoint's tracefs `format` file (they differ between kernels: 6.1's
+/// `sched_process_fork` has its comms inline, 6.18's as `__data_loc`).
+/// 0 means the field is missing (no real field sits at 0, where
+/// `common_type` is): a program then reports nothing that needs it, and
+/// the loader has said so.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracepointOffsets {
+    /// sched/sched_process_fork
+    pub fork_child_pid: u32,
+    /// sched/sched_process_exit
+    pub exit_pid: u32,
+    /// Absent on older kernels (6.1): group death then comes from BTF.
+    pub exit_group_dead: u32,
+    /// sched/sched_process_exec (a `__data_loc` field)
+    pub exec_filename: u32,
+    pub exec_old_pid: u32,
+    /// sock/inet_sock_set_state
+    pub tcp_skaddr: u32,
+    pub tcp_oldstate: u32,
+    pub tcp_newstate: u32,
+    pub tcp_sport: u32,
+    pub tcp_family: u32,
+    pub tcp_protocol: u32,
+    pub tcp_saddr: u32,
+    pub tcp_saddr_v6: u32,
+    /// The first argument of every used `syscalls/sys_enter_*` (each next
+    /// one 8 bytes further), and `ret` of every used `sys_exit_*`.
+    pub syscall_args: u32,
+    pub syscall_ret: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 15 * 4);
 
 pub const TASK_COMM_LEN: usize = 16;
 /// Bytes of the path given to execve() that an exec record keeps.
 pub const FILENAME_BYTES: usize = 256;
-/// Arguments of argv an exec-args record keeps, and bytes of each.
-pub const ARGV_SLOTS: usize = 16;
-pub const ARG_BYTES: usize = 128;
+/// Bytes of argv (its NUL-separated strings as the new program's stack
+/// holds them) an exec-args record keeps.
+pub const ARGV_BYTES: usize = 2048;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -79,7 +128,7 @@ pub enum EventKind {
     Fork = 4,
     /// A task exited. [`ProcessRecord`]
     Exit = 5,
-    /// An execve()/execveat() began, with its argv. [`ExecArgsRecord`]
+    /// An exec succeeded: the new program's argv. [`ExecArgsRecord`]
     ExecArgs = 6,
     /// An exec succeeded. [`ExecRecord`]
     Exec = 7,
@@ -203,22 +252,23 @@ pub struct ExecRecord {
     pub filename: [u8; FILENAME_BYTES],
 }
 
-/// Bit of [`ExecArgsRecord::truncated`]: argv had more than [`ARGV_SLOTS`] arguments.
-pub const EXEC_ARGS_MORE: u32 = 1 << 31;
-
-/// [`EventKind::ExecArgs`]: argv as execve() received it, read before the
-/// exec replaces the caller's memory.
+/// [`EventKind::ExecArgs`]: argv of a successful exec, read at
+/// `sched_process_exec` from the new program's memory (`mm->arg_start ..
+/// arg_end`), just before its [`ExecRecord`]: there, a program that exits
+/// a millisecond later is still named, and the read is one bounded copy
+/// that every kernel's verifier passes cheaply.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ExecArgsRecord {
     pub header: RecordHeader,
-    /// Slots of `args` used.
-    pub argc: u32,
-    /// Bit i: argument i was longer than [`ARG_BYTES`] − 1 bytes and was
-    /// cut; [`EXEC_ARGS_MORE`]: arguments past the slots were left out.
-    pub truncated: u32,
-    /// Each argument NUL-terminated in its own slot.
-    pub args: [[u8; ARG_BYTES]; ARGV_SLOTS],
+    /// The tid that called execve, as in [`ExecRecord::old_pid`].
+    pub old_pid: u32,
+    /// Bytes of `args` filled.
+    pub len: u32,
+    /// Bytes of argv in the process (more than `len` when it was cut).
+    pub full_len: u64,
+    /// The arguments, each ending with a NUL (the last one may be cut).
+    pub args: [u8; ARGV_BYTES],
 }
 
 const _: () = assert!(core::mem::size_of::<RecordHeader>() == 56);
@@ -228,7 +278,7 @@ const _: () = assert!(core::mem::size_of::<SockoptRecord>() == 88);
 const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 72 + SOCKADDR_BYTES);
 const _: () = assert!(core::mem::size_of::<ProcessRecord>() == 64);
 const _: () = assert!(core::mem::size_of::<ExecRecord>() == 64 + FILENAME_BYTES);
-const _: () = assert!(core::mem::size_of::<ExecArgsRecord>() == 64 + ARG_BYTES * ARGV_SLOTS);
+const _: () = assert!(core::mem::size_of::<ExecArgsRecord>() == 72 + ARGV_BYTES);
 
 pub const AF_UNIX: u16 = 1;
 pub const AF_PACKET: u32 = 17;
@@ -458,4 +508,5 @@ mod pod {
     unsafe impl aya::Pod for super::EnforceClass {}
     unsafe impl aya::Pod for super::EnforceSettings {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::TracepointOffsets {}
 }

@@ -24,6 +24,11 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     skc_net: 0,
     skc_v6_daddr: 0,
     skc_v6_rcv_saddr: 0,
+    task_mm: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    task_signal: 0,
+    signal_live: 0,
 };
 
 #[inline(always)]

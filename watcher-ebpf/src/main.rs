@@ -10,6 +10,8 @@ mod kernel;
 mod probes;
 #[cfg(target_arch = "bpf")]
 mod record;
+#[cfg(target_arch = "bpf")]
+mod tracepoint;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -2,8 +2,8 @@
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    model::socket::Family,
     policy::filter::{Filter, ProtoFilter},
-    record::decode::Family,
 };
 
 #[derive(Debug, Parser)]

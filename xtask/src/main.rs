@@ -1,6 +1,7 @@
-//! Project tasks: `cargo xtask setup | build | run | test | bench | install | fuzz`.
+//! Project tasks: `cargo xtask setup | build | run | test | guest | bench | install | fuzz`.
 mod bench;
 mod fuzz;
+mod guest;
 mod install;
 mod setup;
 mod util;
@@ -33,12 +34,18 @@ enum Task {
         args: Vec<String>,
     },
     /// Set up (with test packages), build, and run every test against the
-    /// real kernel. Under CI=true a test that cannot load BPF fails.
+    /// real kernel, then the guest scenario on Debian 12's kernel (see
+    /// `guest`). Under CI=true a test that cannot load BPF fails, and so
+    /// does a guest that cannot run.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Set up, build, then boot Debian 12's kernel in a qemu guest
+    /// (virtme-ng; KVM, else TCG) and run tests/guest/scenario.py there
+    /// with the built watcher; fails on any failed check.
+    Guest,
     /// Measure watcher against its peers; see BENCHMARKS.md.
     Bench(bench::BenchArgs),
     /// Set up, build, then install the daemon as a systemd service:
@@ -65,7 +72,11 @@ fn main() -> ExitCode {
                     ["test", "--release", "--workspace", "--exclude", "watcher-ebpf"].map(String::from).to_vec();
                 test.extend(args);
                 util::cargo(&test)
-            }),
+            })
+            .and_then(|()| guest::guest(util::is_ci())),
+        Task::Guest => {
+            setup::setup(false).and_then(|()| util::build_release()).and_then(|()| guest::guest(util::is_ci()))
+        }
         Task::Bench(args) => setup::setup(true).and_then(|()| util::build_release()).and_then(|()| bench::run(args)),
         Task::Install(args) => {
             setup::setup(false).and_then(|()| util::build_release()).and_then(|()| install::install(&args))

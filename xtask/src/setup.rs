@@ -156,3 +156,79 @@ fn ensure_packages(packages: &[(&str, &str)]) -> anyhow::Result<()> {
 fn nix_is_root() -> bool {
     output(Command::new("id").arg("-u")).is_some_and(|uid| uid.trim() == "0")
 }
+
+/// Debian packages the guest kernel run needs: qemu, busybox (virtme-ng's
+/// init uses it), bpftool (the scenario checks what the kernel says is
+/// attached). The kernel itself is looked for separately.
+const GUEST_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
+    ("busybox-static", "/bin/busybox"),
+    ("bpftool", "/usr/sbin/bpftool"),
+];
+/// Debian's generic kernel: the `cloud` flavour has no 9p, which
+/// virtme-ng shares the root with.
+const GUEST_KERNEL_PACKAGE: &str = "linux-image-amd64";
+
+/// Installs what `cargo xtask guest` needs, skipping what is there, and
+/// says where virtme-ng and the guest kernel are.
+pub fn ensure_guest_tools() -> anyhow::Result<crate::guest::GuestTools> {
+    let mut packages: Vec<(&str, &str)> = GUEST_PACKAGES.to_vec();
+    if guest_kernel().is_none() {
+        // No file to test for: its name carries the version.
+        packages.push((GUEST_KERNEL_PACKAGE, "/nonexistent"));
+    }
+    ensure_packages(&packages).context("installing the guest's Debian packages")?;
+    let kernel = guest_kernel()
+        .with_context(|| format!("{GUEST_KERNEL_PACKAGE} is installed but no /boot/vmlinuz-*-amd64 is there"))?;
+    let vng = ensure_vng()?;
+    Ok(crate::guest::GuestTools { vng, kernel })
+}
+
+/// The newest Debian kernel image in /boot (`vmlinuz-6.1.0-NN-amd64`).
+fn guest_kernel() -> Option<PathBuf> {
+    let mut kernels: Vec<PathBuf> = fs::read_dir("/boot")
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("vmlinuz-") && n.ends_with("-amd64"))
+        })
+        .collect();
+    // vmlinuz-6.1.0-9-amd64 < vmlinuz-6.1.0-57-amd64: compare numerically.
+    kernels.sort_by_key(|p| {
+        p.to_string_lossy()
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse::<u64>().ok())
+            .collect::<Vec<_>>()
+    });
+    kernels.pop()
+}
+
+/// `vng` from virtme-ng, installed with pip when missing.
+fn ensure_vng() -> anyhow::Result<PathBuf> {
+    if let Some(vng) = find_vng() {
+        eprintln!("xtask: virtme-ng: present ({})", vng.display());
+        return Ok(vng);
+    }
+    eprintln!("xtask: installing virtme-ng with pip");
+    run(Command::new("python3").args(["-m", "pip", "install", "-q", "virtme-ng"]))
+        .or_else(|_| {
+            // Debian's own python refuses to install beside its packages
+            // (PEP 668) unless told to.
+            run(Command::new("python3").args(["-m", "pip", "install", "-q", "--break-system-packages", "virtme-ng"]))
+        })
+        .context("pip install virtme-ng")?;
+    find_vng().context("pip installed virtme-ng, but no vng is on PATH nor in python's scripts folder")
+}
+
+fn find_vng() -> Option<PathBuf> {
+    if output(Command::new("vng").arg("--version")).is_some() {
+        return Some(PathBuf::from("vng"));
+    }
+    // pip puts it in python's scripts folder, which may not be on PATH
+    // (pyenv's shims only learn of it at the next rehash).
+    let scripts =
+        output(Command::new("python3").args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"]))?;
+    let vng = PathBuf::from(scripts.trim()).join("vng");
+    output(Command::new(&vng).arg("--version")).map(|_| vng)
+}

@@ -62,13 +62,24 @@ pub fn build_release() -> anyhow::Result<()> {
     cargo(&["build", "--release", "--package", "watcher"])
 }
 
-/// Where `build_release` put the binary: cargo's target folder, which
-/// CARGO_TARGET_DIR moves (relative to the workspace, where cargo runs).
+/// Where cargo builds: CARGO_TARGET_DIR when set (relative to the
+/// workspace, as cargo reads it), else target/ in the workspace.
+pub fn target_dir() -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace_root().join(dir),
+        _ => workspace_root().join("target"),
+    }
+}
+
 pub fn watcher_binary() -> PathBuf {
-    let target = env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), PathBuf::from);
-    workspace_root().join(target).join("release/watcher")
+    target_dir().join("release/watcher")
 }
 
 pub fn run_watcher(args: &[String]) -> anyhow::Result<()> {
     run(Command::new(watcher_binary()).args(args))
+}
+
+/// CI=true (or 1): whatever cannot run is a failure, never a skip.
+pub fn is_ci() -> bool {
+    env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }

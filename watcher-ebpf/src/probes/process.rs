@@ -1,26 +1,24 @@
 //! Processes, so that every socket event names its process fully even when
-//! that process lived for a millisecond: fork, exec (with argv, read before
-//! the exec replaces the caller's memory) and exit. Userspace keeps the
-//! process table; these programs only report.
+//! that process lived for a millisecond: fork, exec (with argv, read from
+//! the new program's memory at the exec tracepoint) and exit. Userspace
+//! keeps the process table; these programs only report.
 use aya_ebpf::{
     EbpfContext as _,
     cty::c_void,
-    helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, generated::bpf_probe_read_user_str},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes,
+        generated::{bpf_get_current_task, bpf_probe_read_user},
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
-use watcher_common::{ARG_BYTES, ARGV_SLOTS, EXEC_ARGS_MORE, EventKind, ExecArgsRecord, ExecRecord, ProcessRecord};
+use watcher_common::{ARGV_BYTES, EventKind, ExecArgsRecord, ExecRecord, ProcessRecord};
 
-use crate::record::{EVENTS, count_lost, header, output, wanted_tgid};
-
-// Offsets from /sys/kernel/tracing/events/{sched,syscalls}/*/format.
-const FORK_CHILD_PID: usize = 20;
-const EXEC_FILENAME_LOC: usize = 8;
-const EXEC_OLD_PID: usize = 16;
-const EXIT_PID: usize = 24;
-const EXIT_GROUP_DEAD: usize = 32;
-const EXECVE_ARGV: usize = 24;
-const EXECVEAT_ARGV: usize = 32;
+use crate::{
+    kernel::{offsets, read},
+    record::{EVENTS, count_lost, header, output, wanted_tgid},
+    tracepoint::{field, layout},
+};
 
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
@@ -33,8 +31,7 @@ fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
     if wanted_tgid().is_none() {
         return Ok(());
     }
-    // SAFETY: offset and size from the tracepoint's format.
-    let child = unsafe { ctx.read_at::<i32>(FORK_CHILD_PID)? };
+    let child = field::<i32>(ctx, layout().fork_child_pid)?;
     output(&ProcessRecord { header: header(EventKind::Fork), pid: child as u32, group_dead: 0 });
     Ok(())
 }
@@ -50,10 +47,30 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     if wanted_tgid().is_none() {
         return Ok(());
     }
-    // SAFETY: offsets and sizes from the tracepoint's format.
-    let (pid, group_dead) = unsafe { (ctx.read_at::<i32>(EXIT_PID)?, ctx.read_at::<u8>(EXIT_GROUP_DEAD)?) };
-    output(&ProcessRecord { header: header(EventKind::Exit), pid: pid as u32, group_dead: u32::from(group_dead != 0) });
+    let l = layout();
+    let pid = field::<i32>(ctx, l.exit_pid)?;
+    let group_dead =
+        if l.exit_group_dead != 0 { field::<u8>(ctx, l.exit_group_dead)? != 0 } else { group_dead_from_task() };
+    output(&ProcessRecord { header: header(EventKind::Exit), pid: pid as u32, group_dead: u32::from(group_dead) });
     Ok(())
+}
+
+/// Whether the exiting task (current) is its process's last thread, on a
+/// kernel whose exit tracepoint does not say: do_exit() counts
+/// `signal->live` down before the tracepoint fires, so it is 0 for the
+/// last one. Without BTF, the leader's exit stands for the process's.
+#[inline(always)]
+fn group_dead_from_task() -> bool {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let leader = (pid_tgid >> 32) as u32 == pid_tgid as u32;
+    let Some(o) = offsets() else {
+        return leader;
+    };
+    // SAFETY: a helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    read::<u64>(task, o.task_signal)
+        .and_then(|signal| read::<i32>(signal, o.signal_live))
+        .map_or(leader, |live| live == 0)
 }
 
 #[tracepoint]
@@ -67,6 +84,11 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     if wanted_tgid().is_none() {
         return Ok(());
     }
+    let l = layout();
+    // Without old_pid, the task's own id (right unless a thread exec'd).
+    let old_pid = field::<i32>(ctx, l.exec_old_pid).map_or(bpf_get_current_pid_tgid() as u32, |p| p as u32);
+    // argv first: userspace keeps it for the exec record that follows.
+    exec_args(old_pid);
     // Too large for the 512-byte stack: filled in place in the ring buffer.
     let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
         count_lost();
@@ -78,81 +100,57 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     // the filename's offset (low 16 bits) inside this tracepoint's record.
     unsafe {
         (*record).header = header(EventKind::Exec);
-        (*record).old_pid = ctx.read_at::<i32>(EXEC_OLD_PID).unwrap_or(0) as u32;
-        let loc = ctx.read_at::<u32>(EXEC_FILENAME_LOC).unwrap_or(0);
-        let src = ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize);
-        let len = bpf_probe_read_kernel_str_bytes(src, &mut (*record).filename).map_or(0, |s| s.len());
+        (*record).old_pid = old_pid;
+        let loc = field::<u32>(ctx, l.exec_filename).unwrap_or(0);
+        let len = if loc == 0 {
+            0
+        } else {
+            let src = ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize);
+            bpf_probe_read_kernel_str_bytes(src, &mut (*record).filename).map_or(0, |s| s.len())
+        };
         (*record).filename_len = len as u32;
     }
     entry.submit(0);
     Ok(())
 }
 
-#[tracepoint]
-pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
-    exec_args(&ctx, EXECVE_ARGV);
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
-    exec_args(&ctx, EXECVEAT_ARGV);
-    0
-}
-
-/// argv of an exec about to happen. Read here, at syscall entry, because
-/// once the exec succeeds the caller's memory (and argv in it) is gone, and
-/// a short-lived program may exit before userspace could read /proc.
-fn exec_args(ctx: &TracePointContext, argv_offset: usize) {
-    if wanted_tgid().is_none() {
-        return;
-    }
-    // SAFETY: offset and size from the tracepoint's format.
-    let Ok(argv) = (unsafe { ctx.read_at::<u64>(argv_offset) }) else {
+/// argv of the program just exec'd: the NUL-separated strings between
+/// `mm->arg_start` and `mm->arg_end` of the new memory (BTF offsets),
+/// copied in one bounded read. Read here rather than at execve() entry:
+/// the verifier checks one copy in no time on every kernel, where a loop
+/// over the caller's argv pointers was refused by 6.1's as too large.
+#[inline(always)]
+fn exec_args(old_pid: u32) {
+    let Some(o) = offsets() else {
         return;
     };
+    // SAFETY: a helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    let Some(mm) = read::<u64>(task, o.task_mm) else {
+        return;
+    };
+    let (Some(start), Some(end)) = (read::<u64>(mm, o.mm_arg_start), read::<u64>(mm, o.mm_arg_end)) else {
+        return;
+    };
+    if end <= start {
+        return;
+    }
+    let full_len = end - start;
+    let len = if full_len > ARGV_BYTES as u64 { ARGV_BYTES as u32 } else { full_len as u32 };
     let Some(mut entry) = EVENTS.reserve::<ExecArgsRecord>(0) else {
         count_lost();
         return;
     };
     let record = entry.as_mut_ptr();
-    let argv = argv as *const u64;
-    let mut argc = 0u32;
-    let mut truncated = 0u32;
-    for i in 0..ARGV_SLOTS {
-        // SAFETY: user memory is read through the helper, which fails
-        // cleanly on a bad pointer; the slot is inside the reservation.
-        let arg = unsafe { bpf_probe_read_user(argv.wrapping_add(i)) }.unwrap_or(0);
-        if arg == 0 {
-            break;
-        }
-        // The raw helper (its length, NUL included, or an error below 0):
-        // the verifier rejects what the compiler makes of the slice-returning
-        // wrapper here.
-        let len = unsafe {
-            bpf_probe_read_user_str(
-                (*record).args[i].as_mut_ptr().cast::<c_void>(),
-                ARG_BYTES as u32,
-                arg as *const c_void,
-            )
-        };
-        if len >= ARG_BYTES as i64 {
-            truncated |= 1 << i;
-        }
-        argc += 1;
-    }
-    if argc as usize == ARGV_SLOTS {
-        // SAFETY: as above.
-        let next = unsafe { bpf_probe_read_user(argv.wrapping_add(ARGV_SLOTS)) }.unwrap_or(0);
-        if next != 0 {
-            truncated |= EXEC_ARGS_MORE;
-        }
-    }
-    // SAFETY: writing the reserved record before submit.
+    // SAFETY: `record` is reserved ring-buffer memory of the right size and
+    // `len` is at most the size of `args`; the helper reads the current
+    // task's user memory (the new program's stack) and fails cleanly.
     unsafe {
+        let ret = bpf_probe_read_user((*record).args.as_mut_ptr().cast::<c_void>(), len, start as *const c_void);
         (*record).header = header(EventKind::ExecArgs);
-        (*record).argc = argc;
-        (*record).truncated = truncated;
+        (*record).old_pid = old_pid;
+        (*record).len = if ret == 0 { len } else { 0 };
+        (*record).full_len = full_len;
     }
     entry.submit(0);
 }

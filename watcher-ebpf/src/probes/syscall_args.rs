@@ -10,18 +10,21 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
+use crate::tracepoint::{field, layout};
+
 /// In-flight syscalls remembered at once, per kind.
 const IN_FLIGHT_MAX: u32 = 16_384;
 
-// Offsets from /sys/kernel/tracing/events/syscalls/*/format: every
-// sys_enter_* has its first argument at 16 and then one each 8 bytes;
-// every sys_exit_* has `ret` at 16.
-pub const ARG0: usize = 16;
-pub const ARG1: usize = 24;
-pub const ARG2: usize = 32;
-pub const ARG3: usize = 40;
-pub const ARG4: usize = 48;
-pub const RET: usize = 16;
+// Which value of a syscall tracepoint record [`arg`] reads: the n-th
+// argument of a sys_enter_* (each 8 bytes after the previous one), or
+// `ret` of a sys_exit_*. Where they start comes from the format files
+// (see crate::tracepoint).
+pub const ARG0: usize = 0;
+pub const ARG1: usize = 1;
+pub const ARG2: usize = 2;
+pub const ARG3: usize = 3;
+pub const ARG4: usize = 4;
+pub const RET: usize = usize::MAX;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -80,11 +83,18 @@ pub fn thread_key() -> u64 {
     bpf_get_current_pid_tgid()
 }
 
-/// The `i`th syscall argument (8 bytes each in the tracepoint record).
+/// The syscall argument `which` (`ARG0`…) or the return value (`RET`).
 #[inline(always)]
-pub fn arg(ctx: &TracePointContext, offset: usize) -> Option<u64> {
-    // SAFETY: the offsets above are inside every sys_enter_*/sys_exit_* record.
-    unsafe { ctx.read_at::<u64>(offset) }.ok()
+pub fn arg(ctx: &TracePointContext, which: usize) -> Option<u64> {
+    let layout = layout();
+    let offset = if which == RET {
+        layout.syscall_ret
+    } else if layout.syscall_args == 0 {
+        return None;
+    } else {
+        layout.syscall_args + 8 * which as u32
+    };
+    field::<u64>(ctx, offset).ok()
 }
 
 /// Copies `len` bytes (at most `N`) of user memory at `src` into `dst`;

@@ -8,22 +8,12 @@ use super::bind_listen::listen_args;
 use crate::{
     kernel::sock_netns,
     record::{SocketFacts, submit, wanted_tgid},
+    tracepoint::{field, layout},
 };
 
 const TCP_CLOSE: i32 = 7;
 const TCP_LISTEN: i32 = 10;
 const SOCK_STREAM: u32 = 1;
-
-// Offsets from /sys/kernel/tracing/events/sock/inet_sock_set_state/format,
-// a stable tracepoint ABI.
-const SKADDR: usize = 8;
-const OLDSTATE: usize = 16;
-const NEWSTATE: usize = 20;
-const SPORT: usize = 24;
-const FAMILY: usize = 28;
-const PROTOCOL: usize = 30;
-const SADDR: usize = 32;
-const SADDR_V6: usize = 40;
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
@@ -33,9 +23,10 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 }
 
 fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
-    // SAFETY: offsets and sizes match the tracepoint's format (see above).
+    // Offsets from this kernel's sock/inet_sock_set_state/format.
+    let l = layout();
     let (protocol, oldstate, newstate) =
-        unsafe { (ctx.read_at::<u16>(PROTOCOL)?, ctx.read_at::<i32>(OLDSTATE)?, ctx.read_at::<i32>(NEWSTATE)?) };
+        (field::<u16>(ctx, l.tcp_protocol)?, field::<i32>(ctx, l.tcp_oldstate)?, field::<i32>(ctx, l.tcp_newstate)?);
     if u32::from(protocol) != IPPROTO_TCP {
         return Ok(());
     }
@@ -47,14 +38,12 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     if wanted_tgid().is_none() {
         return Ok(());
     }
-    // SAFETY: as above.
     let (sock_id, family, port) =
-        unsafe { (ctx.read_at::<u64>(SKADDR)?, ctx.read_at::<u16>(FAMILY)?, ctx.read_at::<u16>(SPORT)?) };
+        (field::<u64>(ctx, l.tcp_skaddr)?, field::<u16>(ctx, l.tcp_family)?, field::<u16>(ctx, l.tcp_sport)?);
     let mut addr = [0u8; 16];
     match family {
-        // SAFETY: as above.
-        AF_INET => addr[..4].copy_from_slice(&unsafe { ctx.read_at::<[u8; 4]>(SADDR)? }),
-        AF_INET6 => addr = unsafe { ctx.read_at::<[u8; 16]>(SADDR_V6)? },
+        AF_INET => addr[..4].copy_from_slice(&field::<[u8; 4]>(ctx, l.tcp_saddr)?),
+        AF_INET6 => addr = field::<[u8; 16]>(ctx, l.tcp_saddr_v6)?,
         _ => return Ok(()),
     }
     // Inside listen(), its fd and backlog; a close has neither.

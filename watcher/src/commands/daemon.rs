@@ -1,46 +1,55 @@
 //! `watcher daemon`: what an administrator leaves running. Every event goes
 //! out as a JSON line, as `watch --json` prints it; listeners feed the
 //! lifecycle table (listener_up / listener_down / restarted / owner_changed
-//! / reuseport_joined); each new listener and each raw or packet socket is
-//! judged against the allowlist, and one that no rule allows raises an
-//! `alert` at once (and, if asked, its process is killed). SIGHUP reloads
-//! the configuration; a bad one is reported and the old one kept.
+//! / reuseport_joined / holders_changed); each new listener and each raw or
+//! packet socket is judged against the allowlist, and one that no rule
+//! allows raises an `alert` at once (and, if asked, every process holding
+//! it is killed). SIGHUP reloads the configuration; a bad one is reported
+//! and the old one kept.
+//!
+//! Glue only: the table is `state::lifecycle`, the verdicts
+//! `policy::allowlist`, the kill `policy::kill`, the lines
+//! `output::daemon_lines`.
 use std::{
-    cell::RefCell,
+    collections::HashMap,
     io::{self, Write},
     path::PathBuf,
-    rc::Rc,
 };
 
 use chrono::{DateTime, Utc};
 use log::{error, info, warn};
-use nix::{sys::signal::Signal, unistd::Pid};
-use serde_json::{Map, Value, json};
 
 use crate::{
     cli::DaemonArgs,
-    commands::{
-        list::HolderInfo,
-        watch::{PipelineOptions, monotonic_ns, run_pipeline},
-    },
     config::{Config, RuleProto},
-    host::{pid_file::PidFile, services},
-    kernel::privileges,
-    model::escape::escape_bytes,
+    enrich::report::{Report, What},
+    host::{pid_file::PidFile, process::ProcessLookup},
+    kernel::{loader::Attached, privileges},
+    model::{
+        event_name::EventName,
+        holder::Holder,
+        socket::{Family, Local, Proto},
+    },
     output::{
-        fleet::{Fleet, Tee},
-        format::{Format, Printer, Report, What, rfc3339, unix_path},
+        daemon_lines::DaemonLines,
+        event::{Alert, Event, KillOutcome},
+        fleet::Fleet,
         json_file::JsonOutput,
         sink::{PipelineStats, Sink},
     },
+    pipeline::{PipelineOptions, monotonic_ns, run_pipeline},
     policy::{
         allowlist::{Subject, Verdict, judge},
         enforce::{self, Enforcement},
         filter::Filter,
+        kill,
     },
-    record::decode::{Family, Proto, SocketKind},
-    snapshot::sock_diag::{self, ExistingSocket, Local},
-    state::lifecycle::{Change, ListenerKey, ListenerTable, Owner, Where},
+    record::decode::{Record, SocketKind},
+    snapshot::{
+        holders::{self, HolderInfo},
+        sock_diag::ExistingSocket,
+    },
+    state::lifecycle::{Change, ListenerKey, ListenerTable, Socket, SocketId},
 };
 
 /// A configuration that could not be used at start: the daemon exits 2.
@@ -63,21 +72,22 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let _pid_file = args.pid_file.as_deref().map(PidFile::create).transpose()?;
     info!("{} allowlist rules from {}", config.rules.len(), args.config.display());
     // A metrics address that cannot be bound is a configuration to fix: exit 2.
-    let fleet = Rc::new(RefCell::new(Fleet::start(&config).map_err(BadConfig)?));
+    let fleet = Fleet::start(&config).map_err(BadConfig)?;
     // Never fails once open: a full disk or a closed pipe is counted (see
     // json_file), and the other outputs go on.
     let out = match &config.output.json_file {
-        Some(path) => JsonOutput::file(path, config.output.json_file_mode, fleet.borrow().output_counters("json_file"))
+        Some(path) => JsonOutput::file(path, config.output.json_file_mode, fleet.output_counters("json_file"))
             .map_err(BadConfig)?,
-        None => JsonOutput::stdout(fleet.borrow().output_counters("stdout")),
+        None => JsonOutput::stdout(fleet.output_counters("stdout")),
     };
     let sink = DaemonSink {
-        printer: Printer::new(Format::Json, Tee::new(out.clone(), fleet.clone())),
+        lines: DaemonLines::new(out.clone(), fleet),
         output: out,
-        fleet,
         config,
         config_path: args.config,
         listeners: ListenerTable::default(),
+        held: HashMap::new(),
+        lookup: ProcessLookup::default(),
         enforcement,
     };
     let options =
@@ -86,14 +96,16 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
 }
 
 pub struct DaemonSink<W: Write> {
-    printer: Printer<W>,
-    /// What `printer` writes into, kept to reopen it at SIGHUP.
+    lines: DaemonLines<W>,
+    /// What `lines` writes into, kept to reopen it at SIGHUP.
     output: JsonOutput,
-    /// Syslog and metrics; also fed by `printer`'s writer (a [`Tee`]).
-    fleet: Rc<RefCell<Fleet>>,
     config: Config,
     config_path: PathBuf,
     listeners: ListenerTable,
+    /// pid → the keys of the listeners it holds, so that a fork or an exit
+    /// touches only those.
+    held: HashMap<u32, Vec<ListenerKey>>,
+    lookup: ProcessLookup,
     /// Binds refused in the kernel, when `enforce` is on (see `enforce`).
     enforcement: Option<Enforcement>,
 }
@@ -107,16 +119,17 @@ enum Start {
     New,
 }
 
-/// A listener as the lifecycle and the allowlist see it.
+/// A live event as the listener table sees it.
 struct Sighting {
     key: ListenerKey,
-    owner: Owner,
+    id: Option<SocketId>,
+    up: bool,
     rule_proto: RuleProto,
 }
 
 impl<W: Write> DaemonSink<W> {
-    fn emit(&mut self, line: Value) -> io::Result<()> {
-        self.printer.write_json(&line)
+    fn emit(&mut self, event: &Event<'_>) -> io::Result<()> {
+        self.lines.emit(event)
     }
 
     /// Lifecycle changes, then a verdict for each listener that came up.
@@ -131,15 +144,30 @@ impl<W: Write> DaemonSink<W> {
         // restarted / owner_changed that explains it.
         let mut ups = Vec::new();
         for change in changes {
-            if let Change::Up { key, owner } = &change {
-                ups.push((key.clone(), owner.clone()));
+            match &change {
+                Change::Up { key, socket } => {
+                    self.index(key, &socket.holders);
+                    ups.push((key.clone(), socket.clone()));
+                }
+                Change::HoldersChanged { key, socket, .. } => self.index(key, &socket.holders),
+                _ => {}
             }
-            self.emit(change_line(&change, time))?;
+            self.emit(&Event::Lifecycle { time, change: &change })?;
         }
-        for (key, owner) in ups {
-            self.judge(&subject_of(&key, &owner, rule_proto), &owner, "listener_up", &key_fields(&key), time, start)?;
+        for (key, socket) in ups {
+            let subject = subject_of(Some(&key), &socket.creator, rule_proto);
+            self.judge(&subject, &socket, EventName::ListenerUp, Some(&key), time, start)?;
         }
         Ok(())
+    }
+
+    fn index(&mut self, key: &ListenerKey, holders: &[Holder]) {
+        for h in holders.iter().filter(|h| h.pid != 0) {
+            let keys = self.held.entry(h.pid).or_default();
+            if !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        }
     }
 
     /// Raises an alert (and kills, when configured and the socket is new)
@@ -147,49 +175,43 @@ impl<W: Write> DaemonSink<W> {
     fn judge(
         &mut self,
         subject: &Subject<'_>,
-        owner: &Owner,
-        what: &str,
-        fields: &Map<String, Value>,
+        socket: &Socket,
+        what: EventName,
+        key: Option<&ListenerKey>,
         time: DateTime<Utc>,
         start: Start,
     ) -> io::Result<()> {
         let Verdict::Alert { rule, severity, reason } = judge(&self.config, subject) else {
             return Ok(());
         };
-        let mut line = base(time, "alert");
-        line.insert("severity".into(), severity.name().into());
-        line.insert("rule".into(), rule.into());
-        line.insert("reason".into(), reason.clone().into());
-        line.insert("subject".into(), what.into());
-        line.extend(fields.clone());
-        line.extend(owner_fields(owner, ""));
-        warn!("alert ({}): {reason}; pid {}", severity.name(), owner.pid);
-        self.emit(Value::Object(line))?;
-        if self.config.kill_unexpected && start == Start::New && owner.pid > 1 {
-            let result = nix::sys::signal::kill(Pid::from_raw(owner.pid as i32), Signal::SIGKILL);
-            let mut line = base(Utc::now(), if result.is_ok() { "killed" } else { "kill_failed" });
-            line.insert("reason".into(), reason.into());
-            if let Err(e) = result {
-                line.insert("error".into(), e.to_string().into());
-            }
-            line.extend(fields.clone());
-            line.extend(owner_fields(owner, ""));
-            self.emit(Value::Object(line))?;
+        warn!("alert ({}): {reason}; pid {}", severity.name(), socket.creator.pid);
+        let alert = Alert {
+            severity,
+            rule,
+            reason,
+            subject: what,
+            key: key.cloned(),
+            holder: socket.creator.clone(),
+            holders: socket.other_holders(),
+        };
+        self.emit(&Event::Alert { time, alert: &alert })?;
+        let pid = socket.creator.pid;
+        if self.config.kill_unexpected && start == Start::New && pid > 1 {
+            let killing = kill::kill_holders(&mut self.lookup, key.map(|k| (k.proto, &k.local)), pid);
+            let outcome = KillOutcome {
+                reason: alert.reason,
+                key: alert.key,
+                holder: alert.holder,
+                killed: killing.killed,
+                survivors: killing.survivors,
+            };
+            self.emit(&Event::Kill { time: Utc::now(), outcome: &outcome })?;
         }
         Ok(())
     }
 
-    fn sighting_of_report(report: &Report<'_>) -> Option<(Sighting, bool)> {
-        let t = report.task;
-        let owner = Owner {
-            pid: t.pid,
-            uid: Some(t.uid),
-            user: report.user.map(str::to_owned),
-            comm: t.comm.clone(),
-            exe: report.process.exe.clone(),
-            cmdline: report.process.cmdline.clone(),
-        };
-        let netns = u64::from(t.netns);
+    fn sighting_of_report(report: &Report<'_>) -> Option<Sighting> {
+        let netns = u64::from(report.task.netns);
         match &report.what {
             What::Socket { event, .. } => {
                 let (up, rule_proto) = match (event.kind, event.proto) {
@@ -202,67 +224,96 @@ impl<W: Write> DaemonSink<W> {
                 let key = ListenerKey {
                     netns,
                     proto: event.proto,
-                    local: Where::Inet { addr: event.addr, port: event.port },
+                    local: Local::Inet { addr: event.addr, port: event.port },
                 };
-                Some((Sighting { key, owner, rule_proto }, up))
+                Some(Sighting { key, id: Some(SocketId::Kernel(event.sock_id)), up, rule_proto })
             }
             What::Unix { kind, path, .. } => {
-                let key = ListenerKey { netns, proto: Proto::Unix, local: Where::Unix { path: path.to_vec() } };
-                Some((Sighting { key, owner, rule_proto: RuleProto::Unix }, *kind == SocketKind::Listen))
+                let key = ListenerKey { netns, proto: Proto::Unix, local: Local::Unix { path: path.to_vec() } };
+                Some(Sighting { key, id: None, up: *kind != SocketKind::Close, rule_proto: RuleProto::Unix })
             }
             _ => None,
         }
     }
 
+    /// The sockets of `key` lost every holder the events named: find who
+    /// holds them now, first among the processes they were handed to
+    /// (forked children), then, if none of those does, anywhere.
+    fn find_holders(&mut self, key: &ListenerKey, time: DateTime<Utc>) -> io::Result<()> {
+        let Some(ours) = crate::snapshot::sock_diag::netns(self.lookup.proc_root()) else {
+            return Ok(());
+        };
+        if key.netns != 0 && key.netns != ours {
+            return Ok(()); // another namespace: the snapshot cannot see it
+        }
+        let candidates = self.listeners.unconfirmed_holders(key);
+        let mut found = Vec::new();
+        for scope in [candidates, Vec::new()] {
+            if scope.is_empty() && !found.is_empty() {
+                break;
+            }
+            match holders::holding(&mut self.lookup, key.proto, &key.local, &scope) {
+                Ok((_, holders)) => found = holders,
+                Err(e) => {
+                    warn!("finding who holds {:?} now: {e:#}", key.local);
+                    return Ok(());
+                }
+            }
+            if !found.is_empty() {
+                break;
+            }
+        }
+        let holders: Vec<Holder> = found.iter().map(HolderInfo::holder).collect();
+        let changes = self.listeners.holders_now(key, holders);
+        let rule_proto = rule_proto_of(key.proto);
+        self.changes(changes, rule_proto, time, Start::New)
+    }
+
     /// After records were lost, the table may be wrong: read what listens
     /// now and report what changed while watcher was blind.
     fn resync(&mut self) -> io::Result<()> {
-        let snapshot = match sock_diag::take(std::path::Path::new("/proc"), &[]) {
+        let (snapshot, holders) = match holders::take_named(&mut self.lookup, &[]) {
             Ok(s) => s,
             Err(e) => {
                 error!("after the loss, no fresh snapshot to rebuild the listener table: {e:#}");
                 return Ok(());
             }
         };
-        let mut lookup = crate::host::process::ProcessLookup::default();
-        let holders = crate::commands::list::name_holders(&snapshot, &mut lookup);
         let now = monotonic_ns();
         let time = Utc::now();
+        let netns = snapshot.netns.unwrap_or(0);
         let mut present = std::collections::HashSet::new();
         for socket in &snapshot.sockets {
-            let all_holders = holders.get(&socket.inode);
-            let holder = all_holders.and_then(|h| h.first());
-            if let Some(s) = existing_sighting(socket, holder, snapshot.netns.unwrap_or(0)) {
-                present.insert(s.key.clone());
-                let known = self.listeners.owner_pids(&s.key);
-                // Live in the table but held by none of its known owners:
-                // it went down and came back in other hands while we were blind.
-                let changed_hands =
-                    !known.is_empty() && !all_holders.is_some_and(|hs| hs.iter().any(|h| known.contains(&h.pid)));
-                if changed_hands {
-                    for pid in known {
-                        let changes = self.listeners.down(&s.key, pid, now);
-                        self.changes(changes, s.rule_proto, time, Start::New)?;
-                    }
+            let Some((key, rule_proto)) = key_of_existing(socket, netns) else { continue };
+            let infos = holders.get(&socket.inode).map(Vec::as_slice).unwrap_or_default();
+            present.insert(key.clone());
+            let known = self.listeners.holder_pids(&key);
+            // Live in the table but held by none of its known holders: it
+            // went down and came back in other hands while we were blind.
+            if !known.is_empty() && !infos.iter().any(|h| known.contains(&h.pid)) {
+                while self.listeners.is_live(&key) {
+                    let changes = self.listeners.closed(&key, None, 0, now);
+                    self.changes(changes, rule_proto, time, Start::New)?;
                 }
-                if !self.listeners.is_live(&s.key) {
-                    let changes = self.listeners.up(s.key, s.owner, now);
-                    self.changes(changes, s.rule_proto, time, Start::New)?;
-                }
+            }
+            if !self.listeners.is_live(&key) {
+                let socket = existing_socket(socket, infos, &mut self.lookup);
+                let changes = self.listeners.up(key, socket, now);
+                self.changes(changes, rule_proto, time, Start::New)?;
             }
         }
         // The snapshot sees only our network namespace: a listener in a
         // container's is kept as it is, not declared down.
-        let seen_netns = snapshot.netns.unwrap_or(0);
         for key in self.listeners.live_keys() {
-            if (key.netns == seen_netns || key.netns == 0) && !present.contains(&key) {
-                let changes = self.listeners.down(&key, 0, now);
-                self.changes(changes, RuleProto::Tcp, time, Start::New)?;
+            if (key.netns == netns || key.netns == 0) && !present.contains(&key) {
+                while self.listeners.is_live(&key) {
+                    let changes = self.listeners.closed(&key, None, 0, now);
+                    self.changes(changes, rule_proto_of(key.proto), time, Start::New)?;
+                }
             }
         }
-        let mut line = base(time, "resynced");
-        line.insert("live_listeners".into(), self.listeners.live_count().into());
-        self.emit(Value::Object(line))
+        let live_listeners = self.listeners.live_count();
+        self.emit(&Event::Resynced { time, live_listeners })
     }
 }
 
@@ -271,7 +322,7 @@ impl<W: Write> Sink for DaemonSink<W> {
         self.enforcement.is_some()
     }
 
-    fn attached(&mut self, attached: &mut crate::kernel::loader::Attached) -> anyhow::Result<()> {
+    fn attached(&mut self, attached: &mut Attached) -> anyhow::Result<()> {
         match &mut self.enforcement {
             Some(enforcement) => enforcement.attach(attached),
             None => Ok(()),
@@ -280,99 +331,120 @@ impl<W: Write> Sink for DaemonSink<W> {
 
     fn report(&mut self, report: &Report<'_>) -> io::Result<()> {
         if let What::Denied { event, .. } = report.what {
-            return enforce::report_denied(self.enforcement.as_ref(), &mut self.printer, report, event);
+            let why = enforce::explain_denied(self.enforcement.as_ref(), report, event);
+            let report = Report { what: What::Denied { event, why: why.as_ref() }, ..*report };
+            return self.emit(&Event::Live(&report));
         }
-        self.printer.report(report)?;
+        self.emit(&Event::Live(report))?;
         let time = report.time;
-        if let Some((s, up)) = Self::sighting_of_report(report) {
-            let changes = if up {
-                self.listeners.up(s.key, s.owner, report.task.ktime_ns)
+        let holder = holder_of(report);
+        if let Some(s) = Self::sighting_of_report(report) {
+            let changes = if s.up {
+                self.listeners.up(s.key, Socket::new(s.id, holder, Vec::new()), report.task.ktime_ns)
             } else {
-                self.listeners.down(&s.key, report.task.pid, report.task.ktime_ns)
+                self.listeners.closed(&s.key, s.id, report.task.pid, report.task.ktime_ns)
             };
             return self.changes(changes, s.rule_proto, time, Start::New);
         }
         // Passive sockets: judged as they come, no lifecycle.
-        let (proto, fields) = match &report.what {
-            What::PassiveSocket { socket, .. } => {
-                (if socket.family == Family::Packet { RuleProto::Packet } else { RuleProto::Raw }, Map::new())
-            }
-            What::FilterAttached { socket, .. } => {
-                let proto = match socket {
-                    Some(s) if s.family != Family::Packet => RuleProto::Raw,
-                    _ => RuleProto::Packet,
-                };
-                (proto, Map::new())
-            }
+        let proto = match &report.what {
+            What::PassiveSocket { socket, .. } if socket.family == Family::Packet => RuleProto::Packet,
+            What::PassiveSocket { .. } => RuleProto::Raw,
+            What::FilterAttached { socket: Some(s), .. } if s.family != Family::Packet => RuleProto::Raw,
+            What::FilterAttached { .. } => RuleProto::Packet,
             _ => return Ok(()),
         };
-        let t = report.task;
-        let owner = Owner {
-            pid: t.pid,
-            uid: Some(t.uid),
-            user: report.user.map(str::to_owned),
-            comm: t.comm.clone(),
-            exe: report.process.exe.clone(),
-            cmdline: report.process.cmdline.clone(),
-        };
-        let subject = Subject {
-            proto,
-            addr: None,
-            port: None,
-            path: None,
-            exe: owner.exe.as_deref(),
-            comm: &owner.comm,
-            user: owner.user.as_deref(),
-            uid: owner.uid,
-        };
         let what = report.what.event_name();
-        self.judge(&subject.clone(), &owner, what, &fields, time, Start::New)
+        let socket = Socket::new(None, holder, Vec::new());
+        self.judge(&subject_of(None, &socket.creator, proto), &socket, what, None, time, Start::New)
     }
 
     fn existing(
         &mut self,
         time: DateTime<Utc>,
         socket: &ExistingSocket,
-        holder: Option<&HolderInfo>,
+        holders: &[HolderInfo],
         netns: Option<u64>,
     ) -> io::Result<()> {
-        Sink::existing(&mut self.printer, time, socket, holder, netns)?;
-        if let Some(s) = existing_sighting(socket, holder, netns.unwrap_or(0)) {
-            let changes = self.listeners.up(s.key, s.owner, monotonic_ns());
-            return self.changes(changes, s.rule_proto, time, Start::BeforeDaemon);
+        if holders.is_empty() {
+            self.emit(&Event::Existing { time, socket, holder: None, netns })?;
+        }
+        for holder in holders {
+            self.emit(&Event::Existing { time, socket, holder: Some(holder), netns })?;
+        }
+        let netns = netns.unwrap_or(0);
+        if let Some((key, rule_proto)) = key_of_existing(socket, netns) {
+            let socket = existing_socket(socket, holders, &mut self.lookup);
+            let changes = self.listeners.up(key, socket, monotonic_ns());
+            return self.changes(changes, rule_proto, time, Start::BeforeDaemon);
         }
         if matches!(socket.local, Local::Raw { .. } | Local::Packet { .. }) {
-            let owner = holder.map(owner_of_holder).unwrap_or_default();
             let proto = if matches!(socket.local, Local::Packet { .. }) { RuleProto::Packet } else { RuleProto::Raw };
-            let subject = Subject {
-                proto,
-                addr: None,
-                port: None,
-                path: None,
-                exe: owner.exe.as_deref(),
-                comm: &owner.comm,
-                user: owner.user.as_deref(),
-                uid: owner.uid,
-            };
-            return self.judge(&subject.clone(), &owner, "existing", &Map::new(), time, Start::BeforeDaemon);
+            let socket = existing_socket(socket, holders, &mut self.lookup);
+            let subject = subject_of(None, &socket.creator, proto);
+            return self.judge(&subject, &socket, EventName::Existing, None, time, Start::BeforeDaemon);
         }
         Ok(())
     }
 
+    fn process(&mut self, record: &Record) -> io::Result<()> {
+        match record {
+            Record::Fork { parent, child } => {
+                let Some(keys) = self.held.get(&parent.pid).cloned() else { return Ok(()) };
+                // A thread of the same process is not a new holder.
+                if *child == parent.pid || parent.tid != parent.pid && *child == parent.tid {
+                    return Ok(());
+                }
+                let named_after_parent = self
+                    .listeners
+                    .sockets(&keys[0])
+                    .iter()
+                    .flat_map(|s| &s.holders)
+                    .find(|h| h.pid == parent.pid)
+                    .cloned()
+                    .unwrap_or_default();
+                let child_holder = Holder { pid: *child, ..named_after_parent };
+                self.listeners.forked(parent.pid, &child_holder, &keys);
+                self.held.insert(*child, keys);
+                Ok(())
+            }
+            Record::Exit { task, group_dead: true } => {
+                let Some(keys) = self.held.remove(&task.pid) else { return Ok(()) };
+                let orphaned = self.listeners.exited(task.pid, &keys);
+                let time = Utc::now();
+                for key in orphaned {
+                    self.find_holders(&key, time)?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn lost(&mut self, count: u64, total: u64, time: DateTime<Utc>) -> io::Result<()> {
-        self.printer.lost(count, total, time)?;
+        self.emit(&Event::Lost { time, count, total })?;
         self.resync()
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.fleet.borrow().live_listeners(self.listeners.live_count());
-        self.printer.flush()
+        self.lines.fleet.live_listeners(self.listeners.live_count());
+        let flushed = self.lines.flush();
+        // The JSON output's own `output_dropped` lines go to syslog too.
+        for line in self.output.take_notices() {
+            self.lines.fleet.output_line(EventName::OutputDropped, &line);
+        }
+        flushed
     }
 
     fn tick(&mut self, stats: &PipelineStats) -> io::Result<()> {
-        let fleet = self.fleet.borrow();
-        fleet.live_listeners(self.listeners.live_count());
-        fleet.process_table_size(stats.processes);
+        self.lines.fleet.live_listeners(self.listeners.live_count());
+        self.lines.fleet.process_table_size(stats.processes);
+        // Processes that exited without our seeing it (a lost record) must
+        // not keep their index entries for ever.
+        if self.held.len() > 4 * self.listeners.live_count().max(1024) {
+            let listeners = &self.listeners;
+            self.held.retain(|pid, keys| keys.iter().any(|k| listeners.holder_pids(k).contains(pid)));
+        }
         Ok(())
     }
 
@@ -396,143 +468,84 @@ impl<W: Write> Sink for DaemonSink<W> {
         if let Err(e) = reopened {
             error!("{e:#}; the lines are counted as dropped until it opens");
         }
-        let mut line = match loaded {
+        let path = self.config_path.clone();
+        let written = match loaded {
             Ok(config) => {
-                info!("reloaded {}: {} allowlist rules", self.config_path.display(), config.rules.len());
+                info!("reloaded {}: {} allowlist rules", path.display(), config.rules.len());
                 let enforce = self.config.enforce;
                 self.config = config;
                 self.config.enforce |= enforce;
-                self.fleet.borrow_mut().reconfigure(&self.config);
-                let mut line = base(Utc::now(), "config_reloaded");
-                line.insert("rules".into(), self.config.rules.len().into());
-                line
+                self.lines.fleet.reconfigure(&self.config);
+                let rules = self.config.rules.len();
+                self.emit(&Event::ConfigReloaded { time: Utc::now(), path: &path, rules })
             }
             Err(e) => {
-                error!("reloading {}: {e:#}; keeping the configuration in force", self.config_path.display());
-                let mut line = base(Utc::now(), "config_rejected");
-                line.insert("reason".into(), format!("{e:#}").into());
-                line
+                error!("reloading {}: {e:#}; keeping the configuration in force", path.display());
+                let reason = format!("{e:#}");
+                self.emit(&Event::ConfigRejected { time: Utc::now(), path: &path, reason: &reason })
             }
         };
-        line.insert("path".into(), escape_bytes(self.config_path.as_os_str().as_encoded_bytes()).into());
-        if let Err(e) = self.emit(Value::Object(line)).and_then(|()| self.printer.flush()) {
+        if let Err(e) = written.and_then(|()| self.lines.flush()) {
             error!("writing the reload event: {e}");
         }
         true
     }
 }
 
-fn owner_of_holder(h: &HolderInfo) -> Owner {
-    Owner {
-        pid: h.pid,
-        uid: h.uid,
-        user: h.user.clone(),
-        comm: h.comm.clone().unwrap_or_default(),
-        exe: h.process.exe.clone(),
-        cmdline: h.process.cmdline.clone(),
+/// The process of a live event, as the table and the allowlist know it.
+fn holder_of(report: &Report<'_>) -> Holder {
+    let t = report.task;
+    Holder {
+        pid: t.pid,
+        uid: Some(t.uid),
+        user: report.user.map(str::to_owned),
+        comm: t.comm.clone(),
+        exe: report.process.exe.clone(),
+        cmdline: report.process.cmdline.clone(),
     }
 }
 
-/// A snapshot socket as a listener: TCP listeners, bound UDP and UNIX sockets.
-fn existing_sighting(socket: &ExistingSocket, holder: Option<&HolderInfo>, netns: u64) -> Option<Sighting> {
-    let (local, rule_proto) = match (&socket.local, socket.proto) {
-        (Local::Inet { addr, port }, Proto::Tcp) => (Where::Inet { addr: *addr, port: *port }, RuleProto::Tcp),
-        (Local::Inet { addr, port }, Proto::Udp) => (Where::Inet { addr: *addr, port: *port }, RuleProto::Udp),
-        (Local::Unix { path }, _) => (Where::Unix { path: path.clone() }, RuleProto::Unix),
-        _ => return None,
-    };
-    Some(Sighting {
-        key: ListenerKey { netns, proto: socket.proto, local },
-        owner: holder.map(owner_of_holder).unwrap_or_default(),
-        rule_proto,
-    })
+/// A socket of the snapshot, with every process that holds it.
+fn existing_socket(socket: &ExistingSocket, holders: &[HolderInfo], lookup: &mut ProcessLookup) -> Socket {
+    let creator = holders::creator(socket.owner_uid, holders, lookup);
+    Socket::new(Some(SocketId::Inode(socket.inode)), creator, holders.iter().map(HolderInfo::holder).collect())
 }
 
-fn subject_of<'a>(key: &'a ListenerKey, owner: &'a Owner, proto: RuleProto) -> Subject<'a> {
-    let (addr, port, path) = match &key.local {
-        Where::Inet { addr, port } => (Some(*addr), Some(*port), None),
-        Where::Unix { path } => (None, None, Some(path.as_slice())),
+/// A snapshot socket as a listener: TCP listeners, bound UDP and UNIX sockets.
+fn key_of_existing(socket: &ExistingSocket, netns: u64) -> Option<(ListenerKey, RuleProto)> {
+    let rule_proto = match (&socket.local, socket.proto) {
+        (Local::Inet { .. }, Proto::Tcp) => RuleProto::Tcp,
+        (Local::Inet { .. }, Proto::Udp) => RuleProto::Udp,
+        (Local::Unix { .. }, _) => RuleProto::Unix,
+        _ => return None,
+    };
+    Some((ListenerKey { netns, proto: socket.proto, local: socket.local.clone() }, rule_proto))
+}
+
+fn rule_proto_of(proto: Proto) -> RuleProto {
+    match proto {
+        Proto::Udp => RuleProto::Udp,
+        Proto::Unix => RuleProto::Unix,
+        Proto::Raw => RuleProto::Raw,
+        Proto::Packet => RuleProto::Packet,
+        Proto::Tcp | Proto::Other(_) => RuleProto::Tcp,
+    }
+}
+
+fn subject_of<'a>(key: Option<&'a ListenerKey>, holder: &'a Holder, proto: RuleProto) -> Subject<'a> {
+    let (addr, port, path) = match key.map(|k| &k.local) {
+        Some(Local::Inet { addr, port }) => (Some(*addr), Some(*port), None),
+        Some(Local::Unix { path }) => (None, None, Some(path.as_slice())),
+        _ => (None, None, None),
     };
     Subject {
         proto,
         addr,
         port,
         path,
-        exe: owner.exe.as_deref(),
-        comm: &owner.comm,
-        user: owner.user.as_deref(),
-        uid: owner.uid,
+        exe: holder.exe.as_deref(),
+        comm: &holder.comm,
+        user: holder.user.as_deref(),
+        uid: holder.uid,
     }
-}
-
-fn base(time: DateTime<Utc>, event: &str) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("time".into(), rfc3339(time).into());
-    m.insert("event".into(), event.into());
-    m
-}
-
-fn key_fields(key: &ListenerKey) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("proto".into(), key.proto.name().into());
-    match &key.local {
-        Where::Inet { addr, port } => {
-            m.insert("family".into(), if addr.is_ipv4() { "ipv4" } else { "ipv6" }.into());
-            m.insert("addr".into(), addr.to_string().into());
-            m.insert("port".into(), (*port).into());
-            if let Some(name) = services::name(&key.proto.name(), *port) {
-                m.insert("service".into(), name.into());
-            }
-        }
-        Where::Unix { path } => {
-            m.insert("family".into(), "unix".into());
-            m.insert("path".into(), unix_path(path).into());
-        }
-    }
-    m.insert("netns".into(), if key.netns == 0 { Value::Null } else { key.netns.into() });
-    m
-}
-
-/// An owner's fields, each name prefixed (`previous_`, `existing_`) or not.
-fn owner_fields(owner: &Owner, prefix: &str) -> Map<String, Value> {
-    let mut m = Map::new();
-    let mut put = |name: &str, v: Value| {
-        m.insert(format!("{prefix}{name}"), v);
-    };
-    put("pid", if owner.pid == 0 { Value::Null } else { owner.pid.into() });
-    put("comm", if owner.comm.is_empty() { Value::Null } else { escape_bytes(&owner.comm).into() });
-    put("exe", owner.exe.as_deref().map(escape_bytes).into());
-    put("cmdline", owner.cmdline.as_ref().map(|a| a.iter().map(|x| escape_bytes(x)).collect::<Vec<_>>()).into());
-    put("uid", owner.uid.into());
-    put("user", owner.user.clone().into());
-    m
-}
-
-fn change_line(change: &Change, time: DateTime<Utc>) -> Value {
-    let (event, key, owner) = match change {
-        Change::Up { key, owner } => ("listener_up", key, owner),
-        Change::Down { key, owner, .. } => ("listener_down", key, owner),
-        Change::Restarted { key, owner, .. } => ("restarted", key, owner),
-        Change::OwnerChanged { key, owner, .. } => ("owner_changed", key, owner),
-        Change::ReuseportJoined { key, owner, .. } => ("reuseport_joined", key, owner),
-    };
-    let mut m = base(time, event);
-    m.extend(key_fields(key));
-    m.extend(owner_fields(owner, ""));
-    match change {
-        Change::Down { lived_ns, .. } => {
-            m.insert("lived_ms".into(), json!(*lived_ns as f64 / 1e6));
-        }
-        Change::Restarted { previous, gap_ns, same_exe, same_user, same_cmdline, .. } => {
-            m.insert("gap_ms".into(), json!(*gap_ns as f64 / 1e6));
-            m.insert("same_exe".into(), (*same_exe).into());
-            m.insert("same_user".into(), (*same_user).into());
-            m.insert("same_cmdline".into(), (*same_cmdline).into());
-            m.extend(owner_fields(previous, "previous_"));
-        }
-        Change::OwnerChanged { previous, .. } => m.extend(owner_fields(previous, "previous_")),
-        Change::ReuseportJoined { existing, .. } => m.extend(owner_fields(existing, "existing_")),
-        Change::Up { .. } => {}
-    }
-    Value::Object(m)
 }

@@ -17,8 +17,8 @@ use watcher_common::{
 };
 
 use crate::{
-    model::escape::trim_nul,
-    record::decode::{Family, Record},
+    model::{escape::trim_nul, socket::Family},
+    record::decode::Record,
 };
 
 /// A raw or packet socket, as socket() made it.

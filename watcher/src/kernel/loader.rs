@@ -3,6 +3,7 @@
 use std::{
     fs::{self, File},
     path::{Path, PathBuf},
+    time::Instant,
 };
 
 use anyhow::{Context as _, bail};
@@ -13,10 +14,10 @@ use aya::{
 use log::{debug, warn};
 use watcher_common::{
     ENFORCE_CLASS_SLOTS, ENFORCE_CLASSES_MAP, ENFORCE_PORT_SLOTS, ENFORCE_PORTS_MAP, FILTER_TGID_GLOBAL, KernelOffsets,
-    OFFSETS_GLOBAL,
+    OFFSETS_GLOBAL, TRACEPOINT_OFFSETS_GLOBAL,
 };
 
-use crate::kernel::btf::Btf;
+use crate::kernel::{btf::Btf, tracepoint_format};
 
 /// The object built by aya-build from watcher-ebpf (see build.rs).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watcher"));
@@ -28,12 +29,9 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 /// In attach order: the syscall-entry hooks first, since they only gather
 /// arguments (argv, an fd, a backlog) for the hooks that report, which
 /// then find them from their first event on.
-const TRACEPOINTS: [(&str, &str); 15] = [
-    // argv, read before the exec replaces the caller's memory. Syscall
-    // tracepoints put every task on the syscall slow path while enabled;
-    // BENCHMARKS.md measures what that costs.
-    ("syscalls", "sys_enter_execve"),
-    ("syscalls", "sys_enter_execveat"),
+const TRACEPOINTS: [(&str, &str); 13] = [
+    // Syscall tracepoints put every task on the syscall slow path while
+    // enabled; BENCHMARKS.md measures what that costs.
     // Failed binds and listens; the fd and backlog of successful ones.
     ("syscalls", "sys_enter_bind"),
     ("syscalls", "sys_enter_listen"),
@@ -47,7 +45,8 @@ const TRACEPOINTS: [(&str, &str); 15] = [
     ("syscalls", "sys_enter_setsockopt"),
     ("syscalls", "sys_exit_socket"),
     ("syscalls", "sys_exit_setsockopt"),
-    // The process table: who forks, execs (with argv) and exits.
+    // The process table: who forks, execs (with argv, read from the new
+    // program's memory) and exits.
     ("sched", "sched_process_fork"),
     ("sched", "sched_process_exec"),
     ("sched", "sched_process_exit"),
@@ -101,6 +100,11 @@ pub fn kernel_offsets() -> anyhow::Result<KernelOffsets> {
         skc_net: btf.offset("sock_common", &["skc_net"])?,
         skc_v6_daddr: btf.offset("sock_common", &["skc_v6_daddr"])?,
         skc_v6_rcv_saddr: btf.offset("sock_common", &["skc_v6_rcv_saddr"])?,
+        task_mm: btf.offset("task_struct", &["mm"])?,
+        mm_arg_start: btf.offset("mm_struct", &["arg_start"])?,
+        mm_arg_end: btf.offset("mm_struct", &["arg_end"])?,
+        task_signal: btf.offset("task_struct", &["signal"])?,
+        signal_live: btf.offset("signal_struct", &["live"])?,
     })
 }
 
@@ -135,9 +139,7 @@ impl MissingHook {
                 "successful binds (a bound UDP socket is not seen at all, a TCP one only once it listens)"
             }
             "sock_release" => "closes of bound UDP sockets",
-            "sys_enter_execve" | "sys_enter_execveat" | "sched_process_exec" => {
-                "exe and argv of processes that exit before /proc is read"
-            }
+            "sched_process_exec" => "exe and argv of processes that exit before /proc is read",
             "sched_process_fork" | "sched_process_exit" => {
                 "the process table (names then come from /proc, and a process gone by then is unknown)"
             }
@@ -174,11 +176,24 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
     });
 
     let offsets = kernel_offsets().unwrap_or_else(|e| {
-        warn!("network namespaces and accept addresses will be unknown: {e:#}");
+        warn!("network namespaces, accept addresses and the argv of short-lived processes will be unknown: {e:#}");
         KernelOffsets::default()
     });
+    let optional: &[(&str, &str)] = if options.accept { &ACCEPT_TRACEPOINTS } else { &[] };
+    let tracepoints: Vec<(&str, &str)> = TRACEPOINTS.iter().chain(optional).copied().collect();
+    // Record layouts from this kernel's format files; a tracepoint whose
+    // record lacks a field its program reads is left out below.
+    let layouts = tracepoint_format::layouts(&tracepoints, |category, name| {
+        tracepoint_format::read(Path::new(TRACEFS), category, name)
+    });
+    for note in &layouts.notes {
+        warn!("{note}");
+    }
     let mut loader = EbpfLoader::new();
-    loader.override_global(FILTER_TGID_GLOBAL, &options.tgid, true).override_global(OFFSETS_GLOBAL, &offsets, true);
+    loader
+        .override_global(FILTER_TGID_GLOBAL, &options.tgid, true)
+        .override_global(OFFSETS_GLOBAL, &offsets, true)
+        .override_global(TRACEPOINT_OFFSETS_GLOBAL, &layouts.offsets, true);
     if options.enforce {
         // One entry each in the object, so that `watch` holds no memory for them.
         loader
@@ -189,10 +204,13 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
     let mut hooks = Vec::new();
     let mut missing = Vec::new();
 
-    let optional: &[(&str, &str)] = if options.accept { &ACCEPT_TRACEPOINTS } else { &[] };
-    for &(category, name) in TRACEPOINTS.iter().chain(optional) {
+    for &(category, name) in &tracepoints {
         let hook = format!("tracepoint {category}/{name}");
-        match attach_tracepoint(&mut ebpf, category, name) {
+        let attached = match layouts.unusable_reason(category, name) {
+            Some(reason) => Err(anyhow::anyhow!("tracepoint {category}/{name}: {reason}")),
+            None => attach_tracepoint(&mut ebpf, category, name),
+        };
+        match attached {
             Ok(()) => hooks.push(hook),
             Err(e) => {
                 // Without tracefs every tracepoint fails alike: say the cause once.
@@ -257,14 +275,18 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
 
 fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, name: &str) -> anyhow::Result<()> {
     let program: &mut TracePoint = program_mut(ebpf, name)?;
+    let started = Instant::now();
     program.load().with_context(|| format!("loading tracepoint {category}/{name}"))?;
+    debug!("loaded tracepoint {category}/{name} in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
     program.attach(category, name).with_context(|| format!("attaching tracepoint {category}/{name}"))?;
     Ok(())
 }
 
 fn attach_cgroup_sock(ebpf: &mut Ebpf, name: &str, root: &Path, cgroup: &File) -> anyhow::Result<String> {
     let program: &mut CgroupSock = program_mut(ebpf, name)?;
+    let started = Instant::now();
     program.load().with_context(|| format!("loading cgroup/{name}"))?;
+    debug!("loaded cgroup/{name} in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
     // aya attaches through a BPF link (kernel >= 5.7), which is always
     // multi-attach: another watcher (a daemon, a parallel test) can sit
     // on the same cgroup. The kernel refuses link flags with EINVAL, so

@@ -3,3 +3,4 @@
 pub mod btf;
 pub mod loader;
 pub mod privileges;
+pub mod tracepoint_format;

@@ -8,140 +8,23 @@ use std::{
     net::IpAddr,
 };
 
-use chrono::{DateTime, Local, SecondsFormat, Utc};
+use chrono::{DateTime, Local, Utc};
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
-use watcher_common::{SO_ATTACH_BPF, SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF, SO_ATTACH_REUSEPORT_EBPF};
 
 use crate::{
-    enrich::socket_options::{FdFacts, PassiveSocket},
-    host::{cgroups::CgroupName, process::ProcessInfo, services},
-    model::escape::{escape, escape_bytes},
-    policy::enforce::Denial,
-    record::decode::{AcceptEvent, DeniedEvent, Family, Filter, Proto, SockAddr, SocketEvent, SocketKind, Task},
+    enrich::{
+        report::{Report, What, passive_proto},
+        socket_options::PassiveSocket,
+    },
+    host::services,
+    model::{
+        escape::{escape, escape_bytes},
+        event_name::EventName,
+        socket::Family,
+        text::{attach_name, errno_name, rfc3339, sha256_hex, sock_type_name, socket_address, unix_path},
+    },
+    record::decode::{Filter, SockAddr},
 };
-
-/// An event with everything known about its process.
-pub struct Report<'a> {
-    pub task: &'a Task,
-    pub process: &'a ProcessInfo,
-    pub user: Option<&'a str>,
-    pub time: DateTime<Utc>,
-    /// CLOCK_MONOTONIC when userspace decoded the record: minus
-    /// `task.ktime_ns`, how long the event took to reach watcher.
-    pub seen_ktime_ns: u64,
-    /// The task's cgroup, when it could be named.
-    pub cgroup: Option<&'a CgroupName>,
-    pub what: What<'a>,
-}
-
-/// What happened, by kind of event.
-pub enum What<'a> {
-    /// listen, bind, close; with what setsockopt() said of its fd.
-    Socket {
-        event: &'a SocketEvent,
-        fd_facts: Option<&'a FdFacts>,
-    },
-    /// raw_socket, packet_socket.
-    PassiveSocket {
-        fd: i32,
-        socket: PassiveSocket,
-    },
-    /// filter_attached; `socket` when the fd is a raw or packet socket watcher saw made.
-    FilterAttached {
-        fd: i32,
-        optname: u32,
-        filter: &'a Filter,
-        socket: Option<PassiveSocket>,
-    },
-    BindFailed {
-        fd: i32,
-        errno: u32,
-        addr: Option<&'a SockAddr>,
-    },
-    ListenFailed {
-        fd: i32,
-        errno: u32,
-        backlog: u32,
-    },
-    /// listen or close of a UNIX socket.
-    Unix {
-        kind: SocketKind,
-        fd: i32,
-        backlog: Option<u32>,
-        path: &'a [u8],
-    },
-    Accept(&'a AcceptEvent),
-    /// A bind() enforcement refused; `why` is filled in by the daemon,
-    /// which knows the rules that filled the kernel's maps.
-    Denied {
-        event: &'a DeniedEvent,
-        why: Option<&'a Denial>,
-    },
-}
-
-impl What<'_> {
-    pub fn event_name(&self) -> &'static str {
-        match self {
-            Self::Socket { event, .. } => event.kind.name(),
-            Self::PassiveSocket { socket, .. } if socket.family == Family::Packet => "packet_socket",
-            Self::PassiveSocket { .. } => "raw_socket",
-            Self::FilterAttached { .. } => "filter_attached",
-            Self::BindFailed { .. } => "bind_failed",
-            Self::ListenFailed { .. } => "listen_failed",
-            Self::Unix { kind, .. } => kind.name(),
-            Self::Accept(_) => "accept",
-            Self::Denied { .. } => "denied",
-        }
-    }
-
-    /// The protocol, for filters and the table; None when unknown.
-    pub fn proto(&self) -> Option<Proto> {
-        match self {
-            Self::Socket { event, .. } => Some(event.proto),
-            Self::PassiveSocket { socket, .. } => Some(passive_proto(socket)),
-            Self::FilterAttached { socket, .. } => socket.as_ref().map(passive_proto),
-            Self::BindFailed { .. } | Self::ListenFailed { .. } => None,
-            Self::Unix { .. } => Some(Proto::Unix),
-            Self::Accept(_) => Some(Proto::Tcp),
-            Self::Denied { event, .. } => Some(event.proto),
-        }
-    }
-
-    pub fn family(&self) -> Option<Family> {
-        match self {
-            Self::Socket { event, .. } => Some(event.family),
-            Self::PassiveSocket { socket, .. } => Some(socket.family),
-            Self::FilterAttached { socket, .. } => socket.map(|s| s.family),
-            Self::BindFailed { addr: Some(SockAddr::Inet { addr, .. }), .. } => Some(ip_family(*addr)),
-            Self::BindFailed { addr: Some(SockAddr::Unix(_)), .. } | Self::Unix { .. } => Some(Family::Unix),
-            Self::Accept(a) => a.local.map(|(addr, _)| ip_family(addr)),
-            Self::Denied { event, .. } => Some(event.family),
-            _ => None,
-        }
-    }
-
-    pub fn port(&self) -> Option<u16> {
-        match self {
-            Self::Socket { event, .. } => Some(event.port),
-            Self::BindFailed { addr: Some(SockAddr::Inet { port, .. }), .. } => Some(*port),
-            Self::Accept(a) => a.local.map(|(_, port)| port),
-            Self::Denied { event, .. } => Some(event.port),
-            _ => None,
-        }
-    }
-}
-
-fn ip_family(addr: IpAddr) -> Family {
-    match addr {
-        IpAddr::V4(_) => Family::Ipv4,
-        IpAddr::V6(_) => Family::Ipv6,
-    }
-}
-
-fn passive_proto(socket: &PassiveSocket) -> Proto {
-    if socket.family == Family::Packet { Proto::Packet } else { Proto::Raw }
-}
 
 /// The fields every JSON line has.
 #[derive(Serialize)]
@@ -149,7 +32,7 @@ struct Common<'a> {
     time: String,
     ktime_ns: u64,
     seen_ktime_ns: u64,
-    event: &'static str,
+    event: EventName,
     pid: u32,
     tid: u32,
     ppid: Option<u32>,
@@ -271,7 +154,7 @@ struct DeniedDetail<'a> {
 #[derive(Serialize)]
 struct JsonLost {
     time: String,
-    event: &'static str,
+    event: EventName,
     count: u64,
     total: u64,
 }
@@ -293,6 +176,7 @@ pub struct Printer<W: Write> {
 
 // TIME EVENT USER COMMAND PID PROTO LOCAL-ADDRESS, in the spirit of sockstat.
 const WIDTHS: [usize; 6] = [15, 15, 10, 16, 8, 6];
+
 const HEADERS: [&str; 7] = ["TIME", "EVENT", "USER", "COMMAND", "PID", "PROTO", "LOCAL-ADDRESS"];
 
 impl<W: Write> Printer<W> {
@@ -316,7 +200,7 @@ impl<W: Write> Printer<W> {
                 let user = report.user.map_or_else(|| t.uid.to_string(), str::to_owned);
                 let cells = [
                     report.time.with_timezone(&Local).format("%H:%M:%S%.6f").to_string(),
-                    report.what.event_name().to_owned(),
+                    report.what.event_name().as_str().to_owned(),
                     escape_bytes(user.as_bytes()),
                     escape_bytes(&t.comm),
                     t.pid.to_string(),
@@ -478,13 +362,18 @@ impl<W: Write> Printer<W> {
     /// Records the kernel could not deliver: never silent.
     pub fn lost(&mut self, count: u64, total: u64, time: DateTime<Utc>) -> io::Result<()> {
         if self.format == Format::Json {
-            self.write_json(&JsonLost { time: rfc3339(time), event: "lost", count, total })?;
+            self.write_json(&JsonLost { time: rfc3339(time), event: EventName::Lost, count, total })?;
         }
         Ok(())
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+
+    /// Where the lines go (a buffer that a fan-out hands on, say).
+    pub fn out_mut(&mut self) -> &mut W {
+        &mut self.out
     }
 
     fn row(&mut self, cells: &[String; 7]) -> io::Result<()> {
@@ -594,56 +483,6 @@ fn table_detail(what: &What<'_>) -> String {
     }
 }
 
-pub fn rfc3339(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-/// `127.0.0.1:80`, `[::1]:80`.
-pub fn socket_address(addr: IpAddr, port: u16) -> String {
-    match addr {
-        IpAddr::V4(a) => format!("{a}:{port}"),
-        IpAddr::V6(a) => format!("[{a}]:{port}"),
-    }
-}
-
-/// A UNIX socket path, escaped; an abstract name (leading NUL) as `@name`.
-pub fn unix_path(path: &[u8]) -> String {
-    match path.strip_prefix(b"\0") {
-        Some(name) => format!("@{}", escape_bytes(name)),
-        None => escape_bytes(path),
-    }
-}
-
-pub fn errno_name(errno: u32) -> String {
-    let name = format!("{:?}", nix::errno::Errno::from_raw(errno as i32));
-    if name.starts_with('E') { name } else { format!("errno {errno}") }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn attach_name(optname: u32) -> &'static str {
-    match optname {
-        SO_ATTACH_FILTER => "SO_ATTACH_FILTER",
-        SO_ATTACH_BPF => "SO_ATTACH_BPF",
-        SO_ATTACH_REUSEPORT_CBPF => "SO_ATTACH_REUSEPORT_CBPF",
-        SO_ATTACH_REUSEPORT_EBPF => "SO_ATTACH_REUSEPORT_EBPF",
-        _ => "SO_ATTACH_?",
-    }
-}
-
-pub fn sock_type_name(sock_type: u32) -> &'static str {
-    match sock_type {
-        1 => "SOCK_STREAM",
-        2 => "SOCK_DGRAM",
-        3 => "SOCK_RAW",
-        5 => "SOCK_SEQPACKET",
-        10 => "SOCK_PACKET",
-        _ => "SOCK_?",
-    }
-}
-
 /// IPPROTO_* of a raw socket; ETH_P_* (given in network order) of a packet socket.
 pub fn protocol_name(socket: &PassiveSocket) -> Option<&'static str> {
     if socket.family == Family::Packet {
@@ -671,7 +510,14 @@ pub fn protocol_name(socket: &PassiveSocket) -> Option<&'static str> {
 mod tests {
     use std::net::Ipv4Addr;
 
+    use watcher_common::SO_ATTACH_FILTER;
+
     use super::*;
+    use crate::{
+        host::process::ProcessInfo,
+        model::socket::Proto,
+        record::decode::{SocketEvent, SocketKind, Task},
+    };
 
     fn task(comm: &[u8]) -> Task {
         Task {

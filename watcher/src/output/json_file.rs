@@ -34,10 +34,11 @@ use log::{info, warn};
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 
-use crate::{config::FileMode, model::escape::escape_bytes, output::format::rfc3339};
+use crate::{
+    config::FileMode,
+    model::{escape::escape_bytes, event_name::EventName, text::rfc3339},
+};
 
-/// The event of the line that reports a gap.
-pub const DROPPED_EVENT: &str = "output_dropped";
 /// A failing output is warned about at most this often.
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Complete lines are written once this much is pending, or at each flush.
@@ -174,7 +175,7 @@ struct Gap {
 #[derive(Serialize)]
 struct DroppedLine<'a> {
     time: String,
-    event: &'static str,
+    event: EventName,
     output: &'a str,
     dropped: u64,
     since: String,
@@ -193,6 +194,9 @@ struct Inner {
     /// The last attempt failed: reopen before the next.
     failed: bool,
     counters: OutputCounters,
+    /// The `output_dropped` lines written, for the other outputs
+    /// ([`JsonOutput::take_notices`]).
+    notices: Vec<Vec<u8>>,
     /// When a failure, and when a recovery, was last logged.
     warned: Option<Instant>,
     recovered: Option<Instant>,
@@ -224,6 +228,7 @@ impl JsonOutput {
             torn: false,
             failed: false,
             counters,
+            notices: Vec::new(),
             warned: None,
             recovered: None,
         })))
@@ -259,6 +264,12 @@ impl JsonOutput {
             inner.destination = Box::new(FileDestination { path: path.to_owned(), mode, file: None });
         }
         self.reopen()
+    }
+
+    /// The `output_dropped` lines written since the last call (newline
+    /// included), for the daemon to hand to syslog and the metrics.
+    pub fn take_notices(&self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.0.borrow_mut().notices)
     }
 
     /// Lines dropped and not yet reported by an `output_dropped` line.
@@ -313,10 +324,11 @@ impl Inner {
         if self.torn {
             out.push(b'\n');
         }
+        let notice_start = out.len();
         if let Some(gap) = &self.gap {
             let line = DroppedLine {
                 time: rfc3339(Utc::now()),
-                event: DROPPED_EVENT,
+                event: EventName::OutputDropped,
                 output: &escape_bytes(self.destination.name().as_bytes()),
                 dropped: gap.dropped,
                 since: rfc3339(gap.since),
@@ -338,18 +350,21 @@ impl Inner {
         while done < out.len() {
             match self.destination.write(&out[done..]) {
                 Ok(0) => {
-                    self.failed_at(&out, done, notice_end, &io::Error::from(io::ErrorKind::WriteZero));
+                    self.failed_at(&out, done, (notice_start, notice_end), &io::Error::from(io::ErrorKind::WriteZero));
                     return;
                 }
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.failed_at(&out, done, notice_end, &e);
+                    self.failed_at(&out, done, (notice_start, notice_end), &e);
                     return;
                 }
             }
         }
         self.torn = false;
+        if notice_end > notice_start {
+            self.noticed(&out[notice_start..notice_end]);
+        }
         if let Some(gap) = self.gap.take()
             && at_most_every(&mut self.recovered, WARN_EVERY)
         {
@@ -357,8 +372,10 @@ impl Inner {
         }
     }
 
-    /// `out[..done]` was written, the rest not.
-    fn failed_at(&mut self, out: &[u8], done: usize, notice_end: usize, error: &io::Error) {
+    /// `out[..done]` was written, the rest not; the notice, if any, is
+    /// `out[notice.0..notice.1]`.
+    fn failed_at(&mut self, out: &[u8], done: usize, notice: (usize, usize), error: &io::Error) {
+        let (notice_start, notice_end) = notice;
         self.counters.errors.inc();
         self.failed = true;
         let written = &out[..done];
@@ -372,8 +389,20 @@ impl Inner {
         if done >= notice_end {
             // The notice went out: what is lost now is a new gap.
             self.gap = None;
+            if notice_end > notice_start {
+                self.noticed(&out[notice_start..notice_end]);
+            }
         }
         self.dropped(count_lines(&out[done.max(notice_end)..]), error);
+    }
+
+    /// Keeps a notice written for [`JsonOutput::take_notices`]; the oldest
+    /// go when nobody takes them.
+    fn noticed(&mut self, line: &[u8]) {
+        if self.notices.len() >= 64 {
+            self.notices.remove(0);
+        }
+        self.notices.push(line.to_vec());
     }
 
     fn dropped(&mut self, lines: u64, error: &io::Error) {
@@ -512,13 +541,17 @@ mod tests {
         let lines = parsed(&disk.text());
         assert_eq!(lines.len(), 3, "{lines:?}");
         assert_eq!(lines[0]["n"], 1);
-        assert_eq!(lines[1]["event"], DROPPED_EVENT);
+        assert_eq!(lines[1]["event"], EventName::OutputDropped.as_str());
         assert_eq!(lines[1]["dropped"], 3);
         assert_eq!(lines[1]["output"], "/var/log/test.jsonl");
         assert!(lines[1]["error"].as_str().unwrap().contains("No space left"), "{}", lines[1]);
         assert!(lines[1]["since"].is_string() && lines[1]["time"].is_string());
         assert_eq!(lines[2]["n"], 5);
         assert_eq!(out.unreported_drops(), 0);
+        let notices = out.take_notices();
+        assert_eq!(notices.len(), 1);
+        assert_eq!(serde_json::from_slice::<Value>(&notices[0]).unwrap(), lines[1], "the notice, as written");
+        assert!(out.take_notices().is_empty());
 
         // The next gap is a new count.
         disk.room(Some(0));
@@ -548,7 +581,10 @@ mod tests {
         out.flush().unwrap();
         let lines = parsed(&disk.text());
         assert_eq!(lines.len(), 2, "{lines:?}");
-        assert_eq!((lines[0]["event"].as_str(), lines[0]["dropped"].as_u64()), (Some(DROPPED_EVENT), Some(2)));
+        assert_eq!(
+            (lines[0]["event"].as_str(), lines[0]["dropped"].as_u64()),
+            (Some(EventName::OutputDropped.as_str()), Some(2))
+        );
         assert_eq!(lines[1]["n"], 3);
     }
 

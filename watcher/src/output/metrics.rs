@@ -27,29 +27,12 @@ use prometheus_client::{
 
 use crate::{
     config::Config,
+    model::event_name::EventName,
     output::{json_file::OutputCounters, syslog},
 };
 
 /// The `rule` label of an alert that no rule speaks for.
 pub const NO_RULE: &str = "-";
-
-/// Event kinds whose counters exist from the start, at 0, so that a rate or
-/// an increase over the first one is right (a series born at 1 shows no
-/// increase in Prometheus).
-const KNOWN_EVENTS: &[&str] = &[
-    "existing",
-    "listen",
-    "bind",
-    "close",
-    "listener_up",
-    "listener_down",
-    "restarted",
-    "owner_changed",
-    "reuseport_joined",
-    "alert",
-    "killed",
-    "lost",
-];
 
 /// OpenMetrics text, as prometheus-client writes it.
 const CONTENT_TYPE_OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -129,8 +112,11 @@ impl Metrics {
             output_dropped.clone(),
         );
         r.register("output_errors", "Failed writes and reopens, by output", output_errors.clone());
-        for event in KNOWN_EVENTS {
-            drop(events.get_or_create(&EventLabels { event: (*event).to_owned() }));
+        // Every event name has a series at 0 from the start, so that a rate
+        // or an increase over the first one is right (a series born at 1
+        // shows no increase in Prometheus).
+        for event in EventName::ALL {
+            drop(events.get_or_create(&EventLabels { event: event.as_str().to_owned() }));
         }
         Self {
             registry: Arc::new(r),
@@ -169,8 +155,8 @@ impl Metrics {
         }
     }
 
-    pub fn event(&self, event: &str) {
-        self.events.get_or_create(&EventLabels { event: event.to_owned() }).inc();
+    pub fn event(&self, event: EventName) {
+        self.events.get_or_create(&EventLabels { event: event.as_str().to_owned() }).inc();
     }
 
     pub fn alert(&self, rule: Option<&str>, severity: &str) {
@@ -304,6 +290,19 @@ fn respond(metrics: &Metrics, method: &Method, path: &str) -> Response<Full<Byte
 mod tests {
     use super::*;
 
+    /// Every name of the one list has its counter at 0 from the start: a
+    /// name added to the enum is counted without another list to update.
+    #[test]
+    fn every_event_name_has_a_zeroed_counter() {
+        let text = Metrics::new().encode();
+        for name in EventName::ALL {
+            let line = format!("watcher_events_total{{event=\"{name}\"}} 0");
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        let series = text.lines().filter(|l| l.starts_with("watcher_events_total{")).count();
+        assert_eq!(series, EventName::ALL.len(), "no series but the enum's");
+    }
+
     #[test]
     fn names_labels_and_zeroes() {
         let config = Config::parse(
@@ -312,7 +311,7 @@ mod tests {
         .unwrap();
         let m = Metrics::new();
         m.prepare(&config);
-        m.event("listener_up");
+        m.event(EventName::ListenerUp);
         m.alert(None, "critical");
         m.records_lost(3);
         m.set_live_listeners(7);

@@ -1,4 +1,7 @@
 //! Sinks: every format an event can be written as.
+pub mod daemon_lines;
+pub mod event;
+pub mod existing;
 pub mod fleet;
 pub mod format;
 pub mod json_file;

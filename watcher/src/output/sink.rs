@@ -5,11 +5,11 @@ use std::io::{self, Write};
 use chrono::{DateTime, Utc};
 
 use crate::{
-    commands::list::{self, HolderInfo},
+    enrich::report::Report,
     kernel::loader::Attached,
-    model::escape::escape_bytes,
-    output::format::{Printer, Report},
-    snapshot::sock_diag::ExistingSocket,
+    output::format::Printer,
+    record::decode::Record,
+    snapshot::{holders::HolderInfo, sock_diag::ExistingSocket},
 };
 
 /// What the pipeline itself holds that a sink may report (the daemon's
@@ -37,15 +37,19 @@ pub trait Sink {
     }
     /// A live event, its process named.
     fn report(&mut self, report: &Report<'_>) -> io::Result<()>;
-    /// A socket that was already there when watching began, and one
-    /// process that holds it (None: no process does).
+    /// A socket that was already there when watching began, and every
+    /// process that holds it (none: a kernel socket).
     fn existing(
         &mut self,
         time: DateTime<Utc>,
         socket: &ExistingSocket,
-        holder: Option<&HolderInfo>,
+        holders: &[HolderInfo],
         netns: Option<u64>,
     ) -> io::Result<()>;
+    /// A fork, exec or exit, once the process table has it.
+    fn process(&mut self, _record: &Record) -> io::Result<()> {
+        Ok(())
+    }
     /// Records the kernel could not deliver.
     fn lost(&mut self, count: u64, total: u64, time: DateTime<Utc>) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
@@ -72,20 +76,13 @@ impl<W: Write> Sink for Printer<W> {
         &mut self,
         time: DateTime<Utc>,
         socket: &ExistingSocket,
-        holder: Option<&HolderInfo>,
+        holders: &[HolderInfo],
         netns: Option<u64>,
     ) -> io::Result<()> {
-        let dash = || "-".to_owned();
-        let cells = [
-            holder
-                .and_then(|h| h.user.clone().or(h.uid.map(|u| u.to_string())))
-                .map_or_else(dash, |u| escape_bytes(u.as_bytes())),
-            holder.and_then(|h| h.comm.as_deref()).map_or_else(dash, escape_bytes),
-            holder.map_or_else(dash, |h| h.pid.to_string()),
-            list::table_proto(socket),
-            list::table_address(socket),
-        ];
-        Printer::existing(self, time, cells, &list::json_line(socket, holder, netns))
+        if holders.is_empty() {
+            return self.existing_socket(time, socket, None, netns);
+        }
+        holders.iter().try_for_each(|h| self.existing_socket(time, socket, Some(h), netns))
     }
 
     fn lost(&mut self, count: u64, total: u64, time: DateTime<Utc>) -> io::Result<()> {

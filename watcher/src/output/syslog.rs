@@ -21,11 +21,9 @@
 use std::{
     borrow::Cow,
     collections::VecDeque,
-    fmt,
     io::{self, Write as _},
     net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket},
     os::unix::net::UnixDatagram,
-    path::PathBuf,
     sync::{
         Arc, Condvar, Mutex, MutexGuard, PoisonError,
         mpsc::{self, Receiver},
@@ -34,18 +32,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use fasyslog::{Facility, Severity, format::SyslogContext};
 use log::{debug, info, warn};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::{
-    config::{SyslogConfig, SyslogFacility},
-    model::escape::escape_bytes,
+    config::{SyslogConfig, SyslogFacility, SyslogTarget as Target},
+    model::{escape::escape_bytes, event_name::EventName},
 };
 
-/// The local syslog socket (`target = "local"`).
-const LOCAL_SOCKET: &str = "/dev/log";
 /// Messages waiting for the sender thread, or for the server to come back.
 const CAPACITY: usize = 4096;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -61,70 +57,23 @@ const DRAIN_AT_EXIT: Duration = Duration::from_secs(2);
 
 /// Events sent when `all_events` is off: alerts, actions taken, listener
 /// lifecycle changes and the daemon's own state changes.
-const DEFAULT_EVENTS: &[&str] = &[
-    "alert",
-    "killed",
-    "kill_failed",
-    "denied",
-    "listener_up",
-    "listener_down",
-    "restarted",
-    "owner_changed",
-    "reuseport_joined",
-    "config_reloaded",
-    "config_rejected",
-    "lost",
-    "resynced",
+const DEFAULT_EVENTS: &[EventName] = &[
+    EventName::Alert,
+    EventName::Killed,
+    EventName::KillFailed,
+    EventName::Denied,
+    EventName::ListenerUp,
+    EventName::ListenerDown,
+    EventName::Restarted,
+    EventName::OwnerChanged,
+    EventName::ReuseportJoined,
+    EventName::ConfigReloaded,
+    EventName::ConfigRejected,
+    EventName::Lost,
+    EventName::Resynced,
+    EventName::HoldersChanged,
+    EventName::OutputDropped,
 ];
-
-/// Where messages go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// A UNIX datagram socket (`local` is /dev/log).
-    Unix(PathBuf),
-    /// `HOST:PORT`, resolved at each connection.
-    Udp(String),
-    Tcp(String),
-}
-
-impl Target {
-    pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let host_port = |hp: &str| -> anyhow::Result<String> {
-            match hp.rsplit_once(':') {
-                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
-                    Ok(hp.to_owned())
-                }
-                _ => bail!("expected HOST:PORT after the scheme, not {hp:?}"),
-            }
-        };
-        if text == "local" {
-            return Ok(Self::Unix(PathBuf::from(LOCAL_SOCKET)));
-        }
-        if let Some(path) = text.strip_prefix("unix:") {
-            if !path.starts_with('/') {
-                bail!("expected an absolute path after \"unix:\", not {path:?}");
-            }
-            return Ok(Self::Unix(PathBuf::from(path)));
-        }
-        if let Some(hp) = text.strip_prefix("udp://") {
-            return Ok(Self::Udp(host_port(hp)?));
-        }
-        if let Some(hp) = text.strip_prefix("tcp://") {
-            return Ok(Self::Tcp(host_port(hp)?));
-        }
-        bail!("expected \"local\", \"unix:/PATH\", \"udp://HOST:PORT\" or \"tcp://HOST:PORT\"")
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Unix(path) => write!(f, "unix:{}", path.display()),
-            Self::Udp(hp) => write!(f, "udp://{hp}"),
-            Self::Tcp(hp) => write!(f, "tcp://{hp}"),
-        }
-    }
-}
 
 /// The counters the sender keeps (exposed by the metrics endpoint).
 #[derive(Clone, Debug, Default)]
@@ -139,16 +88,19 @@ pub struct Counters {
 
 /// The syslog severity of an event: an alert's own severity; actions and
 /// failures above lifecycle changes; plain events informational.
-pub fn severity(event: &str, alert_severity: Option<&str>) -> Severity {
+pub fn severity(event: EventName, alert_severity: Option<&str>) -> Severity {
+    use EventName as E;
     match event {
-        "alert" => match alert_severity {
+        E::Alert => match alert_severity {
             Some("critical") => Severity::CRITICAL,
             Some("info") => Severity::INFORMATIONAL,
             _ => Severity::WARNING,
         },
-        "killed" | "denied" | "lost" => Severity::WARNING,
-        "kill_failed" | "config_rejected" => Severity::ERROR,
-        "owner_changed" | "restarted" | "reuseport_joined" | "config_reloaded" | "resynced" => Severity::NOTICE,
+        E::Killed | E::Denied | E::Lost | E::OutputDropped => Severity::WARNING,
+        E::KillFailed | E::ConfigRejected => Severity::ERROR,
+        E::OwnerChanged | E::Restarted | E::ReuseportJoined | E::HoldersChanged | E::ConfigReloaded | E::Resynced => {
+            Severity::NOTICE
+        }
         _ => Severity::INFORMATIONAL,
     }
 }
@@ -172,7 +124,8 @@ fn facility(f: SyslogFacility) -> Facility {
 
 /// MSGID is 1 to 32 printable US-ASCII characters (RFC 5424 §6.2.7);
 /// anything else is sent as the NILVALUE.
-fn msgid(event: &str) -> Option<&str> {
+fn msgid(event: EventName) -> Option<&'static str> {
+    let event = event.as_str();
     let ok = (1..=32).contains(&event.len()) && event.bytes().all(|b| (33..=126).contains(&b));
     ok.then_some(event)
 }
@@ -264,13 +217,13 @@ impl Syslog {
     }
 
     /// Whether `event` goes to syslog.
-    pub fn wants(&self, event: &str) -> bool {
+    pub fn wants(&self, event: EventName) -> bool {
         self.all_events || DEFAULT_EVENTS.contains(&event)
     }
 
     /// Queues one event's JSON line (without its newline); never blocks on
     /// the network.
-    pub fn send(&mut self, event: &str, alert_severity: Option<&str>, line: &str) {
+    pub fn send(&mut self, event: EventName, alert_severity: Option<&str>, line: &str) {
         let severity = severity(event, alert_severity);
         let bytes = match &self.context {
             Some(context) => {
@@ -578,13 +531,13 @@ mod tests {
 
     #[test]
     fn severities() {
-        assert_eq!(severity("alert", Some("critical")), Severity::CRITICAL);
-        assert_eq!(severity("alert", Some("warning")), Severity::WARNING);
-        assert_eq!(severity("alert", Some("info")), Severity::INFORMATIONAL);
-        assert_eq!(severity("killed", None), Severity::WARNING);
-        assert_eq!(severity("owner_changed", None), Severity::NOTICE);
-        assert_eq!(severity("listener_up", None), Severity::INFORMATIONAL);
-        assert_eq!(severity("bind", None), Severity::INFORMATIONAL);
+        assert_eq!(severity(EventName::Alert, Some("critical")), Severity::CRITICAL);
+        assert_eq!(severity(EventName::Alert, Some("warning")), Severity::WARNING);
+        assert_eq!(severity(EventName::Alert, Some("info")), Severity::INFORMATIONAL);
+        assert_eq!(severity(EventName::Killed, None), Severity::WARNING);
+        assert_eq!(severity(EventName::OwnerChanged, None), Severity::NOTICE);
+        assert_eq!(severity(EventName::ListenerUp, None), Severity::INFORMATIONAL);
+        assert_eq!(severity(EventName::Bind, None), Severity::INFORMATIONAL);
     }
 
     #[test]
@@ -595,9 +548,10 @@ mod tests {
         assert!(forged.contains("\\n<2>1"), "{forged}");
         // Backslashes of the JSON itself are left as they are.
         assert_eq!(message("{\"a\":\"\\\\n\"}\r"), "{\"a\":\"\\\\n\"}\\r");
-        assert_eq!(msgid("listener_up"), Some("listener_up"));
-        assert_eq!(msgid("has space"), None);
-        assert_eq!(msgid(""), None);
+        // Every event name is a valid MSGID (1 to 32 printable ASCII characters).
+        for name in EventName::ALL {
+            assert_eq!(msgid(*name), Some(name.as_str()));
+        }
     }
 
     #[test]
@@ -653,8 +607,8 @@ mod tests {
         };
         let counters = Counters::default();
         let mut syslog = Syslog::start(&config, counters.clone()).unwrap();
-        syslog.send("bind", None, &format!("{{\"x\":\"{}\"}}", "a".repeat(70_000)));
-        syslog.send("bind", None, r#"{"event":"bind"}"#);
+        syslog.send(EventName::Bind, None, &format!("{{\"x\":\"{}\"}}", "a".repeat(70_000)));
+        syslog.send(EventName::Bind, None, r#"{"event":"bind"}"#);
         let mut buf = [0u8; 2048];
         let n = server.recv(&mut buf).unwrap();
         assert!(buf[..n].ends_with(br#"{"event":"bind"}"#), "{:?}", String::from_utf8_lossy(&buf[..n]));
@@ -675,9 +629,9 @@ mod tests {
         };
         let counters = Counters::default();
         let mut syslog = Syslog::start(&config, counters.clone()).unwrap();
-        assert!(syslog.wants("alert") && !syslog.wants("bind"));
-        syslog.send("alert", Some("critical"), r#"{"event":"alert","port":4444}"#);
-        syslog.send("listener_up", None, r#"{"event":"listener_up"}"#);
+        assert!(syslog.wants(EventName::Alert) && !syslog.wants(EventName::Bind));
+        syslog.send(EventName::Alert, Some("critical"), r#"{"event":"alert","port":4444}"#);
+        syslog.send(EventName::ListenerUp, None, r#"{"event":"listener_up"}"#);
         let (mut conn, _) = server.accept().unwrap();
         drop(syslog); // waits for the queue to drain
         let mut wire = Vec::new();
@@ -716,7 +670,7 @@ mod tests {
         };
         let counters = Counters::default();
         let mut syslog = Syslog::start(&config, counters.clone()).unwrap();
-        syslog.send("bind", None, r#"{"event":"bind"}"#);
+        syslog.send(EventName::Bind, None, r#"{"event":"bind"}"#);
         let deadline = Instant::now() + Duration::from_secs(10);
         while counters.errors.get() == 0 {
             assert!(Instant::now() < deadline, "no error counted");

@@ -4,8 +4,7 @@ use std::net::IpAddr;
 
 use crate::{
     config::{Config, RuleProto, Scope, Severity},
-    model::escape::escape_bytes,
-    output::format::unix_path,
+    model::{escape::escape_bytes, text::unix_path},
 };
 
 /// What is judged: a socket and the process that holds it.

@@ -30,7 +30,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     fs::File,
-    io::{self, Write},
+    io::{self},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
@@ -50,25 +50,17 @@ use watcher_common::{
 
 use crate::{
     config::{Config, Rule, RuleProto, Scope, Severity},
+    enrich::report::{Denial, Report},
     kernel::{
         btf::Btf,
         loader::{self, Attached},
     },
     model::escape::escape_bytes,
-    output::format::{Printer, Report, What},
     record::decode::DeniedEvent,
 };
 
 /// The kernel programs, and the hook each one attaches to.
 const PROGRAMS: [(&str, &str); 2] = [("enforce_bind4", "bind4"), ("enforce_bind6", "bind6")];
-
-/// Why a bind was refused, as the `denied` event says it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Denial {
-    /// The rule that gives the port to someone else; None when no rule covers it.
-    pub rule: Option<String>,
-    pub reason: String,
-}
 
 /// The protocols a bind can be refused for, in the order of the port slots.
 const PROTOS: [(RuleProto, u32); 2] = [(RuleProto::Tcp, ENFORCE_TCP_BASE), (RuleProto::Udp, ENFORCE_UDP_BASE)];
@@ -511,18 +503,14 @@ fn check_cgroup2(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The daemon's `denied` line: the event with why it was refused, and a warning in the log.
-pub fn report_denied<W: Write>(
-    enforcement: Option<&Enforcement>,
-    printer: &mut Printer<W>,
-    report: &Report<'_>,
-    event: &DeniedEvent,
-) -> io::Result<()> {
+/// Why the kernel refused a bind, for the daemon's `denied` line, with a
+/// warning in the log.
+pub fn explain_denied(enforcement: Option<&Enforcement>, report: &Report<'_>, event: &DeniedEvent) -> Option<Denial> {
     let why = enforcement.map(|e| e.explain(event, report.process.exe.as_deref(), report.user));
     if let Some(why) = &why {
         warn!("denied: {}; pid {}", why.reason, report.task.pid);
     }
-    printer.report(&Report { what: What::Denied { event, why: why.as_ref() }, ..*report })
+    why
 }
 
 /// SIGHUP: the reloaded `config` refills the kernel's maps when enforcing;
@@ -544,7 +532,12 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::record::decode::{Family, Proto, Task};
+    use crate::{
+        enrich::report::What,
+        model::socket::{Family, Proto},
+        output::format::Printer,
+        record::decode::Task,
+    };
 
     struct Fake;
 
@@ -748,8 +741,9 @@ mod tests {
         };
         let mut out = Vec::new();
         {
+            let why = explain_denied(Some(&e), &report, &event);
             let mut printer = Printer::new(crate::output::format::Format::Json, &mut out);
-            report_denied(Some(&e), &mut printer, &report, &event).unwrap();
+            printer.report(&Report { what: What::Denied { event: &event, why: why.as_ref() }, ..report }).unwrap();
         }
         let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(line["event"], "denied");

@@ -3,9 +3,16 @@
 //! applied to decoded events. A single `--pid` is also pushed into the
 //! kernel (see `loader::KernelFilter`) so that other processes' events do
 //! not even cross the ring buffer.
+use std::collections::HashMap;
+
 use crate::{
-    output::format::What,
-    record::decode::{Family, Proto, Task},
+    enrich::report::What,
+    model::socket::{Family, Proto},
+    record::decode::Task,
+    snapshot::{
+        holders::HolderInfo,
+        sock_diag::{ExistingSocket, Snapshot},
+    },
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -60,6 +67,45 @@ impl Filter {
             _ => 0,
         }
     }
+}
+
+/// A socket and one holder of it, or none.
+pub type Row<'a> = (&'a ExistingSocket, Option<&'a HolderInfo>);
+
+/// The rows the filter keeps, sockets in the snapshot's order, holders by pid and fd.
+pub fn rows<'a>(snapshot: &'a Snapshot, holders: &'a HashMap<u64, Vec<HolderInfo>>, filter: &Filter) -> Vec<Row<'a>> {
+    let mut rows = Vec::new();
+    for socket in &snapshot.sockets {
+        match holders.get(&socket.inode) {
+            Some(infos) if !infos.is_empty() => rows.extend(infos.iter().map(|h| (socket, Some(h)))),
+            _ => rows.push((socket, None)),
+        }
+    }
+    rows.retain(|(socket, holder)| matches(filter, socket, *holder));
+    rows
+}
+
+/// `watch`'s filters, for an existing socket: `--pid` and `--comm` keep only
+/// rows whose holder matches (so never an unheld socket), `--port` only
+/// TCP and UDP sockets, `-4`/`-6` only that IP family.
+pub fn matches(filter: &Filter, socket: &ExistingSocket, holder: Option<&HolderInfo>) -> bool {
+    (filter.pids.is_empty() || holder.is_some_and(|h| filter.pids.contains(&h.pid)))
+        && (filter.comms.is_empty()
+            || holder
+                .and_then(|h| h.comm.as_deref())
+                .is_some_and(|comm| filter.comms.iter().any(|c| c.as_bytes() == comm)))
+        && (filter.ports.is_empty() || socket.port().is_some_and(|p| filter.ports.contains(&p)))
+        && filter.proto.is_none_or(|want| {
+            socket.proto
+                == match want {
+                    ProtoFilter::Tcp => Proto::Tcp,
+                    ProtoFilter::Udp => Proto::Udp,
+                    ProtoFilter::Raw => Proto::Raw,
+                    ProtoFilter::Packet => Proto::Packet,
+                    ProtoFilter::Unix => Proto::Unix,
+                }
+        })
+        && filter.family.is_none_or(|f| socket.family == f)
 }
 
 #[cfg(test)]

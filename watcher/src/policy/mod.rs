@@ -2,3 +2,4 @@
 pub mod allowlist;
 pub mod enforce;
 pub mod filter;
+pub mod kill;

@@ -3,78 +3,16 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use watcher_common::{
-    AF_INET, AF_INET6, AF_PACKET, AF_UNIX, ARGV_SLOTS, AcceptRecord, DeniedRecord, EventKind, ExecArgsRecord,
-    ExecRecord, FILTER_BYTES, IPPROTO_TCP, IPPROTO_UDP, OPTVAL_BYTES, PassiveRecord, ProcessRecord, RecordHeader,
-    SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF, SocketRecord, SockoptRecord, SyscallRecord,
+    AF_INET, AF_INET6, AF_UNIX, ARGV_BYTES, AcceptRecord, DeniedRecord, EventKind, ExecArgsRecord, ExecRecord,
+    FILTER_BYTES, OPTVAL_BYTES, PassiveRecord, ProcessRecord, RecordHeader, SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF,
+    SocketRecord, SockoptRecord, SyscallRecord,
 };
 
-use crate::model::escape::trim_nul;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Proto {
-    Tcp,
-    Udp,
-    /// A SOCK_RAW socket (of any family).
-    Raw,
-    /// An AF_PACKET socket.
-    Packet,
-    /// A UNIX domain socket.
-    Unix,
-    /// Another protocol bound through the inet hooks (SCTP…), by number.
-    Other(u32),
-}
-
-impl Proto {
-    fn from_ipproto(protocol: u32) -> Self {
-        match protocol {
-            IPPROTO_TCP => Self::Tcp,
-            IPPROTO_UDP => Self::Udp,
-            other => Self::Other(other),
-        }
-    }
-
-    pub fn name(self) -> String {
-        match self {
-            Self::Tcp => "tcp".into(),
-            Self::Udp => "udp".into(),
-            Self::Raw => "raw".into(),
-            Self::Packet => "packet".into(),
-            Self::Unix => "unix".into(),
-            Self::Other(n) => format!("ipproto-{n}"),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Family {
-    Ipv4,
-    Ipv6,
-    Unix,
-    Packet,
-    Other(u16),
-}
-
-impl Family {
-    pub fn from_af(af: u16) -> Self {
-        match af {
-            AF_INET => Self::Ipv4,
-            AF_INET6 => Self::Ipv6,
-            AF_UNIX => Self::Unix,
-            f if u32::from(f) == AF_PACKET => Self::Packet,
-            other => Self::Other(other),
-        }
-    }
-
-    pub fn name(self) -> String {
-        match self {
-            Self::Ipv4 => "ipv4".into(),
-            Self::Ipv6 => "ipv6".into(),
-            Self::Unix => "unix".into(),
-            Self::Packet => "packet".into(),
-            Self::Other(n) => format!("af-{n}"),
-        }
-    }
-}
+use crate::model::{
+    escape::trim_nul,
+    event_name::EventName,
+    socket::{Family, Proto},
+};
 
 /// Who a record is about, as the kernel captured it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,11 +54,11 @@ pub enum SocketKind {
 }
 
 impl SocketKind {
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> EventName {
         match self {
-            Self::Listen => "listen",
-            Self::Bind => "bind",
-            Self::Close => "close",
+            Self::Listen => EventName::Listen,
+            Self::Bind => EventName::Bind,
+            Self::Close => EventName::Close,
         }
     }
 }
@@ -340,6 +278,22 @@ fn record_size(kind: EventKind) -> usize {
     }
 }
 
+/// argv from the kernel's copy of the new program's `arg_start..arg_end`:
+/// NUL-terminated strings back to back (an empty argument is a lone NUL).
+/// Incomplete when the kernel copied less than there was; the last
+/// argument is then cut (or, if the copy ended on a NUL, the ones after it
+/// are missing).
+fn split_argv(r: &ExecArgsRecord) -> (Vec<Vec<u8>>, bool) {
+    let len = (r.len as usize).min(ARGV_BYTES);
+    let data = &r.args[..len];
+    let complete = len > 0 && r.full_len == len as u64;
+    let body = data.strip_suffix(&[0]).unwrap_or(data);
+    if body.is_empty() && data.is_empty() {
+        return (Vec::new(), complete);
+    }
+    (body.split(|&b| b == 0).map(<[u8]>::to_vec).collect(), complete)
+}
+
 /// Reads a `T` from the start of `bytes`.
 ///
 /// # Safety
@@ -380,12 +334,9 @@ impl Record {
             }
             EventKind::ExecArgs => {
                 let r: ExecArgsRecord = unsafe { read_record(bytes) };
-                let argc = (r.argc as usize).min(ARGV_SLOTS);
-                Self::ExecArgs {
-                    task,
-                    args: r.args[..argc].iter().map(|a| trim_nul(a).to_vec()).collect(),
-                    complete: r.truncated == 0,
-                }
+                let (args, complete) = split_argv(&r);
+                // Keyed like the exec record's old_tid: the thread that exec'd.
+                Self::ExecArgs { task: Task { tid: r.old_pid, ..task }, args, complete }
             }
             EventKind::Exec => {
                 let r: ExecRecord = unsafe { read_record(bytes) };
@@ -512,7 +463,7 @@ fn inet_address(family: u16, addr: [u8; 16]) -> Result<(Family, IpAddr), DecodeE
 
 #[cfg(test)]
 mod tests {
-    use watcher_common::{ARG_BYTES, FILENAME_BYTES, SOCKADDR_BYTES};
+    use watcher_common::{ARGV_BYTES, FILENAME_BYTES, IPPROTO_TCP, IPPROTO_UDP, SOCKADDR_BYTES};
 
     use super::*;
 
@@ -614,22 +565,37 @@ mod tests {
         let Record::Exec { old_tid, filename, .. } = Record::decode(&bytes(&exec)).unwrap() else { panic!() };
         assert_eq!((old_tid, filename.as_slice()), (1001, b"/bin/nc".as_slice()));
 
-        let mut args = ExecArgsRecord {
-            header: header(EventKind::ExecArgs),
-            argc: 2,
-            truncated: 0,
-            args: [[0; ARG_BYTES]; ARGV_SLOTS],
+        let argv_of = |text: &[u8], full_len: u64| {
+            let mut args = ExecArgsRecord {
+                header: header(EventKind::ExecArgs),
+                old_pid: 1001,
+                len: text.len() as u32,
+                full_len,
+                args: [0xaa; ARGV_BYTES], // what lies past `len` is never read
+            };
+            args.args[..text.len()].copy_from_slice(text);
+            let Record::ExecArgs { task, args, complete } = Record::decode(&bytes(&args)).unwrap() else { panic!() };
+            assert_eq!(task.tid, 1001, "keyed by the thread that exec'd");
+            (args.into_iter().map(|a| String::from_utf8(a).unwrap()).collect::<Vec<_>>(), complete)
         };
-        args.args[0][..2].copy_from_slice(b"nc");
-        args.args[1][..3].copy_from_slice(b"-lp");
-        let Record::ExecArgs { args: argv, complete, .. } = Record::decode(&bytes(&args)).unwrap() else { panic!() };
-        assert_eq!(argv, vec![b"nc".to_vec(), b"-lp".to_vec()]);
-        assert!(complete);
-        args.truncated = watcher_common::EXEC_ARGS_MORE;
-        args.argc = 99; // never trusted past the slots
-        let Record::ExecArgs { args: argv, complete, .. } = Record::decode(&bytes(&args)).unwrap() else { panic!() };
-        assert_eq!(argv.len(), ARGV_SLOTS);
-        assert!(!complete);
+        assert_eq!(argv_of(b"nc\0-lp\0", 7), (vec!["nc".into(), "-lp".into()], true));
+        // An empty argument, and one with a space.
+        assert_eq!(argv_of(b"x\0\0a b\0", 7), (vec!["x".into(), "".into(), "a b".into()], true));
+        // Cut by the kernel's copy: the last argument is partial.
+        assert_eq!(argv_of(b"nc\0-l", 40), (vec!["nc".into(), "-l".into()], false));
+        // Nothing copied (the read faulted): no argv, and not complete.
+        assert_eq!(argv_of(b"", 7), (vec![], false));
+        // len larger than the buffer is never trusted past it.
+        let mut big = ExecArgsRecord {
+            header: header(EventKind::ExecArgs),
+            old_pid: 1,
+            len: u32::MAX,
+            full_len: u64::MAX,
+            args: [b'a'; ARGV_BYTES],
+        };
+        big.args[ARGV_BYTES - 1] = 0;
+        let Record::ExecArgs { args: argv, complete, .. } = Record::decode(&bytes(&big)).unwrap() else { panic!() };
+        assert_eq!((argv.len(), argv[0].len(), complete), (1, ARGV_BYTES - 1, false));
     }
 
     #[test]

@@ -50,7 +50,7 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
-use crate::record::decode::{Family, Proto};
+use crate::model::socket::{Family, Local, Proto};
 
 const TCP_CLOSE: u8 = 7;
 const TCP_LISTEN: u8 = 10;
@@ -64,20 +64,6 @@ const PACKET_DIAG_INFO: u16 = 0;
 /// never truncates one.
 const RECV_BUFFER: usize = 64 * 1024;
 
-/// Where a socket waits, by kind.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Local {
-    /// TCP and UDP: the local address and port.
-    Inet { addr: IpAddr, port: u16 },
-    /// Raw: the local address and the IP protocol it receives (a raw
-    /// socket has no port; the kernel shows the protocol in its place).
-    Raw { addr: IpAddr, protocol: u16 },
-    /// UNIX: the bound name, as bytes; an abstract name begins with NUL.
-    Unix { path: Vec<u8> },
-    /// Packet: the ethertype it receives, in host order (3 = ETH_P_ALL).
-    Packet { protocol: u16 },
-}
-
 /// One socket of this network namespace that waits for others.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExistingSocket {
@@ -90,6 +76,10 @@ pub struct ExistingSocket {
     /// bind); 0 for none.
     pub ifindex: u32,
     pub inode: u64,
+    /// The socket's owner (`sk_uid`): the uid of the task that created it,
+    /// kept when that task later drops privileges. sock_diag tells it for
+    /// TCP, UDP and raw sockets; None for the others.
+    pub owner_uid: Option<u32>,
 }
 
 impl ExistingSocket {
@@ -379,6 +369,7 @@ impl Diag {
                 local,
                 ifindex: h.socket_id.interface_id,
                 inode: u64::from(h.inode),
+                owner_uid: Some(h.uid),
             });
         }
         Ok(found)
@@ -421,6 +412,7 @@ impl Diag {
                 local: Local::Unix { path: path.unwrap_or_default() },
                 ifindex: 0,
                 inode: u64::from(h.inode),
+                owner_uid: None,
             });
         }
         Ok(found)
@@ -464,6 +456,7 @@ fn parse_packet_diag(payload: &[u8]) -> Option<ExistingSocket> {
         local: Local::Packet { protocol: num },
         ifindex,
         inode: u64::from(inode),
+        owner_uid: None,
     })
 }
 
@@ -509,6 +502,7 @@ fn parse_proc_net_raw(line: &str, family: Family) -> Option<ExistingSocket> {
         local: Local::Raw { addr, protocol: u16::from_str_radix(proto_hex, 16).ok()? },
         ifindex: 0,
         inode: fields.get(9)?.parse().ok()?,
+        owner_uid: None,
     })
 }
 
@@ -529,6 +523,7 @@ fn parse_proc_net_packet(line: &str) -> Option<ExistingSocket> {
         local: Local::Packet { protocol: u16::from_str_radix(fields.get(3)?, 16).ok()? },
         ifindex: fields.get(4)?.parse().ok()?,
         inode: fields.get(8)?.parse().ok()?,
+        owner_uid: None,
     })
 }
 

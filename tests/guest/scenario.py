@@ -1,0 +1,429 @@
+"""End-to-end scenario run inside a guest kernel (see xtask/src/guest.rs).
+
+    python3 scenario.py WATCHER OUT_DIR FLASH_LISTENER
+
+Starts the real watcher, drives real sockets with the same child programs
+as the host tests (tests/programs/*.py), and writes one line per check to
+OUT_DIR/results.txt: "PASS name" or "FAIL name: why". The guest console
+mangles long output, so everything xtask needs is in files: results.txt
+(ending with "DONE" once every check ran), watcher's stderr and its events.
+
+Nothing sleeps for readiness: watcher says "watcher: ready:" on stderr, the
+children say what they opened on stdout, and every wait is bounded.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROGRAMS = os.path.join(HERE, "..", "programs")
+PYTHON = "/usr/bin/python3"
+# Everything in the guest is emulated (TCG): loading and verifying every
+# program takes minutes, an event a fraction of a second.
+READY_TIMEOUT = 900
+EVENT_TIMEOUT = 60
+# What watcher's default mode attaches on Debian 12's kernel, by program
+# name: checked against bpftool, not against watcher's own word.
+EXPECTED_PROGRAMS = [
+    "sys_enter_bind",
+    "sys_enter_listen",
+    "sys_exit_bind",
+    "sys_exit_listen",
+    "sys_enter_close",
+    "sys_enter_socket",
+    "sys_enter_setsockopt",
+    "sys_exit_socket",
+    "sys_exit_setsockopt",
+    "sched_process_fork",
+    "sched_process_exec",
+    "sched_process_exit",
+    "inet_sock_set_state",
+    "post_bind4",
+    "post_bind6",
+    "sock_release",
+]
+
+
+class Results:
+    def __init__(self, path):
+        self.file = open(path, "w", buffering=1)
+        self.failed = 0
+
+    def check(self, name, ok, detail=""):
+        if ok:
+            self.file.write(f"PASS {name}\n")
+        else:
+            self.failed += 1
+            self.file.write(f"FAIL {name}: {detail}\n")
+        return ok
+
+    def note(self, text):
+        self.file.write(f"NOTE {text}\n")
+
+    def done(self):
+        self.file.write("DONE\n")
+        self.file.close()
+
+
+class Watcher:
+    """A running `watcher watch --json`, its events collected by a thread."""
+
+    def __init__(self, binary, out_dir):
+        env = dict(os.environ, RUST_LOG="debug")
+        self.stderr_file = open(os.path.join(out_dir, "watcher.stderr"), "w", buffering=1)
+        self.events_file = open(os.path.join(out_dir, "events.jsonl"), "w", buffering=1)
+        self.proc = subprocess.Popen(
+            [binary, "watch", "--json"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        self.cond = threading.Condition()
+        self.events = []
+        self.stderr = []
+        self.ready_line = None
+        self.error_line = None
+        self.stderr_closed = False
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stdout(self):
+        for line in self.proc.stdout:
+            self.events_file.write(line)
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            with self.cond:
+                self.events.append(event)
+                self.cond.notify_all()
+
+    def _read_stderr(self):
+        for line in self.proc.stderr:
+            self.stderr_file.write(line)
+            with self.cond:
+                self.stderr.append(line.rstrip("\n"))
+                if line.startswith("watcher: ready:") and self.ready_line is None:
+                    self.ready_line = line.strip()
+                if line.startswith("watcher: error:") and self.error_line is None:
+                    self.error_line = line.strip()
+                self.cond.notify_all()
+        with self.cond:
+            self.stderr_closed = True
+            self.cond.notify_all()
+
+    def wait_ready(self):
+        with self.cond:
+            self.cond.wait_for(
+                lambda: self.ready_line or self.error_line or self.stderr_closed,
+                timeout=READY_TIMEOUT,
+            )
+            return self.ready_line, self.error_line
+
+    def wait_event(self, keep, timeout=EVENT_TIMEOUT):
+        """The first event (already received or yet to come) that `keep` accepts."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for event in self.events:
+                    if keep(event):
+                        return event
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+
+
+class Child:
+    """A tests/programs/*.py child: prints "pid N", waits for "go", then
+    prints what it opened (same protocol as the host tests' SocketChild)."""
+
+    def __init__(self, program, mode, *args):
+        self.proc = subprocess.Popen(
+            [PYTHON, os.path.join(PROGRAMS, program), mode, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        words = self.expect("pid")
+        self.pid = int(words[0])
+
+    def say(self, word):
+        self.proc.stdin.write(word + "\n")
+        self.proc.stdin.flush()
+
+    def expect(self, word):
+        line = self.proc.stdout.readline()
+        words = line.split()
+        if not words or words[0] != word:
+            raise RuntimeError(f"child said {line!r}, expected {word!r}")
+        return words[1:]
+
+    def finish(self):
+        self.proc.stdin.close()
+        return self.proc.wait(timeout=EVENT_TIMEOUT)
+
+
+def ev(kind, pid, **fields):
+    """A predicate: event `kind` from `pid` with these field values."""
+
+    def keep(e):
+        return e.get("event") == kind and e.get("pid") == pid and all(e.get(k) == v for k, v in fields.items())
+
+    return keep
+
+
+def check_event(results, watcher, name, keep, also=None):
+    """Waits for an event; `also(event)` returns a list of problems with it."""
+    event = watcher.wait_event(keep)
+    if event is None:
+        return results.check(name, False, "no such event within the timeout")
+    problems = also(event) if also else []
+    return results.check(name, not problems, "; ".join(problems) + f" in {json.dumps(event)}")
+
+
+def tcp_udp(results, watcher, binary):
+    child = Child("sockets.py", "hold", "4", "tcp", "127.0.0.1", "0", "6", "tcp", "::1", "0",
+                  "4", "udp", "127.0.0.1", "0", "6", "udp", "::1", "0")
+    child.say("go")
+    ports = [int(p) for p in child.expect("ready")]
+    pid = child.pid
+    for (label, family, addr, port) in [("tcp4", "ipv4", "127.0.0.1", ports[0]), ("tcp6", "ipv6", "::1", ports[1])]:
+        for kind in ["bind", "listen"]:
+            check_event(
+                results, watcher, f"{label} {kind}", ev(kind, pid, proto="tcp", port=port),
+                lambda e, family=family, addr=addr: [
+                    f"{k} is {e.get(k)!r}, not {v!r}"
+                    for k, v in [("family", family), ("addr", addr), ("comm", "python3")]
+                    if e.get(k) != v
+                ],
+            )
+    for (label, family, port) in [("udp4", "ipv4", ports[2]), ("udp6", "ipv6", ports[3])]:
+        check_event(results, watcher, f"{label} bind", ev("bind", pid, proto="udp", port=port, family=family))
+    list_agrees_with_ss(results, binary, ports)
+    child.say("close")
+    child.expect("closed")
+    for (label, proto, port) in [("tcp4", "tcp", ports[0]), ("tcp6", "tcp", ports[1]),
+                                 ("udp4", "udp", ports[2]), ("udp6", "udp", ports[3])]:
+        check_event(results, watcher, f"{label} close", ev("close", pid, proto=proto, port=port))
+    child.finish()
+
+
+def ss_sockets():
+    """(proto, addr, port) of every TCP listener and bound UDP socket, as ss sees them."""
+    out = subprocess.run(["ss", "-Hlntu"], capture_output=True, text=True, check=True).stdout
+    found = set()
+    for line in out.splitlines():
+        cols = line.split()
+        if len(cols) < 5:
+            continue
+        addr, _, port = cols[4].rpartition(":")
+        addr = addr.strip("[]")
+        if "%" in addr:  # an address bound to a device: addr%dev
+            addr = addr.split("%")[0]
+        if addr == "*":
+            addr = "::"
+        found.add((cols[0], addr, int(port)))
+    return found
+
+
+def list_agrees_with_ss(results, binary, ports):
+    out = subprocess.run([binary, "list", "--json"], capture_output=True, text=True)
+    if not results.check("list --json runs", out.returncode == 0, f"exit {out.returncode}: {out.stderr.strip()}"):
+        return
+    listed = set()
+    for line in out.stdout.splitlines():
+        e = json.loads(line)
+        if e.get("proto") in ("tcp", "udp"):
+            listed.add((e["proto"], e["addr"], e["port"]))
+    seen = ss_sockets()
+    ours = {p for p in seen if p[2] in ports}
+    results.check("ss sees the held sockets", len(ours) == 4, f"ss shows {sorted(seen)}")
+    results.check(
+        "list --json agrees with ss",
+        listed == seen,
+        f"only in list: {sorted(listed - seen)}; only in ss: {sorted(seen - listed)}",
+    )
+
+
+def unix_listeners(results, watcher, tmpfs):
+    path = os.path.join(tmpfs, "listener.sock")
+    abstract = f"watcher-guest-{os.getpid()}"
+    child = Child("passive.py", "unix", path, abstract)
+    child.say("go")
+    fds = [int(f) for f in child.expect("ready")]
+    pid = child.pid
+    check_event(results, watcher, "unix listen (path on tmpfs)", ev("listen", pid, proto="unix", path=path, fd=fds[0]))
+    check_event(results, watcher, "unix listen (abstract)", ev("listen", pid, proto="unix", path="@" + abstract, fd=fds[1]))
+    child.say("close")
+    child.expect("closed")
+    check_event(results, watcher, "unix close by close()", ev("close", pid, proto="unix", path=path))
+    child.finish()  # exits without closing the abstract listener
+    check_event(results, watcher, "unix close by process exit", ev("close", pid, proto="unix", path="@" + abstract))
+
+
+def flash_exec(results, watcher, flash):
+    """A listener made by a program that execs, listens and exits while
+    watcher is stopped: exe and argv must come from the kernel's records."""
+    args = ["--first", "a b", "", "--last"]
+    watcher.signal(signal.SIGSTOP)
+    try:
+        out = subprocess.run([flash, *args], capture_output=True, text=True, timeout=EVENT_TIMEOUT)
+    finally:
+        watcher.signal(signal.SIGCONT)
+    if not results.check("flash listener ran", out.returncode == 0, out.stderr.strip()):
+        return
+    pid, port = (int(w) for w in out.stdout.split())
+    results.check("flash listener gone before watcher read", not os.path.exists(f"/proc/{pid}"), f"/proc/{pid} exists")
+
+    def problems(e):
+        found = []
+        if e.get("exe") != flash:
+            found.append(f"exe {e.get('exe')!r}")
+        if e.get("cmdline") != [flash, *args]:
+            found.append(f"cmdline {e.get('cmdline')!r}")
+        return found
+
+    check_event(results, watcher, "short-lived exec: listen carries exe and argv", ev("listen", pid, port=port), problems)
+    check_event(results, watcher, "short-lived exec: close carries exe", ev("close", pid, port=port),
+                lambda e: [] if e.get("exe") == flash else [f"exe {e.get('exe')!r}"])
+
+
+def bind_failed(results, watcher):
+    holder = Child("sockets.py", "hold", "4", "tcp", "127.0.0.1", "0")
+    holder.say("go")
+    port = int(holder.expect("ready")[0])
+    loser = Child("passive.py", "try_bind", "4", "127.0.0.1", str(port))
+    loser.say("go")
+    said = loser.expect("failed")
+    results.check("second bind fails with EADDRINUSE", said[0] == "98", f"errno {said[0]}")
+    check_event(results, watcher, "bind_failed EADDRINUSE",
+                ev("bind_failed", loser.pid, errno="EADDRINUSE", port=port, fd=int(said[1])))
+    loser.finish()
+    holder.say("close")
+    holder.expect("closed")
+    holder.finish()
+
+
+def packet_socket(results, watcher):
+    child = Child("passive.py", "packet_filter")
+    child.say("go")
+    fd, insns, _code = child.expect("ready")
+    pid = child.pid
+    check_event(results, watcher, "packet_socket", ev("packet_socket", pid, proto="packet", fd=int(fd), protocol_name="ETH_P_ALL"))
+    check_event(results, watcher, "filter_attached (classic)",
+                ev("filter_attached", pid, fd=int(fd), attach="SO_ATTACH_FILTER", filter="classic", instructions=int(insns)))
+    child.finish()
+
+
+def bpftool(*args):
+    out = subprocess.run(["bpftool", "-j", *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"bpftool {' '.join(args)}: {out.stderr.strip()}")
+    return json.loads(out.stdout or "[]")
+
+
+def held_bpf_objects(pid):
+    """(program ids, {link id: program id}) of the BPF fds `pid` holds, from
+    the kernel's /proc/PID/fdinfo (Debian's bpftool prints no pids)."""
+    progs, links = set(), {}
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                info = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+        except OSError:
+            continue
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        if target == "anon_inode:bpf-prog" and "prog_id" in info:
+            progs.add(int(info["prog_id"]))
+        elif target == "anon_inode:bpf_link" and "link_id" in info:
+            links[int(info["link_id"])] = int(info.get("prog_id", "0"))
+    return progs, links
+
+
+def programs_attached(results, watcher, expected):
+    """What the kernel says is loaded and linked for watcher, not what watcher says."""
+    try:
+        progs = bpftool("prog", "list")
+        links = bpftool("link", "list")
+    except (RuntimeError, ValueError) as e:
+        results.check("bpftool lists programs and links", False, str(e))
+        return
+    held_progs, held_links = held_bpf_objects(watcher.proc.pid)
+    names = {p["id"]: p.get("name", "") for p in progs}
+    # A program counts as attached when bpftool lists a link of watcher's
+    # that runs it.
+    linked = {l.get("prog_id"): l.get("type") for l in links if l.get("id") in held_links}
+    ours = {names.get(i, f"id {i}") for i in held_progs | set(held_links.values())}
+    results.note(f"bpftool: watcher holds {len(ours)} programs and {len(held_links)} links: {sorted(ours)}")
+    results.note(f"bpftool: link types {sorted({t for t in linked.values() if t})}")
+    # The kernel keeps BPF_OBJ_NAME_LEN - 1 = 15 bytes of a program's name;
+    # bpftool prints the whole name from the program's BTF when it has it.
+    by_name = {names.get(i): i for i in held_progs | set(held_links.values())}
+    for name in expected:
+        prog = by_name.get(name, by_name.get(name[:15]))
+        if not results.check(f"program {name} loaded", prog is not None, "not among watcher's programs in bpftool prog list"):
+            continue
+        results.check(f"program {name} attached", prog in linked, "no bpftool link of watcher's runs it")
+    not_attached = [l for l in watcher.stderr if "not attached" in l]
+    results.check("watcher warns of no missing hook", not not_attached, " | ".join(not_attached))
+
+
+def main():
+    binary, out_dir, flash = sys.argv[1:4]
+    expected = EXPECTED_PROGRAMS
+    results = Results(os.path.join(out_dir, "results.txt"))
+    with open("/proc/sys/kernel/osrelease") as f:
+        results.note(f"kernel {f.read().strip()}")
+    # UNIX sockets cannot be created on the 9p root: a tmpfs of our own.
+    tmpfs = "/run/watcher-scenario"
+    os.makedirs(tmpfs, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", tmpfs], check=True)
+
+    started = time.monotonic()
+    watcher = Watcher(binary, out_dir)
+    ready, error = watcher.wait_ready()
+    results.note(f"watcher took {time.monotonic() - started:.1f} s to attach")
+    if not results.check("watcher ready", ready is not None, error or "no ready line (see watcher.stderr)"):
+        watcher.proc.kill()
+        results.done()
+        return
+    results.note(ready)
+    for step in [
+        lambda: programs_attached(results, watcher, expected),
+        lambda: tcp_udp(results, watcher, binary),
+        lambda: unix_listeners(results, watcher, tmpfs),
+        lambda: flash_exec(results, watcher, flash),
+        lambda: bind_failed(results, watcher),
+        lambda: packet_socket(results, watcher),
+    ]:
+        try:
+            step()
+        except Exception as e:  # one broken step must not hide the others
+            results.check("scenario step", False, f"{type(e).__name__}: {e}")
+    code = watcher.stop()
+    results.check("watcher exits 0 on SIGTERM", code == 0, f"exit {code}")
+    results.done()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+//! `cargo xtask guest`: boots Debian 12's kernel (6.1) in a qemu guest with
+//! virtme-ng and runs tests/guest/scenario.py there against the freshly
+//! built target/release/watcher. The guest sees this machine's root
+//! read-only over 9p (so the build tree is at the same path) and writes
+//! into one read-write folder; its console mangles long output, so the
+//! scenario writes its results into files there and this side checks them.
+//! Facts behind the choices: shared/KERNEL-AND-TOOLCHAIN.md.
+use std::{
+    fs,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    setup,
+    util::{path_with_cargo_bin, target_dir, watcher_binary, workspace_root},
+};
+
+/// How long a KVM guest may take to run its first command. A working
+/// KVM guest does it in seconds; a nested one here hangs after "Probing
+/// EDD" forever, so this is the bound after which TCG is tried.
+const KVM_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Under TCG the boot takes about 20 s on an idle machine, more when the
+/// other cores are busy building.
+const TCG_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// The whole scenario: loading and verifying every program is emulated
+/// too (minutes), each check then takes seconds.
+const RUN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Runs the scenario in the guest and fails unless every check passed.
+pub fn guest(ci: bool) -> anyhow::Result<()> {
+    let tools = match setup::ensure_guest_tools() {
+        Ok(tools) => tools,
+        Err(e) if !ci => {
+            eprintln!("xtask: SKIP guest kernel run: {e:#} (under CI=true this fails)");
+            return Ok(());
+        }
+        Err(e) => return Err(e.context("the guest kernel run cannot start, and CI=true")),
+    };
+    let watcher = watcher_binary();
+    if !watcher.is_file() {
+        bail!("{} is missing: build it first (cargo xtask build)", watcher.display());
+    }
+    let out = target_dir().join("guest");
+    if out.exists() {
+        fs::remove_dir_all(&out).with_context(|| format!("removing {}", out.display()))?;
+    }
+    fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let flash = compile_flash_listener(&out)?;
+    let scenario = workspace_root().join("tests/guest/scenario.py");
+
+    // The guest runs one shell command; its first act says it is up.
+    let booted = out.join("booted");
+    let command = format!(
+        "echo up > {booted} && /usr/bin/python3 {scenario} {watcher} {out} {flash} > {out}/scenario.log 2>&1",
+        booted = shell_quote(&booted),
+        scenario = shell_quote(&scenario),
+        watcher = shell_quote(&watcher),
+        out = shell_quote(&out),
+        flash = shell_quote(&flash),
+    );
+    let started = Instant::now();
+    let kvm = Path::new("/dev/kvm").exists();
+    let mut ran = false;
+    for use_kvm in [true, false] {
+        if use_kvm && !kvm {
+            continue;
+        }
+        let mode = if use_kvm { "KVM" } else { "TCG (--disable-kvm)" };
+        eprintln!("xtask: booting {} under {mode}", tools.kernel.display());
+        let boot_timeout = if use_kvm { KVM_BOOT_TIMEOUT } else { TCG_BOOT_TIMEOUT };
+        match run_vng(&tools.vng, &tools.kernel, &out, &command, use_kvm, boot_timeout)? {
+            Outcome::Finished => {
+                ran = true;
+                break;
+            }
+            Outcome::NoBoot => {
+                eprintln!("xtask: the {mode} guest did not run its command within {boot_timeout:?}");
+                let _ = fs::remove_file(&booted);
+            }
+        }
+    }
+    if !ran {
+        bail!("the guest kernel did not come up under KVM nor TCG (console: {})", out.join("vng.log").display());
+    }
+    eprintln!("xtask: guest run took {:.0} s", started.elapsed().as_secs_f64());
+    check_results(&out)
+}
+
+/// Binaries the guest needs to find at the same path as here, and the kernel.
+pub struct GuestTools {
+    pub vng: PathBuf,
+    pub kernel: PathBuf,
+}
+
+enum Outcome {
+    /// The guest ran the command to its end (whatever the checks said).
+    Finished,
+    /// The guest did not start the command in time; it was killed.
+    NoBoot,
+}
+
+fn run_vng(
+    vng: &Path,
+    kernel: &Path,
+    out: &Path,
+    command: &str,
+    kvm: bool,
+    boot_timeout: Duration,
+) -> anyhow::Result<Outcome> {
+    let log_path = out.join(if kvm { "vng-kvm.log" } else { "vng.log" });
+    let log = fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let mut cmd = Command::new(vng);
+    cmd.arg("--run").arg(kernel);
+    if !kvm {
+        cmd.arg("--disable-kvm");
+    }
+    cmd.args(["--user", "root", "--memory", "2G", "--cpus", "2", "--rwdir"])
+        .arg(out)
+        .arg("--")
+        .arg(command)
+        .env("PATH", path_with_cargo_bin())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("duplicating the console log's fd")?)
+        .stderr(log)
+        // Its own process group, so that a hung guest (qemu under vng) is
+        // killed whole.
+        .process_group(0);
+    let mut child = cmd.spawn().with_context(|| format!("starting {}", vng.display()))?;
+    let booted = out.join("booted");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for vng")? {
+            if !booted.exists() {
+                eprintln!(
+                    "xtask: vng exited ({status}) before the guest ran its command; console in {}",
+                    log_path.display()
+                );
+                return Ok(Outcome::NoBoot);
+            }
+            if !status.success() {
+                eprintln!("xtask: vng exited with {status} (console in {})", log_path.display());
+            }
+            return Ok(Outcome::Finished);
+        }
+        let waited = started.elapsed();
+        if !booted.exists() && waited > boot_timeout {
+            kill_group(&mut child);
+            return Ok(Outcome::NoBoot);
+        }
+        if waited > RUN_TIMEOUT {
+            kill_group(&mut child);
+            bail!("the guest run took longer than {RUN_TIMEOUT:?}; killed (console in {})", log_path.display());
+        }
+        // Polling two facts (a file, the child's exit) at a human pace:
+        // neither has a notification this side could wait on.
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn kill_group(child: &mut Child) {
+    // SAFETY: kill(2) on the group this code created for the child.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+/// The scenario's results: every line printed, the run failed on any
+/// FAIL, on no PASS at all, or when the scenario did not reach its end.
+fn check_results(out: &Path) -> anyhow::Result<()> {
+    let path = out.join("results.txt");
+    let Ok(text) = fs::read_to_string(&path) else {
+        let log = fs::read_to_string(out.join("scenario.log")).unwrap_or_default();
+        bail!("the guest wrote no {}; scenario output:\n{log}", path.display());
+    };
+    eprintln!("xtask: guest results ({}):", path.display());
+    for line in text.lines() {
+        eprintln!("  {line}");
+    }
+    let passed = text.lines().filter(|l| l.starts_with("PASS ")).count();
+    let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL ")).collect();
+    let finished = text.lines().any(|l| l == "DONE");
+    if !failed.is_empty() || !finished || passed == 0 {
+        let stderr = out.join("watcher.stderr");
+        bail!(
+            "guest scenario on Debian 12's kernel: {passed} passed, {} failed{}; watcher's stderr in {}, scenario output in {}",
+            failed.len(),
+            if finished { "" } else { ", and it did not finish" },
+            stderr.display(),
+            out.join("scenario.log").display()
+        );
+    }
+    eprintln!("xtask: guest scenario on Debian 12's kernel: all {passed} checks passed");
+    Ok(())
+}
+
+/// The host tests' short-lived listener, built here (the guest has no
+/// writable place for a compiler's output but `out`); a space in its name
+/// checks that exe survives one.
+fn compile_flash_listener(out: &Path) -> anyhow::Result<PathBuf> {
+    let src = workspace_root().join("tests/programs/flash_listener.c");
+    let bin = out.join("flash listener");
+    let status = Command::new("cc").arg("-O2").arg("-o").arg(&bin).arg(&src).status().context("running cc")?;
+    if !status.success() {
+        bail!("compiling {} failed: {status}", src.display());
+    }
+    Ok(bin)
+}
+
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
