@@ -52,10 +52,8 @@ pub fn cargo(args: &[impl AsRef<std::ffi::OsStr>]) -> anyhow::Result<()> {
 pub fn check_format_and_lints() -> anyhow::Result<()> {
     run(Command::new("cargo").args(["+nightly", "fmt", "--all", "--check"]).current_dir(workspace_root()))
         .context("formatting differs from rustfmt.toml: run `cargo +nightly fmt --all`")?;
-    run(Command::new("cargo")
-        .args(["+nightly", "fmt", "--check"])
-        .current_dir(workspace_root().join("watcher-ebpf")))
-    .context("formatting of watcher-ebpf differs from rustfmt.toml: run `cargo +nightly fmt` in watcher-ebpf")?;
+    run(Command::new("cargo").args(["+nightly", "fmt", "--check"]).current_dir(workspace_root().join("watcher-ebpf")))
+        .context("formatting of watcher-ebpf differs from rustfmt.toml: run `cargo +nightly fmt` in watcher-ebpf")?;
     cargo(&["clippy", "--workspace", "--all-targets", "--release", "--", "-D", "warnings"])
         .context("clippy found warnings")
 }
