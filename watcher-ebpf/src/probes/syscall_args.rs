@@ -9,6 +9,9 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::TracePointContext,
 };
+use watcher_common::ProgramError;
+
+use crate::record::count_error;
 
 /// In-flight syscalls remembered at once, per kind.
 const IN_FLIGHT_MAX: u32 = 16_384;
@@ -80,15 +83,17 @@ pub fn thread_key() -> u64 {
     bpf_get_current_pid_tgid()
 }
 
-/// The `i`th syscall argument (8 bytes each in the tracepoint record).
+/// The syscall argument at `offset` (8 bytes each in the tracepoint record).
 #[inline(always)]
-pub fn arg(ctx: &TracePointContext, offset: usize) -> Option<u64> {
+pub fn arg(ctx: &TracePointContext, offset: usize) -> Result<u64, ProgramError> {
     // SAFETY: the offsets above are inside every sys_enter_*/sys_exit_* record.
-    unsafe { ctx.read_at::<u64>(offset) }.ok()
+    unsafe { ctx.read_at::<u64>(offset) }.map_err(|_| ProgramError::ReadKernel)
 }
 
 /// Copies `len` bytes (at most `N`) of user memory at `src` into `dst`;
-/// returns how many were copied (0 on a fault).
+/// returns how many were copied (0 on a fault, counted as
+/// [`ProgramError::ReadUser`]: the caller's pointer was bad, or its memory
+/// was paged out, and the record goes without those bytes).
 #[inline(always)]
 pub fn read_user_bytes<const N: usize>(dst: &mut [u8; N], src: u64, len: u32) -> u32 {
     let len = if len as usize > N { N as u32 } else { len };
@@ -98,5 +103,10 @@ pub fn read_user_bytes<const N: usize>(dst: &mut [u8; N], src: u64, len: u32) ->
     // SAFETY: the helper faults cleanly on bad user memory, and `len` is at
     // most the size of `dst`.
     let ret = unsafe { bpf_probe_read_user(dst.as_mut_ptr().cast::<c_void>(), len, src as *const c_void) };
-    if ret == 0 { len } else { 0 }
+    if ret == 0 {
+        len
+    } else {
+        count_error(ProgramError::ReadUser);
+        0
+    }
 }

@@ -206,7 +206,8 @@ impl<W: Write> DaemonSink<W> {
             }
             What::Unix { kind, path, .. } => {
                 let key = ListenerKey { netns, proto: Proto::Unix, local: Where::Unix { path: path.to_vec() } };
-                Some((Sighting { key, owner, rule_proto: RuleProto::Unix }, *kind == SocketKind::Listen))
+                // Up at listen(), or at bind() for a datagram socket (it never listens).
+                Some((Sighting { key, owner, rule_proto: RuleProto::Unix }, *kind != SocketKind::Close))
             }
             _ => None,
         }

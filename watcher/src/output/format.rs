@@ -64,11 +64,13 @@ pub enum What<'a> {
         errno: u32,
         backlog: u32,
     },
-    /// listen or close of a UNIX socket.
+    /// listen or close of a UNIX socket; bind of a UNIX datagram socket to a name.
     Unix {
         kind: SocketKind,
         fd: i32,
         backlog: Option<u32>,
+        /// SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET; 0 when unknown.
+        sock_type: u32,
         path: &'a [u8],
     },
     Accept(&'a AcceptEvent),
@@ -236,6 +238,7 @@ struct UnixDetail {
     proto: &'static str,
     family: &'static str,
     path: String,
+    sock_type: Option<&'static str>,
     fd: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
     backlog: Option<u32>,
@@ -402,9 +405,16 @@ impl<W: Write> Printer<W> {
                     },
                 })
             }
-            What::Unix { fd, backlog, path, .. } => self.write_json(&Line {
+            What::Unix { fd, backlog, sock_type, path, .. } => self.write_json(&Line {
                 common,
-                detail: UnixDetail { proto: "unix", family: "unix", path: unix_path(path), fd: *fd, backlog: *backlog },
+                detail: UnixDetail {
+                    proto: "unix",
+                    family: "unix",
+                    path: unix_path(path),
+                    sock_type: (*sock_type != 0).then(|| sock_type_name(*sock_type)),
+                    fd: *fd,
+                    backlog: *backlog,
+                },
             }),
             What::Accept(a) => self.write_json(&Line {
                 common,
