@@ -57,11 +57,15 @@ fn main() -> ExitCode {
         Task::Run { args } => {
             setup::setup(false).and_then(|()| util::build_release()).and_then(|()| util::run_watcher(&args))
         }
-        Task::Test { args } => setup::setup(true).and_then(|()| util::build_release()).and_then(|()| {
-            let mut test = ["test", "--release", "--workspace", "--exclude", "watcher-ebpf"].map(String::from).to_vec();
-            test.extend(args);
-            util::cargo(&test)
-        }),
+        Task::Test { args } => setup::setup(true)
+            .and_then(|()| util::check_format_and_lints())
+            .and_then(|()| util::build_release())
+            .and_then(|()| {
+                let mut test =
+                    ["test", "--release", "--workspace", "--exclude", "watcher-ebpf"].map(String::from).to_vec();
+                test.extend(args);
+                util::cargo(&test)
+            }),
         Task::Bench(args) => setup::setup(true).and_then(|()| util::build_release()).and_then(|()| bench::run(args)),
         Task::Install(args) => {
             setup::setup(false).and_then(|()| util::build_release()).and_then(|()| install::install(&args))
