@@ -30,7 +30,8 @@ impl ProgramErrors {
     pub fn totals(&self) -> anyhow::Result<ErrorTotals> {
         let mut totals = ProgramError::ALL.map(|kind| (kind, 0));
         for (kind, total) in &mut totals {
-            let per_cpu = self.map.get(&(*kind as u32), 0).with_context(|| format!("reading ERRORS[{}]", kind.name()))?;
+            let per_cpu =
+                self.map.get(&(*kind as u32), 0).with_context(|| format!("reading ERRORS[{}]", kind.name()))?;
             *total = per_cpu.iter().sum();
         }
         Ok(totals)

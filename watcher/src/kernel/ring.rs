@@ -109,6 +109,10 @@ impl RingReader {
     }
 
     /// The next record, if one is there.
+    #[expect(
+        clippy::should_implement_trait,
+        reason = "as aya's RingBuf::next: the item borrows the ring, which Iterator cannot express"
+    )]
     pub fn next(&mut self) -> Option<RingBufItem<'_>> {
         let ring = match &mut self.state {
             State::Polling(ring) => ring,

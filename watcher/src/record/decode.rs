@@ -736,7 +736,12 @@ mod tests {
         record.addr[2..10].copy_from_slice(b"/dev/log");
         assert_eq!(
             Record::decode(&bytes(&record)).unwrap(),
-            Record::UnixBind { task: Task::from_header(&record.header), fd: 4, sock_type: 2, path: b"/dev/log".to_vec() }
+            Record::UnixBind {
+                task: Task::from_header(&record.header),
+                fd: 4,
+                sock_type: 2,
+                path: b"/dev/log".to_vec()
+            }
         );
         record.header.kind = EventKind::UnixClose as u32;
         let Record::UnixClose { fd, sock_type, path, .. } = Record::decode(&bytes(&record)).unwrap() else { panic!() };
