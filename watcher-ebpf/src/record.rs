@@ -21,7 +21,7 @@ use watcher_common::{
 use crate::kernel::current_netns;
 
 #[map(name = "EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// Records that found the ring buffer full, counted per CPU and summed by
 /// userspace, so that loss is reported, never silent.
@@ -132,17 +132,6 @@ pub fn header_in(kind: EventKind, netns: u32) -> RecordHeader {
         gid: (uid_gid >> 32) as u32,
         netns,
         comm: bpf_get_current_comm().unwrap_or([0u8; TASK_COMM_LEN]),
-    }
-}
-
-/// Copies a record built on the stack into the ring buffer, counting it
-/// lost if full. Only for probes/process.rs until it moves to [`emit`]:
-/// it leaves the wake-up to the kernel (flags 0), which is right with any
-/// reader.
-#[inline(always)]
-pub fn output<T: 'static>(record: &T) {
-    if EVENTS.output::<T>(record, 0).is_err() {
-        count_lost();
     }
 }
 
