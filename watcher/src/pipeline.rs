@@ -256,7 +256,13 @@ impl<S: Sink> Watch<S> {
     fn handle(&mut self, record: &Record, seen_ktime_ns: u64) -> io::Result<()> {
         self.socket_options.apply(record);
         for closed in self.unix_listeners.apply(record) {
-            let what = What::Unix { kind: SocketKind::Close, fd: closed.fd, backlog: None, path: &closed.path };
+            let what = What::Unix {
+                kind: SocketKind::Close,
+                fd: closed.fd,
+                backlog: None,
+                sock_type: closed.sock_type,
+                path: &closed.path,
+            };
             self.reporter.print(&closed.task, what, seen_ktime_ns)?;
         }
         let (task, what) = match record {
@@ -287,8 +293,12 @@ impl<S: Sink> Watch<S> {
             }
             Record::Accept(accept) => (&accept.task, What::Accept(accept)),
             Record::Denied(denied) => (&denied.task, What::Denied { event: denied, why: None }),
-            Record::UnixListen { task, fd, backlog, path } => {
-                (task, What::Unix { kind: SocketKind::Listen, fd: *fd, backlog: Some(*backlog), path })
+            Record::UnixListen { task, fd, backlog, sock_type, path } => (
+                task,
+                What::Unix { kind: SocketKind::Listen, fd: *fd, backlog: Some(*backlog), sock_type: *sock_type, path },
+            ),
+            Record::UnixBind { task, fd, sock_type, path } => {
+                (task, What::Unix { kind: SocketKind::Bind, fd: *fd, backlog: None, sock_type: *sock_type, path })
             }
             // Printed above, once the last holder let go.
             Record::UnixClose { .. } => return Ok(()),
@@ -421,7 +431,7 @@ impl AlreadyReported {
                     return self.by_address.contains(&(task.pid, local));
                 }
             },
-            What::Unix { kind: SocketKind::Listen, fd, .. } | What::PassiveSocket { fd, .. } => *fd,
+            What::Unix { kind: SocketKind::Listen | SocketKind::Bind, fd, .. } | What::PassiveSocket { fd, .. } => *fd,
             _ => return false,
         };
         let Some(local) = self.held.get(&(task.pid, fd)) else {
