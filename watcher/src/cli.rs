@@ -77,6 +77,10 @@ pub enum Command {
     /// Write an allowlist (TOML, for `daemon --config`) from what listens now.
     #[command(after_help = "Example:\n  watcher baseline > /etc/watcher/watcher.toml")]
     Baseline(BaselineArgs),
+    /// Say what this kernel lets watcher see: kernel, BTF, lockdown, the
+    /// program types that load, and per fact the hook attached or why none
+    /// is (exit 0 when every default hook attaches).
+    Doctor(crate::doctor::DoctorArgs),
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ pub mod cgroups;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod enforce;
 pub mod escape;
 pub mod events;

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
             Command::List(args) => watcher::list::run(&args),
             Command::Daemon(args) => watcher::daemon::run(args).await,
             Command::Baseline(args) => watcher::baseline::run(&args),
+            Command::Doctor(args) => watcher::doctor::run(&args),
         }
     });
     match result {
