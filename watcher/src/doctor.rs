@@ -60,10 +60,7 @@ const PROGRAM_TYPES: &[(&str, ProgramType)] = &[
 /// The program's name in a hook's description: `tracepoint sock/x` → `x`,
 /// `cgroup/post_bind4 on /sys/fs/cgroup` → `post_bind4`.
 fn program_name(hook: &str) -> &str {
-    hook.split_whitespace()
-        .find(|w| w.contains('/'))
-        .and_then(|w| w.rsplit('/').next())
-        .unwrap_or(hook)
+    hook.split_whitespace().find(|w| w.contains('/')).and_then(|w| w.rsplit('/').next()).unwrap_or(hook)
 }
 
 pub fn run(args: &DoctorArgs) -> anyhow::Result<()> {
@@ -86,16 +83,17 @@ fn report() -> anyhow::Result<Value> {
         .trim()
         .to_owned();
     let btf = match loader::kernel_offsets() {
-        Ok(_) => json!({"ok": true, "detail": "/sys/kernel/btf/vmlinux: every struct offset watcher follows was found"}),
+        Ok(_) => {
+            json!({"ok": true, "detail": "/sys/kernel/btf/vmlinux: every struct offset watcher follows was found"})
+        }
         Err(e) => json!({"ok": false, "detail": format!("{e:#}")}),
     };
     let securityfs = mount_securityfs();
     let lockdown = fs::read_to_string("/sys/kernel/security/lockdown")
         .ok()
         .and_then(|s| s.split_whitespace().find(|w| w.starts_with('[')).map(|w| w.trim_matches(['[', ']']).to_owned()));
-    let lsm: Option<Vec<String>> = fs::read_to_string("/sys/kernel/security/lsm")
-        .ok()
-        .map(|s| s.trim().split(',').map(str::to_owned).collect());
+    let lsm: Option<Vec<String>> =
+        fs::read_to_string("/sys/kernel/security/lsm").ok().map(|s| s.trim().split(',').map(str::to_owned).collect());
     let program_types: Vec<Value> = PROGRAM_TYPES
         .iter()
         .map(|&(name, ty)| match is_program_supported(ty) {
@@ -113,12 +111,8 @@ fn report() -> anyhow::Result<Value> {
     let facts: Vec<Value> = FACTS
         .iter()
         .map(|&(fact, programs, optional)| {
-            let hooks: Vec<&str> = attached
-                .hooks
-                .iter()
-                .filter(|h| programs.contains(&program_name(h)))
-                .map(String::as_str)
-                .collect();
+            let hooks: Vec<&str> =
+                attached.hooks.iter().filter(|h| programs.contains(&program_name(h))).map(String::as_str).collect();
             let missing: Vec<&MissingHook> =
                 attached.missing.iter().filter(|m| programs.contains(&program_name(&m.hook))).collect();
             json!({
@@ -159,15 +153,15 @@ fn mount_securityfs() -> anyhow::Result<()> {
 fn print_text(r: &Value) {
     let s = |v: &Value| v.as_str().map_or_else(|| "unknown".to_owned(), str::to_owned);
     println!("kernel:   {}", s(&r["kernel"]));
-    println!(
-        "BTF:      {} ({})",
-        if r["btf"]["ok"] == true { "yes" } else { "NO" },
-        s(&r["btf"]["detail"])
-    );
+    println!("BTF:      {} ({})", if r["btf"]["ok"] == true { "yes" } else { "NO" }, s(&r["btf"]["detail"]));
     let unknown_why = r["securityfs"].as_str().map(|e| format!(" ({e})")).unwrap_or_default();
     println!("lockdown: {}{unknown_why}", s(&r["lockdown"]));
     let lsm = r["lsm"].as_array().map(|l| l.iter().map(s).collect::<Vec<_>>().join(","));
-    println!("LSMs:     {} (BPF LSM {})", lsm.unwrap_or_else(|| "unknown".into()), if r["bpf_lsm"] == true { "active" } else { "not active" });
+    println!(
+        "LSMs:     {} (BPF LSM {})",
+        lsm.unwrap_or_else(|| "unknown".into()),
+        if r["bpf_lsm"] == true { "active" } else { "not active" }
+    );
     println!("program types that load:");
     for t in r["program_types"].as_array().into_iter().flatten() {
         let detail = t["error"].as_str().map(|e| format!(" ({e})")).unwrap_or_default();
@@ -175,7 +169,11 @@ fn print_text(r: &Value) {
     }
     println!(
         "kprobes attach: {}",
-        if r["kprobes_attach"] == true { "yes" } else { "no (no kprobe_events in tracefs: the kernel has no CONFIG_KPROBES)" }
+        if r["kprobes_attach"] == true {
+            "yes"
+        } else {
+            "no (no kprobe_events in tracefs: the kernel has no CONFIG_KPROBES)"
+        }
     );
     println!("facts:");
     for f in r["facts"].as_array().into_iter().flatten() {
@@ -190,10 +188,7 @@ fn print_text(r: &Value) {
             println!("      not reported: {}", s(n));
         }
     }
-    println!(
-        "complete: {}",
-        if r["complete"] == true { "yes, every default hook is attached" } else { "NO" }
-    );
+    println!("complete: {}", if r["complete"] == true { "yes, every default hook is attached" } else { "NO" });
 }
 
 #[cfg(test)]

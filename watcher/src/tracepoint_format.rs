@@ -138,19 +138,13 @@ pub struct Layouts {
 
 impl Layouts {
     pub fn unusable_reason(&self, category: &str, name: &str) -> Option<&str> {
-        self.unusable
-            .iter()
-            .find(|((c, n), _)| c == category && n == name)
-            .map(|(_, reason)| reason.as_str())
+        self.unusable.iter().find(|((c, n), _)| c == category && n == name).map(|(_, reason)| reason.as_str())
     }
 }
 
 /// Reads every listed tracepoint's format (through `read_format`, so that
 /// tests can hand in fixtures) and fills the offsets the programs use.
-pub fn layouts(
-    tracepoints: &[(&str, &str)],
-    read_format: impl Fn(&str, &str) -> anyhow::Result<Format>,
-) -> Layouts {
+pub fn layouts(tracepoints: &[(&str, &str)], read_format: impl Fn(&str, &str) -> anyhow::Result<Format>) -> Layouts {
     let mut out = Layouts::default();
     for &(category, name) in tracepoints {
         let format = match read_format(category, name) {
@@ -175,9 +169,7 @@ pub fn layouts(
 fn named_layout(format: &Format, offsets: &mut TracepointOffsets, notes: &mut Vec<String>) -> anyhow::Result<()> {
     let mut found = Vec::new();
     for need in needs(&format.name) {
-        let field = format
-            .field(need.field)
-            .with_context(|| format!("its format has no field {}", need.field))?;
+        let field = format.field(need.field).with_context(|| format!("its format has no field {}", need.field))?;
         if field.size != need.size || field.offset == 0 {
             bail!(
                 "its field {} is {} bytes at offset {}, where {} bytes were expected",
@@ -211,7 +203,13 @@ fn syscall_layout(format: &Format, offsets: &mut TracepointOffsets) -> anyhow::R
     // argument 8 bytes, as the kernel lays out every syscall record.
     for (i, f) in fields.iter().enumerate() {
         if f.size != 8 || f.offset != first.offset + 8 * i as u32 {
-            bail!("its field {} is {} bytes at offset {}, not 8 bytes at {}", f.name, f.size, f.offset, first.offset + 8 * i as u32);
+            bail!(
+                "its field {} is {} bytes at offset {}, not 8 bytes at {}",
+                f.name,
+                f.size,
+                f.offset,
+                first.offset + 8 * i as u32
+            );
         }
     }
     let (slot, what) = if format.name.starts_with("sys_exit_") {

@@ -105,7 +105,14 @@ enum Outcome {
     NoBoot,
 }
 
-fn run_vng(vng: &Path, kernel: &Path, out: &Path, command: &str, kvm: bool, boot_timeout: Duration) -> anyhow::Result<Outcome> {
+fn run_vng(
+    vng: &Path,
+    kernel: &Path,
+    out: &Path,
+    command: &str,
+    kvm: bool,
+    boot_timeout: Duration,
+) -> anyhow::Result<Outcome> {
     let log_path = out.join(if kvm { "vng-kvm.log" } else { "vng.log" });
     let log = fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let mut cmd = Command::new(vng);
@@ -130,7 +137,10 @@ fn run_vng(vng: &Path, kernel: &Path, out: &Path, command: &str, kvm: bool, boot
     loop {
         if let Some(status) = child.try_wait().context("waiting for vng")? {
             if !booted.exists() {
-                eprintln!("xtask: vng exited ({status}) before the guest ran its command; console in {}", log_path.display());
+                eprintln!(
+                    "xtask: vng exited ({status}) before the guest ran its command; console in {}",
+                    log_path.display()
+                );
                 return Ok(Outcome::NoBoot);
             }
             if !status.success() {
@@ -194,13 +204,7 @@ fn check_results(out: &Path) -> anyhow::Result<()> {
 fn compile_flash_listener(out: &Path) -> anyhow::Result<PathBuf> {
     let src = workspace_root().join("tests/programs/flash_listener.c");
     let bin = out.join("flash listener");
-    let status = Command::new("cc")
-        .arg("-O2")
-        .arg("-o")
-        .arg(&bin)
-        .arg(&src)
-        .status()
-        .context("running cc")?;
+    let status = Command::new("cc").arg("-O2").arg("-o").arg(&bin).arg(&src).status().context("running cc")?;
     if !status.success() {
         bail!("compiling {} failed: {status}", src.display());
     }
