@@ -27,10 +27,7 @@ fn short_lived_exec_keeps_exe_and_argv() {
     let (_dir, bin) = flash_listener();
     let mut watcher = Watcher::start_json(&[]);
     watcher.signal(libc::SIGSTOP);
-    let out = Command::new(&bin)
-        .args(["--first", "a b", "", "--last"])
-        .output()
-        .expect("running flash_listener");
+    let out = Command::new(&bin).args(["--first", "a b", "", "--last"]).output().expect("running flash_listener");
     watcher.signal(libc::SIGCONT);
     assert!(out.status.success());
     let said = String::from_utf8(out.stdout).unwrap();
@@ -41,12 +38,8 @@ fn short_lived_exec_keeps_exe_and_argv() {
 
     let listen = watcher.next_event(|e| is(e, "listen", pid) && e["port"] == port);
     assert_eq!(listen["exe"], bin.display().to_string(), "{listen}");
-    let argv: Vec<&str> = listen["cmdline"]
-        .as_array()
-        .expect("argv known")
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let argv: Vec<&str> =
+        listen["cmdline"].as_array().expect("argv known").iter().map(|a| a.as_str().unwrap()).collect();
     assert_eq!(argv, [bin.to_str().unwrap(), "--first", "a b", "", "--last"], "{listen}");
     assert_eq!(listen["ppid"], std::process::id(), "{listen}");
     assert_eq!(listen["comm"], "flash listener", "{listen}");
@@ -70,10 +63,7 @@ fn forked_worker_is_named_after_its_parent() {
                   \x20   s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n\
                   \x20   print(os.getpid(), s.getsockname()[1], flush=True); os._exit(0)\n\
                   os.waitpid(pid, 0)\n";
-    let out = Command::new(common::PYTHON)
-        .args(["-c", script, "worker-marker"])
-        .output()
-        .expect("running python");
+    let out = Command::new(common::PYTHON).args(["-c", script, "worker-marker"]).output().expect("running python");
     watcher.signal(libc::SIGCONT);
     let said = String::from_utf8(out.stdout).unwrap();
     let mut words = said.split_whitespace();
@@ -105,7 +95,7 @@ fn events_name_cgroup_and_container() {
         return;
     }
     let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-    let mount = watcher::loader::cgroup2_mount().unwrap();
+    let mount = watcher::kernel::loader::cgroup2_mount().unwrap();
     let parent = mount.join(format!("watcher-test-{}", std::process::id()));
     let scope = parent.join(format!("docker-{id}.scope"));
     let dirs = CgroupDirs(vec![parent.clone(), scope.clone()]);

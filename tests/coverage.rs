@@ -181,7 +181,11 @@ fn accepts_carry_both_ends_with_and_without_peer_pointer() {
         let fd: i32 = server.expect("accepted")[0].parse().unwrap();
         let event = watcher.next_event(|e| is(e, "accept", pid) && e["fd"] == fd);
         assert_eq!(event["listen_fd"], listen_fd, "{event}");
-        assert_eq!((event["addr"].as_str(), event["port"].as_u64()), (Some("127.0.0.1"), Some(u64::from(port))), "{event}");
+        assert_eq!(
+            (event["addr"].as_str(), event["port"].as_u64()),
+            (Some("127.0.0.1"), Some(u64::from(port))),
+            "{event}"
+        );
         let client_end = client.local_addr().unwrap();
         assert_eq!(event["peer_addr"], client_end.ip().to_string(), "{event}");
         assert_eq!(event["peer_port"], client_end.port(), "{event}");

@@ -5,7 +5,6 @@ mod common;
 
 use std::process::{Child, Command, Stdio};
 
-
 use common::{PYTHON, SocketChild, Watcher, free_port, program, require_bpf};
 use serde_json::Value;
 
@@ -72,7 +71,12 @@ fn restart_and_owner_change() {
     }
     let port = free_port("4", "tcp");
     let dir = tempfile::tempdir().unwrap();
-    let config = config_file(&dir, &format!("[[allow]]\nname = \"web\"\nproto = \"tcp\"\nport = {port}\ncomm = \"python3\"\nseverity = \"critical\"\n"));
+    let config = config_file(
+        &dir,
+        &format!(
+            "[[allow]]\nname = \"web\"\nproto = \"tcp\"\nport = {port}\ncomm = \"python3\"\nseverity = \"critical\"\n"
+        ),
+    );
     let mut watcher = daemon(&config);
 
     let first = http_server(port);
@@ -222,9 +226,13 @@ fn bad_config_at_start_exits_2() {
     let out = Command::new(common::watcher_bin()).args(["daemon", "--config", &config]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("bad configuration") && stderr.contains("unknown field `bogus`") && stderr.contains("line 4"), "{stderr}");
+    assert!(
+        stderr.contains("bad configuration") && stderr.contains("unknown field `bogus`") && stderr.contains("line 4"),
+        "{stderr}"
+    );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    let missing = Command::new(common::watcher_bin()).args(["daemon", "--config", "/nonexistent/w.toml"]).output().unwrap();
+    let missing =
+        Command::new(common::watcher_bin()).args(["daemon", "--config", "/nonexistent/w.toml"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(2));
 }
 
@@ -268,7 +276,10 @@ fn loss_is_reported_and_the_table_rebuilt() {
     let down = events.iter().find(|e| on(e, "listener_down", old_port)).expect("the closed listener is reported down");
     // (Its port may have served one of the flood's listeners whose close
     // was lost: that one then goes down first.)
-    let up = events.iter().find(|e| on(e, "listener_up", new_port) && e["pid"] == new_pid).expect("the new listener is reported up");
+    let up = events
+        .iter()
+        .find(|e| on(e, "listener_up", new_port) && e["pid"] == new_pid)
+        .expect("the new listener is reported up");
     assert_eq!(up["comm"], "python3", "{up}");
     let resynced = events.last().unwrap();
     assert!(resynced["live_listeners"].as_u64() > Some(0), "{resynced}");

@@ -28,7 +28,7 @@ impl TestCgroup {
     fn new() -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         // Where the watcher finds it: /proc/self/mountinfo.
-        let root = watcher::loader::cgroup2_mount().expect("a cgroup v2 mount");
+        let root = watcher::kernel::loader::cgroup2_mount().expect("a cgroup v2 mount");
         let name = format!("watcher-enforce-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let path = root.join(name);
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));

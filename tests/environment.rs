@@ -28,7 +28,8 @@ fn without_cgroup2_it_runs_on_tracepoints() {
     }
     let mut child = SocketChild::spawn("hold", &["4", "tcp", "127.0.0.1", "0"]);
     let pid = child.pid.to_string();
-    let mut watcher = Watcher::start_command(in_namespace(&["without_cgroup2.sh"], &["watch", "--json", "--pid", &pid]));
+    let mut watcher =
+        Watcher::start_command(in_namespace(&["without_cgroup2.sh"], &["watch", "--json", "--pid", &pid]));
     let warning = watcher
         .stderr_lines()
         .into_iter()
@@ -57,7 +58,8 @@ fn without_tracefs_it_runs_on_cgroup_hooks() {
     }
     let mut child = SocketChild::spawn("hold", &["4", "udp", "127.0.0.1", "0"]);
     let pid = child.pid.to_string();
-    let mut watcher = Watcher::start_command(in_namespace(&["without_tracefs.sh"], &["watch", "--json", "--pid", &pid]));
+    let mut watcher =
+        Watcher::start_command(in_namespace(&["without_tracefs.sh"], &["watch", "--json", "--pid", &pid]));
     let warning = watcher
         .stderr_lines()
         .into_iter()

@@ -2,7 +2,6 @@
 //! real sockets; what watcher lists must be what `ss` lists for them, on the
 //! same host at the same time. The host has sockets of its own, so every
 //! comparison is restricted to the pids of this test's children.
-#[allow(dead_code)] // the shared harness: this file uses only part of it
 mod common;
 
 use std::{

@@ -117,7 +117,8 @@ struct Record {
 impl Record {
     fn parse(line: &str) -> Option<Self> {
         let (head, msg) = line.split_once(" msg=")?;
-        let fields = head.split(' ').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let fields =
+            head.split(' ').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         // A legacy-format message's MSG starts with the space after "tag:".
         Some(Self { fields, msg: serde_json::from_str(msg.trim_start()).unwrap_or(Value::Null) })
     }
@@ -130,7 +131,12 @@ impl Record {
 /// The records of rsyslog's file with this MSGID.
 fn records(log: &Path, msgid: &str) -> Vec<Record> {
     let needle = format!(" msgid={msgid} ");
-    std::fs::read_to_string(log).unwrap_or_default().lines().filter(|l| l.contains(&needle)).filter_map(Record::parse).collect()
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .filter_map(Record::parse)
+        .collect()
 }
 
 /// Polls rsyslog's file until a record with this MSGID that `keep` accepts
@@ -225,7 +231,9 @@ fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]
         .iter()
         .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
         .find_map(|s| match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => Some(v),
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
             _ => None,
         })
 }
@@ -324,7 +332,9 @@ fn rsyslog_over_tcp_down_then_up_then_restarted() {
     let log = dir.path().join("syslog.log");
     let config = config_file(
         dir.path(),
-        &format!("[syslog]\ntarget = \"tcp://127.0.0.1:{tcp}\"\nfacility = \"local5\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"),
+        &format!(
+            "[syslog]\ntarget = \"tcp://127.0.0.1:{tcp}\"\nfacility = \"local5\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"
+        ),
     );
     let mut watcher = daemon(&config);
     let daemon_pid = watcher.pid().to_string();

@@ -66,7 +66,9 @@ fn held_program_ids(pid: u32) -> HashSet<u32> {
     let mut ids = HashSet::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
         if let Ok(info) = std::fs::read_to_string(entry.path()) {
-            ids.extend(info.lines().filter_map(|l| l.strip_prefix("prog_id:")).filter_map(|v| v.trim().parse::<u32>().ok()));
+            ids.extend(
+                info.lines().filter_map(|l| l.strip_prefix("prog_id:")).filter_map(|v| v.trim().parse::<u32>().ok()),
+            );
         }
     }
     ids
@@ -122,7 +124,7 @@ fn stalled_watcher_accounts_for_every_record() {
     watcher.signal(libc::SIGCONT);
     // Markers until the watcher reports one: then it has caught up.
     child.say("markers");
-    let mut events = watcher.events_until(|e| is(e, "listen", pid) && e["family"] == "ipv6");
+    let events = watcher.events_until(|e| is(e, "listen", pid) && e["family"] == "ipv6");
     child.say("stop");
     let markers: usize = child.expect("markers")[0].parse().unwrap();
     let made = 3 * LISTENERS + 2 * markers;

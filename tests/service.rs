@@ -17,13 +17,9 @@ fn unit_text() -> String {
 /// The unit's CapabilityBoundingSet, as setpriv spells it: "bpf", "kill"…
 fn unit_capabilities() -> Vec<String> {
     let text = unit_text();
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
-        .expect("the unit bounds its capabilities");
-    line.split_whitespace()
-        .map(|cap| cap.strip_prefix("CAP_").expect("a capability name").to_lowercase())
-        .collect()
+    let line =
+        text.lines().find_map(|l| l.strip_prefix("CapabilityBoundingSet=")).expect("the unit bounds its capabilities");
+    line.split_whitespace().map(|cap| cap.strip_prefix("CAP_").expect("a capability name").to_lowercase()).collect()
 }
 
 /// `systemd-analyze verify` accepts the unit, with ExecStart pointing at
@@ -48,7 +44,10 @@ fn unit_file_verifies() {
 fn daemon_with(capabilities: &[String], config: &std::path::Path, notify: &std::path::Path) -> Watcher {
     let socket = UnixDatagram::bind(notify).unwrap();
     socket.set_read_timeout(Some(common::TIMEOUT)).unwrap();
-    let bounding = std::iter::once("-all".to_owned()).chain(capabilities.iter().map(|c| format!("+{c}"))).collect::<Vec<_>>().join(",");
+    let bounding = std::iter::once("-all".to_owned())
+        .chain(capabilities.iter().map(|c| format!("+{c}")))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut command = Command::new("setpriv");
     command
         .arg(format!("--bounding-set={bounding}"))

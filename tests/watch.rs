@@ -43,10 +43,7 @@ fn one_socket(family: &str, proto: &str, explicit_port: bool) {
         assert_eq!(e["port"], port, "{e}");
         let argv = e["cmdline"].as_array().expect("cmdline is an array");
         assert!(argv.iter().any(|a| a == "hold"), "{e}");
-        assert!(
-            chrono::DateTime::parse_from_rfc3339(e["time"].as_str().unwrap()).is_ok(),
-            "{e}"
-        );
+        assert!(chrono::DateTime::parse_from_rfc3339(e["time"].as_str().unwrap()).is_ok(), "{e}");
         assert!(e["ktime_ns"].as_u64().unwrap() > 0, "{e}");
     };
     let ours = |event: &'static str| move |e: &Value| is(e, event, pid) && e["port"] == port;
@@ -146,11 +143,8 @@ fn thousand_listeners_each_reported_once() {
     let events = watcher.events_until(|e| is(e, "close", pid) && e["port"] == last_port);
     let lost: Vec<&Value> = events.iter().filter(|e| e["event"] == "lost").collect();
     assert!(lost.is_empty(), "records lost: {lost:?}");
-    let listens: Vec<u16> = events
-        .iter()
-        .filter(|e| is(e, "listen", pid))
-        .map(|e| e["port"].as_u64().unwrap() as u16)
-        .collect();
+    let listens: Vec<u16> =
+        events.iter().filter(|e| is(e, "listen", pid)).map(|e| e["port"].as_u64().unwrap() as u16).collect();
     assert_eq!(listens.len(), 1000, "one listen event per listener");
     assert_eq!(listens.iter().copied().collect::<HashSet<_>>(), expected);
     drop(noise);
@@ -190,10 +184,8 @@ fn table_aligns_and_filters_apply() {
     if !require_bpf("table_aligns_and_filters_apply") {
         return;
     }
-    let mut child = SocketChild::spawn(
-        "hold",
-        &["6", "udp", "::1", "0", "6", "tcp", "::1", "0", "4", "udp", "127.0.0.1", "0"],
-    );
+    let mut child =
+        SocketChild::spawn("hold", &["6", "udp", "::1", "0", "6", "tcp", "::1", "0", "4", "udp", "127.0.0.1", "0"]);
     let mut other = SocketChild::spawn("hold", &["6", "udp", "::1", "0"]);
     let (pid, other_pid) = (child.pid.to_string(), other.pid);
     let mut watcher = Watcher::start(&["watch", "--pid", &pid, "--proto", "udp", "-6"]);
@@ -256,8 +248,12 @@ fn well_known_ports_are_named() {
     let row = table.next_line(|l| l.contains(" listen "));
     assert!(row.ends_with("127.0.0.1:79 (finger)"), "{row}");
 
-    let out = std::process::Command::new(common::watcher_bin()).args(["list", "--json", "--pid", &pid_text]).output().unwrap();
-    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = std::process::Command::new(common::watcher_bin())
+        .args(["list", "--json", "--pid", &pid_text])
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let services: Vec<_> = rows.iter().map(|r| (r["port"].as_u64(), r["service"].as_str())).collect();
     assert!(services.contains(&(Some(79), Some("finger"))) && services.contains(&(Some(69), Some("tftp"))), "{rows:?}");
     child.say("close");

@@ -139,12 +139,7 @@ impl Watcher {
             Ok(Err(line)) => panic!("watcher failed to start: {line}"),
             Err(e) => panic!("watcher did not say it was ready: {e}"),
         }
-        Self {
-            child,
-            lines,
-            pending: Vec::new(),
-            stderr_lines,
-        }
+        Self { child, lines, pending: Vec::new(), stderr_lines }
     }
 
     /// Every line watcher wrote on stderr so far.
@@ -163,10 +158,9 @@ impl Watcher {
             match self.lines.recv_timeout(left) {
                 Ok(line) if keep(&line) => return line,
                 Ok(line) => self.pending.push(line),
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "no matching line from watcher within {TIMEOUT:?}; it printed {} others",
-                    self.pending.len()
-                ),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no matching line from watcher within {TIMEOUT:?}; it printed {} others", self.pending.len())
+                }
                 Err(RecvTimeoutError::Disconnected) => panic!("watcher's stdout closed"),
             }
         }
@@ -181,11 +175,7 @@ impl Watcher {
     /// Every JSON event received so far (including pending ones) plus those
     /// that arrive until `done` accepts one; returns them all, in order.
     pub fn events_until(&mut self, done: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let mut seen: Vec<Value> = self
-            .pending
-            .drain(..)
-            .filter_map(|l| serde_json::from_str(&l).ok())
-            .collect();
+        let mut seen: Vec<Value> = self.pending.drain(..).filter_map(|l| serde_json::from_str(&l).ok()).collect();
         if seen.iter().any(&done) {
             return seen;
         }
@@ -194,8 +184,7 @@ impl Watcher {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
-                    let value: Value = serde_json::from_str(&line)
-                        .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                    let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
                     let finished = done(&value);
                     seen.push(value);
                     if finished {
@@ -283,12 +272,7 @@ impl SocketChild {
             .expect("spawning the socket child");
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut this = Self {
-            pid: child.id(),
-            child,
-            stdin,
-            stdout,
-        };
+        let mut this = Self { pid: child.id(), child, stdin, stdout };
         let hello = this.read_line();
         assert_eq!(hello, format!("pid {}", this.pid), "the child is the process we spawned");
         this
@@ -322,17 +306,11 @@ impl SocketChild {
 
     /// /proc/<pid>/exe while the child lives.
     pub fn exe(&self) -> String {
-        std::fs::read_link(format!("/proc/{}/exe", self.pid))
-            .unwrap()
-            .display()
-            .to_string()
+        std::fs::read_link(format!("/proc/{}/exe", self.pid)).unwrap().display().to_string()
     }
 
     pub fn comm(&self) -> String {
-        std::fs::read_to_string(format!("/proc/{}/comm", self.pid))
-            .unwrap()
-            .trim_end()
-            .to_owned()
+        std::fs::read_to_string(format!("/proc/{}/comm", self.pid)).unwrap().trim_end().to_owned()
     }
 
     /// Closes the child's stdin and waits for it.

@@ -69,9 +69,7 @@ pub fn sock_netns(sk: u64) -> u32 {
     let Some(o) = offsets() else {
         return 0;
     };
-    read::<u64>(sk, o.skc_net)
-        .and_then(|net| read::<u32>(net, o.net_ns_inum))
-        .unwrap_or(0)
+    read::<u64>(sk, o.skc_net).and_then(|net| read::<u32>(net, o.net_ns_inum)).unwrap_or(0)
 }
 
 /// The `struct sock` behind the calling task's `fd`, if it is a socket the

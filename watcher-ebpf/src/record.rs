@@ -7,8 +7,9 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use crate::kernel::current_netns;
 use watcher_common::{EVENTS_BYTES, EventKind, RecordHeader, SocketRecord, TASK_COMM_LEN};
+
+use crate::kernel::current_netns;
 
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);

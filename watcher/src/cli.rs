@@ -2,8 +2,8 @@
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    events::Family,
-    filter::{Filter, ProtoFilter},
+    model::socket::Family,
+    policy::filter::{Filter, ProtoFilter},
 };
 
 #[derive(Debug, Parser)]
@@ -80,7 +80,7 @@ pub enum Command {
     /// Say what this kernel lets watcher see: kernel, BTF, lockdown, the
     /// program types that load, and per fact the hook attached or why none
     /// is (exit 0 when every default hook attaches).
-    Doctor(crate::doctor::DoctorArgs),
+    Doctor(DoctorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -191,4 +191,12 @@ impl ListArgs {
             ..Default::default()
         }
     }
+}
+
+/// `watcher doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

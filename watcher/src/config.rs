@@ -157,7 +157,9 @@ impl<'de> Deserialize<'de> for Ports {
         match Raw::deserialize(d)? {
             Raw::One(p) => Ok(Self(p..=p)),
             Raw::Range(text) => {
-                let parse = |s: &str| s.trim().parse::<u16>().map_err(|_| serde::de::Error::custom(format!("bad port {s:?} in {text:?}")));
+                let parse = |s: &str| {
+                    s.trim().parse::<u16>().map_err(|_| serde::de::Error::custom(format!("bad port {s:?} in {text:?}")))
+                };
                 let (lo, hi) = match text.split_once('-') {
                     Some((lo, hi)) => (parse(lo)?, parse(hi)?),
                     None => {
@@ -269,11 +271,63 @@ impl Config {
         }
         if let Some(syslog) = &self.syslog {
             // One message, not a context chain: a reload prints it on one line.
-            if let Err(e) = crate::syslog::Target::parse(&syslog.target) {
+            if let Err(e) = SyslogTarget::parse(&syslog.target) {
                 bail!("[syslog] target {:?}: {e}", syslog.target);
             }
         }
         Ok(())
+    }
+}
+
+/// The local syslog socket (`target = "local"`).
+const LOCAL_SOCKET: &str = "/dev/log";
+
+/// Where messages go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyslogTarget {
+    /// A UNIX datagram socket (`local` is /dev/log).
+    Unix(PathBuf),
+    /// `HOST:PORT`, resolved at each connection.
+    Udp(String),
+    Tcp(String),
+}
+
+impl SyslogTarget {
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let host_port = |hp: &str| -> anyhow::Result<String> {
+            match hp.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
+                    Ok(hp.to_owned())
+                }
+                _ => bail!("expected HOST:PORT after the scheme, not {hp:?}"),
+            }
+        };
+        if text == "local" {
+            return Ok(Self::Unix(PathBuf::from(LOCAL_SOCKET)));
+        }
+        if let Some(path) = text.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                bail!("expected an absolute path after \"unix:\", not {path:?}");
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        if let Some(hp) = text.strip_prefix("udp://") {
+            return Ok(Self::Udp(host_port(hp)?));
+        }
+        if let Some(hp) = text.strip_prefix("tcp://") {
+            return Ok(Self::Tcp(host_port(hp)?));
+        }
+        bail!("expected \"local\", \"unix:/PATH\", \"udp://HOST:PORT\" or \"tcp://HOST:PORT\"")
+    }
+}
+
+impl fmt::Display for SyslogTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+            Self::Udp(hp) => write!(f, "udp://{hp}"),
+            Self::Tcp(hp) => write!(f, "tcp://{hp}"),
+        }
     }
 }
 
@@ -291,7 +345,9 @@ mod tests {
 
     #[test]
     fn ports_and_ranges() {
-        let c = Config::parse("[[allow]]\nproto = \"tcp\"\nport = \"8000-8100\"\n[[allow]]\nproto = \"udp\"\nport = 53\n").unwrap();
+        let c =
+            Config::parse("[[allow]]\nproto = \"tcp\"\nport = \"8000-8100\"\n[[allow]]\nproto = \"udp\"\nport = 53\n")
+                .unwrap();
         assert_eq!(c.rules[0].port, Some(Ports(8000..=8100)));
         assert_eq!(c.rules[1].port, Some(Ports(53..=53)));
         assert_eq!(c.rules[0].label(), "tcp/8000-8100");

@@ -4,14 +4,9 @@ use clap::Parser as _;
 use watcher::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_target(false)
-        .init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).format_target(false).init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("watcher: error: starting the async runtime: {e}");
@@ -20,16 +15,16 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Watch(args) => watcher::watch::run(args).await,
-            Command::List(args) => watcher::list::run(&args),
-            Command::Daemon(args) => watcher::daemon::run(args).await,
-            Command::Baseline(args) => watcher::baseline::run(&args),
-            Command::Doctor(args) => watcher::doctor::run(&args),
+            Command::Watch(args) => watcher::commands::watch::run(args).await,
+            Command::List(args) => watcher::commands::list::run(&args),
+            Command::Daemon(args) => watcher::commands::daemon::run(args).await,
+            Command::Baseline(args) => watcher::commands::baseline::run(&args),
+            Command::Doctor(args) => watcher::commands::doctor::run(&args),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<watcher::daemon::BadConfig>().is_some() => {
+        Err(e) if e.downcast_ref::<watcher::commands::daemon::BadConfig>().is_some() => {
             eprintln!("watcher: error: {e:#}");
             ExitCode::from(2)
         }

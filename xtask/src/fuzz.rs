@@ -41,7 +41,9 @@ pub fn fuzz(args: &FuzzArgs) -> anyhow::Result<()> {
         }
         cmd.args(["--", &format!("-runs={}", args.runs), "-max_len=4096", "-print_final_stats=1"]);
         eprintln!("fuzzing {target} for {} inputs", args.runs);
-        run(&mut cmd).with_context(|| format!("fuzz target {target} failed (its crashing input is under watcher/fuzz/artifacts/{target})"))?;
+        run(&mut cmd).with_context(|| {
+            format!("fuzz target {target} failed (its crashing input is under watcher/fuzz/artifacts/{target})")
+        })?;
     }
     Ok(())
 }

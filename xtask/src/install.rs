@@ -59,7 +59,10 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<()> {
         util::run(Command::new("systemctl").arg("daemon-reload"))?;
         eprintln!("installed; start it with: systemctl enable --now watcher");
     } else {
-        eprintln!("installed under {} (systemd not told: not running here, or a staging directory)", args.destdir.display());
+        eprintln!(
+            "installed under {} (systemd not told: not running here, or a staging directory)",
+            args.destdir.display()
+        );
     }
     Ok(())
 }
@@ -80,7 +83,8 @@ fn write_bytes(to: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = to.with_extension("xtask-new");
     fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).with_context(|| format!("setting the mode of {}", tmp.display()))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", tmp.display()))?;
     fs::rename(&tmp, to).with_context(|| format!("installing {}", to.display()))?;
     eprintln!("installed {}", to.display());
     Ok(())

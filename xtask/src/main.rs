@@ -61,28 +61,26 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Setup { test_deps } => setup::setup(test_deps),
         Task::Build => setup::setup(false).and_then(|()| util::build_release()),
-        Task::Run { args } => setup::setup(false)
-            .and_then(|()| util::build_release())
-            .and_then(|()| util::run_watcher(&args)),
+        Task::Run { args } => {
+            setup::setup(false).and_then(|()| util::build_release()).and_then(|()| util::run_watcher(&args))
+        }
         Task::Test { args } => setup::setup(true)
+            .and_then(|()| util::check_format_and_lints())
             .and_then(|()| util::build_release())
             .and_then(|()| {
-                let mut test = ["test", "--release", "--workspace", "--exclude", "watcher-ebpf"]
-                    .map(String::from)
-                    .to_vec();
+                let mut test =
+                    ["test", "--release", "--workspace", "--exclude", "watcher-ebpf"].map(String::from).to_vec();
                 test.extend(args);
                 util::cargo(&test)
             })
             .and_then(|()| guest::guest(util::is_ci())),
-        Task::Guest => setup::setup(false)
-            .and_then(|()| util::build_release())
-            .and_then(|()| guest::guest(util::is_ci())),
-        Task::Bench(args) => setup::setup(true)
-            .and_then(|()| util::build_release())
-            .and_then(|()| bench::run(args)),
-        Task::Install(args) => setup::setup(false)
-            .and_then(|()| util::build_release())
-            .and_then(|()| install::install(&args)),
+        Task::Guest => {
+            setup::setup(false).and_then(|()| util::build_release()).and_then(|()| guest::guest(util::is_ci()))
+        }
+        Task::Bench(args) => setup::setup(true).and_then(|()| util::build_release()).and_then(|()| bench::run(args)),
+        Task::Install(args) => {
+            setup::setup(false).and_then(|()| util::build_release()).and_then(|()| install::install(&args))
+        }
         Task::Fuzz(args) => setup::setup(false).and_then(|()| fuzz::fuzz(&args)),
     };
     match result {

@@ -27,6 +27,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
 
 pub fn setup(test_deps: bool) -> anyhow::Result<()> {
     ensure_nightly_with_rust_src()?;
+    ensure_component(NIGHTLY, "rustfmt")?;
+    ensure_component("stable", "clippy")?;
     ensure_bpf_linker()?;
     if test_deps {
         ensure_packages(TEST_PACKAGES)?;
@@ -43,10 +45,28 @@ fn ensure_nightly_with_rust_src() -> anyhow::Result<()> {
         }
         Some(_) => run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY])),
         None => run(Command::new("rustup").args([
-            "toolchain", "install", NIGHTLY, "--profile", "minimal", "--component", "rust-src",
+            "toolchain",
+            "install",
+            NIGHTLY,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
         ]))
         .context("no nightly toolchain, and installing one failed: the eBPF crate needs nightly for -Z build-std"),
     }
+}
+
+/// The checks of `cargo xtask test`: rustfmt from the nightly (rustfmt.toml
+/// uses its unstable import grouping) and clippy from the stable toolchain.
+fn ensure_component(toolchain: &str, component: &str) -> anyhow::Result<()> {
+    let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", toolchain]));
+    if installed.is_some_and(|list| list.lines().any(|l| l.starts_with(component))) {
+        eprintln!("xtask: {component} for {toolchain}: present");
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["component", "add", component, "--toolchain", toolchain]))
+        .with_context(|| format!("installing {component} for the {toolchain} toolchain"))
 }
 
 fn ensure_bpf_linker() -> anyhow::Result<()> {
@@ -110,11 +130,8 @@ fn llvm_prefix_for_nightly() -> anyhow::Result<(PathBuf, String)> {
 }
 
 fn ensure_packages(packages: &[(&str, &str)]) -> anyhow::Result<()> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .filter(|(_, file)| !PathBuf::from(file).exists())
-        .map(|&(package, _)| package)
-        .collect();
+    let missing: Vec<&str> =
+        packages.iter().filter(|(_, file)| !PathBuf::from(file).exists()).map(|&(package, _)| package).collect();
     if missing.is_empty() {
         eprintln!("xtask: test packages: present");
         return Ok(());
@@ -155,9 +172,8 @@ pub fn ensure_guest_tools() -> anyhow::Result<crate::guest::GuestTools> {
         packages.push((GUEST_KERNEL_PACKAGE, "/nonexistent"));
     }
     ensure_packages(&packages).context("installing the guest's Debian packages")?;
-    let kernel = guest_kernel().with_context(|| {
-        format!("{GUEST_KERNEL_PACKAGE} is installed but no /boot/vmlinuz-*-amd64 is there")
-    })?;
+    let kernel = guest_kernel()
+        .with_context(|| format!("{GUEST_KERNEL_PACKAGE} is installed but no /boot/vmlinuz-*-amd64 is there"))?;
     let vng = ensure_vng()?;
     Ok(crate::guest::GuestTools { vng, kernel })
 }
@@ -169,9 +185,7 @@ fn guest_kernel() -> Option<PathBuf> {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("vmlinuz-") && n.ends_with("-amd64"))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("vmlinuz-") && n.ends_with("-amd64"))
         })
         .collect();
     // vmlinuz-6.1.0-9-amd64 < vmlinuz-6.1.0-57-amd64: compare numerically.
@@ -207,7 +221,8 @@ fn find_vng() -> Option<PathBuf> {
     }
     // pip puts it in python's scripts folder, which may not be on PATH
     // (pyenv's shims only learn of it at the next rehash).
-    let scripts = output(Command::new("python3").args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"]))?;
+    let scripts =
+        output(Command::new("python3").args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"]))?;
     let vng = PathBuf::from(scripts.trim()).join("vng");
     output(Command::new(&vng).arg("--version")).map(|_| vng)
 }

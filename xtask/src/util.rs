@@ -8,10 +8,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 pub fn cargo_home_bin() -> PathBuf {
@@ -33,10 +30,7 @@ pub fn path_with_cargo_bin() -> OsString {
 
 /// Runs a command, inheriting stdio, and fails with its name if it fails.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd
-        .env("PATH", path_with_cargo_bin())
-        .status()
-        .with_context(|| format!("starting {cmd:?}"))?;
+    let status = cmd.env("PATH", path_with_cargo_bin()).status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
@@ -45,20 +39,23 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 /// Runs a command and returns its stdout, or None if it could not run or failed.
 pub fn output(cmd: &mut Command) -> Option<String> {
-    let out = cmd
-        .env("PATH", path_with_cargo_bin())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = cmd.env("PATH", path_with_cargo_bin()).stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 pub fn cargo(args: &[impl AsRef<std::ffi::OsStr>]) -> anyhow::Result<()> {
-    run(Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(args)
-        .current_dir(workspace_root()))
+    run(Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args(args).current_dir(workspace_root()))
+}
+
+/// `cargo +nightly fmt --check` on every crate (the eBPF crate is outside the
+/// default members, so it is named), then clippy with warnings as errors.
+pub fn check_format_and_lints() -> anyhow::Result<()> {
+    run(Command::new("cargo").args(["+nightly", "fmt", "--all", "--check"]).current_dir(workspace_root()))
+        .context("formatting differs from rustfmt.toml: run `cargo +nightly fmt --all`")?;
+    run(Command::new("cargo").args(["+nightly", "fmt", "--check"]).current_dir(workspace_root().join("watcher-ebpf")))
+        .context("formatting of watcher-ebpf differs from rustfmt.toml: run `cargo +nightly fmt` in watcher-ebpf")?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--release", "--", "-D", "warnings"])
+        .context("clippy found warnings")
 }
 
 pub fn build_release() -> anyhow::Result<()> {

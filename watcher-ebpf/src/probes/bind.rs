@@ -22,8 +22,7 @@ const ALLOW: i32 = 1;
 /// `sock_release` cannot read the local address, and looking the cookie up
 /// here is how it tells a bound socket from the host's many others.
 #[map(name = "BOUND_UDP")]
-pub static BOUND_UDP: LruHashMap<u64, BoundSocket> =
-    LruHashMap::with_max_entries(BOUND_SOCKETS_MAX, 0);
+pub static BOUND_UDP: LruHashMap<u64, BoundSocket> = LruHashMap::with_max_entries(BOUND_SOCKETS_MAX, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -63,13 +62,8 @@ fn report_bind(ctx: &SockContext, family: u16, addr: [u8; 16], port: u32) {
     }
     // SAFETY: family, protocol and type are readable in every cgroup_sock
     // attach type; the cookie helper takes this program's context.
-    let (protocol, sock_type, sock_id) = unsafe {
-        (
-            (*ctx.sock).protocol,
-            (*ctx.sock).type_,
-            bpf_get_socket_cookie(ctx.sock.cast()),
-        )
-    };
+    let (protocol, sock_type, sock_id) =
+        unsafe { ((*ctx.sock).protocol, (*ctx.sock).type_, bpf_get_socket_cookie(ctx.sock.cast())) };
     let port = port as u16;
     if protocol == IPPROTO_UDP {
         // When the table is full the LRU entry goes: its close is then not

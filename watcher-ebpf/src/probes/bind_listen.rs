@@ -6,12 +6,15 @@
 //! A UNIX socket's path is known only at bind(), its listening only at
 //! listen(): UNIX_SOCKETS keeps the path by (tgid, fd) from a bind() until
 //! close() of that fd, and marks it listening at listen().
-use aya_ebpf::{macros::{map, tracepoint}, maps::LruHashMap, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
 use watcher_common::{AF_UNIX, EventKind, SOCKADDR_BYTES, SyscallRecord, UNIX_SOCKETS_MAX};
 
 use super::syscall_args::{
-    ARG0, ARG1, ARG2, PENDING_BIND, PENDING_LISTEN, PendingBind, PendingListen, RET, arg,
-    read_user_bytes, thread_key,
+    ARG0, ARG1, ARG2, PENDING_BIND, PENDING_LISTEN, PendingBind, PendingListen, RET, arg, read_user_bytes, thread_key,
 };
 use crate::record::{EVENTS, count_lost, header, wanted_tgid};
 
@@ -46,11 +49,7 @@ pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
 
 fn enter_bind(ctx: &TracePointContext) -> Option<()> {
     let (fd, addr, addr_len) = (arg(ctx, ARG0)?, arg(ctx, ARG1)?, arg(ctx, ARG2)?);
-    let mut pending = PendingBind {
-        addr: [0; SOCKADDR_BYTES],
-        fd: fd as i32,
-        addr_len: addr_len as u32,
-    };
+    let mut pending = PendingBind { addr: [0; SOCKADDR_BYTES], fd: fd as i32, addr_len: addr_len as u32 };
     read_user_bytes(&mut pending.addr, addr, addr_len as u32);
     PENDING_BIND.insert(&thread_key(), &pending, 0).ok()
 }

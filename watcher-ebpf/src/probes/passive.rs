@@ -7,14 +7,14 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use watcher_common::{
     AF_INET, AF_INET6, AF_PACKET, EventKind, FILTER_BYTES, IP_FREEBIND, IP_TRANSPARENT, IPV6_FREEBIND,
-    IPV6_TRANSPARENT, OPTVAL_BYTES, PassiveRecord, SO_ATTACH_BPF, SO_ATTACH_FILTER,
-    SO_ATTACH_REUSEPORT_CBPF, SO_ATTACH_REUSEPORT_EBPF, SO_BINDTODEVICE, SO_REUSEADDR,
-    SO_REUSEPORT, SOCK_RAW, SOL_IP, SOL_IPV6, SOL_SOCKET, SockoptRecord,
+    IPV6_TRANSPARENT, OPTVAL_BYTES, PassiveRecord, SO_ATTACH_BPF, SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF,
+    SO_ATTACH_REUSEPORT_EBPF, SO_BINDTODEVICE, SO_REUSEADDR, SO_REUSEPORT, SOCK_RAW, SOL_IP, SOL_IPV6, SOL_SOCKET,
+    SockoptRecord,
 };
 
 use super::syscall_args::{
-    ARG0, ARG1, ARG2, ARG3, ARG4, PENDING_SOCKET, PENDING_SOCKOPT, PendingSocket, PendingSockopt,
-    RET, arg, read_user_bytes, thread_key,
+    ARG0, ARG1, ARG2, ARG3, ARG4, PENDING_SOCKET, PENDING_SOCKOPT, PendingSocket, PendingSockopt, RET, arg,
+    read_user_bytes, thread_key,
 };
 use crate::record::{EVENTS, count_lost, header, output, wanted_tgid};
 
@@ -26,9 +26,7 @@ pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
     if wanted_tgid().is_none() {
         return 0;
     }
-    let (Some(family), Some(sock_type), Some(protocol)) =
-        (arg(&ctx, ARG0), arg(&ctx, ARG1), arg(&ctx, ARG2))
-    else {
+    let (Some(family), Some(sock_type), Some(protocol)) = (arg(&ctx, ARG0), arg(&ctx, ARG1), arg(&ctx, ARG2)) else {
         return 0;
     };
     let (family, sock_type) = (family as u32, sock_type as u32 & SOCK_TYPE_MASK);
@@ -78,24 +76,14 @@ pub fn sys_enter_setsockopt(ctx: TracePointContext) -> u32 {
     if wanted_tgid().is_none() {
         return 0;
     }
-    let (Some(fd), Some(level), Some(optname), Some(optval), Some(optlen)) = (
-        arg(&ctx, ARG0),
-        arg(&ctx, ARG1),
-        arg(&ctx, ARG2),
-        arg(&ctx, ARG3),
-        arg(&ctx, ARG4),
-    ) else {
+    let (Some(fd), Some(level), Some(optname), Some(optval), Some(optlen)) =
+        (arg(&ctx, ARG0), arg(&ctx, ARG1), arg(&ctx, ARG2), arg(&ctx, ARG3), arg(&ctx, ARG4))
+    else {
         return 0;
     };
     let (level, optname) = (level as u32, optname as u32);
     if is_watched_option(level, optname) {
-        let pending = PendingSockopt {
-            optval,
-            fd: fd as i32,
-            level,
-            optname,
-            optlen: optlen as u32,
-        };
+        let pending = PendingSockopt { optval, fd: fd as i32, level, optname, optlen: optlen as u32 };
         let _ = PENDING_SOCKOPT.insert(&thread_key(), &pending, 0);
     }
     0

@@ -14,9 +14,11 @@ use aya_ebpf::{
 };
 use watcher_common::{ARGV_BYTES, EventKind, ExecArgsRecord, ExecRecord, ProcessRecord};
 
-use crate::kernel::{offsets, read};
-use crate::record::{EVENTS, count_lost, header, output, wanted_tgid};
-use crate::tracepoint::{field, layout};
+use crate::{
+    kernel::{offsets, read},
+    record::{EVENTS, count_lost, header, output, wanted_tgid},
+    tracepoint::{field, layout},
+};
 
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
@@ -30,11 +32,7 @@ fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let child = field::<i32>(ctx, layout().fork_child_pid)?;
-    output(&ProcessRecord {
-        header: header(EventKind::Fork),
-        pid: child as u32,
-        group_dead: 0,
-    });
+    output(&ProcessRecord { header: header(EventKind::Fork), pid: child as u32, group_dead: 0 });
     Ok(())
 }
 
@@ -51,16 +49,9 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     }
     let l = layout();
     let pid = field::<i32>(ctx, l.exit_pid)?;
-    let group_dead = if l.exit_group_dead != 0 {
-        field::<u8>(ctx, l.exit_group_dead)? != 0
-    } else {
-        group_dead_from_task()
-    };
-    output(&ProcessRecord {
-        header: header(EventKind::Exit),
-        pid: pid as u32,
-        group_dead: u32::from(group_dead),
-    });
+    let group_dead =
+        if l.exit_group_dead != 0 { field::<u8>(ctx, l.exit_group_dead)? != 0 } else { group_dead_from_task() };
+    output(&ProcessRecord { header: header(EventKind::Exit), pid: pid as u32, group_dead: u32::from(group_dead) });
     Ok(())
 }
 

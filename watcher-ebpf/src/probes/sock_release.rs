@@ -1,8 +1,6 @@
 //! The close of an explicitly bound UDP socket, from `cgroup/sock_release`.
 //! (A TCP listener's close comes from the state tracepoint instead.)
-use aya_ebpf::{
-    helpers::generated::bpf_get_socket_cookie, macros::cgroup_sock, programs::SockContext,
-};
+use aya_ebpf::{helpers::generated::bpf_get_socket_cookie, macros::cgroup_sock, programs::SockContext};
 use watcher_common::{EventKind, IPPROTO_UDP};
 
 use super::bind::BOUND_UDP;

@@ -67,19 +67,15 @@ pub struct PendingAccept {
 }
 
 #[map(name = "PENDING_ACCEPT")]
-pub static PENDING_ACCEPT: LruHashMap<u64, PendingAccept> =
-    LruHashMap::with_max_entries(IN_FLIGHT_MAX, 0);
+pub static PENDING_ACCEPT: LruHashMap<u64, PendingAccept> = LruHashMap::with_max_entries(IN_FLIGHT_MAX, 0);
 #[map(name = "PENDING_BIND")]
 pub static PENDING_BIND: LruHashMap<u64, PendingBind> = LruHashMap::with_max_entries(IN_FLIGHT_MAX, 0);
 #[map(name = "PENDING_LISTEN")]
-pub static PENDING_LISTEN: LruHashMap<u64, PendingListen> =
-    LruHashMap::with_max_entries(IN_FLIGHT_MAX, 0);
+pub static PENDING_LISTEN: LruHashMap<u64, PendingListen> = LruHashMap::with_max_entries(IN_FLIGHT_MAX, 0);
 #[map(name = "PENDING_SOCKET")]
-pub static PENDING_SOCKET: LruHashMap<u64, PendingSocket> =
-    LruHashMap::with_max_entries(IN_FLIGHT_MAX, 0);
+pub static PENDING_SOCKET: LruHashMap<u64, PendingSocket> = LruHashMap::with_max_entries(IN_FLIGHT_MAX, 0);
 #[map(name = "PENDING_SOCKOPT")]
-pub static PENDING_SOCKOPT: LruHashMap<u64, PendingSockopt> =
-    LruHashMap::with_max_entries(IN_FLIGHT_MAX, 0);
+pub static PENDING_SOCKOPT: LruHashMap<u64, PendingSockopt> = LruHashMap::with_max_entries(IN_FLIGHT_MAX, 0);
 
 /// The calling thread, as the key of the maps above.
 #[inline(always)]

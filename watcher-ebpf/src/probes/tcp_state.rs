@@ -5,14 +5,15 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use watcher_common::{AF_INET, AF_INET6, EventKind, IPPROTO_TCP};
 
 use super::bind_listen::listen_args;
-use crate::kernel::sock_netns;
-use crate::record::{SocketFacts, submit, wanted_tgid};
-use crate::tracepoint::{field, layout};
+use crate::{
+    kernel::sock_netns,
+    record::{SocketFacts, submit, wanted_tgid},
+    tracepoint::{field, layout},
+};
 
 const TCP_CLOSE: i32 = 7;
 const TCP_LISTEN: i32 = 10;
 const SOCK_STREAM: u32 = 1;
-
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
@@ -24,11 +25,8 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     // Offsets from this kernel's sock/inet_sock_set_state/format.
     let l = layout();
-    let (protocol, oldstate, newstate) = (
-        field::<u16>(ctx, l.tcp_protocol)?,
-        field::<i32>(ctx, l.tcp_oldstate)?,
-        field::<i32>(ctx, l.tcp_newstate)?,
-    );
+    let (protocol, oldstate, newstate) =
+        (field::<u16>(ctx, l.tcp_protocol)?, field::<i32>(ctx, l.tcp_oldstate)?, field::<i32>(ctx, l.tcp_newstate)?);
     if u32::from(protocol) != IPPROTO_TCP {
         return Ok(());
     }
@@ -40,11 +38,8 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     if wanted_tgid().is_none() {
         return Ok(());
     }
-    let (sock_id, family, port) = (
-        field::<u64>(ctx, l.tcp_skaddr)?,
-        field::<u16>(ctx, l.tcp_family)?,
-        field::<u16>(ctx, l.tcp_sport)?,
-    );
+    let (sock_id, family, port) =
+        (field::<u64>(ctx, l.tcp_skaddr)?, field::<u16>(ctx, l.tcp_family)?, field::<u16>(ctx, l.tcp_sport)?);
     let mut addr = [0u8; 16];
     match family {
         AF_INET => addr[..4].copy_from_slice(&field::<[u8; 4]>(ctx, l.tcp_saddr)?),

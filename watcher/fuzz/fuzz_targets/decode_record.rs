@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use watcher::{
-    escape::escape_bytes,
-    events::{Record, SockAddr},
+    model::escape::escape_bytes,
+    record::decode::{Record, SockAddr},
 };
 
 fuzz_target!(|data: &[u8]| {

@@ -79,19 +79,9 @@ impl Background {
                 tail.push_back(line.to_owned());
             });
         }
-        let mut me = Self {
-            label: label.to_owned(),
-            child: Some(child),
-            lines,
-            kept,
-            stderr,
-            rx,
-        };
+        let mut me = Self { label: label.to_owned(), child: Some(child), lines, kept, stderr, rx };
         if !me.wait_for_line(ready, timeout)? {
-            bail!(
-                "{label} did not say it was ready within {timeout:?}; its stderr:\n{}",
-                me.stderr_tail()
-            );
+            bail!("{label} did not say it was ready within {timeout:?}; its stderr:\n{}", me.stderr_tail());
         }
         Ok(me)
     }
@@ -111,11 +101,7 @@ impl Background {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return Ok(false),
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     let status = self.child.as_mut().and_then(|c| c.wait().ok());
-                    bail!(
-                        "{} exited ({status:?}); its stderr:\n{}",
-                        self.label,
-                        self.stderr_tail()
-                    );
+                    bail!("{} exited ({status:?}); its stderr:\n{}", self.label, self.stderr_tail());
                 }
             }
         }
@@ -143,13 +129,7 @@ impl Background {
     }
 
     pub fn stderr_tail(&self) -> String {
-        self.stderr
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.stderr.lock().expect("not poisoned").iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
     /// CPU time (user + system, all threads, dead ones included) and memory.
@@ -242,10 +222,8 @@ impl Usage {
         let stat =
             fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
         // comm may hold spaces and parentheses: fields start after the last ')'.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
         // After ')': state is field 3, utime 14, stime 15 (1-based, proc(5)).
         let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         // SAFETY: sysconf has no preconditions.
@@ -261,10 +239,6 @@ impl Usage {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
-        Ok(Self {
-            cpu_ns,
-            rss_kib: kib("VmRSS:"),
-            peak_rss_kib: kib("VmHWM:"),
-        })
+        Ok(Self { cpu_ns, rss_kib: kib("VmRSS:"), peak_rss_kib: kib("VmHWM:") })
     }
 }

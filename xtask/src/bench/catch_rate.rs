@@ -16,14 +16,8 @@ pub fn run(args: &CatchRateArgs) -> anyhow::Result<()> {
     let mut streaming = Streaming::start(&mut child)?;
     let pid = child.pid();
 
-    let ss = Poller::start(
-        "ss -ltnH every 100 ms",
-        "/usr/bin/ss",
-        &["-ltnH"],
-        Duration::from_millis(100),
-        parse_ss,
-        pid,
-    );
+    let ss =
+        Poller::start("ss -ltnH every 100 ms", "/usr/bin/ss", &["-ltnH"], Duration::from_millis(100), parse_ss, pid);
     let lsof = Poller::start(
         "lsof",
         "/usr/bin/lsof",
@@ -32,12 +26,7 @@ pub fn run(args: &CatchRateArgs) -> anyhow::Result<()> {
         parse_lsof,
         pid,
     );
-    let plan = Plan {
-        count: args.count,
-        mean_interval_ns: args.interval_us * 1000,
-        hold_ns: 0,
-        seed: monotonic_ns(),
-    };
+    let plan = Plan { count: args.count, mean_interval_ns: args.interval_us * 1000, hold_ns: 0, seed: monotonic_ns() };
     eprintln!(
         "xtask: bench catch-rate: {} listeners on 127.0.0.1, one every ~{} µs, each closed as soon as listen() returns (about {} s)",
         args.count,
@@ -57,11 +46,7 @@ pub fn run(args: &CatchRateArgs) -> anyhow::Result<()> {
     // "Within 1 ms" is what the child aims at; on a loaded machine it can
     // be preempted in between, so the share that made it is reported and
     // counted apart.
-    let short: Vec<Listener> = listeners
-        .iter()
-        .copied()
-        .filter(|l| l.close_ns - l.socket_ns < 1_000_000)
-        .collect();
+    let short: Vec<Listener> = listeners.iter().copied().filter(|l| l.close_ns - l.socket_ns < 1_000_000).collect();
     // Kernel times are read inside listen(); bpftrace's, converted from
     // CLOCK_BOOTTIME, get a little slack (see latency.rs).
     let seen = &streaming.seen;
@@ -86,12 +71,8 @@ pub fn run(args: &CatchRateArgs) -> anyhow::Result<()> {
     } else {
         format!("`lsof -iTCP -sTCP:LISTEN -n -P` every {} ms", args.lsof_period_ms)
     };
-    let labels = [
-        "watcher".to_owned(),
-        "bpftrace one-liner".to_owned(),
-        "`ss -ltnH` every 100 ms".to_owned(),
-        lsof_label,
-    ];
+    let labels =
+        ["watcher".to_owned(), "bpftrace one-liner".to_owned(), "`ss -ltnH` every 100 ms".to_owned(), lsof_label];
     let runs = ["streaming".to_owned(), "streaming".to_owned(), runs(&ss), runs(&lsof)];
     let (total, total_short) = (listeners.len(), short.len());
     println!("| tool | listeners seen | share | of those open < 1 ms | share | runs |");
@@ -123,11 +104,7 @@ pub fn run(args: &CatchRateArgs) -> anyhow::Result<()> {
     println!(
         "- records watcher reported lost: {}; bpftrace's other output: {}",
         seen.watcher_lost,
-        if seen.bpftrace_other.is_empty() {
-            "none".to_owned()
-        } else {
-            seen.bpftrace_other.join(" / ")
-        }
+        if seen.bpftrace_other.is_empty() { "none".to_owned() } else { seen.bpftrace_other.join(" / ") }
     );
     Ok(())
 }
@@ -143,9 +120,7 @@ fn count_streamed(listeners: &[Listener], events: impl Iterator<Item = (u16, u64
         .iter()
         .filter(|l| {
             let window = l.before_ns.saturating_sub(slack_ns)..=l.after_ns + slack_ns;
-            by_port
-                .get(&l.port)
-                .is_some_and(|times| times.iter().any(|t| window.contains(t)))
+            by_port.get(&l.port).is_some_and(|times| times.iter().any(|t| window.contains(t)))
         })
         .count()
 }
@@ -155,9 +130,7 @@ fn count_polled(listeners: &[Listener], snapshots: &[Snapshot]) -> usize {
     listeners
         .iter()
         .filter(|l| {
-            snapshots
-                .iter()
-                .any(|s| s.end_ns > l.before_ns && s.start_ns < l.close_ns && s.ports.contains(&l.port))
+            snapshots.iter().any(|s| s.end_ns > l.before_ns && s.start_ns < l.close_ns && s.ports.contains(&l.port))
         })
         .count()
 }
@@ -170,9 +143,5 @@ fn runs(snapshots: &[Snapshot]) -> String {
 }
 
 fn share(n: usize, of: usize) -> String {
-    if of == 0 {
-        "–".to_owned()
-    } else {
-        format!("{:.2} %", n as f64 * 100.0 / of as f64)
-    }
+    if of == 0 { "–".to_owned() } else { format!("{:.2} %", n as f64 * 100.0 / of as f64) }
 }

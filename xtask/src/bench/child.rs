@@ -71,12 +71,7 @@ impl ListenerChild {
     /// Opens one listener and closes it at once: the test listener that
     /// proves a tool is attached and sees the child.
     pub fn probe(&mut self) -> anyhow::Result<Listener> {
-        let plan = Plan {
-            count: 1,
-            mean_interval_ns: 0,
-            hold_ns: 0,
-            seed: 1,
-        };
+        let plan = Plan { count: 1, mean_interval_ns: 0, hold_ns: 0, seed: 1 };
         Ok(self.run(&plan)?[0])
     }
 
@@ -124,12 +119,7 @@ impl Plan {
 
     fn decode(bytes: &[u8; PLAN_BYTES]) -> Self {
         let long = |i: usize| u64::from_ne_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap());
-        Self {
-            count: long(0) as u32,
-            mean_interval_ns: long(1),
-            hold_ns: long(2),
-            seed: long(3),
-        }
+        Self { count: long(0) as u32, mean_interval_ns: long(1), hold_ns: long(2), seed: long(3) }
     }
 }
 
@@ -253,9 +243,7 @@ pub fn bound_to_loopback() -> Result<(OwnedFd, u16), Failure> {
         let mut addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-            },
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, 1]) },
             sin_zero: [0; 8],
         };
         let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
@@ -280,14 +268,5 @@ fn open_listener() -> Result<(OwnedFd, Listener), Failure> {
         return Err((3, errno()));
     }
     let after_ns = monotonic_ns();
-    Ok((
-        fd,
-        Listener {
-            port,
-            socket_ns,
-            before_ns,
-            after_ns,
-            close_ns: 0,
-        },
-    ))
+    Ok((fd, Listener { port, socket_ns, before_ns, after_ns, close_ns: 0 }))
 }

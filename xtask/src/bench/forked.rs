@@ -61,12 +61,7 @@ impl Forked {
                 // SAFETY: leaves without running the parent's destructors.
                 unsafe { libc::_exit(code) }
             }
-            pid => Ok(Self {
-                pid,
-                what,
-                commands: Some(File::from(cmd_write)),
-                results: File::from(res_read),
-            }),
+            pid => Ok(Self { pid, what, commands: Some(File::from(cmd_write)), results: File::from(res_read) }),
         }
     }
 
@@ -89,9 +84,7 @@ impl Forked {
     /// takes to answer.
     pub fn receive(&mut self, buf: &mut [u8]) -> anyhow::Result<()> {
         let what = self.what;
-        self.results
-            .read_exact(buf)
-            .with_context(|| format!("the {what} stopped answering (did it die?)"))
+        self.results.read_exact(buf).with_context(|| format!("the {what} stopped answering (did it die?)"))
     }
 
     /// The result pipe, for reads that want an error of their own.

@@ -70,23 +70,14 @@ impl Holders {
     /// Forks enough holders for `count` sockets. Must run while the bench
     /// is single-threaded (checked by each fork).
     pub fn start(count: u64) -> anyhow::Result<Self> {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         // SAFETY: limit is a valid rlimit to write to.
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
             return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
         }
-        let per_holder = limit
-            .rlim_max
-            .saturating_sub(SPARE_FDS)
-            .min(u64::from(LAST_PORT - FIRST_PORT) + 1);
+        let per_holder = limit.rlim_max.saturating_sub(SPARE_FDS).min(u64::from(LAST_PORT - FIRST_PORT) + 1);
         if per_holder == 0 {
-            bail!(
-                "RLIMIT_NOFILE's hard limit ({}) leaves no room for listeners",
-                limit.rlim_max
-            );
+            bail!("RLIMIT_NOFILE's hard limit ({}) leaves no room for listeners", limit.rlim_max);
         }
         let n = count.div_ceil(per_holder).max(1);
         if n > u64::from(254 - FIRST_OCTET) {
@@ -94,10 +85,7 @@ impl Holders {
         }
         let holders = (0..n).map(|_| Holder::start()).collect::<anyhow::Result<_>>()?;
         // Even shares: no holder is filled to its limit.
-        Ok(Self {
-            holders,
-            per_holder: count.div_ceil(n).max(1),
-        })
+        Ok(Self { holders, per_holder: count.div_ceil(n).max(1) })
     }
 
     pub fn pids(&self) -> Vec<u32> {
@@ -164,10 +152,7 @@ impl Holder {
         let header = self.header()?;
         let (got, errno) = (header[1] as usize, header[2] as i32);
         let mut entries = vec![0u8; got * 4];
-        self.0
-            .results()
-            .read_exact(&mut entries)
-            .context("reading the listener holder's sockets")?;
+        self.0.results().read_exact(&mut entries).context("reading the listener holder's sockets")?;
         let held: Vec<Held> = entries
             .chunks_exact(4)
             .map(|e| Held {
@@ -177,10 +162,7 @@ impl Holder {
             })
             .collect();
         if errno != 0 {
-            bail!(
-                "the listener holder stopped after {got} sockets: {}",
-                std::io::Error::from_raw_os_error(errno)
-            );
+            bail!("the listener holder stopped after {got} sockets: {}", std::io::Error::from_raw_os_error(errno));
         }
         Ok(held)
     }
@@ -201,9 +183,7 @@ impl Holder {
     fn header(&mut self) -> anyhow::Result<[u32; 4]> {
         let mut bytes = [0u8; HEADER_BYTES];
         self.0.receive(&mut bytes)?;
-        Ok(std::array::from_fn(|i| {
-            u32::from_ne_bytes(bytes[i * 4..i * 4 + 4].try_into().expect("4 bytes"))
-        }))
+        Ok(std::array::from_fn(|i| u32::from_ne_bytes(bytes[i * 4..i * 4 + 4].try_into().expect("4 bytes"))))
     }
 }
 
@@ -253,10 +233,7 @@ fn serve(commands: &mut File, results: &mut File) -> i32 {
 fn open_all(held: &mut Vec<(Held, OwnedFd)>, octet: u8, tcp: u32, udp: u32, per_sec: u32) -> Result<(), i32> {
     // Each socket is one descriptor: the soft limit goes up to the hard one
     // (raising that needs CAP_SYS_RESOURCE; Holders sizes its shares to it).
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: limit is a valid rlimit, read then written.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
@@ -317,9 +294,7 @@ fn open_one(proto: Proto, octet: u8, port: u16) -> Result<Option<OwnedFd>, i32> 
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes([127, 0, 0, octet]),
-            },
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, octet]) },
             sin_zero: [0; 8],
         };
         let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;

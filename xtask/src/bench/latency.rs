@@ -21,22 +21,9 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<()> {
     let mut streaming = Streaming::start(&mut child)?;
     let pid = child.pid();
 
-    let ss_fast = Poller::start(
-        "ss -ltnH every 100 ms",
-        "/usr/bin/ss",
-        &["-ltnH"],
-        Duration::from_millis(100),
-        parse_ss,
-        pid,
-    );
-    let ss_slow = Poller::start(
-        "ss -ltnH every 1 s",
-        "/usr/bin/ss",
-        &["-ltnH"],
-        Duration::from_secs(1),
-        parse_ss,
-        pid,
-    );
+    let ss_fast =
+        Poller::start("ss -ltnH every 100 ms", "/usr/bin/ss", &["-ltnH"], Duration::from_millis(100), parse_ss, pid);
+    let ss_slow = Poller::start("ss -ltnH every 1 s", "/usr/bin/ss", &["-ltnH"], Duration::from_secs(1), parse_ss, pid);
     let plan = Plan {
         count: args.count,
         mean_interval_ns: args.interval_ms * 1_000_000,
@@ -149,16 +136,8 @@ impl Report {
                     measured_at: "`seen_ktime_ns` (userspace decoded the record)",
                     latencies: w_seen,
                 },
-                Row {
-                    tool: "watcher",
-                    measured_at: "its JSON line read by the bench",
-                    latencies: w_read,
-                },
-                Row {
-                    tool: "bpftrace one-liner",
-                    measured_at: "its line read by the bench",
-                    latencies: bt,
-                },
+                Row { tool: "watcher", measured_at: "its JSON line read by the bench", latencies: w_read },
+                Row { tool: "bpftrace one-liner", measured_at: "its line read by the bench", latencies: bt },
                 Row {
                     tool: "`ss -ltnH` every 100 ms",
                     measured_at: "output of the first run listing the port read",
@@ -222,26 +201,15 @@ impl Report {
         }
         let breakdown = |v: &[i64]| {
             summarize(v).map_or("–".to_owned(), |s| {
-                format!(
-                    "p50 {}, p99 {}, max {}",
-                    duration(s.p50),
-                    duration(s.p99),
-                    duration(s.max)
-                )
+                format!("p50 {}, p99 {}, max {}", duration(s.p50), duration(s.p99), duration(s.max))
             })
         };
-        println!(
-            "- the child's listen() call (clock read before → after): {}",
-            breakdown(&self.listen_call)
-        );
+        println!("- the child's listen() call (clock read before → after): {}", breakdown(&self.listen_call));
         println!(
             "- watcher, kernel event (`ktime_ns`) → userspace decode (`seen_ktime_ns`): {}",
             breakdown(&self.watcher_kernel_to_user)
         );
-        println!(
-            "- bpftrace, kernel event (`nsecs`) → line read: {}",
-            breakdown(&self.bpftrace_kernel_to_line)
-        );
+        println!("- bpftrace, kernel event (`nsecs`) → line read: {}", breakdown(&self.bpftrace_kernel_to_line));
         println!(
             "- clock check: {}/{} bpftrace `nsecs` values, taken as CLOCK_BOOTTIME and converted to CLOCK_MONOTONIC, fall inside the child's listen() call",
             self.bpftrace_inside_listen,
@@ -250,11 +218,7 @@ impl Report {
         println!(
             "- records watcher reported lost: {}; bpftrace's other output: {}",
             seen.watcher_lost,
-            if seen.bpftrace_other.is_empty() {
-                "none".to_owned()
-            } else {
-                seen.bpftrace_other.join(" / ")
-            }
+            if seen.bpftrace_other.is_empty() { "none".to_owned() } else { seen.bpftrace_other.join(" / ") }
         );
         println!("- ss runs: {} at 100 ms, {} at 1 s", polls.0, polls.1);
     }
@@ -272,9 +236,5 @@ fn first_showing<'a>(snapshots: &'a [Snapshot], l: &Listener) -> Option<&'a Snap
 
 /// A percentile of clamped latencies: 0 with negatives recorded means "≤ 0".
 fn signed(value: u64, s: &Summary) -> String {
-    if value == 0 && s.negative > 0 {
-        "≤ 0".to_owned()
-    } else {
-        duration(value)
-    }
+    if value == 0 && s.negative > 0 { "≤ 0".to_owned() } else { duration(value) }
 }

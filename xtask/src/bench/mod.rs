@@ -161,10 +161,7 @@ impl Streaming {
             &hub,
         )?;
         if !hub.wait_until(&mut seen, START_TIMEOUT, |c| c.watcher_ready)? {
-            bail!(
-                "watcher did not say it was ready within {START_TIMEOUT:?}: {}",
-                seen.stderr_tail(Tool::Watcher)
-            );
+            bail!("watcher did not say it was ready within {START_TIMEOUT:?}: {}", seen.stderr_tail(Tool::Watcher));
         }
 
         // Same kernel-side filter as watcher's --pid: only the child's
@@ -174,16 +171,10 @@ impl Streaming {
              {{ printf(\"%llu %d %d\\n\", nsecs, pid, args->sport); }}"
         );
         eprintln!("xtask: bench: starting bpftrace -B line -e '{program}'");
-        let bpftrace = Proc::spawn(
-            Tool::Bpftrace,
-            Command::new("/usr/bin/bpftrace").args(["-B", "line", "-e", &program]),
-            &hub,
-        )?;
+        let bpftrace =
+            Proc::spawn(Tool::Bpftrace, Command::new("/usr/bin/bpftrace").args(["-B", "line", "-e", &program]), &hub)?;
         if !hub.wait_until(&mut seen, START_TIMEOUT, |c| c.bpftrace_attached)? {
-            bail!(
-                "bpftrace did not attach within {START_TIMEOUT:?}: {}",
-                seen.stderr_tail(Tool::Bpftrace)
-            );
+            bail!("bpftrace did not attach within {START_TIMEOUT:?}: {}", seen.stderr_tail(Tool::Bpftrace));
         }
 
         // "Attaching 1 probe..." comes before the attach is done: a
@@ -192,9 +183,7 @@ impl Streaming {
         for _ in 0..30 {
             let probe = child.probe()?;
             proven = hub.wait_until(&mut seen, Duration::from_secs(2), |c| {
-                c.watcher
-                    .iter()
-                    .any(|e| e.port == probe.port && e.ktime_ns >= probe.before_ns)
+                c.watcher.iter().any(|e| e.port == probe.port && e.ktime_ns >= probe.before_ns)
                     && c.bpftrace.iter().any(|e| e.port == probe.port)
             })?;
             if proven {
@@ -206,13 +195,7 @@ impl Streaming {
         }
         hub.drain(&mut seen)?;
         seen.clear_events();
-        Ok(Self {
-            hub,
-            seen,
-            watcher,
-            bpftrace,
-            bpftrace_program: program,
-        })
+        Ok(Self { hub, seen, watcher, bpftrace, bpftrace_program: program })
     }
 
     /// Waits (at most `timeout`) until `done`, then stops both tools.
@@ -246,11 +229,7 @@ fn machine() -> Vec<(String, String)> {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")?
-                .split_once(':')
-                .map(|(_, v)| v.trim().to_owned())
-        })
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_owned()))
         .unwrap_or_else(|| "?".to_owned());
     let first_line = |cmd: &mut Command| {
         output(cmd)
@@ -261,10 +240,7 @@ fn machine() -> Vec<(String, String)> {
         ("nproc".into(), first_line(&mut Command::new("nproc"))),
         ("uname -r".into(), first_line(Command::new("uname").arg("-r"))),
         ("CPU".into(), cpu),
-        (
-            "bpftrace".into(),
-            first_line(Command::new("/usr/bin/bpftrace").arg("--version")),
-        ),
+        ("bpftrace".into(), first_line(Command::new("/usr/bin/bpftrace").arg("--version"))),
         ("ss".into(), first_line(Command::new("/usr/bin/ss").arg("-V"))),
         ("load average at start".into(), loadavg()),
     ]
@@ -334,11 +310,7 @@ fn ratio(peer: u64, base: u64) -> String {
         return "–".to_owned();
     }
     let r = peer as f64 / base as f64;
-    if r >= 100.0 {
-        format!("{r:.0}×")
-    } else {
-        format!("{r:.1}×")
-    }
+    if r >= 100.0 { format!("{r:.0}×") } else { format!("{r:.1}×") }
 }
 
 #[cfg(test)]

@@ -80,13 +80,7 @@ const SETTLE_QUIET: Duration = Duration::from_millis(300);
 const SETTLE_MAX: Duration = Duration::from_secs(30);
 
 impl Mode {
-    const ALL: [Self; 5] = [
-        Self::Off,
-        Self::Watcher,
-        Self::WatcherAccept,
-        Self::BpftraceListen,
-        Self::BpftraceAccept,
-    ];
+    const ALL: [Self; 5] = [Self::Off, Self::Watcher, Self::WatcherAccept, Self::BpftraceListen, Self::BpftraceAccept];
 
     fn label(self) -> &'static str {
         match self {
@@ -178,11 +172,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let machine = machine();
     ensure_tracefs()?;
     // Off is always measured: every ratio is to it.
-    let mut modes = if args.modes.is_empty() {
-        Mode::ALL.to_vec()
-    } else {
-        args.modes.clone()
-    };
+    let mut modes = if args.modes.is_empty() { Mode::ALL.to_vec() } else { args.modes.clone() };
     modes.push(Mode::Off);
     modes.sort();
     modes.dedup();
@@ -198,9 +188,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // Page faults, socket hash tables and CPU caches warm up in the first
     // runs: a tenth of each workload, not reported.
     for work in Work::ALL {
-        worker
-            .run(work, (work_count(args, work) / 10).max(1))
-            .context("warming up")?;
+        worker.run(work, (work_count(args, work) / 10).max(1)).context("warming up")?;
     }
     let began = Instant::now();
     let mut samples = Vec::new();
@@ -223,10 +211,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         for mode in order {
             let (run, new) = measure(mode, seq, &mut worker, args)
                 .with_context(|| format!("round {} of {}, mode {}", round + 1, args.rounds, mode.label()))?;
-            let figures: Vec<String> = new
-                .iter()
-                .map(|s| format!("{} {}", short_work(s.work), figure(s)))
-                .collect();
+            let figures: Vec<String> = new.iter().map(|s| format!("{} {}", short_work(s.work), figure(s))).collect();
             eprintln!(
                 "xtask: bench overhead: round {}/{} {:<17} {}",
                 round + 1,
@@ -244,12 +229,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let run_s = began.elapsed().as_secs_f64();
     drop(worker);
 
-    let chosen: String = args
-        .modes
-        .iter()
-        .filter_map(|m| m.to_possible_value())
-        .map(|v| format!(" --mode {}", v.get_name()))
-        .collect();
+    let chosen: String =
+        args.modes.iter().filter_map(|m| m.to_possible_value()).map(|v| format!(" --mode {}", v.get_name())).collect();
     println!(
         "## `cargo xtask bench overhead --rounds {} --bind-ops {} --connections {} --getppid-calls {}{chosen}`\n",
         args.rounds, args.bind_ops, args.connections, args.getppid_calls
@@ -285,21 +266,15 @@ fn measure(mode: Mode, seq: usize, worker: &mut Worker, args: &Args) -> anyhow::
         start_ns: launched.elapsed().as_nanos() as u64,
         lost: 0,
         lost_during: [0; 3],
-        ready_line: tool.as_ref().and_then(|t| {
-            t.stderr_tail()
-                .lines()
-                .find(|l| l.starts_with("watcher: ready:"))
-                .map(str::to_owned)
-        }),
+        ready_line: tool
+            .as_ref()
+            .and_then(|t| t.stderr_tail().lines().find(|l| l.starts_with("watcher: ready:")).map(str::to_owned)),
     };
     let mut samples = Vec::new();
     for work in Work::ALL {
         let foreign = foreign_tracers(tool.as_ref().map(Background::pid));
         let before = match &tool {
-            Some(t) => Some((
-                t.stdout_lines(),
-                t.usage().context("reading the tool's CPU time")?.cpu_ns,
-            )),
+            Some(t) => Some((t.stdout_lines(), t.usage().context("reading the tool's CPU time")?.cpu_ns)),
             None => None,
         };
         let outcome = worker.run(work, work_count(args, work))?;
@@ -307,12 +282,7 @@ fn measure(mode: Mode, seq: usize, worker: &mut Worker, args: &Args) -> anyhow::
         if let (Some(t), Some((lines0, cpu0))) = (&tool, before) {
             settle(t, lines0, mode.expected_lines(work, outcome.ops));
             tool_lines = Some(t.stdout_lines() - lines0);
-            tool_cpu_ns = Some(
-                t.usage()
-                    .context("reading the tool's CPU time")?
-                    .cpu_ns
-                    .saturating_sub(cpu0),
-            );
+            tool_cpu_ns = Some(t.usage().context("reading the tool's CPU time")?.cpu_ns.saturating_sub(cpu0));
             // bpftrace's lines are kept only to find its loss reports.
             let lost = t.take_lines().iter().filter_map(|l| bpftrace_lost(l)).sum::<u64>();
             run.lost += lost;
@@ -335,12 +305,7 @@ fn measure(mode: Mode, seq: usize, worker: &mut Worker, args: &Args) -> anyhow::
         // (an error, which is expected): the stderr tail is then complete.
         let _ = t.wait_for_line(|_| false, Duration::from_secs(5));
         if matches!(mode, Mode::Watcher | Mode::WatcherAccept) {
-            run.lost = t
-                .stderr_tail()
-                .lines()
-                .filter_map(watcher_lost_total)
-                .max()
-                .unwrap_or(0);
+            run.lost = t.stderr_tail().lines().filter_map(watcher_lost_total).max().unwrap_or(0);
         } else {
             run.lost += t.take_lines().iter().filter_map(|l| bpftrace_lost(l)).sum::<u64>();
         }
@@ -397,10 +362,7 @@ fn start_tool(mode: Mode, worker: &mut Worker) -> anyhow::Result<Option<Backgrou
             return Ok(Some(bpftrace));
         }
     }
-    bail!(
-        "bpftrace did not report the worker's {probe:?} within a minute; its stderr:\n{}",
-        bpftrace.stderr_tail()
-    )
+    bail!("bpftrace did not report the worker's {probe:?} within a minute; its stderr:\n{}", bpftrace.stderr_tail())
 }
 
 /// Waits until the tool has printed `expected` lines since `before`, or
@@ -540,18 +502,12 @@ fn print_report(modes: &[Mode], samples: &[Sample], tool_runs: &BTreeMap<Mode, V
     // Each tool run against the mean of the off runs just before and
     // after it, then the median of those ratios.
     let paired = |mode: Mode, work: Work| {
-        let off_at = |seq: usize| {
-            samples
-                .iter()
-                .find(|s| s.seq == seq && s.mode == Mode::Off && s.work == work)
-                .map(ns_per_op)
-        };
+        let off_at =
+            |seq: usize| samples.iter().find(|s| s.seq == seq && s.mode == Mode::Off && s.work == work).map(ns_per_op);
         let mut ratios: Vec<f64> = of(mode, work)
             .filter_map(|s| {
-                let around: Vec<f64> = [s.seq.checked_sub(1).and_then(off_at), off_at(s.seq + 1)]
-                    .into_iter()
-                    .flatten()
-                    .collect();
+                let around: Vec<f64> =
+                    [s.seq.checked_sub(1).and_then(off_at), off_at(s.seq + 1)].into_iter().flatten().collect();
                 (!around.is_empty()).then(|| ns_per_op(s) * around.len() as f64 / around.iter().sum::<f64>())
             })
             .collect();
@@ -575,11 +531,9 @@ fn print_report(modes: &[Mode], samples: &[Sample], tool_runs: &BTreeMap<Mode, V
         for &m in modes {
             match (per_op(m, work), off) {
                 (Some(v), _) if m == Mode::Off => print!(" {} |", show(work, v)),
-                (Some(v), Some(_)) => print!(
-                    " {} ({}) |",
-                    show(work, v),
-                    paired(m, work).map_or("–".to_owned(), |r| format!("{r:.2}×"))
-                ),
+                (Some(v), Some(_)) => {
+                    print!(" {} ({}) |", show(work, v), paired(m, work).map_or("–".to_owned(), |r| format!("{r:.2}×")))
+                }
                 _ => print!(" – |"),
             }
         }
@@ -623,11 +577,7 @@ fn print_report(modes: &[Mode], samples: &[Sample], tool_runs: &BTreeMap<Mode, V
     println!("- operations per run: {}", {
         let counts: Vec<String> = Work::ALL
             .iter()
-            .filter_map(|&w| {
-                of(Mode::Off, w)
-                    .next()
-                    .map(|s| format!("{} {}", short_work(w), s.outcome.ops))
-            })
+            .filter_map(|&w| of(Mode::Off, w).next().map(|s| format!("{} {}", short_work(w), s.outcome.ops)))
             .collect();
         counts.join(", ")
     });
@@ -641,11 +591,7 @@ fn print_report(modes: &[Mode], samples: &[Sample], tool_runs: &BTreeMap<Mode, V
             .filter(|&(_, n)| n > 0)
             .map(|(w, n)| format!("{n} during {}", short_work(w)))
             .collect();
-        let lost = if during.is_empty() {
-            lost.to_string()
-        } else {
-            format!("{lost} ({})", during.join(", "))
-        };
+        let lost = if during.is_empty() { lost.to_string() } else { format!("{lost} ({})", during.join(", ")) };
         println!(
             "- {}: launch → ready {} (median of {} starts); records it reported lost: {lost}{}",
             mode.label(),

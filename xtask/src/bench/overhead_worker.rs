@@ -122,11 +122,7 @@ impl Worker {
         self.0.receive(&mut reply)?;
         let word = |i: usize| u32::from_ne_bytes(reply[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
         let long = |i: usize| u64::from_ne_bytes(reply[16 + i * 8..24 + i * 8].try_into().expect("8 bytes"));
-        let outcome = Outcome {
-            ops: long(0),
-            elapsed_ns: long(1),
-            missing: long(2),
-        };
+        let outcome = Outcome { ops: long(0), elapsed_ns: long(1), missing: long(2) };
         match word(0) {
             TAG_DONE => Ok(outcome),
             TAG_FAILED => bail!(
@@ -185,9 +181,7 @@ fn loopback() -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-        },
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, 1]) },
         sin_zero: [0; 8],
     }
 }
@@ -215,11 +209,7 @@ fn bind_loop(count: u64) -> Result<Outcome, Failure> {
         let failed = |(step, errno): (u32, i32)| Failure {
             step,
             errno,
-            done: Outcome {
-                ops: i,
-                elapsed_ns: monotonic_ns() - start,
-                missing: 0,
-            },
+            done: Outcome { ops: i, elapsed_ns: monotonic_ns() - start, missing: 0 },
         };
         let fd = tcp_socket().map_err(failed)?;
         // SAFETY: addr is a valid sockaddr_in of the length passed.
@@ -234,11 +224,7 @@ fn bind_loop(count: u64) -> Result<Outcome, Failure> {
         // (the kernel releases the descriptor either way).
         drop(fd);
     }
-    Ok(Outcome {
-        ops: count,
-        elapsed_ns: monotonic_ns() - start,
-        missing: 0,
-    })
+    Ok(Outcome { ops: count, elapsed_ns: monotonic_ns() - start, missing: 0 })
 }
 
 /// (c) A syscall no watcher hook is about. libc::syscall, not getppid(),
@@ -252,11 +238,7 @@ fn getppid_loop(count: u64) -> Outcome {
     }
     let elapsed_ns = monotonic_ns() - start;
     std::hint::black_box(sum);
-    Outcome {
-        ops: count,
-        elapsed_ns,
-        missing: 0,
-    }
+    Outcome { ops: count, elapsed_ns, missing: 0 }
 }
 
 /// Shared by the server (the worker's main thread) and the client thread.
@@ -275,18 +257,11 @@ struct Progress {
 /// The client closes with SO_LINGER 0 (a reset), so neither end goes
 /// through TIME_WAIT and no run of any length runs out of ephemeral ports.
 fn accept_loop(count: u64) -> Result<Outcome, Failure> {
-    let at_start = |(step, errno): (u32, i32)| Failure {
-        step,
-        errno,
-        done: Outcome::default(),
-    };
+    let at_start = |(step, errno): (u32, i32)| Failure { step, errno, done: Outcome::default() };
     let listener = tcp_socket().map_err(at_start)?;
     let mut addr = loopback();
     let mut len = SOCKADDR_IN_LEN;
-    let timeout = libc::timeval {
-        tv_sec: 0,
-        tv_usec: ACCEPT_IDLE_MS * 1000,
-    };
+    let timeout = libc::timeval { tv_sec: 0, tv_usec: ACCEPT_IDLE_MS * 1000 };
     // SAFETY: addr, len and timeout are valid for the sizes passed; the
     // descriptor is ours.
     unsafe {
@@ -301,14 +276,7 @@ fn accept_loop(count: u64) -> Result<Outcome, Failure> {
             return Err(at_start((LISTEN, errno())));
         }
         let size = size_of::<libc::timeval>() as libc::socklen_t;
-        if libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const timeout).cast(),
-            size,
-        ) != 0
-        {
+        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&raw const timeout).cast(), size) != 0 {
             return Err(at_start((SETSOCKOPT, errno())));
         }
     }
@@ -329,14 +297,8 @@ fn accept_loop(count: u64) -> Result<Outcome, Failure> {
         let mut peer = loopback();
         let mut peer_len = SOCKADDR_IN_LEN;
         // SAFETY: peer and peer_len are valid for the size passed.
-        let fd = unsafe {
-            libc::accept4(
-                listener.as_raw_fd(),
-                (&raw mut peer).cast(),
-                &mut peer_len,
-                libc::SOCK_CLOEXEC,
-            )
-        };
+        let fd =
+            unsafe { libc::accept4(listener.as_raw_fd(), (&raw mut peer).cast(), &mut peer_len, libc::SOCK_CLOEXEC) };
         if fd >= 0 {
             // SAFETY: the descriptor accept4 just returned is ours.
             unsafe { libc::close(fd) };
@@ -375,25 +337,16 @@ fn accept_loop(count: u64) -> Result<Outcome, Failure> {
     match (server_failure, client_failure) {
         (Some((step, errno)), _) => Err(Failure { step, errno, done }),
         (None, 0) => Ok(done),
-        (None, f) => Err(Failure {
-            step: (f >> 32) as u32,
-            errno: f as u32 as i32,
-            done,
-        }),
+        (None, f) => Err(Failure { step: (f >> 32) as u32, errno: f as u32 as i32, done }),
     }
 }
 
 /// The client thread: connect, close with a reset, `count` times, never
 /// more than CLIENT_WINDOW connections ahead of the server.
 fn client(addr: libc::sockaddr_in, count: u64, progress: &Progress) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
     let fail = |step: u32, errno: i32| {
-        progress
-            .client_failure
-            .store((u64::from(step) << 32) | u64::from(errno as u32), Ordering::Release);
+        progress.client_failure.store((u64::from(step) << 32) | u64::from(errno as u32), Ordering::Release);
         progress.client_done.store(true, Ordering::Release);
     };
     for i in 0..count {
@@ -407,10 +360,7 @@ fn client(addr: libc::sockaddr_in, count: u64, progress: &Progress) {
                 unsafe { libc::sched_yield() };
             } else {
                 // The server is starved for long: stop burning the core.
-                let pause = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 100_000,
-                };
+                let pause = libc::timespec { tv_sec: 0, tv_nsec: 100_000 };
                 // SAFETY: pause is a valid timespec.
                 unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
             }
@@ -423,13 +373,8 @@ fn client(addr: libc::sockaddr_in, count: u64, progress: &Progress) {
         // descriptor is ours.
         unsafe {
             let size = size_of::<libc::linger>() as libc::socklen_t;
-            if libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&raw const linger).cast(),
-                size,
-            ) != 0
+            if libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&raw const linger).cast(), size)
+                != 0
             {
                 return fail(SETSOCKOPT, errno());
             }

@@ -103,9 +103,7 @@ impl Pids {
 /// `"previous_pid":` do not match: the quote must come right before).
 pub fn json_pid(line: &str) -> Option<u32> {
     let rest = &line[line.find("\"pid\":")? + 6..];
-    rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())]
-        .parse()
-        .ok()
+    rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())].parse().ok()
 }
 
 /// What a tool printed during a phase, about whom.
@@ -145,13 +143,7 @@ impl Tracked {
             Kind::Bpftrace => |l| l.starts_with("Attaching "),
         };
         let bg = Background::start(label, cmd, Stdout::Keep, ready, START_TIMEOUT)?;
-        Ok(Self {
-            kind,
-            label,
-            bg,
-            tally: Tally::default(),
-            last_ours: Instant::now(),
-        })
+        Ok(Self { kind, label, bg, tally: Tally::default(), last_ours: Instant::now() })
     }
 
     /// Counts the lines printed since the last call, and forgets them (the
@@ -252,10 +244,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // Both forks first, while the bench is single-threaded.
     let mut generator = ListenerChild::start()?;
     let mut holders = Holders::start(u64::from(args.live))?;
-    let pids = Pids {
-        generator: generator.pid(),
-        holders: holders.pids().into_iter().collect(),
-    };
+    let pids = Pids { generator: generator.pid(), holders: holders.pids().into_iter().collect() };
     let machine = machine();
     ensure_tracefs()?;
 
@@ -273,10 +262,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Tracked::start(
             Kind::Daemon,
             "watcher daemon",
-            Command::new(watcher_binary())
-                .arg("daemon")
-                .arg("--config")
-                .arg(&config),
+            Command::new(watcher_binary()).arg("daemon").arg("--config").arg(&config),
         )?,
         Tracked::start(
             Kind::Bpftrace,
@@ -360,10 +346,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         bail!("the holders opened {} listeners, not {live}", held.len());
     }
 
-    eprintln!(
-        "xtask: bench resources: holding {live} listeners for {} s",
-        args.hold_secs
-    );
+    eprintln!("xtask: bench resources: holding {live} listeners for {} s", args.hold_secs);
     phases.push(phase(
         "held",
         &mut tools,
@@ -405,13 +388,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         args,
         &machine,
         &phases,
-        &Facts {
-            load_secs,
-            load_listeners: made.len(),
-            holders: pids.holders.len(),
-            base_live,
-            final_live,
-        },
+        &Facts { load_secs, load_listeners: made.len(), holders: pids.holders.len(), base_live, final_live },
     );
     Ok(())
 }
@@ -443,20 +420,14 @@ fn free_port() -> anyhow::Result<u16> {
 fn scrape(port: u16) -> anyhow::Result<(f64, f64)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .with_context(|| format!("connecting to the daemon's metrics on 127.0.0.1:{port}"))?;
-    stream
-        .set_read_timeout(Some(SCRAPE_TIMEOUT))
-        .context("setting a read time-out")?;
+    stream.set_read_timeout(Some(SCRAPE_TIMEOUT)).context("setting a read time-out")?;
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .context("sending GET /metrics")?;
     let mut body = String::new();
-    stream
-        .read_to_string(&mut body)
-        .context("reading the daemon's /metrics")?;
-    let value = |name: &str| {
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
-    };
+    stream.read_to_string(&mut body).context("reading the daemon's /metrics")?;
+    let value =
+        |name: &str| body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
     match (value("watcher_live_listeners"), value("watcher_records_lost_total")) {
         (Some(live), Some(lost)) => Ok((live, lost)),
         _ => bail!("the daemon's /metrics lacks watcher_live_listeners or watcher_records_lost_total:\n{body}"),
@@ -494,12 +465,7 @@ fn prove_live(tools: &mut [Tracked], generator: &mut ListenerChild, pids: &Pids)
             return Ok(());
         }
     }
-    let missing: Vec<&str> = tools
-        .iter()
-        .zip(&proven)
-        .filter(|(_, p)| !**p)
-        .map(|(t, _)| t.label)
-        .collect();
+    let missing: Vec<&str> = tools.iter().zip(&proven).filter(|(_, p)| !**p).map(|(t, _)| t.label).collect();
     bail!("{} did not report a test listener within a minute", missing.join(", "))
 }
 
@@ -550,9 +516,7 @@ fn phase(
             thread::sleep(Duration::from_millis(50));
             poll(tools, &mut complete_after);
         }
-        worker
-            .join()
-            .map_err(|_| anyhow::anyhow!("the {name} phase's work panicked"))?
+        worker.join().map_err(|_| anyhow::anyhow!("the {name} phase's work panicked"))?
     })
     .with_context(|| format!("the {name} phase"))?;
     let work_done = Instant::now();
@@ -593,12 +557,7 @@ fn phase(
         })
         .collect();
     eprintln!("xtask: bench resources: {name} done in {}", duration(wall_ns));
-    Ok(PhaseResult {
-        name,
-        tools: measured,
-        live_listeners,
-        daemon_lost,
-    })
+    Ok(PhaseResult { name, tools: measured, live_listeners, daemon_lost })
 }
 
 /// Resets VmHWM to the current RSS (proc(5), clear_refs value 5), so the
@@ -622,11 +581,7 @@ fn report(args: &Args, machine: &[(String, String)], phases: &[PhaseResult], fac
     );
     print_machine(machine);
     println!();
-    let labels = [
-        "`watcher watch --json --no-snapshot`",
-        "`watcher daemon`",
-        "bpftrace one-liner",
-    ];
+    let labels = ["`watcher watch --json --no-snapshot`", "`watcher daemon`", "bpftrace one-liner"];
     println!(
         "| phase | tool | CPU % | CPU time | RSS at end (MiB) | peak RSS in phase (MiB) | CPU / bpftrace | \
          RSS / bpftrace | lines printed | reported all after |"
@@ -641,11 +596,7 @@ fn report(args: &Args, machine: &[(String, String)], phases: &[PhaseResult], fac
             } else {
                 ratio(m.cpu_ns, bpf.cpu_ns)
             };
-            let rss_ratio = if i == 2 {
-                "–".to_owned()
-            } else {
-                ratio(m.rss_kib, bpf.rss_kib.max(1))
-            };
+            let rss_ratio = if i == 2 { "–".to_owned() } else { ratio(m.rss_kib, bpf.rss_kib.max(1)) };
             let all = match (p.name, m.complete_after) {
                 ("idle" | "held", _) => "–".to_owned(),
                 (_, Some(d)) => duration(d.as_nanos() as u64),
@@ -674,10 +625,7 @@ fn report(args: &Args, machine: &[(String, String)], phases: &[PhaseResult], fac
     );
     let phase = |name: &str| phases.iter().find(|p| p.name == name);
     if let Some(p) = phase("idle") {
-        println!(
-            "- idle: {} with nothing of the bench's happening",
-            duration(p.tools[0].work_ns)
-        );
+        println!("- idle: {} with nothing of the bench's happening", duration(p.tools[0].work_ns));
     }
     if let Some(p) = phase("load") {
         let secs = facts.load_secs.max(1e-9);
@@ -783,23 +731,14 @@ mod tests {
 
     #[test]
     fn lines_are_classified() {
-        let pids = Pids {
-            generator: 10,
-            holders: HashSet::from([20, 30]),
-        };
+        let pids = Pids { generator: 10, holders: HashSet::from([20, 30]) };
         let pids = &pids;
         assert_eq!(json_pid(r#"{"ppid":3,"pid":20,"previous_pid":1}"#), Some(20));
         let mut lost = 0;
         let watch = r#"{"event":"listen","proto":"tcp","port":5,"pid":20,"tid":20}"#;
-        assert!(matches!(
-            classify(Kind::Watch, watch, pids, &mut lost),
-            Some((Ours::Holder, true, false))
-        ));
+        assert!(matches!(classify(Kind::Watch, watch, pids, &mut lost), Some((Ours::Holder, true, false))));
         let daemon = r#"{"event":"listener_down","port":5,"pid":10,"previous_pid":20}"#;
-        assert!(matches!(
-            classify(Kind::Daemon, daemon, pids, &mut lost),
-            Some((Ours::Generator, false, true))
-        ));
+        assert!(matches!(classify(Kind::Daemon, daemon, pids, &mut lost), Some((Ours::Generator, false, true))));
         assert!(classify(Kind::Watch, r#"{"event":"listen","pid":200,"x":1}"#, pids, &mut lost).is_none());
         assert!(classify(Kind::Watch, r#"{"event":"lost","count":7,"total":7}"#, pids, &mut lost).is_none());
         assert_eq!(lost, 7);

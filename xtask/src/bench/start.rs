@@ -150,27 +150,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     ensure_tracefs()?;
     let dir = TempDir::new("start")?;
     let config = dir.0.join("watcher.toml");
-    fs::write(
-        &config,
-        "[[allow]]\nname = \"bench loopback\"\nproto = \"tcp\"\nscope = \"loopback\"\n",
-    )
-    .with_context(|| format!("writing {}", config.display()))?;
+    fs::write(&config, "[[allow]]\nname = \"bench loopback\"\nproto = \"tcp\"\nscope = \"loopback\"\n")
+        .with_context(|| format!("writing {}", config.display()))?;
 
     // Part 1: launch → ready, with none of the bench's listeners open.
     // Rounds interleave the tools, so a busy spell on the machine hits all.
     let mut launches: HashMap<usize, Vec<Launch>> = HashMap::new();
     for round in 0..args.runs {
         for (i, which) in Launched::ALL.into_iter().enumerate() {
-            eprintln!(
-                "xtask: bench start: launch {}/{}: {}",
-                round + 1,
-                args.runs,
-                which.label()
-            );
-            launches
-                .entry(i)
-                .or_default()
-                .push(launch(which, &config, &mut generator)?);
+            eprintln!("xtask: bench start: launch {}/{}: {}", round + 1, args.runs, which.label());
+            launches.entry(i).or_default().push(launch(which, &config, &mut generator)?);
         }
     }
 
@@ -188,25 +177,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut listings: HashMap<usize, Vec<Listing>> = HashMap::new();
     for round in 0..args.runs {
         for (i, which) in Lister::ALL.into_iter().enumerate() {
-            eprintln!(
-                "xtask: bench start: listing {}/{}: {}",
-                round + 1,
-                args.runs,
-                which.label()
-            );
-            listings
-                .entry(i)
-                .or_default()
-                .push(which.time(&config, &pids, &expected)?);
+            eprintln!("xtask: bench start: listing {}/{}: {}", round + 1, args.runs, which.label());
+            listings.entry(i).or_default().push(which.time(&config, &pids, &expected)?);
         }
     }
     drop(holders);
     drop(generator);
 
-    println!(
-        "## `cargo xtask bench start --runs {} --existing {} --udp {}`\n",
-        args.runs, args.existing, args.udp
-    );
+    println!("## `cargo xtask bench start --runs {} --existing {} --udp {}`\n", args.runs, args.existing, args.udp);
     print_machine(&machine);
     println!();
     println!("### Launch → ready, and → attached (first test listener reported)\n");
@@ -239,11 +217,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     println!(
         "### Listing {} existing TCP listeners{} held by {}\n",
         args.existing,
-        if args.udp > 0 {
-            format!(" and {} bound UDP sockets", args.udp)
-        } else {
-            String::new()
-        },
+        if args.udp > 0 { format!(" and {} bound UDP sockets", args.udp) } else { String::new() },
         match pids.len() {
             1 => "one process".to_owned(),
             n => format!("{n} processes"),
@@ -292,10 +266,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         holder::FIRST_PORT,
         holder::LAST_PORT
     );
-    println!(
-        "- {} runs of each; load average is the machine's, shared with other jobs",
-        args.runs
-    );
+    println!("- {} runs of each; load average is the machine's, shared with other jobs", args.runs);
     Ok(())
 }
 
@@ -305,23 +276,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 fn launch(which: Launched, config: &std::path::Path, generator: &mut ListenerChild) -> anyhow::Result<Launch> {
     let pid = generator.pid();
     let launched_ns = monotonic_ns();
-    let mut tool = Background::start(
-        which.label(),
-        &mut which.command(config),
-        Stdout::Count,
-        which.ready(),
-        START_TIMEOUT,
-    )?;
+    let mut tool =
+        Background::start(which.label(), &mut which.command(config), Stdout::Count, which.ready(), START_TIMEOUT)?;
     let ready_ns = monotonic_ns() - launched_ns;
     let mut probes: HashMap<u16, u64> = HashMap::new();
     let deadline = monotonic_ns() + START_TIMEOUT.as_nanos() as u64;
     loop {
         if monotonic_ns() > deadline {
-            bail!(
-                "{} did not report any of {} test listeners within {START_TIMEOUT:?}",
-                which.label(),
-                probes.len()
-            );
+            bail!("{} did not report any of {} test listeners within {START_TIMEOUT:?}", which.label(), probes.len());
         }
         let probe = generator.probe()?;
         probes.insert(probe.port, probe.before_ns);
@@ -344,12 +306,7 @@ fn launch(which: Launched, config: &std::path::Path, generator: &mut ListenerChi
             let reported_ns = monotonic_ns() - launched_ns;
             let proven_ns = probes[&port].saturating_sub(launched_ns);
             tool.stop();
-            return Ok(Launch {
-                ready_ns,
-                proven_ns,
-                reported_ns,
-                probes: probes.len(),
-            });
+            return Ok(Launch { ready_ns, proven_ns, reported_ns, probes: probes.len() });
         }
     }
 }
@@ -375,14 +332,8 @@ struct Listing {
 }
 
 impl Lister {
-    const ALL: [Self; 6] = [
-        Self::ListJson,
-        Self::List,
-        Self::Ss,
-        Self::Lsof,
-        Self::WatchSnapshot,
-        Self::DaemonSnapshot,
-    ];
+    const ALL: [Self; 6] =
+        [Self::ListJson, Self::List, Self::Ss, Self::Lsof, Self::WatchSnapshot, Self::DaemonSnapshot];
 
     fn label(self) -> &'static str {
         match self {
@@ -441,11 +392,7 @@ impl Lister {
         // lsof exits 1 when some of what it was asked found nothing; the
         // check below is what matters.
         if !out.status.success() && self != Self::Lsof {
-            bail!(
-                "{cmd:?} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let mut found = HashSet::new();
@@ -473,13 +420,8 @@ impl Lister {
     /// as well); then the tool is stopped.
     fn stream(self, cmd: &mut Command, pids: &HashSet<u32>, expected: &HashSet<Held>) -> anyhow::Result<Listing> {
         let started = monotonic_ns();
-        let mut tool = Background::start(
-            self.label(),
-            cmd,
-            Stdout::Keep,
-            |l| l.starts_with("watcher: ready:"),
-            START_TIMEOUT,
-        )?;
+        let mut tool =
+            Background::start(self.label(), cmd, Stdout::Keep, |l| l.starts_with("watcher: ready:"), START_TIMEOUT)?;
         // While the clock runs, lines are only matched by substring (std's
         // search is optimised even in this debug build; serde_json is not);
         // they are parsed and checked once it has stopped.
@@ -505,23 +447,14 @@ impl Lister {
             tool.wait_for_line(|_| true, Duration::from_millis(5))?;
         }
         tool.stop();
-        let found: HashSet<Held> = candidates
-            .iter()
-            .filter_map(|l| self.parse(l, pids))
-            .filter(|h| expected.contains(h))
-            .collect();
-        Ok(Listing {
-            ns: last_ns - started,
-            found: found.len(),
-            unattributed: 0,
-            lines,
-        })
+        let found: HashSet<Held> =
+            candidates.iter().filter_map(|l| self.parse(l, pids)).filter(|h| expected.contains(h)).collect();
+        Ok(Listing { ns: last_ns - started, found: found.len(), unattributed: 0, lines })
     }
 
     /// The holders' socket a line of this tool's output names, if any.
     fn parse(self, line: &str, pids: &HashSet<u32>) -> Option<Held> {
-        self.parse_any(line)
-            .and_then(|(held, pid)| pids.contains(&pid?).then_some(held))
+        self.parse_any(line).and_then(|(held, pid)| pids.contains(&pid?).then_some(held))
     }
 
     /// A loopback socket a line names, and the pid it names with it (None:
@@ -548,15 +481,10 @@ impl Lister {
             Self::Ss => (
                 (*fields.first()?).to_owned(),
                 (*fields.get(4)?).to_owned(),
-                line.split_once("pid=")
-                    .and_then(|(_, rest)| rest.split(',').next()?.parse().ok()),
+                line.split_once("pid=").and_then(|(_, rest)| rest.split(',').next()?.parse().ok()),
             ),
             // COMMAND PID USER FD TYPE DEVICE SIZE/OFF NODE NAME [(STATE)]
-            Self::Lsof => (
-                fields.get(7)?.to_lowercase(),
-                (*fields.get(8)?).to_owned(),
-                fields.get(1)?.parse().ok(),
-            ),
+            Self::Lsof => (fields.get(7)?.to_lowercase(), (*fields.get(8)?).to_owned(), fields.get(1)?.parse().ok()),
         };
         let proto = match proto.as_str() {
             "tcp" => Proto::Tcp,
@@ -565,11 +493,7 @@ impl Lister {
         };
         let (addr, port) = local.rsplit_once(':')?;
         let octet = addr.strip_prefix("127.0.0.")?.parse().ok()?;
-        let held = Held {
-            proto,
-            octet,
-            port: port.parse().ok()?,
-        };
+        let held = Held { proto, octet, port: port.parse().ok()? };
         Some((held, pid.and_then(|p| u32::try_from(p).ok())))
     }
 }
@@ -595,11 +519,7 @@ mod tests {
     #[test]
     fn outputs_are_parsed() {
         let (ours, theirs) = (HashSet::from([77, 99]), HashSet::from([7, 78]));
-        let held = Held {
-            proto: Proto::Tcp,
-            octet: 3,
-            port: 20001,
-        };
+        let held = Held { proto: Proto::Tcp, octet: 3, port: 20001 };
         let want = Some(held);
         let json =
             r#"{"event":"existing","proto":"tcp","family":"ipv4","addr":"127.0.0.3","port":20001,"pid":77,"fd":5}"#;

@@ -97,10 +97,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // before they start over, so no warm-up line spills into a step.
     let (warmed, _) = tools.balance(tools.markers.len() as u64, false);
     if !warmed {
-        bail!(
-            "watcher's books did not balance after the warm-up markers: {:?}",
-            tools.w
-        );
+        bail!("watcher's books did not balance after the warm-up markers: {:?}", tools.w);
     }
     tools.w = WatcherTally::default();
     tools.b = BpftraceTally::default();
@@ -118,13 +115,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         (load, false)
     });
     let stalled = (args.stalled_listeners > 0).then_some((
-        Load {
-            rate: 0,
-            duration_ns: u64::MAX,
-            max_count: args.stalled_listeners,
-            threads: args.threads,
-            cpu: ANY_CPU,
-        },
+        Load { rate: 0, duration_ns: u64::MAX, max_count: args.stalled_listeners, threads: args.threads, cpu: ANY_CPU },
         true,
     ));
     for (load, stall) in paced.chain(stalled) {
@@ -141,16 +132,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         steps.push(step);
     }
     let warnings = tools.watcher_warnings();
-    let bpftrace_stderr_lost = tools
-        .bpftrace
-        .stderr_tail()
-        .lines()
-        .filter(|l| l.starts_with("Lost "))
-        .count();
-    let (w_other, b_other) = (
-        (tools.w.other, tools.w.other_sample.clone()),
-        (tools.b.other, tools.b.other_sample.clone()),
-    );
+    let bpftrace_stderr_lost = tools.bpftrace.stderr_tail().lines().filter(|l| l.starts_with("Lost ")).count();
+    let (w_other, b_other) =
+        ((tools.w.other, tools.w.other_sample.clone()), (tools.b.other, tools.b.other_sample.clone()));
     let lost_total = tools.w.lost_total;
     drop(tools);
     drop(generator);
@@ -183,11 +167,7 @@ fn one_liner(pid: &str) -> String {
 }
 
 fn sample(lines: &[String]) -> String {
-    if lines.is_empty() {
-        String::new()
-    } else {
-        format!(" (e.g. `{}`)", lines.join("` / `"))
-    }
+    if lines.is_empty() { String::new() } else { format!(" (e.g. `{}`)", lines.join("` / `")) }
 }
 
 /// watcher and bpftrace running, and their books.
@@ -413,10 +393,7 @@ impl Tools {
         loop {
             if marker_due {
                 let done = generator.run(&Load::MARKER).context("opening a marker listener")?;
-                self.markers.push(Marker {
-                    port: done.last_port,
-                    start_ns: done.start_ns,
-                });
+                self.markers.push(Marker { port: done.last_port, start_ns: done.start_ns });
                 last_change = Instant::now();
                 marker_due = false;
             }
@@ -520,18 +497,13 @@ impl Stopped {
         }
         let handler = continue_and_die as extern "C" fn(libc::c_int) as libc::sighandler_t;
         // SAFETY: installs a handler that only makes async-signal-safe calls.
-        let previous = [libc::SIGINT, libc::SIGTERM]
-            .into_iter()
-            .map(|sig| (sig, unsafe { libc::signal(sig, handler) }))
-            .collect();
+        let previous =
+            [libc::SIGINT, libc::SIGTERM].into_iter().map(|sig| (sig, unsafe { libc::signal(sig, handler) })).collect();
         for &pid in &pids {
             // SAFETY: a signal to our own child (Background's), not reaped yet.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
         }
-        Self {
-            pids: pids.to_vec(),
-            previous,
-        }
+        Self { pids: pids.to_vec(), previous }
     }
 }
 
@@ -638,10 +610,7 @@ fn report(args: &Args, machine: &[(String, String)], steps: &[Step]) {
     println!();
 
     let best = |tool: fn(&Step) -> &ToolStep| {
-        steps
-            .iter()
-            .filter(|s| s.sustained(tool(s)))
-            .max_by(|a, b| a.achieved().total_cmp(&b.achieved()))
+        steps.iter().filter(|s| s.sustained(tool(s))).max_by(|a, b| a.achieved().total_cmp(&b.achieved()))
     };
     let (w_best, b_best) = (best(|s| &s.watcher), best(|s| &s.bpftrace));
     let figure = |s: Option<&Step>, per: u64| match s {
@@ -666,11 +635,7 @@ fn report(args: &Args, machine: &[(String, String)], steps: &[Step]) {
             "- watcher / bpftrace: {} in listeners/s (watcher handles {RECORDS_PER_LISTENER} records per listener, \
              bpftrace 1){}",
             ratio((r * 1000.0).round() as u64, 1000),
-            if steps
-                .iter()
-                .filter(|s| !s.stalled)
-                .all(|s| s.sustained(&s.watcher) && s.sustained(&s.bpftrace))
-            {
+            if steps.iter().filter(|s| !s.stalled).all(|s| s.sustained(&s.watcher) && s.sustained(&s.bpftrace)) {
                 "; both kept up at every step, so this is a lower bound set by the generator, not by either tool"
             } else {
                 ""
@@ -719,10 +684,7 @@ fn report(args: &Args, machine: &[(String, String)], steps: &[Step]) {
                 if t.reports == 1 { "" } else { "s" },
                 books(t),
                 if s.stalled {
-                    format!(
-                        "; it read its backlog within {} of being continued",
-                        duration(t.caught_up_ns)
-                    )
+                    format!("; it read its backlog within {} of being continued", duration(t.caught_up_ns))
                 } else {
                     String::new()
                 }
@@ -738,11 +700,9 @@ fn report(args: &Args, machine: &[(String, String)], steps: &[Step]) {
 fn books(t: &ToolStep) -> String {
     match (t.balanced, t.late) {
         (true, None) => format!("✓ ({})", thousands(t.made)),
-        (true, Some(late)) => format!(
-            "✓ ({}) once a listener ran on each CPU ({} reported late)",
-            thousands(t.made),
-            thousands(late)
-        ),
+        (true, Some(late)) => {
+            format!("✓ ({}) once a listener ran on each CPU ({} reported late)", thousands(t.made), thousands(late))
+        }
         (false, _) => format!("✗ ({} made)", thousands(t.made)),
     }
 }
@@ -755,11 +715,7 @@ fn caught_up(s: &Step, t: &ToolStep) -> String {
 
 /// CPU time, and its share of one core over the step and its catch-up.
 fn cpu(s: &Step, t: &ToolStep) -> String {
-    format!(
-        "{} ({:.0} %)",
-        duration(t.cpu_ns),
-        t.cpu_ns as f64 * 100.0 / s.wall_ns.max(1) as f64
-    )
+    format!("{} ({:.0} %)", duration(t.cpu_ns), t.cpu_ns as f64 * 100.0 / s.wall_ns.max(1) as f64)
 }
 
 /// 1234567 → "1 234 567" (thin spaces would not survive every viewer).

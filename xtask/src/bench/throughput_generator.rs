@@ -42,13 +42,7 @@ pub const ANY_CPU: u64 = u64::MAX;
 
 impl Load {
     /// One listener, at once: the marker that shows a tool has caught up.
-    pub const MARKER: Self = Self {
-        rate: 0,
-        duration_ns: u64::MAX,
-        max_count: 1,
-        threads: 1,
-        cpu: ANY_CPU,
-    };
+    pub const MARKER: Self = Self { rate: 0, duration_ns: u64::MAX, max_count: 1, threads: 1, cpu: ANY_CPU };
 }
 
 /// What the generator did, CLOCK_MONOTONIC ns.
@@ -100,18 +94,10 @@ impl Generator {
         let mut bytes = [0u8; DONE_BYTES];
         self.0.receive(&mut bytes)?;
         let long = |i: usize| u64::from_ne_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        let done = Done {
-            opened: long(0),
-            start_ns: long(1),
-            end_ns: long(2),
-            last_port: long(3) as u16,
-        };
+        let done = Done { opened: long(0), start_ns: long(1), end_ns: long(2), last_port: long(3) as u16 };
         let (step, errno) = (long(4) >> 32, long(4) as u32 as i32);
         if step == u64::from(PANICKED) {
-            bail!(
-                "a thread of the listener generator panicked after {} listeners",
-                done.opened
-            );
+            bail!("a thread of the listener generator panicked after {} listeners", done.opened);
         }
         if step != u64::from(NO_FAILURE) {
             bail!(
@@ -138,13 +124,7 @@ impl Load {
 
     fn decode(bytes: &[u8; LOAD_BYTES]) -> Self {
         let long = |i: usize| u64::from_ne_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        Self {
-            rate: long(0),
-            duration_ns: long(1),
-            max_count: long(2),
-            threads: long(3),
-            cpu: long(4),
-        }
+        Self { rate: long(0), duration_ns: long(1), max_count: long(2), threads: long(3), cpu: long(4) }
     }
 }
 
@@ -219,20 +199,13 @@ impl Pool {
         let mine = |i: u64| Load {
             // A thread with a share of 0 would run unthrottled.
             rate: if load.rate == 0 { 0 } else { share(load.rate, i).max(1) },
-            max_count: if load.max_count == 0 {
-                0
-            } else {
-                share(load.max_count, i).max(1)
-            },
+            max_count: if load.max_count == 0 { 0 } else { share(load.max_count, i).max(1) },
             threads: 1,
             ..*load
         };
         let helpers = &self.workers[..threads as usize - 1];
-        let sent: Vec<bool> = helpers
-            .iter()
-            .enumerate()
-            .map(|(i, w)| w.jobs.send(mine(i as u64 + 1)).is_ok())
-            .collect();
+        let sent: Vec<bool> =
+            helpers.iter().enumerate().map(|(i, w)| w.jobs.send(mine(i as u64 + 1)).is_ok()).collect();
         let mut results = vec![generate(&mine(0))];
         for (w, sent) in helpers.iter().zip(sent) {
             let outcome = sent.then(|| w.results.recv().ok()).flatten();
@@ -280,10 +253,7 @@ pub fn cpus() -> Vec<u64> {
         if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return vec![ANY_CPU];
         }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .map(|c| c as u64)
-            .collect()
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).map(|c| c as u64).collect()
     }
 }
 
@@ -294,10 +264,7 @@ pub fn cpus() -> Vec<u64> {
 fn generate(load: &Load) -> (Done, Option<Failure>) {
     let start_ns = monotonic_ns();
     let end = start_ns.saturating_add(load.duration_ns);
-    let mut done = Done {
-        start_ns,
-        ..Done::default()
-    };
+    let mut done = Done { start_ns, ..Done::default() };
     let due_at = |i: u64| start_ns + (u128::from(i) * 1_000_000_000 / u128::from(load.rate.max(1))) as u64;
     let failure = loop {
         if load.max_count != 0 && done.opened >= load.max_count {

@@ -171,15 +171,7 @@ mod tests {
         assert_eq!(number_field(LISTEN, "ktime_ns"), Some(6614495858020));
         let mut t = WatcherTally::default();
         t.line(LISTEN, 8435, &[], 1);
-        t.line(
-            &LISTEN.replace("\"listen\"", "\"close\""),
-            8435,
-            &[Marker {
-                port: 35055,
-                start_ns: 1,
-            }],
-            7,
-        );
+        t.line(&LISTEN.replace("\"listen\"", "\"close\""), 8435, &[Marker { port: 35055, start_ns: 1 }], 7);
         assert_eq!(t.marker_seen_ns, Some(7));
         t.line(LISTEN, 1, &[], 1);
         t.line(r#"{"time":"x","event":"lost","count":5,"total":12}"#, 8435, &[], 1);
@@ -192,10 +184,7 @@ mod tests {
     #[test]
     fn bpftrace_lines() {
         let mut t = BpftraceTally::default();
-        let markers = [Marker {
-            port: 80,
-            start_ns: 1_000_000,
-        }];
+        let markers = [Marker { port: 80, start_ns: 1_000_000 }];
         t.line("Attaching 1 probe...", 7, &markers, 1, 0);
         t.line("900000 7 80", 7, &markers, 1, 0);
         assert!(t.marker_seen_ns.is_none(), "before the marker opened");

@@ -208,12 +208,7 @@ impl Collected {
                 if let (Some(port), Some(ktime_ns), Some(seen_ns)) =
                     (num("port"), num("ktime_ns"), num("seen_ktime_ns"))
                 {
-                    self.watcher.push(WatchEvent {
-                        port: port as u16,
-                        ktime_ns,
-                        seen_ns,
-                        read_ns,
-                    });
+                    self.watcher.push(WatchEvent { port: port as u16, ktime_ns, seen_ns, read_ns });
                 }
             }
             _ => {}
@@ -228,11 +223,7 @@ impl Collected {
         }
         let fields: Vec<&str> = text.split_whitespace().collect();
         let parsed = match fields.as_slice() {
-            [ns, pid, port] => ns
-                .parse::<u64>()
-                .ok()
-                .zip(pid.parse::<u32>().ok())
-                .zip(port.parse::<u16>().ok()),
+            [ns, pid, port] => ns.parse::<u64>().ok().zip(pid.parse::<u32>().ok()).zip(port.parse::<u16>().ok()),
             _ => None,
         };
         match parsed {
@@ -263,10 +254,7 @@ impl Proc {
         let stderr = child.stderr.take().expect("piped");
         read_lines(tool, Stream::Stdout, stdout, hub.tx.clone());
         read_lines(tool, Stream::Stderr, stderr, hub.tx.clone());
-        Ok(Self {
-            tool,
-            child: Some(child),
-        })
+        Ok(Self { tool, child: Some(child) })
     }
 
     /// SIGTERM, up to 5 s to exit, then SIGKILL.
@@ -296,16 +284,7 @@ fn read_lines(tool: Tool, stream: Stream, pipe: impl Read + Send + 'static, tx: 
                 Ok(_) => Some(line.trim_end_matches('\n').to_owned()),
             };
             let end = text.is_none();
-            if tx
-                .send(Msg {
-                    tool,
-                    stream,
-                    read_ns,
-                    text,
-                })
-                .is_err()
-                || end
-            {
+            if tx.send(Msg { tool, stream, read_ns, text }).is_err() || end {
                 return;
             }
         }
@@ -360,11 +339,7 @@ impl Poller {
                     );
                 }
                 let ports = parse(&String::from_utf8_lossy(&out.stdout), pid);
-                snapshots.push(Snapshot {
-                    start_ns,
-                    end_ns,
-                    ports,
-                });
+                snapshots.push(Snapshot { start_ns, end_ns, ports });
                 next += period_ns;
                 let now = monotonic_ns();
                 next = next.max(now);
@@ -374,11 +349,7 @@ impl Poller {
                 }
             }
         });
-        Self {
-            label: label.to_owned(),
-            stop,
-            handle,
-        }
+        Self { label: label.to_owned(), stop, handle }
     }
 
     pub fn finish(self) -> anyhow::Result<Vec<Snapshot>> {
@@ -394,9 +365,7 @@ impl Poller {
 /// process here, so every 127.0.0.1 listener counts; a port is matched to
 /// one of ours by time as well (see the analysis).
 pub fn parse_ss(text: &str, _pid: u32) -> HashSet<u16> {
-    text.lines()
-        .filter_map(|l| l.split_whitespace().nth(3)?.strip_prefix("127.0.0.1:")?.parse().ok())
-        .collect()
+    text.lines().filter_map(|l| l.split_whitespace().nth(3)?.strip_prefix("127.0.0.1:")?.parse().ok()).collect()
 }
 
 /// `lsof -iTCP -sTCP:LISTEN -n -P`: "xtask 123 root 3u IPv4 ... TCP
@@ -405,12 +374,7 @@ pub fn parse_lsof(text: &str, pid: u32) -> HashSet<u16> {
     let pid = pid.to_string();
     text.lines()
         .filter(|l| l.split_whitespace().nth(1) == Some(pid.as_str()))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|f| f.strip_prefix("127.0.0.1:"))?
-                .parse()
-                .ok()
-        })
+        .filter_map(|l| l.split_whitespace().find_map(|f| f.strip_prefix("127.0.0.1:"))?.parse().ok())
         .collect()
 }
 

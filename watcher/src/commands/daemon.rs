@@ -1,0 +1,528 @@
+//! `watcher daemon`: what an administrator leaves running. Every event goes
+//! out as a JSON line, as `watch --json` prints it; listeners feed the
+//! lifecycle table (listener_up / listener_down / restarted / owner_changed
+//! / reuseport_joined / holders_changed); each new listener and each raw or
+//! packet socket is judged against the allowlist, and one that no rule
+//! allows raises an `alert` at once (and, if asked, every process holding
+//! it is killed). SIGHUP reloads the configuration; a bad one is reported
+//! and the old one kept.
+//!
+//! Glue only: the table is `state::lifecycle`, the verdicts
+//! `policy::allowlist`, the kill `policy::kill`, the lines
+//! `output::daemon_lines`.
+use std::{
+    collections::HashMap,
+    fs::OpenOptions,
+    io::{self, Write},
+    path::PathBuf,
+};
+
+use chrono::{DateTime, Utc};
+use log::{error, info, warn};
+
+use crate::{
+    cli::DaemonArgs,
+    config::{Config, RuleProto},
+    enrich::report::{Report, What},
+    host::process::ProcessLookup,
+    kernel::{loader::Attached, privileges},
+    model::{
+        event_name::EventName,
+        holder::Holder,
+        socket::{Family, Local, Proto},
+    },
+    output::{
+        daemon_lines::DaemonLines,
+        event::{Alert, Event, KillOutcome},
+        fleet::Fleet,
+        sink::{PipelineStats, Sink},
+    },
+    pipeline::{PipelineOptions, monotonic_ns, run_pipeline},
+    policy::{
+        allowlist::{Subject, Verdict, judge},
+        enforce::{self, Enforcement},
+        filter::Filter,
+        kill,
+    },
+    record::decode::{Record, SocketKind},
+    snapshot::{
+        holders::{self, HolderInfo},
+        sock_diag::ExistingSocket,
+    },
+    state::lifecycle::{Change, ListenerKey, ListenerTable, Socket, SocketId},
+};
+
+/// A configuration that could not be used at start: the daemon exits 2.
+#[derive(Debug)]
+pub struct BadConfig(pub anyhow::Error);
+
+impl std::fmt::Display for BadConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bad configuration: {:#}", self.0)
+    }
+}
+
+impl std::error::Error for BadConfig {}
+
+pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(&args.config).map_err(BadConfig)?;
+    config.enforce |= args.enforce;
+    let enforcement = if config.enforce { Some(Enforcement::new(&config).map_err(BadConfig)?) } else { None };
+    privileges::check()?;
+    let out: Box<dyn Write> = match &config.output.json_file {
+        Some(path) => Box::new(io::BufWriter::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| BadConfig(anyhow::anyhow!("opening {}: {e}", path.display())))?,
+        )),
+        None => Box::new(io::BufWriter::new(io::stdout())),
+    };
+    info!("{} allowlist rules from {}", config.rules.len(), args.config.display());
+    // A metrics address that cannot be bound is a configuration to fix: exit 2.
+    let fleet = Fleet::start(&config).map_err(BadConfig)?;
+    let sink = DaemonSink {
+        lines: DaemonLines::new(out, fleet),
+        config,
+        config_path: args.config,
+        listeners: ListenerTable::default(),
+        held: HashMap::new(),
+        lookup: ProcessLookup::default(),
+        enforcement,
+    };
+    let options = PipelineOptions { filter: Filter::default(), accept: false, snapshot: true };
+    run_pipeline(options, sink).await
+}
+
+pub struct DaemonSink<W: Write> {
+    lines: DaemonLines<W>,
+    config: Config,
+    config_path: PathBuf,
+    listeners: ListenerTable,
+    /// pid → the keys of the listeners it holds, so that a fork or an exit
+    /// touches only those.
+    held: HashMap<u32, Vec<ListenerKey>>,
+    lookup: ProcessLookup,
+    /// Binds refused in the kernel, when `enforce` is on (see `enforce`).
+    enforcement: Option<Enforcement>,
+}
+
+/// When a socket came up, as far as kill_unexpected is concerned: what
+/// already ran when the daemon started is alerted on but never killed, so
+/// that starting with an incomplete allowlist cannot take down sshd.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    BeforeDaemon,
+    New,
+}
+
+/// A live event as the listener table sees it.
+struct Sighting {
+    key: ListenerKey,
+    id: Option<SocketId>,
+    up: bool,
+    rule_proto: RuleProto,
+}
+
+impl<W: Write> DaemonSink<W> {
+    fn emit(&mut self, event: &Event<'_>) -> io::Result<()> {
+        self.lines.emit(event)
+    }
+
+    /// Lifecycle changes, then a verdict for each listener that came up.
+    fn changes(
+        &mut self,
+        changes: Vec<Change>,
+        rule_proto: RuleProto,
+        time: DateTime<Utc>,
+        start: Start,
+    ) -> io::Result<()> {
+        // The verdicts after every change, so an alert follows the
+        // restarted / owner_changed that explains it.
+        let mut ups = Vec::new();
+        for change in changes {
+            match &change {
+                Change::Up { key, socket } => {
+                    self.index(key, &socket.holders);
+                    ups.push((key.clone(), socket.clone()));
+                }
+                Change::HoldersChanged { key, socket, .. } => self.index(key, &socket.holders),
+                _ => {}
+            }
+            self.emit(&Event::Lifecycle { time, change: &change })?;
+        }
+        for (key, socket) in ups {
+            let subject = subject_of(Some(&key), &socket.creator, rule_proto);
+            self.judge(&subject, &socket, EventName::ListenerUp, Some(&key), time, start)?;
+        }
+        Ok(())
+    }
+
+    fn index(&mut self, key: &ListenerKey, holders: &[Holder]) {
+        for h in holders.iter().filter(|h| h.pid != 0) {
+            let keys = self.held.entry(h.pid).or_default();
+            if !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        }
+    }
+
+    /// Raises an alert (and kills, when configured and the socket is new)
+    /// if no rule allows `subject`.
+    fn judge(
+        &mut self,
+        subject: &Subject<'_>,
+        socket: &Socket,
+        what: EventName,
+        key: Option<&ListenerKey>,
+        time: DateTime<Utc>,
+        start: Start,
+    ) -> io::Result<()> {
+        let Verdict::Alert { rule, severity, reason } = judge(&self.config, subject) else {
+            return Ok(());
+        };
+        warn!("alert ({}): {reason}; pid {}", severity.name(), socket.creator.pid);
+        let alert = Alert {
+            severity,
+            rule,
+            reason,
+            subject: what,
+            key: key.cloned(),
+            holder: socket.creator.clone(),
+            holders: socket.other_holders(),
+        };
+        self.emit(&Event::Alert { time, alert: &alert })?;
+        let pid = socket.creator.pid;
+        if self.config.kill_unexpected && start == Start::New && pid > 1 {
+            let killing = kill::kill_holders(&mut self.lookup, key.map(|k| (k.proto, &k.local)), pid);
+            let outcome = KillOutcome {
+                reason: alert.reason,
+                key: alert.key,
+                holder: alert.holder,
+                killed: killing.killed,
+                survivors: killing.survivors,
+            };
+            self.emit(&Event::Kill { time: Utc::now(), outcome: &outcome })?;
+        }
+        Ok(())
+    }
+
+    fn sighting_of_report(report: &Report<'_>) -> Option<Sighting> {
+        let netns = u64::from(report.task.netns);
+        match &report.what {
+            What::Socket { event, .. } => {
+                let (up, rule_proto) = match (event.kind, event.proto) {
+                    (SocketKind::Listen, Proto::Tcp) => (true, RuleProto::Tcp),
+                    (SocketKind::Bind, Proto::Udp) => (true, RuleProto::Udp),
+                    (SocketKind::Close, Proto::Tcp) => (false, RuleProto::Tcp),
+                    (SocketKind::Close, Proto::Udp) => (false, RuleProto::Udp),
+                    _ => return None, // a TCP bind: its listen is what counts
+                };
+                let key = ListenerKey {
+                    netns,
+                    proto: event.proto,
+                    local: Local::Inet { addr: event.addr, port: event.port },
+                };
+                Some(Sighting { key, id: Some(SocketId::Kernel(event.sock_id)), up, rule_proto })
+            }
+            What::Unix { kind, path, .. } => {
+                let key = ListenerKey { netns, proto: Proto::Unix, local: Local::Unix { path: path.to_vec() } };
+                Some(Sighting { key, id: None, up: *kind != SocketKind::Close, rule_proto: RuleProto::Unix })
+            }
+            _ => None,
+        }
+    }
+
+    /// The sockets of `key` lost every holder the events named: find who
+    /// holds them now, first among the processes they were handed to
+    /// (forked children), then, if none of those does, anywhere.
+    fn find_holders(&mut self, key: &ListenerKey, time: DateTime<Utc>) -> io::Result<()> {
+        let Some(ours) = crate::snapshot::sock_diag::netns(self.lookup.proc_root()) else {
+            return Ok(());
+        };
+        if key.netns != 0 && key.netns != ours {
+            return Ok(()); // another namespace: the snapshot cannot see it
+        }
+        let candidates = self.listeners.unconfirmed_holders(key);
+        let mut found = Vec::new();
+        for scope in [candidates, Vec::new()] {
+            if scope.is_empty() && !found.is_empty() {
+                break;
+            }
+            match holders::holding(&mut self.lookup, key.proto, &key.local, &scope) {
+                Ok((_, holders)) => found = holders,
+                Err(e) => {
+                    warn!("finding who holds {:?} now: {e:#}", key.local);
+                    return Ok(());
+                }
+            }
+            if !found.is_empty() {
+                break;
+            }
+        }
+        let holders: Vec<Holder> = found.iter().map(HolderInfo::holder).collect();
+        let changes = self.listeners.holders_now(key, holders);
+        let rule_proto = rule_proto_of(key.proto);
+        self.changes(changes, rule_proto, time, Start::New)
+    }
+
+    /// After records were lost, the table may be wrong: read what listens
+    /// now and report what changed while watcher was blind.
+    fn resync(&mut self) -> io::Result<()> {
+        let (snapshot, holders) = match holders::take_named(&mut self.lookup, &[]) {
+            Ok(s) => s,
+            Err(e) => {
+                error!("after the loss, no fresh snapshot to rebuild the listener table: {e:#}");
+                return Ok(());
+            }
+        };
+        let now = monotonic_ns();
+        let time = Utc::now();
+        let netns = snapshot.netns.unwrap_or(0);
+        let mut present = std::collections::HashSet::new();
+        for socket in &snapshot.sockets {
+            let Some((key, rule_proto)) = key_of_existing(socket, netns) else { continue };
+            let infos = holders.get(&socket.inode).map(Vec::as_slice).unwrap_or_default();
+            present.insert(key.clone());
+            let known = self.listeners.holder_pids(&key);
+            // Live in the table but held by none of its known holders: it
+            // went down and came back in other hands while we were blind.
+            if !known.is_empty() && !infos.iter().any(|h| known.contains(&h.pid)) {
+                while self.listeners.is_live(&key) {
+                    let changes = self.listeners.closed(&key, None, 0, now);
+                    self.changes(changes, rule_proto, time, Start::New)?;
+                }
+            }
+            if !self.listeners.is_live(&key) {
+                let socket = existing_socket(socket, infos, &mut self.lookup);
+                let changes = self.listeners.up(key, socket, now);
+                self.changes(changes, rule_proto, time, Start::New)?;
+            }
+        }
+        // The snapshot sees only our network namespace: a listener in a
+        // container's is kept as it is, not declared down.
+        for key in self.listeners.live_keys() {
+            if (key.netns == netns || key.netns == 0) && !present.contains(&key) {
+                while self.listeners.is_live(&key) {
+                    let changes = self.listeners.closed(&key, None, 0, now);
+                    self.changes(changes, rule_proto_of(key.proto), time, Start::New)?;
+                }
+            }
+        }
+        let live_listeners = self.listeners.live_count();
+        self.emit(&Event::Resynced { time, live_listeners })
+    }
+}
+
+impl<W: Write> Sink for DaemonSink<W> {
+    fn enforces(&self) -> bool {
+        self.enforcement.is_some()
+    }
+
+    fn attached(&mut self, attached: &mut Attached) -> anyhow::Result<()> {
+        match &mut self.enforcement {
+            Some(enforcement) => enforcement.attach(attached),
+            None => Ok(()),
+        }
+    }
+
+    fn report(&mut self, report: &Report<'_>) -> io::Result<()> {
+        if let What::Denied { event, .. } = report.what {
+            let why = enforce::explain_denied(self.enforcement.as_ref(), report, event);
+            let report = Report { what: What::Denied { event, why: why.as_ref() }, ..*report };
+            return self.emit(&Event::Live(&report));
+        }
+        self.emit(&Event::Live(report))?;
+        let time = report.time;
+        let holder = holder_of(report);
+        if let Some(s) = Self::sighting_of_report(report) {
+            let changes = if s.up {
+                self.listeners.up(s.key, Socket::new(s.id, holder, Vec::new()), report.task.ktime_ns)
+            } else {
+                self.listeners.closed(&s.key, s.id, report.task.pid, report.task.ktime_ns)
+            };
+            return self.changes(changes, s.rule_proto, time, Start::New);
+        }
+        // Passive sockets: judged as they come, no lifecycle.
+        let proto = match &report.what {
+            What::PassiveSocket { socket, .. } if socket.family == Family::Packet => RuleProto::Packet,
+            What::PassiveSocket { .. } => RuleProto::Raw,
+            What::FilterAttached { socket: Some(s), .. } if s.family != Family::Packet => RuleProto::Raw,
+            What::FilterAttached { .. } => RuleProto::Packet,
+            _ => return Ok(()),
+        };
+        let what = report.what.event_name();
+        let socket = Socket::new(None, holder, Vec::new());
+        self.judge(&subject_of(None, &socket.creator, proto), &socket, what, None, time, Start::New)
+    }
+
+    fn existing(
+        &mut self,
+        time: DateTime<Utc>,
+        socket: &ExistingSocket,
+        holders: &[HolderInfo],
+        netns: Option<u64>,
+    ) -> io::Result<()> {
+        if holders.is_empty() {
+            self.emit(&Event::Existing { time, socket, holder: None, netns })?;
+        }
+        for holder in holders {
+            self.emit(&Event::Existing { time, socket, holder: Some(holder), netns })?;
+        }
+        let netns = netns.unwrap_or(0);
+        if let Some((key, rule_proto)) = key_of_existing(socket, netns) {
+            let socket = existing_socket(socket, holders, &mut self.lookup);
+            let changes = self.listeners.up(key, socket, monotonic_ns());
+            return self.changes(changes, rule_proto, time, Start::BeforeDaemon);
+        }
+        if matches!(socket.local, Local::Raw { .. } | Local::Packet { .. }) {
+            let proto = if matches!(socket.local, Local::Packet { .. }) { RuleProto::Packet } else { RuleProto::Raw };
+            let socket = existing_socket(socket, holders, &mut self.lookup);
+            let subject = subject_of(None, &socket.creator, proto);
+            return self.judge(&subject, &socket, EventName::Existing, None, time, Start::BeforeDaemon);
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, record: &Record) -> io::Result<()> {
+        match record {
+            Record::Fork { parent, child } => {
+                let Some(keys) = self.held.get(&parent.pid).cloned() else { return Ok(()) };
+                // A thread of the same process is not a new holder.
+                if *child == parent.pid || parent.tid != parent.pid && *child == parent.tid {
+                    return Ok(());
+                }
+                let named_after_parent = self
+                    .listeners
+                    .sockets(&keys[0])
+                    .iter()
+                    .flat_map(|s| &s.holders)
+                    .find(|h| h.pid == parent.pid)
+                    .cloned()
+                    .unwrap_or_default();
+                let child_holder = Holder { pid: *child, ..named_after_parent };
+                self.listeners.forked(parent.pid, &child_holder, &keys);
+                self.held.insert(*child, keys);
+                Ok(())
+            }
+            Record::Exit { task, group_dead: true } => {
+                let Some(keys) = self.held.remove(&task.pid) else { return Ok(()) };
+                let orphaned = self.listeners.exited(task.pid, &keys);
+                let time = Utc::now();
+                for key in orphaned {
+                    self.find_holders(&key, time)?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn lost(&mut self, count: u64, total: u64, time: DateTime<Utc>) -> io::Result<()> {
+        self.emit(&Event::Lost { time, count, total })?;
+        self.resync()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.lines.fleet.live_listeners(self.listeners.live_count());
+        self.lines.flush()
+    }
+
+    fn tick(&mut self, stats: &PipelineStats) -> io::Result<()> {
+        self.lines.fleet.live_listeners(self.listeners.live_count());
+        self.lines.fleet.process_table_size(stats.processes);
+        // Processes that exited without our seeing it (a lost record) must
+        // not keep their index entries for ever.
+        if self.held.len() > 4 * self.listeners.live_count().max(1024) {
+            let listeners = &self.listeners;
+            self.held.retain(|pid, keys| keys.iter().any(|k| listeners.holder_pids(k).contains(pid)));
+        }
+        Ok(())
+    }
+
+    fn hangup(&mut self) -> bool {
+        // With enforcement on, the new rules must also fit the kernel's maps.
+        let loaded = Config::load(&self.config_path)
+            .and_then(|config| enforce::on_reload(self.enforcement.as_mut(), &config).map(|()| config));
+        let path = self.config_path.clone();
+        let written = match loaded {
+            Ok(config) => {
+                info!("reloaded {}: {} allowlist rules", path.display(), config.rules.len());
+                let enforce = self.config.enforce;
+                self.config = config;
+                self.config.enforce |= enforce;
+                self.lines.fleet.reconfigure(&self.config);
+                let rules = self.config.rules.len();
+                self.emit(&Event::ConfigReloaded { time: Utc::now(), path: &path, rules })
+            }
+            Err(e) => {
+                error!("reloading {}: {e:#}; keeping the configuration in force", path.display());
+                let reason = format!("{e:#}");
+                self.emit(&Event::ConfigRejected { time: Utc::now(), path: &path, reason: &reason })
+            }
+        };
+        if let Err(e) = written.and_then(|()| self.lines.flush()) {
+            error!("writing the reload event: {e}");
+        }
+        true
+    }
+}
+
+/// The process of a live event, as the table and the allowlist know it.
+fn holder_of(report: &Report<'_>) -> Holder {
+    let t = report.task;
+    Holder {
+        pid: t.pid,
+        uid: Some(t.uid),
+        user: report.user.map(str::to_owned),
+        comm: t.comm.clone(),
+        exe: report.process.exe.clone(),
+        cmdline: report.process.cmdline.clone(),
+    }
+}
+
+/// A socket of the snapshot, with every process that holds it.
+fn existing_socket(socket: &ExistingSocket, holders: &[HolderInfo], lookup: &mut ProcessLookup) -> Socket {
+    let creator = holders::creator(socket.owner_uid, holders, lookup);
+    Socket::new(Some(SocketId::Inode(socket.inode)), creator, holders.iter().map(HolderInfo::holder).collect())
+}
+
+/// A snapshot socket as a listener: TCP listeners, bound UDP and UNIX sockets.
+fn key_of_existing(socket: &ExistingSocket, netns: u64) -> Option<(ListenerKey, RuleProto)> {
+    let rule_proto = match (&socket.local, socket.proto) {
+        (Local::Inet { .. }, Proto::Tcp) => RuleProto::Tcp,
+        (Local::Inet { .. }, Proto::Udp) => RuleProto::Udp,
+        (Local::Unix { .. }, _) => RuleProto::Unix,
+        _ => return None,
+    };
+    Some((ListenerKey { netns, proto: socket.proto, local: socket.local.clone() }, rule_proto))
+}
+
+fn rule_proto_of(proto: Proto) -> RuleProto {
+    match proto {
+        Proto::Udp => RuleProto::Udp,
+        Proto::Unix => RuleProto::Unix,
+        Proto::Raw => RuleProto::Raw,
+        Proto::Packet => RuleProto::Packet,
+        Proto::Tcp | Proto::Other(_) => RuleProto::Tcp,
+    }
+}
+
+fn subject_of<'a>(key: Option<&'a ListenerKey>, holder: &'a Holder, proto: RuleProto) -> Subject<'a> {
+    let (addr, port, path) = match key.map(|k| &k.local) {
+        Some(Local::Inet { addr, port }) => (Some(*addr), Some(*port), None),
+        Some(Local::Unix { path }) => (None, None, Some(path.as_slice())),
+        _ => (None, None, None),
+    };
+    Subject {
+        proto,
+        addr,
+        port,
+        path,
+        exe: holder.exe.as_deref(),
+        comm: &holder.comm,
+        user: holder.user.as_deref(),
+        uid: holder.uid,
+    }
+}

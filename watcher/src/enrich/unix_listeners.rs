@@ -1,0 +1,125 @@
+//! Live UNIX listeners and the processes that hold them, so that a close is
+//! reported when the socket really goes: when the last holder closes it or
+//! exits. The kernel sees close() only in the process that listened (its
+//! map is keyed by that process's fd), so holders are followed here: a
+//! forked child holds what its parent held — a daemon's parent often exits
+//! while its child keeps the socket.
+use std::collections::HashMap;
+
+use crate::record::decode::{Record, Task};
+
+/// A UNIX listener that went away: who held it last, and its path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnixClosed {
+    pub task: Task,
+    pub fd: i32,
+    pub path: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct UnixListeners {
+    next_id: u64,
+    /// id → path and number of (pid, fd) holders.
+    sockets: HashMap<u64, (Vec<u8>, usize)>,
+    /// pid → fd → id.
+    holders: HashMap<u32, HashMap<i32, u64>>,
+}
+
+impl UnixListeners {
+    /// Applies a record; returns the listeners it closed.
+    pub fn apply(&mut self, record: &Record) -> Vec<UnixClosed> {
+        match record {
+            Record::UnixListen { task, fd, path, .. } => {
+                self.drop_holder(task, *fd); // an fd reused without our seeing its close
+                self.next_id += 1;
+                self.sockets.insert(self.next_id, (path.clone(), 1));
+                self.holders.entry(task.pid).or_default().insert(*fd, self.next_id);
+                Vec::new()
+            }
+            Record::UnixClose { task, fd, .. } => self.drop_holder(task, *fd).into_iter().collect(),
+            Record::Fork { parent, child } => {
+                if let Some(fds) = self.holders.get(&parent.pid).cloned() {
+                    for id in fds.values() {
+                        if let Some((_, count)) = self.sockets.get_mut(id) {
+                            *count += 1;
+                        }
+                    }
+                    self.holders.insert(*child, fds);
+                }
+                Vec::new()
+            }
+            Record::Exit { task, group_dead: true } => {
+                let fds: Vec<i32> =
+                    self.holders.get(&task.pid).map(|m| m.keys().copied().collect()).unwrap_or_default();
+                let closed = fds.into_iter().filter_map(|fd| self.drop_holder(task, fd)).collect();
+                self.holders.remove(&task.pid);
+                closed
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn drop_holder(&mut self, task: &Task, fd: i32) -> Option<UnixClosed> {
+        let id = self.holders.get_mut(&task.pid)?.remove(&fd)?;
+        let (_, count) = self.sockets.get_mut(&id)?;
+        *count -= 1;
+        if *count > 0 {
+            return None;
+        }
+        let (path, _) = self.sockets.remove(&id)?;
+        Some(UnixClosed { task: task.clone(), fd, path })
+    }
+
+    /// Live UNIX listeners (bounded by what the host has open).
+    pub fn len(&self) -> usize {
+        self.sockets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(pid: u32) -> Task {
+        Task { ktime_ns: 0, cgroup_id: 0, pid, tid: pid, uid: 0, gid: 0, netns: 0, comm: vec![] }
+    }
+
+    fn listen(pid: u32, fd: i32) -> Record {
+        Record::UnixListen { task: task(pid), fd, backlog: 5, path: b"/tmp/s".to_vec() }
+    }
+
+    #[test]
+    fn close_by_the_listener() {
+        let mut t = UnixListeners::default();
+        assert!(t.apply(&listen(1, 3)).is_empty());
+        let closed = t.apply(&Record::UnixClose { task: task(1), fd: 3, path: b"/tmp/s".to_vec() });
+        assert_eq!(closed.len(), 1);
+        assert_eq!((closed[0].fd, closed[0].path.as_slice()), (3, b"/tmp/s".as_slice()));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_daemon_whose_parent_exits_keeps_its_listener() {
+        let mut t = UnixListeners::default();
+        t.apply(&listen(1, 3));
+        t.apply(&Record::Fork { parent: task(1), child: 2 });
+        assert!(t.apply(&Record::Exit { task: task(1), group_dead: true }).is_empty(), "the child still holds it");
+        assert_eq!(t.len(), 1);
+        let closed = t.apply(&Record::Exit { task: task(2), group_dead: true });
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].task.pid, 2, "named after the last holder");
+        assert!(t.is_empty() && t.holders.is_empty());
+    }
+
+    #[test]
+    fn thread_exits_do_not_close() {
+        let mut t = UnixListeners::default();
+        t.apply(&listen(1, 3));
+        assert!(t.apply(&Record::Exit { task: task(1), group_dead: false }).is_empty());
+        assert_eq!(t.len(), 1);
+    }
+}

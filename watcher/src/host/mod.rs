@@ -1,0 +1,4 @@
+//! What the host says outside the ring buffer: /proc, cgroups, users, services.
+pub mod cgroups;
+pub mod process;
+pub mod services;

@@ -1,0 +1,377 @@
+//! Loads the embedded eBPF object, attaches every program, and keeps them
+//! attached for as long as [`Attached`] lives (dropping it detaches).
+use std::{
+    fs::{self, File},
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{CgroupAttachMode, CgroupSock, TracePoint},
+};
+use log::{debug, warn};
+use watcher_common::{
+    ENFORCE_CLASS_SLOTS, ENFORCE_CLASSES_MAP, ENFORCE_PORT_SLOTS, ENFORCE_PORTS_MAP, FILTER_TGID_GLOBAL, KernelOffsets,
+    OFFSETS_GLOBAL, TRACEPOINT_OFFSETS_GLOBAL,
+};
+
+use crate::kernel::{btf::Btf, tracepoint_format};
+
+/// The object built by aya-build from watcher-ebpf (see build.rs).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watcher"));
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// (category, name) of each tracepoint program; the program is named after
+/// its tracepoint.
+/// In attach order: the syscall-entry hooks first, since they only gather
+/// arguments (argv, an fd, a backlog) for the hooks that report, which
+/// then find them from their first event on.
+const TRACEPOINTS: [(&str, &str); 13] = [
+    // Syscall tracepoints put every task on the syscall slow path while
+    // enabled; BENCHMARKS.md measures what that costs.
+    // Failed binds and listens; the fd and backlog of successful ones.
+    ("syscalls", "sys_enter_bind"),
+    ("syscalls", "sys_enter_listen"),
+    ("syscalls", "sys_exit_bind"),
+    ("syscalls", "sys_exit_listen"),
+    // The close of a UNIX listener: one map lookup per close() on the host.
+    ("syscalls", "sys_enter_close"),
+    // Passive listeners: raw and packet sockets, attached BPF filters, and
+    // the socket options that matter for listeners.
+    ("syscalls", "sys_enter_socket"),
+    ("syscalls", "sys_enter_setsockopt"),
+    ("syscalls", "sys_exit_socket"),
+    ("syscalls", "sys_exit_setsockopt"),
+    // The process table: who forks, execs (with argv, read from the new
+    // program's memory) and exits.
+    ("sched", "sched_process_fork"),
+    ("sched", "sched_process_exec"),
+    ("sched", "sched_process_exit"),
+    // TCP listeners up and down.
+    ("sock", "inet_sock_set_state"),
+];
+
+/// The tracepoints attached by default, as (category, name).
+pub fn default_tracepoints() -> &'static [(&'static str, &'static str)] {
+    &TRACEPOINTS
+}
+
+/// What to load and attach, and the run-time settings passed to the
+/// kernel programs as globals.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// Report only this tgid; 0 for every process.
+    pub tgid: u32,
+    /// Attach the accept() hooks (they cost every accept on the host a
+    /// little; see BENCHMARKS.md).
+    pub accept: bool,
+    /// Size the enforcement maps, for the daemon to fill and attach its
+    /// bind programs (see `enforce`); nothing is attached here for it.
+    pub enforce: bool,
+}
+
+/// Tracepoints attached only with `LoadOptions::accept`.
+const ACCEPT_TRACEPOINTS: [(&str, &str); 4] = [
+    ("syscalls", "sys_enter_accept"),
+    ("syscalls", "sys_exit_accept"),
+    ("syscalls", "sys_enter_accept4"),
+    ("syscalls", "sys_exit_accept4"),
+];
+
+/// The kernel struct offsets the programs follow, from the kernel's BTF.
+/// Without BTF, `valid` stays 0: events then carry netns 0 (printed as
+/// unknown) and accepts no addresses, and watcher says so at start.
+pub fn kernel_offsets() -> anyhow::Result<KernelOffsets> {
+    let btf = Btf::from_sys_fs()?;
+    Ok(KernelOffsets {
+        valid: 1,
+        task_nsproxy: btf.offset("task_struct", &["nsproxy"])?,
+        task_files: btf.offset("task_struct", &["files"])?,
+        nsproxy_net_ns: btf.offset("nsproxy", &["net_ns"])?,
+        net_ns_inum: btf.offset("net", &["ns", "inum"])?,
+        files_fdt: btf.offset("files_struct", &["fdt"])?,
+        fdtable_fd: btf.offset("fdtable", &["fd"])?,
+        fdtable_max_fds: btf.offset("fdtable", &["max_fds"])?,
+        file_private_data: btf.offset("file", &["private_data"])?,
+        socket_sk: btf.offset("socket", &["sk"])?,
+        skc_daddr: btf.offset("sock_common", &["skc_daddr"])?,
+        skc_rcv_saddr: btf.offset("sock_common", &["skc_rcv_saddr"])?,
+        skc_dport: btf.offset("sock_common", &["skc_dport"])?,
+        skc_num: btf.offset("sock_common", &["skc_num"])?,
+        skc_family: btf.offset("sock_common", &["skc_family"])?,
+        skc_net: btf.offset("sock_common", &["skc_net"])?,
+        skc_v6_daddr: btf.offset("sock_common", &["skc_v6_daddr"])?,
+        skc_v6_rcv_saddr: btf.offset("sock_common", &["skc_v6_rcv_saddr"])?,
+        task_mm: btf.offset("task_struct", &["mm"])?,
+        mm_arg_start: btf.offset("mm_struct", &["arg_start"])?,
+        mm_arg_end: btf.offset("mm_struct", &["arg_end"])?,
+        task_signal: btf.offset("task_struct", &["signal"])?,
+        signal_live: btf.offset("signal_struct", &["live"])?,
+    })
+}
+
+pub struct Attached {
+    pub ebpf: Ebpf,
+    /// One line per attached program, e.g. `cgroup/post_bind4 on /sys/fs/cgroup/unified`.
+    pub hooks: Vec<String>,
+    /// The programs the kernel or this host refused; watcher runs without them.
+    pub missing: Vec<MissingHook>,
+    /// Where cgroup v2 is mounted, if it is.
+    pub cgroup_root: Option<PathBuf>,
+}
+
+/// A program that could not be attached, why, and what goes unseen for it.
+pub struct MissingHook {
+    pub hook: String,
+    pub reason: String,
+}
+
+impl MissingHook {
+    fn new(hook: String, reason: &anyhow::Error) -> Self {
+        Self { hook, reason: format!("{reason:#}") }
+    }
+
+    /// What watcher cannot report without this hook, in a user's words.
+    pub fn not_covered(&self) -> &'static str {
+        // "tracepoint syscalls/sys_enter_bind" or "cgroup/post_bind4": the program's name.
+        let name = self.hook.split_whitespace().last().and_then(|w| w.rsplit('/').next()).unwrap_or_default();
+        match name {
+            "inet_sock_set_state" => "TCP listen events and listener closes",
+            "post_bind4" | "post_bind6" => {
+                "successful binds (a bound UDP socket is not seen at all, a TCP one only once it listens)"
+            }
+            "sock_release" => "closes of bound UDP sockets",
+            "sched_process_exec" => "exe and argv of processes that exit before /proc is read",
+            "sched_process_fork" | "sched_process_exit" => {
+                "the process table (names then come from /proc, and a process gone by then is unknown)"
+            }
+            "sys_enter_bind" | "sys_exit_bind" => "failed binds, the fd of binds, UNIX binds",
+            "sys_enter_listen" | "sys_exit_listen" => "failed listens, the backlog, UNIX listeners",
+            "sys_enter_close" => "closes of UNIX listeners (until their process exits)",
+            "sys_enter_socket" | "sys_exit_socket" => "raw and packet sockets",
+            "sys_enter_setsockopt" | "sys_exit_setsockopt" => "attached socket filters and listener socket options",
+            "sys_enter_accept" | "sys_exit_accept" | "sys_enter_accept4" | "sys_exit_accept4" => "accepted connections",
+            _ => "its events",
+        }
+    }
+}
+
+/// Programs that see listeners at all: without one of them watcher would
+/// run blind, so it exits instead.
+const SEES_LISTENERS: [&str; 3] = ["tracepoint sock/inet_sock_set_state", "cgroup/post_bind4", "cgroup/post_bind6"];
+
+/// Loads the programs and attaches each one it can. A hook the kernel or
+/// the host refuses (no tracefs, no cgroup v2, a missing tracepoint) is
+/// left out and named in [`Attached::missing`]; only when nothing that
+/// sees listeners could be attached does this fail.
+pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
+    if EBPF_OBJECT.is_empty() {
+        bail!(
+            "this watcher binary was built without its eBPF programs (bpf-linker was missing); run `cargo xtask setup`, then rebuild"
+        );
+    }
+    // Tracepoints are still tried without it: aya also looks under debugfs.
+    let tracefs = ensure_tracefs().err();
+    let cgroup = cgroup2_mount().and_then(|root| {
+        let file = File::open(&root).with_context(|| format!("opening the cgroup v2 root {}", root.display()))?;
+        Ok((root, file))
+    });
+
+    let offsets = kernel_offsets().unwrap_or_else(|e| {
+        warn!("network namespaces, accept addresses and the argv of short-lived processes will be unknown: {e:#}");
+        KernelOffsets::default()
+    });
+    let optional: &[(&str, &str)] = if options.accept { &ACCEPT_TRACEPOINTS } else { &[] };
+    let tracepoints: Vec<(&str, &str)> = TRACEPOINTS.iter().chain(optional).copied().collect();
+    // Record layouts from this kernel's format files; a tracepoint whose
+    // record lacks a field its program reads is left out below.
+    let layouts = tracepoint_format::layouts(&tracepoints, |category, name| {
+        tracepoint_format::read(Path::new(TRACEFS), category, name)
+    });
+    for note in &layouts.notes {
+        warn!("{note}");
+    }
+    let mut loader = EbpfLoader::new();
+    loader
+        .override_global(FILTER_TGID_GLOBAL, &options.tgid, true)
+        .override_global(OFFSETS_GLOBAL, &offsets, true)
+        .override_global(TRACEPOINT_OFFSETS_GLOBAL, &layouts.offsets, true);
+    if options.enforce {
+        // One entry each in the object, so that `watch` holds no memory for them.
+        loader
+            .map_max_entries(ENFORCE_PORTS_MAP, ENFORCE_PORT_SLOTS)
+            .map_max_entries(ENFORCE_CLASSES_MAP, ENFORCE_CLASS_SLOTS);
+    }
+    let mut ebpf = loader.load(EBPF_OBJECT).context("loading the eBPF object into the kernel")?;
+    let mut hooks = Vec::new();
+    let mut missing = Vec::new();
+
+    for &(category, name) in &tracepoints {
+        let hook = format!("tracepoint {category}/{name}");
+        let attached = match layouts.unusable_reason(category, name) {
+            Some(reason) => Err(anyhow::anyhow!("tracepoint {category}/{name}: {reason}")),
+            None => attach_tracepoint(&mut ebpf, category, name),
+        };
+        match attached {
+            Ok(()) => hooks.push(hook),
+            Err(e) => {
+                // Without tracefs every tracepoint fails alike: say the cause once.
+                let e = match &tracefs {
+                    Some(t) => anyhow::anyhow!("no tracefs: {t:#}"),
+                    None => e,
+                };
+                missing.push(MissingHook::new(hook, &e));
+            }
+        }
+    }
+
+    let cgroup_root = match &cgroup {
+        Ok((root, file)) => {
+            for name in ["post_bind4", "post_bind6", "sock_release"] {
+                match attach_cgroup_sock(&mut ebpf, name, root, file) {
+                    Ok(hook) => hooks.push(hook),
+                    Err(e) => missing.push(MissingHook::new(format!("cgroup/{name}"), &e)),
+                }
+            }
+            Some(root.clone())
+        }
+        Err(e) => {
+            for name in ["post_bind4", "post_bind6", "sock_release"] {
+                missing.push(MissingHook::new(format!("cgroup/{name}"), e));
+            }
+            None
+        }
+    };
+
+    if !hooks.iter().any(|h| SEES_LISTENERS.iter().any(|s| h.starts_with(s))) {
+        let reasons: Vec<String> = missing
+            .iter()
+            .filter(|m| SEES_LISTENERS.iter().any(|s| m.hook.starts_with(s)))
+            .map(|m| format!("{}: {}", m.hook, m.reason))
+            .collect();
+        bail!("no hook that sees listeners could be attached ({})", reasons.join("; "));
+    }
+    for hook in &hooks {
+        debug!("attached {hook}");
+    }
+    // One warning per cause, naming every hook it took and what goes unseen.
+    let mut causes: Vec<(&str, Vec<&MissingHook>)> = Vec::new();
+    for m in &missing {
+        match causes.iter_mut().find(|(reason, _)| *reason == m.reason) {
+            Some((_, hooks)) => hooks.push(m),
+            None => causes.push((&m.reason, vec![m])),
+        }
+    }
+    for (reason, hooks) in causes {
+        let names: Vec<&str> = hooks.iter().map(|m| m.hook.as_str()).collect();
+        let mut unseen: Vec<&str> = Vec::new();
+        for m in &hooks {
+            if !unseen.contains(&m.not_covered()) {
+                unseen.push(m.not_covered());
+            }
+        }
+        warn!("not attached ({reason}): {}; not reported: {}", names.join(", "), unseen.join("; "));
+    }
+    Ok(Attached { ebpf, hooks, missing, cgroup_root })
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, name: &str) -> anyhow::Result<()> {
+    let program: &mut TracePoint = program_mut(ebpf, name)?;
+    let started = Instant::now();
+    program.load().with_context(|| format!("loading tracepoint {category}/{name}"))?;
+    debug!("loaded tracepoint {category}/{name} in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+    program.attach(category, name).with_context(|| format!("attaching tracepoint {category}/{name}"))?;
+    Ok(())
+}
+
+fn attach_cgroup_sock(ebpf: &mut Ebpf, name: &str, root: &Path, cgroup: &File) -> anyhow::Result<String> {
+    let program: &mut CgroupSock = program_mut(ebpf, name)?;
+    let started = Instant::now();
+    program.load().with_context(|| format!("loading cgroup/{name}"))?;
+    debug!("loaded cgroup/{name} in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+    // aya attaches through a BPF link (kernel >= 5.7), which is always
+    // multi-attach: another watcher (a daemon, a parallel test) can sit
+    // on the same cgroup. The kernel refuses link flags with EINVAL, so
+    // the mode that passes none (Single) is the right one here.
+    program
+        .attach(cgroup, CgroupAttachMode::Single)
+        .with_context(|| format!("attaching cgroup/{name} to {}", root.display()))?;
+    Ok(format!("cgroup/{name} on {}", root.display()))
+}
+
+pub(crate) fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program = ebpf.program_mut(name).with_context(|| format!("program {name} missing from the eBPF object"))?;
+    program.try_into().with_context(|| format!("program {name} has an unexpected type"))
+}
+
+/// aya finds tracepoints under /sys/kernel/tracing, which this host does
+/// not mount at boot.
+pub fn ensure_tracefs() -> anyhow::Result<()> {
+    if Path::new(TRACEFS).join("events").is_dir() {
+        return Ok(());
+    }
+    nix::mount::mount(Some("tracefs"), TRACEFS, Some("tracefs"), nix::mount::MsFlags::empty(), None::<&str>)
+        .with_context(|| format!("mounting tracefs on {TRACEFS}"))
+}
+
+/// The cgroup v2 mount point, from /proc/self/mountinfo: it is
+/// /sys/fs/cgroup on a unified host and /sys/fs/cgroup/unified on a hybrid one.
+pub fn cgroup2_mount() -> anyhow::Result<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    find_cgroup2(&mountinfo).context("no cgroup v2 filesystem is mounted (see /proc/self/mountinfo); mount one with `mount -t cgroup2 none /sys/fs/cgroup/unified`")
+}
+
+fn find_cgroup2(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // Fields: id parent major:minor root mount-point options... - fstype source super-options
+        let (before, after) = line.split_once(" - ")?;
+        let fstype = after.split_whitespace().next()?;
+        let mount_point = before.split_whitespace().nth(4)?;
+        (fstype == "cgroup2").then(|| PathBuf::from(unescape_mountinfo(mount_point)))
+    })
+}
+
+/// mountinfo writes space, tab, newline and backslash as octal escapes.
+fn unescape_mountinfo(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(byte) => {
+                out.push(char::from(byte));
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_hybrid_and_unified_cgroup2() {
+        let hybrid = "30 24 0:26 / /sys/fs/cgroup/memory rw,relatime shared:10 - cgroup cgroup rw,memory\n\
+                      35 24 0:31 / /sys/fs/cgroup/unified rw,relatime shared:15 - cgroup2 cgroup2 rw\n";
+        assert_eq!(find_cgroup2(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        let unified = "25 20 0:22 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(find_cgroup2(unified), Some(PathBuf::from("/sys/fs/cgroup")));
+        let odd = "25 20 0:22 / /mnt/my\\040cgroups rw - cgroup2 none rw\n";
+        assert_eq!(find_cgroup2(odd), Some(PathBuf::from("/mnt/my cgroups")));
+        assert_eq!(find_cgroup2("25 20 0:22 / /sys rw - sysfs sysfs rw\n"), None);
+    }
+}

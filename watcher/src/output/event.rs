@@ -1,0 +1,462 @@
+//! The one typed event every sink receives: a live kernel event, a socket
+//! of the snapshot, a loss, and what the daemon derives (lifecycle
+//! changes, alerts, actions, reloads). Sinks take an [`Event`]; none reads
+//! another's text. [`Event::write_json`] is the JSON line of each, with the
+//! field names the README documents.
+use std::{io, path::Path};
+
+use chrono::{DateTime, Utc};
+use serde::{Serialize, Serializer, ser::SerializeMap};
+
+use crate::{
+    config::Severity,
+    enrich::report::Report,
+    host::services,
+    model::{
+        escape::escape_bytes,
+        event_name::EventName,
+        holder::Holder,
+        socket::Local,
+        text::{rfc3339, unix_path},
+    },
+    snapshot::{holders::HolderInfo, sock_diag::ExistingSocket},
+    state::lifecycle::{Change, ListenerKey, Socket},
+};
+
+/// An alert: a socket no rule allows.
+#[derive(Clone, Debug)]
+pub struct Alert {
+    pub severity: Severity,
+    /// The rule whose port or path another program took; None: no rule covers it.
+    pub rule: Option<String>,
+    pub reason: String,
+    /// The event that raised it (`listener_up`, `raw_socket`, `existing`…).
+    pub subject: EventName,
+    /// The listener, when the subject has an address.
+    pub key: Option<ListenerKey>,
+    /// The socket's creator.
+    pub holder: Holder,
+    /// Its other holders, when known.
+    pub holders: Vec<Holder>,
+}
+
+/// What `kill_unexpected` did about an alert.
+#[derive(Clone, Debug)]
+pub struct KillOutcome {
+    pub reason: String,
+    pub key: Option<ListenerKey>,
+    /// The socket's creator, as the alert named it.
+    pub holder: Holder,
+    /// Every process SIGKILLed, forked children included.
+    pub killed: Vec<u32>,
+    /// Processes that still hold the socket, and why they survived; empty
+    /// means nothing holds the socket any more.
+    pub survivors: Vec<(u32, String)>,
+}
+
+impl KillOutcome {
+    pub fn succeeded(&self) -> bool {
+        self.survivors.is_empty() && !self.killed.is_empty()
+    }
+}
+
+/// Everything that can be written, typed.
+pub enum Event<'a> {
+    Live(&'a Report<'a>),
+    Existing { time: DateTime<Utc>, socket: &'a ExistingSocket, holder: Option<&'a HolderInfo>, netns: Option<u64> },
+    Lost { time: DateTime<Utc>, count: u64, total: u64 },
+    Lifecycle { time: DateTime<Utc>, change: &'a Change },
+    Alert { time: DateTime<Utc>, alert: &'a Alert },
+    Kill { time: DateTime<Utc>, outcome: &'a KillOutcome },
+    ConfigReloaded { time: DateTime<Utc>, path: &'a Path, rules: usize },
+    ConfigRejected { time: DateTime<Utc>, path: &'a Path, reason: &'a str },
+    Resynced { time: DateTime<Utc>, live_listeners: usize },
+}
+
+impl Event<'_> {
+    pub fn name(&self) -> EventName {
+        match self {
+            Self::Live(report) => report.what.event_name(),
+            Self::Existing { .. } => EventName::Existing,
+            Self::Lost { .. } => EventName::Lost,
+            Self::Lifecycle { change, .. } => change_name(change),
+            Self::Alert { .. } => EventName::Alert,
+            Self::Kill { outcome, .. } if outcome.succeeded() => EventName::Killed,
+            Self::Kill { .. } => EventName::KillFailed,
+            Self::ConfigReloaded { .. } => EventName::ConfigReloaded,
+            Self::ConfigRejected { .. } => EventName::ConfigRejected,
+            Self::Resynced { .. } => EventName::Resynced,
+        }
+    }
+
+    /// The JSON line of a daemon-derived event, newline included. Live,
+    /// existing and lost events are written by [`crate::output::format::Printer`].
+    pub fn write_json(&self, out: &mut impl io::Write) -> io::Result<()> {
+        let event = self.name();
+        match self {
+            Self::Live(_) | Self::Existing { .. } | Self::Lost { .. } => return Ok(()),
+            Self::Lifecycle { time, change } => {
+                let line = ChangeLine::of(change);
+                serde_json::to_writer(&mut *out, &Line { time: rfc3339(*time), event, body: line })?;
+            }
+            Self::Alert { time, alert } => serde_json::to_writer(
+                &mut *out,
+                &Line {
+                    time: rfc3339(*time),
+                    event,
+                    body: AlertLine {
+                        severity: alert.severity.name(),
+                        rule: alert.rule.as_deref(),
+                        reason: &alert.reason,
+                        subject: alert.subject,
+                        key: alert.key.as_ref().map(KeyFields),
+                        holder: HolderFields { prefix: "", holder: &alert.holder },
+                        holders: HolderList(&alert.holders),
+                    },
+                },
+            )?,
+            Self::Kill { time, outcome } => serde_json::to_writer(
+                &mut *out,
+                &Line {
+                    time: rfc3339(*time),
+                    event,
+                    body: KillLine {
+                        reason: &outcome.reason,
+                        error: (!outcome.survivors.is_empty()).then(|| {
+                            outcome
+                                .survivors
+                                .iter()
+                                .map(|(pid, why)| format!("pid {pid}: {why}"))
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        }),
+                        killed: &outcome.killed,
+                        survivors: outcome.survivors.iter().map(|(pid, _)| *pid).collect(),
+                        key: outcome.key.as_ref().map(KeyFields),
+                        holder: HolderFields { prefix: "", holder: &outcome.holder },
+                    },
+                },
+            )?,
+            Self::ConfigReloaded { time, path, rules } => serde_json::to_writer(
+                &mut *out,
+                &Line {
+                    time: rfc3339(*time),
+                    event,
+                    body: ConfigLine { path: path_text(path), rules: Some(*rules), reason: None },
+                },
+            )?,
+            Self::ConfigRejected { time, path, reason } => serde_json::to_writer(
+                &mut *out,
+                &Line {
+                    time: rfc3339(*time),
+                    event,
+                    body: ConfigLine { path: path_text(path), rules: None, reason: Some(reason) },
+                },
+            )?,
+            Self::Resynced { time, live_listeners } => serde_json::to_writer(
+                &mut *out,
+                &Line { time: rfc3339(*time), event, body: ResyncLine { live_listeners: *live_listeners } },
+            )?,
+        }
+        out.write_all(b"\n")
+    }
+
+    /// An alert's severity and rule, for syslog and the metrics.
+    pub fn alert(&self) -> Option<&Alert> {
+        match self {
+            Self::Alert { alert, .. } => Some(alert),
+            _ => None,
+        }
+    }
+}
+
+pub fn change_name(change: &Change) -> EventName {
+    match change {
+        Change::Up { .. } => EventName::ListenerUp,
+        Change::Down { .. } => EventName::ListenerDown,
+        Change::Restarted { .. } => EventName::Restarted,
+        Change::OwnerChanged { .. } => EventName::OwnerChanged,
+        Change::ReuseportJoined { .. } => EventName::ReuseportJoined,
+        Change::HoldersChanged { .. } => EventName::HoldersChanged,
+    }
+}
+
+fn path_text(path: &Path) -> String {
+    escape_bytes(path.as_os_str().as_encoded_bytes())
+}
+
+#[derive(Serialize)]
+struct Line<T: Serialize> {
+    time: String,
+    event: EventName,
+    #[serde(flatten)]
+    body: T,
+}
+
+/// proto, family, addr, port, service (inet) or path (UNIX), netns.
+struct KeyFields<'a>(&'a ListenerKey);
+
+impl Serialize for KeyFields<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let key = self.0;
+        let mut m = s.serialize_map(None)?;
+        let proto = key.proto.name();
+        m.serialize_entry("proto", &proto)?;
+        match &key.local {
+            Local::Inet { addr, port } => {
+                m.serialize_entry("family", if addr.is_ipv4() { "ipv4" } else { "ipv6" })?;
+                m.serialize_entry("addr", &addr.to_string())?;
+                m.serialize_entry("port", port)?;
+                if let Some(name) = services::name(&proto, *port) {
+                    m.serialize_entry("service", name)?;
+                }
+            }
+            Local::Unix { path } => {
+                m.serialize_entry("family", "unix")?;
+                m.serialize_entry("path", &unix_path(path))?;
+            }
+            Local::Raw { .. } | Local::Packet { .. } => {}
+        }
+        m.serialize_entry("netns", &(key.netns != 0).then_some(key.netns))?;
+        m.end()
+    }
+}
+
+/// A holder's pid, comm, exe, cmdline, uid and user, each name prefixed
+/// (`previous_`, `existing_`) or not.
+struct HolderFields<'a> {
+    prefix: &'static str,
+    holder: &'a Holder,
+}
+
+impl Serialize for HolderFields<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (p, h) = (self.prefix, self.holder);
+        let mut m = s.serialize_map(Some(6))?;
+        m.serialize_entry(&format!("{p}pid"), &(h.pid != 0).then_some(h.pid))?;
+        m.serialize_entry(&format!("{p}comm"), &(!h.comm.is_empty()).then(|| escape_bytes(&h.comm)))?;
+        m.serialize_entry(&format!("{p}exe"), &h.exe.as_deref().map(escape_bytes))?;
+        m.serialize_entry(
+            &format!("{p}cmdline"),
+            &h.cmdline.as_ref().map(|a| a.iter().map(|x| escape_bytes(x)).collect::<Vec<_>>()),
+        )?;
+        m.serialize_entry(&format!("{p}uid"), &h.uid)?;
+        m.serialize_entry(&format!("{p}user"), &h.user)?;
+        m.end()
+    }
+}
+
+/// `holders`: the processes that hold the socket besides its creator.
+/// Left out when there are none, so a plain listener's line is unchanged.
+struct HolderList<'a>(&'a [Holder]);
+
+impl Serialize for HolderList<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        if !self.0.is_empty() {
+            m.serialize_entry("holders", &HolderArray(self.0))?;
+        }
+        m.end()
+    }
+}
+
+struct HolderArray<'a>(&'a [Holder]);
+
+impl Serialize for HolderArray<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|h| HolderFields { prefix: "", holder: h }))
+    }
+}
+
+#[derive(Serialize)]
+struct ChangeLine<'a> {
+    #[serde(flatten)]
+    key: KeyFields<'a>,
+    #[serde(flatten)]
+    holder: HolderFields<'a>,
+    #[serde(flatten)]
+    holders: HolderList<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lived_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gap_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    same_exe: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    same_user: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    same_cmdline: Option<bool>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    previous: Option<HolderFields<'a>>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    existing: Option<HolderFields<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_holders: Option<HolderArray<'a>>,
+}
+
+impl<'a> ChangeLine<'a> {
+    fn of(change: &'a Change) -> Self {
+        let (key, socket) = match change {
+            Change::Up { key, socket }
+            | Change::Down { key, socket, .. }
+            | Change::Restarted { key, socket, .. }
+            | Change::OwnerChanged { key, socket, .. }
+            | Change::ReuseportJoined { key, socket, .. }
+            | Change::HoldersChanged { key, socket, .. } => (key, socket),
+        };
+        let mut line = Self {
+            key: KeyFields(key),
+            holder: HolderFields { prefix: "", holder: &socket.creator },
+            holders: HolderList(&[]),
+            lived_ms: None,
+            gap_ms: None,
+            same_exe: None,
+            same_user: None,
+            same_cmdline: None,
+            previous: None,
+            existing: None,
+            previous_holders: None,
+        };
+        let others = |socket: &'a Socket| HolderList(other_holders(socket));
+        match change {
+            Change::Up { socket, .. } => line.holders = others(socket),
+            Change::Down { lived_ns, .. } => line.lived_ms = Some(*lived_ns as f64 / 1e6),
+            Change::Restarted { socket, previous, gap_ns, same_exe, same_user, same_cmdline, .. } => {
+                line.holders = others(socket);
+                line.gap_ms = Some(*gap_ns as f64 / 1e6);
+                (line.same_exe, line.same_user, line.same_cmdline) =
+                    (Some(*same_exe), Some(*same_user), Some(*same_cmdline));
+                line.previous = Some(HolderFields { prefix: "previous_", holder: previous });
+            }
+            Change::OwnerChanged { socket, previous, .. } => {
+                line.holders = others(socket);
+                line.previous = Some(HolderFields { prefix: "previous_", holder: previous });
+            }
+            Change::ReuseportJoined { existing, .. } => {
+                line.existing = Some(HolderFields { prefix: "existing_", holder: existing })
+            }
+            Change::HoldersChanged { socket, previous, .. } => {
+                line.holders = HolderList(&socket.holders);
+                line.previous_holders = Some(HolderArray(previous));
+            }
+        }
+        line
+    }
+}
+
+/// The holders of a socket other than its creator, as a slice of its own
+/// list: the creator, when it still holds the socket, is first or absent.
+fn other_holders(socket: &Socket) -> &[Holder] {
+    match socket.holders.first() {
+        Some(first) if first.pid == socket.creator.pid => &socket.holders[1..],
+        _ => &socket.holders,
+    }
+}
+
+#[derive(Serialize)]
+struct AlertLine<'a> {
+    severity: &'static str,
+    rule: Option<&'a str>,
+    reason: &'a str,
+    subject: EventName,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    key: Option<KeyFields<'a>>,
+    #[serde(flatten)]
+    holder: HolderFields<'a>,
+    #[serde(flatten)]
+    holders: HolderList<'a>,
+}
+
+#[derive(Serialize)]
+struct KillLine<'a> {
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// Every pid SIGKILLed.
+    killed: &'a [u32],
+    /// Pids that still hold the socket (kill_failed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    survivors: Vec<u32>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    key: Option<KeyFields<'a>>,
+    #[serde(flatten)]
+    holder: HolderFields<'a>,
+}
+
+#[derive(Serialize)]
+struct ConfigLine<'a> {
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rules: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ResyncLine {
+    live_listeners: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::{model::socket::Proto, state::lifecycle::SocketId};
+
+    fn holder(pid: u32, uid: u32) -> Holder {
+        Holder {
+            pid,
+            uid: Some(uid),
+            user: Some(if uid == 0 { "root".into() } else { "www-data".into() }),
+            comm: b"apache2".to_vec(),
+            exe: Some(b"/usr/sbin/apache2".to_vec()),
+            cmdline: Some(vec![b"/usr/sbin/apache2".to_vec(), b"-k\nstart".to_vec()]),
+        }
+    }
+
+    fn json(event: &Event<'_>) -> serde_json::Value {
+        let mut out = Vec::new();
+        event.write_json(&mut out).unwrap();
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn listener_up_names_the_creator_and_the_other_holders() {
+        let key = ListenerKey {
+            netns: 4026531840,
+            proto: Proto::Tcp,
+            local: Local::Inet { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 80 },
+        };
+        let socket = Socket::new(Some(SocketId::Inode(1)), holder(10, 0), vec![holder(10, 0), holder(11, 33)]);
+        let change = Change::Up { key, socket };
+        let v = json(&Event::Lifecycle { time: Utc::now(), change: &change });
+        assert_eq!(v["event"], "listener_up");
+        assert_eq!(
+            (v["proto"].as_str(), v["family"].as_str(), v["addr"].as_str()),
+            (Some("tcp"), Some("ipv4"), Some("127.0.0.1"))
+        );
+        assert_eq!(
+            (v["port"].as_u64(), v["netns"].as_u64(), v["pid"].as_u64()),
+            (Some(80), Some(4026531840), Some(10))
+        );
+        assert_eq!(v["user"], "root");
+        assert_eq!(v["cmdline"][1], "-k\\nstart", "escaped");
+        assert_eq!(v["holders"].as_array().map(Vec::len), Some(1));
+        assert_eq!((v["holders"][0]["pid"].as_u64(), v["holders"][0]["user"].as_str()), (Some(11), Some("www-data")));
+    }
+
+    #[test]
+    fn a_lone_listener_has_no_holders_field_and_unix_keys_have_a_path() {
+        let key = ListenerKey { netns: 0, proto: Proto::Unix, local: Local::Unix { path: b"\0abstract".to_vec() } };
+        let change = Change::Down { key, socket: Socket::new(None, holder(5, 0), vec![]), lived_ns: 1_500_000 };
+        let v = json(&Event::Lifecycle { time: Utc::now(), change: &change });
+        assert_eq!(
+            (v["event"].as_str(), v["path"].as_str(), v["family"].as_str()),
+            (Some("listener_down"), Some("@abstract"), Some("unix"))
+        );
+        assert!(v.get("holders").is_none() && v["netns"].is_null());
+        assert_eq!(v["lived_ms"].as_f64(), Some(1.5));
+    }
+}

@@ -1,0 +1,530 @@
+//! The pipeline `watch` and `daemon` share: attach, report the sockets
+//! already there, then read the ring buffer (here, and nowhere else), turn
+//! each record into a typed event for a [`Sink`] until Ctrl-C or SIGTERM,
+//! counting what the kernel had to drop.
+use std::{
+    collections::{HashMap, HashSet},
+    io,
+    path::Path,
+};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use chrono::{DateTime, Utc};
+use log::warn;
+use nix::time::{ClockId, clock_gettime};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+    time::{Duration, MissedTickBehavior, interval},
+};
+use watcher_common::{EVENTS_MAP, LOST_MAP};
+
+use crate::{
+    enrich::{
+        process_table::ProcessTable,
+        report::{Report, What},
+        socket_options::{PassiveSocket, SocketOptions},
+        unix_listeners::UnixListeners,
+    },
+    host::{cgroups::CgroupNames, process::ProcessLookup},
+    kernel::loader::{self, LoadOptions, MissingHook},
+    model::socket::Local,
+    output::sink::{PipelineStats, Sink},
+    policy::filter::{self, Filter},
+    record::decode::{Record, SocketKind, Task},
+    snapshot::{
+        holders::{self, HolderInfo},
+        sock_diag,
+    },
+};
+
+/// How often the per-CPU loss counter is read.
+const LOST_CHECK_PERIOD: Duration = Duration::from_secs(1);
+
+/// What the pipeline attaches and reports.
+pub struct PipelineOptions {
+    pub filter: Filter,
+    pub accept: bool,
+    /// Report the sockets already there (`existing`) before streaming.
+    pub snapshot: bool,
+}
+
+/// Attaches the programs, reports the sockets already there, then streams
+/// every event into `sink` until SIGINT or SIGTERM (or SIGHUP, when the
+/// sink says so), counting what the kernel had to drop.
+pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> anyhow::Result<()> {
+    let mut attached = loader::load_and_attach(LoadOptions {
+        tgid: options.filter.kernel_tgid(),
+        accept: options.accept,
+        enforce: sink.enforces(),
+    })?;
+    sink.attached(&mut attached)?;
+    let ring =
+        RingBuf::try_from(attached.ebpf.take_map(EVENTS_MAP).context("map EVENTS missing from the eBPF object")?)
+            .context("opening the EVENTS ring buffer")?;
+    let lost = PerCpuArray::<MapData, u64>::try_from(
+        attached.ebpf.take_map(LOST_MAP).context("map LOST missing from the eBPF object")?,
+    )
+    .context("opening the LOST counter")?;
+    // SAFETY: the RingBuf owns its map fd, which stays open and is not
+    // replaced while the AsyncFd owns the RingBuf.
+    let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .context("registering the ring buffer with tokio")?;
+
+    // Filled after the programs are attached, so that a process started in
+    // between is seen by one or the other.
+    let mut processes = ProcessTable::new(ProcessLookup::default());
+    processes.fill_from_proc();
+    let mut watch = Watch {
+        reporter: Reporter {
+            filter: options.filter,
+            sink,
+            processes,
+            cgroups: attached
+                .cgroup_root
+                .as_deref()
+                .map(CgroupNames::open)
+                .and_then(|opened| opened.inspect_err(|e| warn!("events will not name their cgroup: {e:#}")).ok()),
+            clock: WallClock::new()?,
+        },
+        socket_options: SocketOptions::default(),
+        unix_listeners: UnixListeners::default(),
+        already_reported: AlreadyReported::default(),
+        lost,
+        lost_reported: 0,
+    };
+    watch.reporter.sink.start()?;
+    if options.snapshot {
+        watch.already_reported = report_existing(&mut watch.reporter)?;
+    }
+    watch.reporter.sink.flush()?;
+    watch.reporter.sink.tick(&watch.reporter.stats())?;
+    // Handlers first: a script that signals us as soon as it reads the ready
+    // line must reach them, not the default action (SIGHUP would kill us).
+    let signals = Signals::install()?;
+    announce_ready(&attached.hooks, &attached.missing);
+    let result = watch.stream(ring, signals).await;
+    drop(attached); // detaches every program
+    result
+}
+
+/// Records handled per wake-up of the ring buffer.
+const DRAIN_BATCH: usize = 4096;
+/// More than the 8 MiB ring buffer holds (its smallest record is 64 bytes).
+const FINAL_DRAIN_LIMIT: usize = 8 << 20 >> 6;
+
+struct Signals {
+    sigint: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+    sighup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            sigint: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+            sigterm: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            sighup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
+        })
+    }
+}
+
+struct Watch<S: Sink> {
+    reporter: Reporter<S>,
+    socket_options: SocketOptions,
+    unix_listeners: UnixListeners,
+    already_reported: AlreadyReported,
+    lost: PerCpuArray<MapData, u64>,
+    lost_reported: u64,
+}
+
+/// Names the process of an event, filters, and hands it to the sink.
+struct Reporter<S: Sink> {
+    filter: Filter,
+    sink: S,
+    processes: ProcessTable,
+    cgroups: Option<CgroupNames>,
+    clock: WallClock,
+}
+
+impl<S: Sink> Watch<S> {
+    async fn stream(&mut self, mut ring: AsyncFd<RingBuf<MapData>>, signals: Signals) -> anyhow::Result<()> {
+        let Signals { mut sigint, mut sigterm, mut sighup } = signals;
+        let mut lost_check = interval(LOST_CHECK_PERIOD);
+        lost_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard.context("waiting on the ring buffer")?;
+                    // A batch at a time: under a flood that never lets the
+                    // ring empty, signals and the loss check still get their
+                    // turn (select! picks among ready branches at random).
+                    let mut drained = self.drain(guard.get_inner_mut(), DRAIN_BATCH).map(|more| {
+                        if !more {
+                            guard.clear_ready();
+                        }
+                    });
+                    if drained.is_ok() {
+                        drained = self.reporter.sink.flush();
+                    }
+                    if !self.keep_going(drained)? {
+                        return Ok(());
+                    }
+                }
+                _ = lost_check.tick() => {
+                    let stats = self.reporter.stats();
+                    let reported = self.report_lost().and_then(|()| self.reporter.sink.tick(&stats));
+                    if !self.keep_going(reported)? {
+                        return Ok(());
+                    }
+                }
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+                _ = sighup.recv() => {
+                    if !self.reporter.sink.hangup() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Whatever arrived before the signal is still reported: at most a
+        // full ring buffer's worth, so a flood cannot keep us from exiting.
+        self.drain(ring.get_mut(), FINAL_DRAIN_LIMIT)?;
+        self.report_lost()?;
+        self.reporter.sink.flush()?;
+        Ok(())
+    }
+
+    /// A closed stdout (`watcher watch | head`) ends the watch quietly.
+    fn keep_going(&self, result: io::Result<()>) -> anyhow::Result<bool> {
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(e).context("writing events to stdout"),
+        }
+    }
+
+    /// Handles at most `limit` records; true when it stopped at the limit
+    /// (more may wait), false when the ring buffer is empty.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, limit: usize) -> io::Result<bool> {
+        for _ in 0..limit {
+            let Some(item) = ring.next() else {
+                return Ok(false);
+            };
+            let seen_ktime_ns = monotonic_ns();
+            let record = match Record::decode(&item) {
+                Ok(record) => record,
+                Err(e) => {
+                    warn!("skipping a record from the kernel: {e}");
+                    continue;
+                }
+            };
+            drop(item);
+            self.handle(&record, seen_ktime_ns)?;
+        }
+        Ok(true)
+    }
+
+    /// Folds a record into the process and socket-option tables, and
+    /// prints it when it is an event the user asked for.
+    fn handle(&mut self, record: &Record, seen_ktime_ns: u64) -> io::Result<()> {
+        self.socket_options.apply(record);
+        for closed in self.unix_listeners.apply(record) {
+            let what = What::Unix { kind: SocketKind::Close, fd: closed.fd, backlog: None, path: &closed.path };
+            self.reporter.print(&closed.task, what, seen_ktime_ns)?;
+        }
+        let (task, what) = match record {
+            Record::Socket(event) => {
+                (&event.task, What::Socket { event, fd_facts: self.socket_options.get(event.task.pid, event.fd) })
+            }
+            Record::PassiveSocket { task, fd, family, sock_type, protocol } => (
+                task,
+                What::PassiveSocket {
+                    fd: *fd,
+                    socket: PassiveSocket { family: *family, sock_type: *sock_type, protocol: *protocol },
+                },
+            ),
+            Record::FilterAttached { task, fd, optname, filter } => (
+                task,
+                What::FilterAttached {
+                    fd: *fd,
+                    optname: *optname,
+                    filter,
+                    socket: self.socket_options.get(task.pid, Some(*fd)).and_then(|f| f.passive),
+                },
+            ),
+            Record::BindFailed { task, fd, errno, addr } => {
+                (task, What::BindFailed { fd: *fd, errno: *errno, addr: addr.as_ref() })
+            }
+            Record::ListenFailed { task, fd, errno, backlog } => {
+                (task, What::ListenFailed { fd: *fd, errno: *errno, backlog: *backlog })
+            }
+            Record::Accept(accept) => (&accept.task, What::Accept(accept)),
+            Record::Denied(denied) => (&denied.task, What::Denied { event: denied, why: None }),
+            Record::UnixListen { task, fd, backlog, path } => {
+                (task, What::Unix { kind: SocketKind::Listen, fd: *fd, backlog: Some(*backlog), path })
+            }
+            // Printed above, once the last holder let go.
+            Record::UnixClose { .. } => return Ok(()),
+            Record::Fork { .. } | Record::Exit { .. } | Record::ExecArgs { .. } | Record::Exec { .. } => {
+                self.reporter.processes.apply(record);
+                return self.reporter.sink.process(record);
+            }
+            Record::SockoptSet { .. } => return Ok(()),
+        };
+        if self.already_reported.covers(task, &what) {
+            return Ok(());
+        }
+        self.reporter.print(task, what, seen_ktime_ns)
+    }
+
+    fn report_lost(&mut self) -> io::Result<()> {
+        let total = match self.lost.get(&0, 0) {
+            Ok(per_cpu) => per_cpu.iter().sum::<u64>(),
+            Err(e) => {
+                warn!("reading the LOST counter: {e}");
+                return Ok(());
+            }
+        };
+        if total > self.lost_reported {
+            let count = total - self.lost_reported;
+            self.lost_reported = total;
+            warn!("the kernel dropped {count} records (ring buffer full; {total} in all)");
+            self.reporter.sink.lost(count, total, Utc::now())?;
+            self.reporter.sink.flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl<S: Sink> Reporter<S> {
+    fn stats(&self) -> PipelineStats {
+        PipelineStats { processes: self.processes.len() }
+    }
+
+    fn print(&mut self, task: &Task, what: What<'_>, seen_ktime_ns: u64) -> io::Result<()> {
+        if !self.filter.matches(task, &what) {
+            return Ok(());
+        }
+        let process = self.processes.get(task.pid);
+        let user = self.processes.user_name(task.uid);
+        self.sink.report(&Report {
+            task,
+            process: &process,
+            user: user.as_deref(),
+            time: self.clock.wall_time(task.ktime_ns),
+            seen_ktime_ns,
+            cgroup: self.cgroups.as_mut().and_then(|c| c.name(task.cgroup_id)),
+            what,
+        })
+    }
+}
+
+/// The sockets already there, reported as `existing` events before the
+/// live stream. The programs are attached first, so a socket that comes up
+/// while the snapshot is taken is in the ring buffer, the snapshot, or
+/// both; [`AlreadyReported`] drops the live event in the last case.
+fn report_existing<S: Sink>(reporter: &mut Reporter<S>) -> anyhow::Result<AlreadyReported> {
+    let snapshot = match sock_diag::take(Path::new("/proc"), &reporter.filter.pids) {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            warn!("no snapshot of the sockets already there: {e:#}");
+            return Ok(AlreadyReported::default());
+        }
+    };
+    let until_ns = monotonic_ns();
+    let mut lookup = ProcessLookup::default();
+    let holders = holders::name_holders(&snapshot, &mut lookup);
+    let in_netns =
+        reporter.filter.netns.is_empty() || snapshot.netns.is_some_and(|n| reporter.filter.netns.contains(&(n as u32)));
+    let rows = if in_netns { filter::rows(&snapshot, &holders, &reporter.filter) } else { Vec::new() };
+    let time = Utc::now();
+    // Rows come socket by socket, a row per holder: each socket goes to the
+    // sink once, with every holder the filter kept.
+    let mut at = 0;
+    while at < rows.len() {
+        let socket = rows[at].0;
+        let same = rows[at..].iter().take_while(|(s, _)| std::ptr::eq(*s, socket)).count();
+        let kept: Vec<HolderInfo> = rows[at..at + same].iter().filter_map(|(_, h)| h.cloned()).collect();
+        reporter.sink.existing(time, socket, &kept, snapshot.netns)?;
+        at += same;
+    }
+    let mut held = HashMap::new();
+    let mut by_address = HashSet::new();
+    for socket in &snapshot.sockets {
+        for holder in snapshot.holders.get(&socket.inode).into_iter().flatten() {
+            held.insert((holder.pid, holder.fd), socket.local.clone());
+            by_address.insert((holder.pid, socket.local.clone()));
+        }
+    }
+    Ok(AlreadyReported { until_ns, held, by_address })
+}
+
+/// Sockets the snapshot reported, by (pid, fd): a live bind, listen or
+/// socket() event from before the snapshot ended, for the same fd and
+/// address, is the same socket and is not reported again. An event without
+/// its fd (a listen() already under way when watcher attached) is matched
+/// by (pid, address) instead.
+#[derive(Default)]
+struct AlreadyReported {
+    /// CLOCK_MONOTONIC when the snapshot had read every socket.
+    until_ns: u64,
+    held: HashMap<(u32, i32), Local>,
+    by_address: HashSet<(u32, Local)>,
+}
+
+impl AlreadyReported {
+    fn covers(&mut self, task: &Task, what: &What<'_>) -> bool {
+        if self.held.is_empty() {
+            return false;
+        }
+        if task.ktime_ns > self.until_ns {
+            // The ring buffer is nearly in time order: well past the
+            // snapshot, nothing more can match; free the table.
+            if task.ktime_ns > self.until_ns + 1_000_000_000 {
+                self.held = HashMap::new();
+                self.by_address = HashSet::new();
+            }
+            return false;
+        }
+        let fd = match what {
+            What::Socket { event, .. } if event.kind != SocketKind::Close => match event.fd {
+                Some(fd) => fd,
+                None => {
+                    let local = Local::Inet { addr: event.addr, port: event.port };
+                    return self.by_address.contains(&(task.pid, local));
+                }
+            },
+            What::Unix { kind: SocketKind::Listen, fd, .. } | What::PassiveSocket { fd, .. } => *fd,
+            _ => return false,
+        };
+        let Some(local) = self.held.get(&(task.pid, fd)) else {
+            return false;
+        };
+        match (what, local) {
+            (What::Socket { event, .. }, Local::Inet { port, .. }) => event.port == *port,
+            (What::Unix { path, .. }, Local::Unix { path: held }) => path == held,
+            (What::PassiveSocket { .. }, Local::Raw { .. } | Local::Packet { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Says on stderr, once every program is attached, that events now flow;
+/// scripts and tests wait for this line instead of sleeping.
+fn announce_ready(hooks: &[String], missing: &[MissingHook]) {
+    let not_attached = if missing.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = missing.iter().map(|m| m.hook.as_str()).collect();
+        format!("; {} NOT attached, events they see are not reported ({})", missing.len(), names.join(", "))
+    };
+    eprintln!("watcher: ready: {} programs attached ({}){not_attached}", hooks.len(), hooks.join(", "));
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready])
+    {
+        warn!("telling systemd READY=1: {e}");
+    }
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: the kernel's `ktime_ns` clock.
+pub fn monotonic_ns() -> u64 {
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |t| (t.tv_sec() as u64) * 1_000_000_000 + t.tv_nsec() as u64)
+}
+
+/// Turns the kernel's CLOCK_MONOTONIC stamps into wall-clock time.
+struct WallClock {
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC at start, in nanoseconds.
+    offset_ns: i128,
+}
+
+impl WallClock {
+    fn new() -> anyhow::Result<Self> {
+        let real = clock_gettime(ClockId::CLOCK_REALTIME).context("reading CLOCK_REALTIME")?;
+        let mono = monotonic_ns();
+        let real_ns = i128::from(real.tv_sec()) * 1_000_000_000 + i128::from(real.tv_nsec());
+        Ok(Self { offset_ns: real_ns - i128::from(mono) })
+    }
+
+    fn wall_time(&self, ktime_ns: u64) -> DateTime<Utc> {
+        let ns = i128::from(ktime_ns) + self.offset_ns;
+        let ns = i64::try_from(ns).unwrap_or(i64::MAX);
+        DateTime::from_timestamp_nanos(ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::{
+        model::socket::{Family, Proto},
+        record::decode::SocketEvent,
+    };
+
+    fn task(pid: u32, ktime_ns: u64) -> Task {
+        Task { ktime_ns, cgroup_id: 1, pid, tid: pid, uid: 0, gid: 0, netns: 1, comm: b"x".to_vec() }
+    }
+
+    fn listen(pid: u32, fd: Option<i32>, port: u16, ktime_ns: u64) -> SocketEvent {
+        SocketEvent {
+            kind: SocketKind::Listen,
+            task: task(pid, ktime_ns),
+            sock_id: 1,
+            proto: Proto::Tcp,
+            family: Family::Ipv4,
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port,
+            fd,
+            backlog: None,
+        }
+    }
+
+    fn reported(snapshot_end_ns: u64) -> AlreadyReported {
+        let local = Local::Inet { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 8080 };
+        AlreadyReported {
+            until_ns: snapshot_end_ns,
+            held: HashMap::from([((7, 3), local.clone())]),
+            by_address: HashSet::from([(7, local)]),
+        }
+    }
+
+    /// A live listen from before the snapshot ended, for a socket the
+    /// snapshot reported (same pid and fd, same port), is dropped; anything
+    /// else — another fd, another port, another process, a later event —
+    /// is reported.
+    #[test]
+    fn a_socket_in_both_the_snapshot_and_the_stream_is_reported_once() {
+        let mut r = reported(1_000);
+        let same = listen(7, Some(3), 8080, 900);
+        assert!(r.covers(&same.task, &What::Socket { event: &same, fd_facts: None }));
+        for other in [listen(7, Some(4), 8080, 900), listen(7, Some(3), 9090, 900), listen(8, Some(3), 8080, 900)] {
+            assert!(!r.covers(&other.task, &What::Socket { event: &other, fd_facts: None }), "{other:?}");
+        }
+        let later = listen(7, Some(3), 8080, 1_001);
+        assert!(!r.covers(&later.task, &What::Socket { event: &later, fd_facts: None }), "after the snapshot");
+    }
+
+    /// A listen() already under way when watching began has no fd: it is
+    /// matched by pid and address.
+    #[test]
+    fn an_event_without_its_fd_is_matched_by_address() {
+        let mut r = reported(1_000);
+        let no_fd = listen(7, None, 8080, 900);
+        assert!(r.covers(&no_fd.task, &What::Socket { event: &no_fd, fd_facts: None }));
+        let elsewhere = listen(7, None, 8081, 900);
+        assert!(!r.covers(&elsewhere.task, &What::Socket { event: &elsewhere, fd_facts: None }));
+    }
+
+    /// Well past the snapshot the table is freed: it cannot match any more.
+    #[test]
+    fn the_table_is_freed_once_the_stream_has_moved_on() {
+        let mut r = reported(1_000);
+        let much_later = listen(7, Some(3), 8080, 1_000 + 2_000_000_000);
+        assert!(!r.covers(&much_later.task, &What::Socket { event: &much_later, fd_facts: None }));
+        assert!(r.held.is_empty() && r.by_address.is_empty());
+    }
+}

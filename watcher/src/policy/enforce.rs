@@ -1,0 +1,757 @@
+//! Opt-in enforcement for `watcher daemon` (`enforce = true` or
+//! `--enforce`): a bind() to a TCP or UDP port that no `[[allow]]` rule
+//! covers, or that the rules covering it give to someone else, is refused
+//! in the kernel with EPERM (`cgroup/bind4`, `cgroup/bind6`, see
+//! watcher-ebpf's `probes/enforce.rs`) and reported as `denied`.
+//!
+//! The rules are compiled into a [`Plan`] and written into two maps:
+//! - `ENFORCE_PORTS`, one u32 per (protocol, port), 2 × 65,536 slots: the
+//!   class of the port, or `ENFORCE_NO_RULE`. A flat array rather than a
+//!   hash of expanded ranges or an LPM trie: one lookup, any range or
+//!   portless rule costs nothing more, and 512 KiB, held only while
+//!   enforcing.
+//! - `ENFORCE_CLASSES`: per class, the owners (uid, executable, comm,
+//!   address scope) that the rules covering its ports allow. A class is a
+//!   set of rules; the ports between two consecutive range ends share one.
+//!
+//! An executable is matched by identity, (device, inode), which the kernel
+//! side reads from the caller's `task->mm->exe_file->f_inode` (offsets from
+//! the kernel's BTF) and userspace from stat(2) of the rule's path at load
+//! and at each reload. Paths are awkward to compare in BPF; an inode also
+//! names a binary through every link and bind mount. In exchange, a binary
+//! replaced after the load (a package upgrade writes a new inode) no longer
+//! matches until a SIGHUP reloads the rules.
+//!
+//! A reload writes the new classes into the half of `ENFORCE_CLASSES` not
+//! in use, then points the ports at them, so a bind during a reload sees
+//! either the old rules or the new for its port. A configuration the
+//! kernel maps cannot hold is refused as a whole, and the maps keep the old
+//! rules.
+use std::{
+    collections::{BTreeSet, HashMap},
+    fs::File,
+    io::{self},
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    maps::{Array, MapData},
+    programs::{CgroupAttachMode, CgroupSockAddr},
+};
+use log::{info, warn};
+use watcher_common::{
+    ENFORCE_CLASS_SLOTS, ENFORCE_CLASSES_MAP, ENFORCE_CLASSES_PER_GENERATION, ENFORCE_NO_RULE,
+    ENFORCE_OWNERS_PER_CLASS, ENFORCE_PORT_SLOTS, ENFORCE_PORTS_MAP, ENFORCE_SETTINGS_MAP, ENFORCE_TCP_BASE,
+    ENFORCE_UDP_BASE, EnforceClass, EnforceOwner, EnforceSettings, OWNER_COMM, OWNER_EXE, OWNER_LOOPBACK, OWNER_NEVER,
+    OWNER_UID, TASK_COMM_LEN,
+};
+
+use crate::{
+    config::{Config, Rule, RuleProto, Scope, Severity},
+    enrich::report::{Denial, Report},
+    kernel::{
+        btf::Btf,
+        loader::{self, Attached},
+    },
+    model::escape::escape_bytes,
+    record::decode::DeniedEvent,
+};
+
+/// The kernel programs, and the hook each one attaches to.
+const PROGRAMS: [(&str, &str); 2] = [("enforce_bind4", "bind4"), ("enforce_bind6", "bind6")];
+
+/// The protocols a bind can be refused for, in the order of the port slots.
+const PROTOS: [(RuleProto, u32); 2] = [(RuleProto::Tcp, ENFORCE_TCP_BASE), (RuleProto::Udp, ENFORCE_UDP_BASE)];
+
+/// Class slots one generation can use: slot 0 is `ENFORCE_NO_RULE`, so
+/// each generation leaves its first slot unused.
+const CLASSES_PER_GENERATION: usize = ENFORCE_CLASSES_PER_GENERATION as usize - 1;
+
+/// One rule, as a denial names it.
+#[derive(Clone, Debug)]
+struct RuleSummary {
+    label: String,
+    severity: Severity,
+    /// `exe=/usr/sbin/sshd user=root scope=loopback`.
+    owner: String,
+}
+
+/// A set of rules covering the same ports, and the owners they allow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Class {
+    /// Indices into the configuration's rules.
+    rules: Vec<usize>,
+    /// Distinct owners (at most `ENFORCE_OWNERS_PER_CLASS`).
+    owners: Vec<EnforceOwner>,
+}
+
+/// Consecutive ports of one protocol that share a class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Segment {
+    first: u16,
+    last: u16,
+    class: usize,
+}
+
+/// The allowlist compiled for the kernel's maps.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Per protocol of [`PROTOS`]: the ports some rule covers.
+    segments: [Vec<Segment>; 2],
+    classes: Vec<Class>,
+    /// By rule index; None for the rules not enforced (unix, raw, packet).
+    rules: Vec<Option<RuleSummary>>,
+}
+
+/// How a rule's user and executable are resolved; tests give their own.
+trait Resolve {
+    fn uid(&self, user: &str) -> Option<u32>;
+    /// (device in the kernel's encoding, inode) of the file at `path`.
+    fn exe(&self, path: &str) -> io::Result<(u32, u64)>;
+}
+
+struct System;
+
+impl Resolve for System {
+    fn uid(&self, user: &str) -> Option<u32> {
+        // As the allowlist reads `user`: a name, or a uid written as a number.
+        match nix::unistd::User::from_name(user) {
+            Ok(Some(u)) => Some(u.uid.as_raw()),
+            _ => user.parse().ok(),
+        }
+    }
+
+    fn exe(&self, path: &str) -> io::Result<(u32, u64)> {
+        // stat follows links: /usr/bin/python3 names the file it points to,
+        // as the kernel's exe_file does.
+        let meta = std::fs::metadata(path)?;
+        Ok((kernel_dev(meta.dev()), meta.ino()))
+    }
+}
+
+/// A `dev_t` as stat(2) encodes it, in the kernel's encoding
+/// (`MAJOR << 20 | MINOR`, what `super_block.s_dev` holds).
+fn kernel_dev(dev: u64) -> u32 {
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    ((major << 20) | (minor & 0xf_ffff)) as u32
+}
+
+impl Plan {
+    pub fn compile(config: &Config) -> anyhow::Result<Self> {
+        Self::compile_with(config, &System)
+    }
+
+    fn compile_with(config: &Config, resolve: &dyn Resolve) -> anyhow::Result<Self> {
+        let mut rules = Vec::with_capacity(config.rules.len());
+        let mut owners = Vec::with_capacity(config.rules.len());
+        for (i, rule) in config.rules.iter().enumerate() {
+            if !matches!(rule.proto, RuleProto::Tcp | RuleProto::Udp) {
+                // No bind hook sees UNIX, raw or packet sockets.
+                rules.push(None);
+                owners.push(EnforceOwner::default());
+                continue;
+            }
+            let (owner, description) = owner_of(i, rule, resolve);
+            rules.push(Some(RuleSummary { label: rule.label(), severity: rule.severity, owner: description }));
+            owners.push(owner);
+        }
+
+        let mut classes: Vec<Class> = Vec::new();
+        let mut class_of: HashMap<Vec<usize>, usize> = HashMap::new();
+        let mut segments: [Vec<Segment>; 2] = Default::default();
+        for (p, (proto, _)) in PROTOS.iter().enumerate() {
+            let ranges: Vec<(usize, u32, u32)> = config
+                .rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.proto == *proto)
+                .filter_map(|(i, r)| {
+                    let (first, last) = r.port.as_ref().map_or((1, 65_535), |p| (*p.0.start(), *p.0.end()));
+                    // Port 0 is always allowed: nothing to cover.
+                    (last >= 1).then_some((i, u32::from(first.max(1)), u32::from(last)))
+                })
+                .collect();
+            // Where the set of covering rules can change.
+            let mut bounds: BTreeSet<u32> = ranges.iter().flat_map(|&(_, first, last)| [first, last + 1]).collect();
+            bounds.insert(65_536);
+            let bounds: Vec<u32> = bounds.into_iter().collect();
+            for pair in bounds.windows(2) {
+                let (first, end) = (pair[0], pair[1]);
+                let covering: Vec<usize> =
+                    ranges.iter().filter(|&&(_, f, l)| f <= first && first <= l).map(|&(i, _, _)| i).collect();
+                if covering.is_empty() {
+                    continue;
+                }
+                let class = match class_of.get(&covering) {
+                    Some(&class) => class,
+                    None => {
+                        let mut distinct: Vec<EnforceOwner> = Vec::new();
+                        for &i in &covering {
+                            let owner = owners[i];
+                            if !distinct.iter().any(|o| same_owner(o, &owner)) {
+                                distinct.push(owner);
+                            }
+                        }
+                        if distinct.len() > ENFORCE_OWNERS_PER_CLASS {
+                            let ports = if first == end - 1 {
+                                format!("port {first} is")
+                            } else {
+                                format!("ports {first}-{} are", end - 1)
+                            };
+                            bail!(
+                                "enforcement: {} {ports} covered by {} rules naming {} different owners; the kernel side checks at most {ENFORCE_OWNERS_PER_CLASS} per port",
+                                proto.name(),
+                                covering.len(),
+                                distinct.len()
+                            );
+                        }
+                        classes.push(Class { rules: covering.clone(), owners: distinct });
+                        class_of.insert(covering, classes.len() - 1);
+                        classes.len() - 1
+                    }
+                };
+                segments[p].push(Segment { first: first as u16, last: (end - 1) as u16, class });
+            }
+        }
+        if classes.len() > CLASSES_PER_GENERATION {
+            bail!(
+                "enforcement: the rules cut the ports into {} groups covered by different rules; the kernel side holds at most {CLASSES_PER_GENERATION}",
+                classes.len()
+            );
+        }
+        Ok(Self { segments, classes, rules })
+    }
+
+    /// The class slot of every (protocol, port), as ENFORCE_PORTS holds it,
+    /// with this plan's classes in `generation`.
+    fn port_slots(&self, generation: u32) -> Vec<u32> {
+        let mut slots = vec![ENFORCE_NO_RULE; ENFORCE_PORT_SLOTS as usize];
+        for (p, (_, base)) in PROTOS.iter().enumerate() {
+            for s in &self.segments[p] {
+                let slot = class_slot(generation, s.class);
+                for port in s.first..=s.last {
+                    slots[(base + u32::from(port)) as usize] = slot;
+                }
+            }
+        }
+        slots
+    }
+
+    fn explain(&self, class: usize, what: &str, who: &str) -> Option<Denial> {
+        let rules: Vec<&RuleSummary> =
+            self.classes.get(class)?.rules.iter().filter_map(|&i| self.rules.get(i)?.as_ref()).collect();
+        let named = rules.iter().max_by_key(|r| r.severity)?;
+        let given: Vec<String> = rules.iter().map(|r| format!("rule {:?} ({})", r.label, r.owner)).collect();
+        Some(Denial {
+            rule: Some(named.label.clone()),
+            reason: format!("{what} is given to {}, not to {who}", given.join(", ")),
+        })
+    }
+}
+
+/// The same owner, whichever rule names it.
+fn same_owner(a: &EnforceOwner, b: &EnforceOwner) -> bool {
+    EnforceOwner { rule: 0, ..*a } == EnforceOwner { rule: 0, ..*b }
+}
+
+fn class_slot(generation: u32, class: usize) -> u32 {
+    generation * ENFORCE_CLASSES_PER_GENERATION + 1 + class as u32
+}
+
+/// (generation, class) of a slot; None for `ENFORCE_NO_RULE`.
+fn slot_class(slot: u32) -> Option<(u32, usize)> {
+    let at = slot.checked_sub(1)?;
+    Some((at / ENFORCE_CLASSES_PER_GENERATION, (at % ENFORCE_CLASSES_PER_GENERATION) as usize))
+}
+
+/// A rule's owner as the kernel checks it, and as a denial describes it.
+fn owner_of(index: usize, rule: &Rule, resolve: &dyn Resolve) -> (EnforceOwner, String) {
+    let mut owner = EnforceOwner { rule: index as u32, ..Default::default() };
+    let mut parts = Vec::new();
+    let which = || format!("[[allow]] rule {} ({})", index + 1, rule.label());
+    if let Some(exe) = &rule.exe {
+        owner.flags |= OWNER_EXE;
+        match resolve.exe(exe) {
+            Ok((dev, ino)) => {
+                (owner.exe_dev, owner.exe_ino) = (dev, ino);
+                parts.push(format!("exe={exe}"));
+            }
+            Err(e) => {
+                warn!("enforcement: {}: exe {exe}: {e}; no process matches it", which());
+                owner.flags |= OWNER_NEVER;
+                parts.push(format!("exe={exe}, which was not found"));
+            }
+        }
+    }
+    if let Some(comm) = &rule.comm {
+        owner.flags |= OWNER_COMM;
+        if comm.len() < TASK_COMM_LEN {
+            owner.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+            parts.push(format!("comm={comm}"));
+        } else {
+            warn!(
+                "enforcement: {}: comm {comm:?} is longer than the kernel's 15 bytes; no process matches it",
+                which()
+            );
+            owner.flags |= OWNER_NEVER;
+            parts.push(format!("comm={comm}, longer than any comm"));
+        }
+    }
+    if let Some(user) = &rule.user {
+        owner.flags |= OWNER_UID;
+        match resolve.uid(user) {
+            Some(uid) => {
+                owner.uid = uid;
+                parts.push(format!("user={user}"));
+            }
+            None => {
+                warn!("enforcement: {}: no user {user:?}; no process matches it", which());
+                owner.flags |= OWNER_NEVER;
+                parts.push(format!("user={user}, who does not exist"));
+            }
+        }
+    }
+    if rule.scope == Scope::Loopback {
+        owner.flags |= OWNER_LOOPBACK;
+        parts.push("scope=loopback".into());
+    }
+    if parts.is_empty() {
+        parts.push("anyone".into());
+    }
+    (owner, parts.join(" "))
+}
+
+/// The offsets the kernel side follows from a task to its executable.
+fn exe_offsets() -> anyhow::Result<EnforceSettings> {
+    let btf = Btf::from_sys_fs()?;
+    Ok(EnforceSettings {
+        task_mm: btf.offset("task_struct", &["mm"])?,
+        mm_exe_file: btf.offset("mm_struct", &["exe_file"])?,
+        file_f_inode: btf.offset("file", &["f_inode"])?,
+        inode_i_ino: btf.offset("inode", &["i_ino"])?,
+        inode_i_sb: btf.offset("inode", &["i_sb"])?,
+        super_block_s_dev: btf.offset("super_block", &["s_dev"])?,
+    })
+}
+
+/// The maps the daemon keeps filling after the start.
+struct Maps {
+    ports: Array<MapData, u32>,
+    classes: Array<MapData, EnforceClass>,
+}
+
+/// Enforcement while the daemon runs: the cgroup it covers, the plans in
+/// the kernel's maps, and the maps.
+pub struct Enforcement {
+    cgroup: PathBuf,
+    /// By generation: the plan whose classes that half of ENFORCE_CLASSES
+    /// holds (the previous one explains denials still in the ring buffer).
+    plans: [Option<Plan>; 2],
+    /// The generation the ports point to.
+    generation: u32,
+    /// What ENFORCE_PORTS holds, so that a reload writes only what changes.
+    ports: Vec<u32>,
+    maps: Option<Maps>,
+    /// The plan to install at attach time.
+    pending: Option<Plan>,
+}
+
+impl Enforcement {
+    /// Compiles the rules and checks `enforce_cgroup`; an error is a bad
+    /// configuration.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let plan = Plan::compile(config)?;
+        let cgroup = match &config.enforce_cgroup {
+            Some(path) => {
+                check_cgroup2(path)?;
+                path.clone()
+            }
+            None => loader::cgroup2_mount()?,
+        };
+        Ok(Self {
+            cgroup,
+            plans: [None, None],
+            generation: 1,
+            ports: vec![ENFORCE_NO_RULE; ENFORCE_PORT_SLOTS as usize],
+            maps: None,
+            pending: Some(plan),
+        })
+    }
+
+    /// Fills the maps, then attaches the bind programs to the cgroup: in
+    /// this order, or every bind in it would be refused until the fill.
+    pub fn attach(&mut self, attached: &mut Attached) -> anyhow::Result<()> {
+        let settings = exe_offsets().context(
+            "enforcement needs the kernel's BTF (/sys/kernel/btf/vmlinux) to tell kernel threads and executables apart",
+        )?;
+        let mut settings_map: Array<&mut MapData, EnforceSettings> = Array::try_from(
+            attached.ebpf.map_mut(ENFORCE_SETTINGS_MAP).context("map ENFORCE_SETTINGS missing from the eBPF object")?,
+        )
+        .context("opening ENFORCE_SETTINGS")?;
+        settings_map.set(0, settings, 0).context("writing ENFORCE_SETTINGS")?;
+        let ports = Array::try_from(
+            attached.ebpf.take_map(ENFORCE_PORTS_MAP).context("map ENFORCE_PORTS missing from the eBPF object")?,
+        )
+        .context("opening ENFORCE_PORTS")?;
+        let classes = Array::try_from(
+            attached.ebpf.take_map(ENFORCE_CLASSES_MAP).context("map ENFORCE_CLASSES missing from the eBPF object")?,
+        )
+        .context("opening ENFORCE_CLASSES")?;
+        anyhow::ensure!(
+            ports.len() == ENFORCE_PORT_SLOTS && classes.len() == ENFORCE_CLASS_SLOTS,
+            "the enforcement maps were not sized for enforcing (LoadOptions::enforce)"
+        );
+        self.maps = Some(Maps { ports, classes });
+        let plan = self.pending.take().context("enforcement attached twice")?;
+        self.install(plan)?;
+
+        let cgroup =
+            File::open(&self.cgroup).with_context(|| format!("opening the cgroup {}", self.cgroup.display()))?;
+        for (name, hook) in PROGRAMS {
+            let program: &mut CgroupSockAddr = loader::program_mut(&mut attached.ebpf, name)?;
+            program.load().with_context(|| {
+                format!("loading cgroup/{hook}: the kernel refused the enforcement program (needs CAP_BPF, CAP_NET_ADMIN and a kernel with cgroup sock_addr hooks)")
+            })?;
+            // A BPF link, always multi-attach: see the note in loader.rs.
+            program
+                .attach(&cgroup, CgroupAttachMode::Single)
+                .with_context(|| format!("attaching cgroup/{hook} to {}", self.cgroup.display()))?;
+            attached.hooks.push(format!("cgroup/{hook} on {} (enforcing)", self.cgroup.display()));
+        }
+        info!("enforcing the allowlist on binds in {}", self.cgroup.display());
+        Ok(())
+    }
+
+    /// SIGHUP: the new rules replace the old in the kernel, or, when they
+    /// cannot be compiled, nothing changes and the error says why.
+    pub fn reload(&mut self, config: &Config) -> anyhow::Result<()> {
+        let plan = Plan::compile(config)?;
+        if config.enforce_cgroup.as_ref().is_some_and(|c| *c != self.cgroup) {
+            warn!(
+                "enforce_cgroup changed to {}; enforcement stays on {} until a restart",
+                config.enforce_cgroup.as_deref().unwrap_or(Path::new("")).display(),
+                self.cgroup.display()
+            );
+        }
+        self.install(plan)
+    }
+
+    /// Writes `plan`'s classes into the generation not in use, then points
+    /// the ports that change at them.
+    fn install(&mut self, plan: Plan) -> anyhow::Result<()> {
+        let maps = self.maps.as_mut().context("enforcement maps not attached")?;
+        let generation = 1 - self.generation;
+        for (i, class) in plan.classes.iter().enumerate() {
+            let mut value = EnforceClass {
+                count: class.owners.len() as u32,
+                reserved: 0,
+                owners: [EnforceOwner::default(); ENFORCE_OWNERS_PER_CLASS],
+            };
+            value.owners[..class.owners.len()].copy_from_slice(&class.owners);
+            maps.classes
+                .set(class_slot(generation, i), value, 0)
+                .with_context(|| format!("writing class {i} into ENFORCE_CLASSES"))?;
+        }
+        let slots = plan.port_slots(generation);
+        let mut changed = 0;
+        for (i, (&new, old)) in slots.iter().zip(self.ports.iter_mut()).enumerate() {
+            if new != *old {
+                maps.ports.set(i as u32, new, 0).with_context(|| format!("writing slot {i} of ENFORCE_PORTS"))?;
+                *old = new;
+                changed += 1;
+            }
+        }
+        info!("enforcement rules: {} groups of ports, {changed} port slots written", plan.classes.len());
+        self.plans[generation as usize] = Some(plan);
+        self.generation = generation;
+        Ok(())
+    }
+
+    /// Why the kernel refused `event`, from the rules that filled its maps.
+    pub fn explain(&self, event: &DeniedEvent, exe: Option<&[u8]>, user: Option<&str>) -> Denial {
+        let t = &event.task;
+        let what = format!("{} port {} on {}", event.proto.name(), event.port, event.addr);
+        let user = user.map(str::to_owned).unwrap_or_else(|| t.uid.to_string());
+        let exe = exe.map_or_else(|| "?".to_owned(), escape_bytes);
+        let who = format!("exe={exe} comm={} user={user}", escape_bytes(&t.comm));
+        let Some((generation, class)) = slot_class(event.class) else {
+            return Denial { rule: None, reason: format!("no rule allows {what} ({who})") };
+        };
+        self.plans
+            .get(generation as usize)
+            .and_then(Option::as_ref)
+            .and_then(|plan| plan.explain(class, &what, &who))
+            .unwrap_or_else(|| Denial {
+                rule: None,
+                reason: format!("{what} is refused by rules in force before a reload ({who})"),
+            })
+    }
+}
+
+/// `enforce_cgroup` must be a directory of the cgroup v2 file system.
+fn check_cgroup2(path: &Path) -> anyhow::Result<()> {
+    let fs = nix::sys::statfs::statfs(path).with_context(|| format!("enforce_cgroup {}", path.display()))?;
+    if fs.filesystem_type() != nix::sys::statfs::CGROUP2_SUPER_MAGIC || !path.is_dir() {
+        bail!(
+            "enforce_cgroup {}: not a directory of the cgroup v2 file system (mounted at {})",
+            path.display(),
+            loader::cgroup2_mount().map_or_else(|_| "nowhere".to_owned(), |m| m.display().to_string())
+        );
+    }
+    Ok(())
+}
+
+/// Why the kernel refused a bind, for the daemon's `denied` line, with a
+/// warning in the log.
+pub fn explain_denied(enforcement: Option<&Enforcement>, report: &Report<'_>, event: &DeniedEvent) -> Option<Denial> {
+    let why = enforcement.map(|e| e.explain(event, report.process.exe.as_deref(), report.user));
+    if let Some(why) = &why {
+        warn!("denied: {}; pid {}", why.reason, report.task.pid);
+    }
+    why
+}
+
+/// SIGHUP: the reloaded `config` refills the kernel's maps when enforcing;
+/// an error refuses the whole configuration.
+pub fn on_reload(enforcement: Option<&mut Enforcement>, config: &Config) -> anyhow::Result<()> {
+    match enforcement {
+        Some(enforcement) => enforcement.reload(config),
+        None => {
+            if config.enforce {
+                warn!("enforce = true in the reloaded configuration takes effect at the next start");
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::{
+        enrich::report::What,
+        model::socket::{Family, Proto},
+        output::format::Printer,
+        record::decode::Task,
+    };
+
+    struct Fake;
+
+    impl Resolve for Fake {
+        fn uid(&self, user: &str) -> Option<u32> {
+            match user {
+                "root" => Some(0),
+                "nobody" => Some(65_534),
+                other => other.parse().ok(),
+            }
+        }
+
+        fn exe(&self, path: &str) -> io::Result<(u32, u64)> {
+            match path {
+                "/usr/sbin/sshd" => Ok((8 << 20 | 1, 100)),
+                "/usr/sbin/apache2" => Ok((8 << 20 | 1, 200)),
+                _ => Err(io::ErrorKind::NotFound.into()),
+            }
+        }
+    }
+
+    fn plan(text: &str) -> Plan {
+        Plan::compile_with(&Config::parse(text).unwrap(), &Fake).unwrap()
+    }
+
+    const RULES: &str = r#"
+        [[allow]]
+        name = "ssh"
+        proto = "tcp"
+        port = 22
+        exe = "/usr/sbin/sshd"
+        user = "root"
+        severity = "critical"
+        [[allow]]
+        name = "web"
+        proto = "tcp"
+        port = "8000-8100"
+        comm = "apache2"
+        [[allow]]
+        name = "web-admin"
+        proto = "tcp"
+        port = 8080
+        user = "nobody"
+        scope = "loopback"
+        [[allow]]
+        name = "dns"
+        proto = "udp"
+        port = 53
+        [[allow]]
+        proto = "unix"
+        path = "/run/x.sock"
+    "#;
+
+    #[test]
+    fn ranges_cut_into_classes() {
+        let p = plan(RULES);
+        assert_eq!(
+            p.segments[0],
+            vec![
+                Segment { first: 22, last: 22, class: 0 },
+                Segment { first: 8000, last: 8079, class: 1 },
+                Segment { first: 8080, last: 8080, class: 2 },
+                Segment { first: 8081, last: 8100, class: 1 },
+            ]
+        );
+        assert_eq!(p.segments[1], vec![Segment { first: 53, last: 53, class: 3 }]);
+        assert_eq!(p.classes[2].rules, vec![1, 2]);
+        let ssh = p.classes[0].owners[0];
+        assert_eq!(ssh.flags, OWNER_EXE | OWNER_UID);
+        assert_eq!((ssh.exe_dev, ssh.exe_ino, ssh.uid, ssh.rule), (8 << 20 | 1, 100, 0, 0));
+        let admin = p.classes[2].owners[1];
+        assert_eq!(admin.flags, OWNER_UID | OWNER_LOOPBACK);
+        assert_eq!(&p.classes[1].owners[0].comm[..8], b"apache2\0");
+        assert!(p.rules[4].is_none(), "unix rules are not enforced");
+    }
+
+    #[test]
+    fn port_slots_point_into_the_generation() {
+        let p = plan(RULES);
+        let slots = p.port_slots(1);
+        assert_eq!(slots[22], class_slot(1, 0));
+        assert_eq!(slots[8080], class_slot(1, 2));
+        assert_eq!(slots[23], ENFORCE_NO_RULE);
+        assert_eq!(slots[0], ENFORCE_NO_RULE, "port 0 is never covered: always allowed");
+        assert_eq!(slots[(ENFORCE_UDP_BASE + 53) as usize], class_slot(1, 3));
+        assert_eq!(slots[53], ENFORCE_NO_RULE, "tcp 53 is not udp 53");
+        assert_eq!(slot_class(class_slot(1, 2)), Some((1, 2)));
+        assert_eq!(slot_class(class_slot(0, 0)), Some((0, 0)));
+        assert_eq!(slot_class(ENFORCE_NO_RULE), None);
+    }
+
+    #[test]
+    fn portless_rules_cover_every_port_and_owners_are_shared() {
+        let p = plan(
+            "[[allow]]\nproto = \"tcp\"\nexe = \"/usr/sbin/apache2\"\n[[allow]]\nproto = \"tcp\"\nport = 443\nexe = \"/usr/sbin/apache2\"\n",
+        );
+        assert_eq!(p.segments[0].first().unwrap().first, 1);
+        assert_eq!(p.segments[0].last().unwrap().last, 65_535);
+        let on_443 = p.segments[0].iter().find(|s| s.first == 443).unwrap();
+        assert_eq!(p.classes[on_443.class].owners.len(), 1, "one owner named by two rules");
+        assert!(p.segments[1].is_empty());
+    }
+
+    #[test]
+    fn unknown_users_and_exes_match_nobody() {
+        let p = plan(
+            "[[allow]]\nproto = \"tcp\"\nport = 1\nexe = \"/nonexistent\"\nuser = \"ghost\"\ncomm = \"a-very-long-name-x\"\n",
+        );
+        assert_ne!(p.classes[0].owners[0].flags & OWNER_NEVER, 0);
+        let desc = &p.rules[0].as_ref().unwrap().owner;
+        assert!(desc.contains("not found") && desc.contains("does not exist"), "{desc}");
+    }
+
+    #[test]
+    fn too_many_owners_on_one_port_refuse_the_config() {
+        let mut text = String::new();
+        for uid in 0..=ENFORCE_OWNERS_PER_CLASS {
+            text.push_str(&format!("[[allow]]\nproto = \"udp\"\nport = \"5000-5001\"\nuser = \"{uid}\"\n"));
+        }
+        let e = Plan::compile_with(&Config::parse(&text).unwrap(), &Fake).unwrap_err().to_string();
+        assert!(e.contains("udp ports 5000-5001") && e.contains("at most 16"), "{e}");
+    }
+
+    #[test]
+    fn too_many_classes_refuse_the_config() {
+        let mut text = String::new();
+        for port in 0..=CLASSES_PER_GENERATION {
+            text.push_str(&format!("[[allow]]\nproto = \"tcp\"\nport = {}\nuser = \"{port}\"\n", port + 1000));
+        }
+        let e = Plan::compile_with(&Config::parse(&text).unwrap(), &Fake).unwrap_err().to_string();
+        assert!(e.contains("at most 511"), "{e}");
+    }
+
+    #[test]
+    fn kernel_dev_encoding() {
+        assert_eq!(kernel_dev(nix::sys::stat::makedev(8, 1)), (8 << 20) | 1);
+        assert_eq!(kernel_dev(nix::sys::stat::makedev(259, 300)), (259 << 20) | 300);
+    }
+
+    fn denied(class: u32, port: u16) -> DeniedEvent {
+        DeniedEvent {
+            task: Task { ktime_ns: 1, cgroup_id: 1, pid: 7, tid: 7, uid: 0, gid: 0, netns: 0, comm: b"nc\n".to_vec() },
+            proto: Proto::Tcp,
+            family: Family::Ipv4,
+            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port,
+            sock_type: 1,
+            class,
+            exe_id: None,
+        }
+    }
+
+    fn enforcing(plan: Plan) -> Enforcement {
+        Enforcement {
+            cgroup: PathBuf::from("/sys/fs/cgroup"),
+            plans: [None, Some(plan)],
+            generation: 1,
+            ports: Vec::new(),
+            maps: None,
+            pending: None,
+        }
+    }
+
+    #[test]
+    fn denials_name_the_rules() {
+        let mut e = enforcing(plan(RULES));
+        let none = e.explain(&denied(ENFORCE_NO_RULE, 4444), Some(b"/usr/bin/nc"), Some("root"));
+        assert_eq!(none.rule, None);
+        assert_eq!(none.reason, "no rule allows tcp port 4444 on 0.0.0.0 (exe=/usr/bin/nc comm=nc\\n user=root)");
+        let ssh = e.explain(&denied(class_slot(1, 0), 22), None, None);
+        assert_eq!(ssh.rule.as_deref(), Some("ssh"));
+        assert_eq!(
+            ssh.reason,
+            "tcp port 22 on 0.0.0.0 is given to rule \"ssh\" (exe=/usr/sbin/sshd user=root), not to exe=? comm=nc\\n user=0"
+        );
+        let both = e.explain(&denied(class_slot(1, 2), 8080), None, None);
+        assert!(
+            both.reason.contains("rule \"web\" (comm=apache2), rule \"web-admin\" (user=nobody scope=loopback)"),
+            "{both:?}"
+        );
+        // A record from before the last reload, whose plan is gone.
+        e.plans[0] = None;
+        let old = e.explain(&denied(class_slot(0, 0), 22), None, None);
+        assert!(old.reason.contains("before a reload"), "{old:?}");
+    }
+
+    #[test]
+    fn the_denied_line() {
+        let e = enforcing(plan(RULES));
+        let event = denied(class_slot(1, 0), 22);
+        let process =
+            crate::host::process::ProcessInfo { ppid: Some(1), exe: Some(b"/usr/bin/nc".to_vec()), cmdline: None };
+        let report = Report {
+            task: &event.task,
+            process: &process,
+            user: Some("root"),
+            time: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            seen_ktime_ns: 2,
+            cgroup: None,
+            what: What::Denied { event: &event, why: None },
+        };
+        let mut out = Vec::new();
+        {
+            let why = explain_denied(Some(&e), &report, &event);
+            let mut printer = Printer::new(crate::output::format::Format::Json, &mut out);
+            printer.report(&Report { what: What::Denied { event: &event, why: why.as_ref() }, ..report }).unwrap();
+        }
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(line["event"], "denied");
+        assert_eq!((line["pid"].as_u64(), line["port"].as_u64()), (Some(7), Some(22)));
+        assert_eq!((line["proto"].as_str(), line["family"].as_str()), (Some("tcp"), Some("ipv4")));
+        assert_eq!((line["addr"].as_str(), line["errno"].as_str()), (Some("0.0.0.0"), Some("EPERM")));
+        assert_eq!((line["exe"].as_str(), line["user"].as_str()), (Some("/usr/bin/nc"), Some("root")));
+        assert_eq!(line["rule"], "ssh");
+        assert!(line["reason"].as_str().unwrap().ends_with("not to exe=/usr/bin/nc comm=nc\\n user=root"), "{line}");
+    }
+}

@@ -1,0 +1,2 @@
+//! Ring-buffer records from the kernel, decoded into typed values.
+pub mod decode;

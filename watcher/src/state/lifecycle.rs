@@ -1,0 +1,514 @@
+//! The live listeners, keyed by (netns, proto, address and port, or path),
+//! and what their comings and goings mean: a listener up or down, a service
+//! restarted (after how long, and whether the same program came back), a
+//! port taken over by someone else, a second socket joining a SO_REUSEPORT
+//! group, and a listener whose processes handed it on (a daemon that forked
+//! and let its parent exit).
+//!
+//! A key has sockets; a socket has a creator and holders. Several holders
+//! of one socket (a parent and its forked workers) are one listener and
+//! nothing to report; several sockets on one key are a SO_REUSEPORT group.
+//! A listener goes down when its last socket closes in the kernel, whoever
+//! of its holders closes it last.
+//!
+//! Keys that went down are remembered (the most recent ones, bounded) so a
+//! comeback can be recognised.
+use std::collections::{HashMap, VecDeque};
+
+use crate::model::{
+    holder::Holder,
+    socket::{Local, Proto},
+};
+
+/// How many keys that went down are remembered for a comeback.
+const DOWN_REMEMBERED: usize = 16_384;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    /// Network namespace inode; 0 when unknown.
+    pub netns: u64,
+    pub proto: Proto,
+    /// `Local::Inet` or `Local::Unix`: raw and packet sockets have no lifecycle.
+    pub local: Local,
+}
+
+/// The kernel's identity of a socket. Live records and the snapshot name
+/// sockets differently (the kernel's socket pointer or cookie, the inode),
+/// so an identity only ever equals one of its own kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SocketId {
+    Kernel(u64),
+    Inode(u64),
+}
+
+/// One socket on a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Socket {
+    pub id: Option<SocketId>,
+    /// The task whose bind or listen made it wait (for a socket already
+    /// there at start: its first holder, with the socket's owner uid).
+    pub creator: Holder,
+    /// The processes known to hold it, the creator among them while it
+    /// does; forked children are added as they fork (they inherit it).
+    pub holders: Vec<Holder>,
+    /// The pids events have named as its holders so far; when all are gone
+    /// and others still hold it, an event says who holds it now.
+    pub named: Vec<u32>,
+    /// The named holders that exited since the last event that named any.
+    pub previous_named: Vec<Holder>,
+}
+
+impl Socket {
+    pub fn new(id: Option<SocketId>, creator: Holder, mut holders: Vec<Holder>) -> Self {
+        if holders.is_empty() && creator.pid != 0 {
+            holders.push(creator.clone());
+        }
+        let named = holders.iter().map(|h| h.pid).filter(|&p| p != 0).collect();
+        Self { id, creator, holders, named, previous_named: Vec::new() }
+    }
+
+    fn holds(&self, pid: u32) -> bool {
+        pid != 0 && (self.creator.pid == pid || self.holders.iter().any(|h| h.pid == pid))
+    }
+
+    /// The holders other than the creator: what an event adds to the
+    /// creator's fields (workers, or the children a daemon forked).
+    pub fn other_holders(&self) -> Vec<Holder> {
+        self.holders.iter().filter(|h| h.pid != self.creator.pid).cloned().collect()
+    }
+}
+
+/// What a sighting changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Up {
+        key: ListenerKey,
+        socket: Socket,
+    },
+    Down {
+        key: ListenerKey,
+        socket: Socket,
+        lived_ns: u64,
+    },
+    Restarted {
+        key: ListenerKey,
+        socket: Socket,
+        previous: Holder,
+        gap_ns: u64,
+        same_exe: bool,
+        same_user: bool,
+        same_cmdline: bool,
+    },
+    OwnerChanged {
+        key: ListenerKey,
+        socket: Socket,
+        previous: Holder,
+    },
+    /// Another socket on a live key, made by a different program or user.
+    ReuseportJoined {
+        key: ListenerKey,
+        socket: Socket,
+        existing: Holder,
+    },
+    /// Every process the events named for this socket is gone; these hold it now.
+    HoldersChanged {
+        key: ListenerKey,
+        socket: Socket,
+        previous: Vec<Holder>,
+    },
+}
+
+struct Live {
+    since_ns: u64,
+    sockets: Vec<Socket>,
+}
+
+struct Down {
+    at_ns: u64,
+    last: Holder,
+    /// Which entry of `down_order` stands for this down: a key that went
+    /// down, came back and went down again has older entries there too.
+    seq: u64,
+}
+
+#[derive(Default)]
+pub struct ListenerTable {
+    live: HashMap<ListenerKey, Live>,
+    down: HashMap<ListenerKey, Down>,
+    /// Downs in the order they happened, with their `Down::seq`; entries
+    /// whose key came back up (or went down again since) are stale.
+    down_order: VecDeque<(ListenerKey, u64)>,
+    next_seq: u64,
+}
+
+impl ListenerTable {
+    /// A socket seen waiting on `key` at `now_ns` (CLOCK_MONOTONIC): a live
+    /// bind or listen (one holder), or a snapshot row (every holder).
+    pub fn up(&mut self, key: ListenerKey, socket: Socket, now_ns: u64) -> Vec<Change> {
+        if let Some(live) = self.live.get_mut(&key) {
+            // The same socket again: its identity, or (identities of another
+            // kind) a process that already holds a socket of this key — a
+            // bind then its listen, a worker's sighting.
+            let same = live
+                .sockets
+                .iter()
+                .position(|s| matches!((s.id, socket.id), (Some(a), Some(b)) if a == b))
+                .or_else(|| {
+                    live.sockets.iter().position(|s| {
+                        socket.holders.iter().any(|h| s.holds(h.pid))
+                            && !matches!((s.id, socket.id), (Some(a), Some(b)) if std::mem::discriminant(&a) == std::mem::discriminant(&b))
+                    })
+                });
+            if let Some(at) = same {
+                let known = &mut live.sockets[at];
+                known.id = known.id.or(socket.id);
+                for h in socket.holders {
+                    if !known.holds(h.pid) {
+                        known.holders.push(h);
+                    }
+                }
+                return Vec::new();
+            }
+            let existing = live.sockets[0].creator.clone();
+            let joined = !live.sockets.iter().any(|s| s.creator.same_service(&socket.creator));
+            live.sockets.push(socket.clone());
+            return if joined { vec![Change::ReuseportJoined { key, socket, existing }] } else { Vec::new() };
+        }
+        let mut changes = vec![Change::Up { key: key.clone(), socket: socket.clone() }];
+        if let Some(down) = self.down.remove(&key) {
+            let previous = down.last;
+            let owner = &socket.creator;
+            let (same_exe, same_user) = (previous.same_exe(owner), previous.same_user(owner));
+            changes.push(Change::Restarted {
+                key: key.clone(),
+                socket: socket.clone(),
+                previous: previous.clone(),
+                gap_ns: now_ns.saturating_sub(down.at_ns),
+                same_exe,
+                same_user,
+                same_cmdline: previous.same_cmdline(owner),
+            });
+            if !same_exe || !same_user {
+                changes.push(Change::OwnerChanged { key: key.clone(), socket: socket.clone(), previous });
+            }
+        }
+        self.live.insert(key, Live { since_ns: now_ns, sockets: vec![socket] });
+        changes
+    }
+
+    /// A socket of `key` closed in the kernel at `now_ns`, by `pid` (its last
+    /// holder to let go; 0 when unknown). The key stays up while other
+    /// sockets of a SO_REUSEPORT group remain.
+    pub fn closed(&mut self, key: &ListenerKey, id: Option<SocketId>, pid: u32, now_ns: u64) -> Vec<Change> {
+        let Some(live) = self.live.get_mut(key) else {
+            return Vec::new();
+        };
+        let at = id
+            .and_then(|id| live.sockets.iter().position(|s| s.id == Some(id)))
+            .or_else(|| live.sockets.iter().position(|s| s.holds(pid)))
+            .unwrap_or(0);
+        let socket = live.sockets.remove(at);
+        if !live.sockets.is_empty() {
+            return Vec::new();
+        }
+        let since = live.since_ns;
+        self.live.remove(key);
+        // A burst of listeners (100,000 held, then closed) would otherwise
+        // keep its table's memory for the daemon's whole life.
+        if self.live.capacity() > 4096 && self.live.len() * 4 < self.live.capacity() {
+            self.live.shrink_to(self.live.len() * 2);
+        }
+        self.remember_down(key.clone(), now_ns, socket.creator.clone());
+        vec![Change::Down { key: key.clone(), socket, lived_ns: now_ns.saturating_sub(since) }]
+    }
+
+    /// `parent` forked `child`: the child inherits every socket the parent
+    /// holds. Not an event (a server's workers fork all the time); the
+    /// inheritance is checked in /proc only when it comes to matter.
+    pub fn forked(&mut self, parent: u32, child: &Holder, keys: &[ListenerKey]) {
+        for key in keys {
+            let Some(live) = self.live.get_mut(key) else { continue };
+            for socket in live.sockets.iter_mut().filter(|s| s.holders.iter().any(|h| h.pid == parent)) {
+                if !socket.holders.iter().any(|h| h.pid == child.pid) {
+                    socket.holders.push(child.clone());
+                }
+            }
+        }
+    }
+
+    /// Process `pid` exited: it holds nothing any more. Returns the keys
+    /// whose sockets have lost every holder the events named while others
+    /// may still hold them: the caller checks those in /proc and calls
+    /// [`Self::holders_now`].
+    pub fn exited(&mut self, pid: u32, keys: &[ListenerKey]) -> Vec<ListenerKey> {
+        let mut orphaned = Vec::new();
+        for key in keys {
+            let Some(live) = self.live.get_mut(key) else { continue };
+            for socket in &mut live.sockets {
+                let was_named = socket.named.contains(&pid);
+                if was_named && let Some(gone) = socket.holders.iter().find(|h| h.pid == pid) {
+                    socket.previous_named.push(gone.clone());
+                }
+                socket.holders.retain(|h| h.pid != pid);
+                socket.named.retain(|&p| p != pid);
+                if was_named && socket.named.is_empty() && !orphaned.contains(key) {
+                    orphaned.push(key.clone());
+                }
+            }
+        }
+        orphaned
+    }
+
+    /// The processes that may hold the sockets of `key` whose named holders
+    /// are all gone: what [`Self::holders_now`] needs checked.
+    pub fn unconfirmed_holders(&self, key: &ListenerKey) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .sockets(key)
+            .iter()
+            .filter(|s| s.named.is_empty())
+            .flat_map(|s| s.holders.iter().map(|h| h.pid))
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// Who holds the sockets of `key` whose named holders are gone, as
+    /// /proc says: they become the named holders, and an event says so.
+    pub fn holders_now(&mut self, key: &ListenerKey, holders: Vec<Holder>) -> Vec<Change> {
+        let Some(live) = self.live.get_mut(key) else {
+            return Vec::new();
+        };
+        let mut changes = Vec::new();
+        for socket in live.sockets.iter_mut().filter(|s| s.named.is_empty()) {
+            let previous = std::mem::take(&mut socket.previous_named);
+            socket.holders = holders.clone();
+            socket.named = holders.iter().map(|h| h.pid).collect();
+            if !holders.is_empty() {
+                changes.push(Change::HoldersChanged { key: key.clone(), socket: socket.clone(), previous });
+            }
+        }
+        changes
+    }
+
+    fn remember_down(&mut self, key: ListenerKey, at_ns: u64, last: Holder) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.down.insert(key.clone(), Down { at_ns, last, seq });
+        self.down_order.push_back((key, seq));
+        while self.down.len() > DOWN_REMEMBERED {
+            let Some((old, old_seq)) = self.down_order.pop_front() else { break };
+            if self.down.get(&old).is_some_and(|d| d.seq == old_seq) {
+                self.down.remove(&old);
+            }
+        }
+        // Stale entries pile up when the same keys go down and up again (a
+        // flood of listeners cycling through the ephemeral ports). Dropping
+        // them all at once leaves at most DOWN_REMEMBERED entries, so this
+        // scan runs once per DOWN_REMEMBERED downs at most: O(1) amortized.
+        if self.down_order.len() > 2 * DOWN_REMEMBERED {
+            let down = &self.down;
+            self.down_order.retain(|(k, seq)| down.get(k).is_some_and(|d| d.seq == *seq));
+        }
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn live_keys(&self) -> Vec<ListenerKey> {
+        self.live.keys().cloned().collect()
+    }
+
+    pub fn is_live(&self, key: &ListenerKey) -> bool {
+        self.live.contains_key(key)
+    }
+
+    /// The sockets of a live key (empty when it is not live).
+    pub fn sockets(&self, key: &ListenerKey) -> &[Socket] {
+        self.live.get(key).map_or(&[], |l| &l.sockets)
+    }
+
+    /// Every pid known to hold a socket of a live key.
+    pub fn holder_pids(&self, key: &ListenerKey) -> Vec<u32> {
+        let mut pids: Vec<u32> =
+            self.sockets(key).iter().flat_map(|s| s.holders.iter().map(|h| h.pid)).filter(|&p| p != 0).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+
+    fn key(port: u16) -> ListenerKey {
+        ListenerKey {
+            netns: 1,
+            proto: Proto::Tcp,
+            local: Local::Inet { addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED), port },
+        }
+    }
+
+    fn owner(pid: u32, exe: &str, uid: u32) -> Holder {
+        Holder {
+            pid,
+            uid: Some(uid),
+            exe: Some(exe.as_bytes().to_vec()),
+            cmdline: Some(vec![exe.as_bytes().to_vec()]),
+            ..Holder::default()
+        }
+    }
+
+    /// A live sighting: one socket, its creator its one holder.
+    fn live(id: u64, holder: Holder) -> Socket {
+        Socket::new(Some(SocketId::Kernel(id)), holder, Vec::new())
+    }
+
+    #[test]
+    fn up_down_and_restart_with_gap() {
+        let mut t = ListenerTable::default();
+        assert!(matches!(t.up(key(80), live(7, owner(1, "/usr/sbin/httpd", 0)), 1_000)[..], [Change::Up { .. }]));
+        assert_eq!(t.up(key(80), live(7, owner(1, "/usr/sbin/httpd", 0)), 1_100), vec![], "its own second sighting");
+        let down = t.closed(&key(80), Some(SocketId::Kernel(7)), 1, 5_000);
+        assert!(matches!(down[..], [Change::Down { lived_ns: 4_000, .. }]));
+        assert_eq!(t.live_count(), 0);
+        let back = t.up(key(80), live(8, owner(2, "/usr/sbin/httpd", 0)), 7_500);
+        assert!(matches!(back[0], Change::Up { .. }));
+        let Change::Restarted { gap_ns, same_exe, same_user, same_cmdline, .. } = &back[1] else { panic!("{back:?}") };
+        assert_eq!((*gap_ns, *same_exe, *same_user, *same_cmdline), (2_500, true, true, true));
+        assert_eq!(back.len(), 2, "same owner: no owner_changed");
+    }
+
+    #[test]
+    fn another_program_on_a_known_port_is_an_owner_change() {
+        let mut t = ListenerTable::default();
+        t.up(key(22), live(1, owner(1, "/usr/sbin/sshd", 0)), 0);
+        t.closed(&key(22), Some(SocketId::Kernel(1)), 1, 10);
+        let back = t.up(key(22), live(2, owner(9, "/usr/bin/nc", 65534)), 20);
+        assert!(matches!(back[1], Change::Restarted { same_exe: false, same_user: false, .. }));
+        assert!(matches!(&back[2], Change::OwnerChanged { previous, .. } if previous.pid == 1));
+    }
+
+    /// A parent and two forked workers hold one socket: one listener, no
+    /// reuseport group; it goes down when the socket closes, whichever
+    /// holder closes it last.
+    #[test]
+    fn one_socket_with_three_holders_is_one_listener() {
+        let mut t = ListenerTable::default();
+        let parent = owner(10, "/usr/sbin/apache2", 0);
+        let workers = [owner(11, "/usr/sbin/apache2", 33), owner(12, "/usr/sbin/apache2", 33)];
+        let socket = Socket::new(
+            Some(SocketId::Inode(500)),
+            parent.clone(),
+            vec![parent.clone(), workers[0].clone(), workers[1].clone()],
+        );
+        let changes = t.up(key(80), socket, 0);
+        assert!(matches!(&changes[..], [Change::Up { socket, .. }] if socket.holders.len() == 3), "{changes:?}");
+        assert_eq!(t.sockets(&key(80)).len(), 1);
+        assert_eq!(t.holder_pids(&key(80)), vec![10, 11, 12]);
+        // A worker's own sighting of the socket is nothing new.
+        assert_eq!(t.up(key(80), live(9, workers[1].clone()), 1), vec![]);
+        assert_eq!(t.sockets(&key(80)).len(), 1);
+        // Closed in the kernel by the last worker to let go: the listener is down.
+        let down = t.closed(&key(80), Some(SocketId::Kernel(9)), 12, 5);
+        assert!(matches!(&down[..], [Change::Down { socket, .. }] if socket.creator.pid == 10), "{down:?}");
+        // apache2ctl start: the same program back, a restart, no owner change.
+        let back = t.up(key(80), live(20, owner(30, "/usr/sbin/apache2", 0)), 9);
+        assert!(matches!(&back[..], [Change::Up { .. }, Change::Restarted { same_exe: true, same_user: true, .. }]));
+    }
+
+    /// Two sockets on one key (SO_REUSEPORT) are a group: the key is down
+    /// only when both closed; another program joining is reported.
+    #[test]
+    fn two_sockets_on_one_key_are_a_reuseport_group() {
+        let mut t = ListenerTable::default();
+        t.up(key(443), live(1, owner(1, "/usr/sbin/nginx", 0)), 0);
+        assert_eq!(
+            t.up(key(443), live(2, owner(2, "/usr/sbin/nginx", 0)), 1),
+            vec![],
+            "same program: a worker's socket"
+        );
+        assert_eq!(t.sockets(&key(443)).len(), 2);
+        assert!(matches!(t.up(key(443), live(3, owner(3, "/tmp/x", 0)), 2)[..], [Change::ReuseportJoined { .. }]));
+        assert_eq!(t.closed(&key(443), Some(SocketId::Kernel(3)), 3, 3), vec![]);
+        assert_eq!(t.closed(&key(443), Some(SocketId::Kernel(1)), 1, 4), vec![]);
+        assert!(matches!(t.closed(&key(443), Some(SocketId::Kernel(2)), 2, 5)[..], [Change::Down { .. }]));
+    }
+
+    /// A daemon that forked after listening and let its parent exit: the
+    /// socket is orphaned of every named holder until /proc says who has it.
+    #[test]
+    fn holders_follow_a_daemon_that_forked() {
+        let mut t = ListenerTable::default();
+        t.up(key(111), live(1, owner(100, "/sbin/rpcbind", 0)), 0);
+        // It forks; the child inherits the socket, nothing to say yet.
+        t.forked(100, &owner(101, "/sbin/rpcbind", 0), &[key(111)]);
+        assert_eq!(t.holder_pids(&key(111)), vec![100, 101]);
+        assert_eq!(t.exited(5, &[key(111)]), vec![], "not a holder");
+        // The parent exits: no process the events named holds it any more.
+        assert_eq!(t.exited(100, &[key(111)]), vec![key(111)]);
+        assert_eq!(t.unconfirmed_holders(&key(111)), vec![101]);
+        let changes = t.holders_now(&key(111), vec![owner(101, "/sbin/rpcbind", 111)]);
+        let [Change::HoldersChanged { socket, previous, .. }] = &changes[..] else { panic!("{changes:?}") };
+        assert_eq!((socket.holders[0].pid, socket.creator.pid), (101, 100));
+        assert_eq!(previous.iter().map(|h| h.pid).collect::<Vec<_>>(), vec![100], "who the events named before");
+        assert_eq!(t.holder_pids(&key(111)), vec![101]);
+        // Now 101 is named: its exit orphans the socket again.
+        assert_eq!(t.exited(101, &[key(111)]), vec![key(111)]);
+    }
+
+    #[test]
+    fn remembered_downs_are_bounded() {
+        let mut t = ListenerTable::default();
+        for port in 0..(DOWN_REMEMBERED as u16 + 100) {
+            t.up(key(port), live(1, owner(1, "/x", 0)), 0);
+            t.closed(&key(port), None, 1, 1);
+        }
+        assert!(t.down.len() <= DOWN_REMEMBERED);
+        assert!(t.down_order.len() <= 2 * DOWN_REMEMBERED + 1);
+    }
+
+    /// The same keys going down and up again and again (a flood cycling
+    /// through the ephemeral ports) must neither let the order queue grow
+    /// nor make every down scan it, and must not forget a recent down
+    /// because an older entry of the same key reached the front.
+    #[test]
+    fn cycling_keys_keep_the_queue_short_and_the_latest_downs() {
+        let mut t = ListenerTable::default();
+        let ports = DOWN_REMEMBERED as u16 / 2;
+        for round in 0..8u64 {
+            for port in 0..ports {
+                t.up(key(port), live(1, owner(1, "/x", 0)), round);
+                t.closed(&key(port), None, 1, round);
+            }
+        }
+        assert_eq!(t.down.len(), ports as usize);
+        assert!(t.down_order.len() <= 2 * DOWN_REMEMBERED + 1, "{}", t.down_order.len());
+        // Every key's latest down is still there to recognise a restart.
+        for port in [0, ports / 2, ports - 1] {
+            assert!(matches!(
+                t.up(key(port), live(1, owner(1, "/x", 0)), 10)[..],
+                [Change::Up { .. }, Change::Restarted { gap_ns: 3, .. }]
+            ));
+        }
+    }
+
+    /// The table gives memory back after a burst of listeners closes.
+    #[test]
+    fn live_table_shrinks_after_a_burst() {
+        let mut t = ListenerTable::default();
+        for port in 0..60_000 {
+            t.up(key(port), live(1, owner(1, "/x", 0)), 0);
+        }
+        let burst = t.live.capacity();
+        for port in 0..60_000 {
+            t.closed(&key(port), None, 1, 1);
+        }
+        assert_eq!(t.live_count(), 0);
+        assert!(t.live.capacity() <= 4096 && burst >= 60_000, "{} after {burst}", t.live.capacity());
+    }
+}

@@ -1,0 +1,2 @@
+//! What the daemon remembers: the listener table and its lifecycle.
+pub mod lifecycle;
