@@ -388,6 +388,28 @@ def programs_attached(results, watcher, expected):
     results.check("watcher warns of no missing hook", not not_attached, " | ".join(not_attached))
 
 
+def doctor(results, binary, ready_line):
+    out = subprocess.run([binary, "doctor", "--json"], capture_output=True, text=True, timeout=READY_TIMEOUT)
+    results.check("doctor exits 0", out.returncode == 0, f"exit {out.returncode}: {out.stderr.strip()[-500:]}")
+    try:
+        report = json.loads(out.stdout)
+    except ValueError as e:
+        results.check("doctor --json is JSON", False, str(e))
+        return
+    with open("/proc/sys/kernel/osrelease") as f:
+        release = f.read().strip()
+    results.check("doctor names this kernel", report.get("kernel") == release, f"{report.get('kernel')!r}")
+    results.check("doctor: BTF readable", report.get("btf", {}).get("ok") is True, json.dumps(report.get("btf")))
+    results.check("doctor: default set complete", report.get("complete") is True, json.dumps(report.get("facts")))
+    # The ready line and doctor say the same: the same default hooks.
+    hooks = {h for f in report.get("facts", []) if not f.get("optional") for h in f.get("hooks", [])}
+    listed = ready_line.split("(", 1)[1].split(")")[0].split(", ") if "(" in ready_line else []
+    results.check("doctor and the ready line name the same hooks", hooks == set(listed),
+                  f"only doctor: {sorted(hooks - set(listed))}; only ready line: {sorted(set(listed) - hooks)}")
+    results.note(f"doctor: lockdown {report.get('lockdown')}, BPF LSM {report.get('bpf_lsm')}, program types "
+                 + ", ".join(f"{t['type']}={'yes' if t['loads'] else 'no'}" for t in report.get("program_types", [])))
+
+
 def main():
     binary, out_dir, flash = sys.argv[1:4]
     expected = EXPECTED_PROGRAMS
@@ -422,6 +444,10 @@ def main():
             results.check("scenario step", False, f"{type(e).__name__}: {e}")
     code = watcher.stop()
     results.check("watcher exits 0 on SIGTERM", code == 0, f"exit {code}")
+    try:
+        doctor(results, binary, ready)
+    except Exception as e:
+        results.check("doctor step", False, f"{type(e).__name__}: {e}")
     results.done()
 
 

@@ -78,6 +78,10 @@ pub enum Command {
     /// Write an allowlist (TOML, for `daemon --config`) from what listens now.
     #[command(after_help = "Example:\n  watcher baseline > /etc/watcher/watcher.toml")]
     Baseline(BaselineArgs),
+    /// Say what this kernel lets watcher see: kernel, BTF, lockdown, the
+    /// program types that load, and per fact the hook attached or why none
+    /// is (exit 0 when every default hook attaches).
+    Doctor(DoctorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -192,4 +196,12 @@ impl ListArgs {
             ..Default::default()
         }
     }
+}
+
+/// `watcher doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -18,7 +18,7 @@
 //! | [`output`] | the sinks, one file per format |
 //! | [`pipeline`] | the one reader of the ring buffer: records → typed events → a sink |
 //! | [`cli`] | command-line flags |
-//! | [`commands`] | watch, list, daemon, baseline: glue only |
+//! | [`commands`] | watch, list, daemon, baseline, doctor: glue only |
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
             Command::List(args) => watcher::commands::list::run(&args),
             Command::Daemon(args) => watcher::commands::daemon::run(args).await,
             Command::Baseline(args) => watcher::commands::baseline::run(&args),
+            Command::Doctor(args) => watcher::commands::doctor::run(&args),
         }
     });
     match result {

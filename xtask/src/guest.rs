@@ -80,7 +80,7 @@ pub fn guest(ci: bool) -> anyhow::Result<()> {
                 break;
             }
             Outcome::NoBoot => {
-                eprintln!("xtask: the {mode} guest did not run its command within {boot_timeout:?}");
+                eprintln!("xtask: the {mode} guest did not come up (it must run its command within {boot_timeout:?})");
                 let _ = fs::remove_file(&booted);
             }
         }

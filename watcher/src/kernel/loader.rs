@@ -54,6 +54,11 @@ const TRACEPOINTS: [(&str, &str); 13] = [
     ("sock", "inet_sock_set_state"),
 ];
 
+/// The tracepoints attached by default, as (category, name).
+pub fn default_tracepoints() -> &'static [(&'static str, &'static str)] {
+    &TRACEPOINTS
+}
+
 /// What to load and attach, and the run-time settings passed to the
 /// kernel programs as globals.
 #[derive(Clone, Copy, Debug, Default)]
