@@ -263,6 +263,16 @@ impl<W: Write> DaemonSink<W> {
                 break;
             }
         }
+        // /proc shows holders by key; a process that holds another socket
+        // of the key (a restarted daemon's new one) did not take this one.
+        let others: Vec<u32> = self
+            .listeners
+            .sockets(key)
+            .iter()
+            .filter(|s| !s.named.is_empty())
+            .flat_map(|s| s.holders.iter().map(|h| h.pid))
+            .collect();
+        found.retain(|h| !others.contains(&h.pid));
         let holders: Vec<Holder> = found.iter().map(HolderInfo::holder).collect();
         let changes = self.listeners.holders_now(key, holders);
         let rule_proto = rule_proto_of(key.proto);
