@@ -112,17 +112,19 @@ fn who(e: &Value) -> String {
     out
 }
 
+/// The fields of an event that say what happened and to whom, in a fixed
+/// order (the rest — cmdline, time, cgroup … — left out of the tables).
 fn short(e: &Value) -> String {
-    let mut line = e.to_string();
-    if line.len() > 420 {
-        let mut cut = 420;
-        while !line.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        line.truncate(cut);
-        line.push('…');
-    }
-    line
+    const KEYS: [&str; 26] = [
+        "event", "proto", "addr", "port", "path", "pid", "comm", "user", "holders", "pids", "fd", "options",
+        "previous_pid", "previous_user", "existing_pid", "existing_user", "same_exe", "same_user", "same_cmdline",
+        "gap_ms", "lived_ms", "rule", "subject", "reason", "error", "killed",
+    ];
+    let fields: Vec<String> = KEYS
+        .iter()
+        .filter_map(|key| e.get(*key).filter(|v| !v.is_null()).map(|v| format!("\"{key}\":{v}")))
+        .collect();
+    format!("{{{}}}", fields.join(","))
 }
 
 // ------------------------------------------------------------ the harness itself
