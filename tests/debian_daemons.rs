@@ -599,3 +599,43 @@ fn handed_over_listener_holders_follow() {
     assert!(all[from..].iter().filter(on_port).any(|e| e["event"] == "listener_down"), "{report}");
     receiver.finish();
 }
+
+// ------------------------------------------------------------ issue 11: UNIX datagram
+
+/// UNIX datagram sockets bound to a path and to an abstract name (what
+/// /dev/log and exim4's notify socket are): `bind` and `close` live, with
+/// the socket type.
+#[test]
+#[ignore = "needs the holder model (issue 11)"]
+fn bound_unix_datagram_sockets_are_reported_live() {
+    if !require_bpf("bound_unix_datagram_sockets_are_reported_live") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let abstract_name = format!("watcher-test-dgram-{}", std::process::id());
+    let mut watcher = Watcher::start_json(&["--no-snapshot"]);
+    let mut child = common::SocketChild::spawn_program(
+        &[],
+        &common::program("unix_dgram.py"),
+        path.to_str().unwrap(),
+        &[&abstract_name],
+    );
+    let pid = child.pid;
+    child.go();
+    child.expect("bound");
+    child.say("close");
+    child.expect("closed");
+    let mut events = Vec::new();
+    sync(&mut watcher, &mut events);
+    child.finish();
+    let mine: Vec<&Value> = events.iter().filter(|e| e["pid"] == pid).collect();
+    let report: Vec<String> = mine.iter().map(|e| short(e)).collect();
+    for name in [path.display().to_string(), format!("@{abstract_name}")] {
+        for kind in ["bind", "close"] {
+            let found = mine.iter().find(|e| e["event"] == kind && e["proto"] == "unix" && e["path"] == name.as_str());
+            let found = found.unwrap_or_else(|| panic!("no live {kind} for the datagram socket {name}: {report:#?}"));
+            assert_eq!(found["sock_type"], "SOCK_DGRAM", "{found}");
+        }
+    }
+}
