@@ -22,7 +22,7 @@ use std::{
 };
 
 use common::{Watcher, free_port, require_bpf};
-use debian::{ALL, Daemons, Kind, POLL, SsSocket, ss_sockets, sockets_of};
+use debian::{ALL, Daemons, Kind, POLL, SsSocket, sockets_of, ss_sockets};
 use serde_json::Value;
 
 const NEEDS_HOLDERS: &str = "needs the holder model (issue 11)";
@@ -116,14 +116,35 @@ fn who(e: &Value) -> String {
 /// order (the rest — cmdline, time, cgroup … — left out of the tables).
 fn short(e: &Value) -> String {
     const KEYS: [&str; 26] = [
-        "event", "proto", "addr", "port", "path", "pid", "comm", "user", "holders", "pids", "fd", "options",
-        "previous_pid", "previous_user", "existing_pid", "existing_user", "same_exe", "same_user", "same_cmdline",
-        "gap_ms", "lived_ms", "rule", "subject", "reason", "error", "killed",
+        "event",
+        "proto",
+        "addr",
+        "port",
+        "path",
+        "pid",
+        "comm",
+        "user",
+        "holders",
+        "pids",
+        "fd",
+        "options",
+        "previous_pid",
+        "previous_user",
+        "existing_pid",
+        "existing_user",
+        "same_exe",
+        "same_user",
+        "same_cmdline",
+        "gap_ms",
+        "lived_ms",
+        "rule",
+        "subject",
+        "reason",
+        "error",
+        "killed",
     ];
-    let fields: Vec<String> = KEYS
-        .iter()
-        .filter_map(|key| e.get(*key).filter(|v| !v.is_null()).map(|v| format!("\"{key}\":{v}")))
-        .collect();
+    let fields: Vec<String> =
+        KEYS.iter().filter_map(|key| e.get(*key).filter(|v| !v.is_null()).map(|v| format!("\"{key}\":{v}"))).collect();
     format!("{{{}}}", fields.join(","))
 }
 
@@ -189,14 +210,20 @@ impl Coverage {
 
 fn coverage_table(rows: &[Coverage]) -> String {
     let mut out = String::new();
-    writeln!(out, "{:<12} {:<52} {:<10} {:<34} {:<34} VERDICT", "DAEMON", "SOCKET", "INODE", "SS HOLDERS", "LIVE EVENTS")
-        .unwrap();
+    writeln!(
+        out,
+        "{:<12} {:<52} {:<10} {:<34} {:<34} VERDICT",
+        "DAEMON", "SOCKET", "INODE", "SS HOLDERS", "LIVE EVENTS"
+    )
+    .unwrap();
     for r in rows {
         let holders: Vec<String> = r.socket.holders.iter().map(|h| format!("{}/{}", h.pid, h.comm)).collect();
         let events: Vec<String> = r
             .events
             .iter()
-            .map(|(kind, pids, comm)| format!("{kind}:{}/{comm}", pids.iter().map(u32::to_string).collect::<Vec<_>>().join("+")))
+            .map(|(kind, pids, comm)| {
+                format!("{kind}:{}/{comm}", pids.iter().map(u32::to_string).collect::<Vec<_>>().join("+"))
+            })
             .collect();
         writeln!(
             out,
@@ -241,13 +268,7 @@ fn every_daemon_socket_is_reported_live_with_a_holder() {
                 .iter()
                 // (Not the test's own probes for a free port.)
                 .filter(|e| is_live_report(e) && same_place(e, &socket) && e["pid"] != std::process::id())
-                .map(|e| {
-                    (
-                        e["event"].as_str().unwrap_or("?").to_owned(),
-                        event_pids(e),
-                        who(e),
-                    )
-                })
+                .map(|e| (e["event"].as_str().unwrap_or("?").to_owned(), event_pids(e), who(e)))
                 .collect();
             rows.push(Coverage { daemon: d.kind, socket, events: at_place });
         }
@@ -285,7 +306,10 @@ fn belongs(e: &Value, kind: Kind, pids: &BTreeSet<u32>, places: &[SsSocket]) -> 
         return false; // the test's own markers and probes
     }
     let comm = e["comm"].as_str().is_some_and(|c| kind.programs().contains(&c));
-    program("exe") || program("previous_exe") || comm || !event_pids(e).is_disjoint(pids)
+    program("exe")
+        || program("previous_exe")
+        || comm
+        || !event_pids(e).is_disjoint(pids)
         || places.iter().any(|s| same_place(e, s))
 }
 
@@ -351,11 +375,8 @@ fn restart_each_under_baseline_raises_nothing() {
             }
         }
         if kind.fixed_places() {
-            let good = counts
-                .get("restarted")
-                .into_iter()
-                .flatten()
-                .any(|e| e["same_exe"] == true && e["same_user"] == true);
+            let good =
+                counts.get("restarted").into_iter().flatten().any(|e| e["same_exe"] == true && e["same_user"] == true);
             if !good {
                 failures.push(format!("{kind}: no restarted with same_exe and same_user"));
             }
@@ -527,8 +548,11 @@ fn apache2_stop_start_is_down_then_restarted() {
         if !again.iter().any(|e| e["event"] == "restarted" && e["same_exe"] == true && e["same_user"] == true) {
             failures.push(format!("{round}: no restarted (same exe, same user) at apache2ctl start"));
         }
-        let named: BTreeSet<u32> =
-            again.iter().filter(|e| !matches!(e["event"].as_str(), Some("listen" | "bind"))).flat_map(|e| event_pids(e)).collect();
+        let named: BTreeSet<u32> = again
+            .iter()
+            .filter(|e| !matches!(e["event"].as_str(), Some("listen" | "bind")))
+            .flat_map(|e| event_pids(e))
+            .collect();
         if workers.is_empty() || !workers.is_subset(&named) {
             failures.push(format!("{round}: workers {workers:?} are not named as holders (named: {named:?})"));
         }

@@ -563,7 +563,12 @@ impl Daemon {
             if self.ready(&ss_sockets(), &pids) {
                 return;
             }
-            assert!(Instant::now() < deadline, "{} not ready within {DAEMON_TIMEOUT:?}: {}", self.kind, self.diagnose());
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready within {DAEMON_TIMEOUT:?}: {}",
+                self.kind,
+                self.diagnose()
+            );
             thread::sleep(POLL);
         }
     }
