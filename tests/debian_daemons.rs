@@ -115,37 +115,30 @@ fn who(e: &Value) -> String {
 /// The fields of an event that say what happened and to whom, in a fixed
 /// order (the rest — cmdline, time, cgroup … — left out of the tables).
 fn short(e: &Value) -> String {
-    const KEYS: [&str; 26] = [
-        "event",
-        "proto",
-        "addr",
-        "port",
-        "path",
-        "pid",
-        "comm",
-        "user",
-        "holders",
-        "pids",
-        "fd",
-        "options",
-        "previous_pid",
-        "previous_user",
-        "existing_pid",
-        "existing_user",
-        "same_exe",
-        "same_user",
-        "same_cmdline",
-        "gap_ms",
-        "lived_ms",
-        "rule",
-        "subject",
-        "reason",
-        "error",
-        "killed",
-    ];
-    let fields: Vec<String> =
-        KEYS.iter().filter_map(|key| e.get(*key).filter(|v| !v.is_null()).map(|v| format!("\"{key}\":{v}"))).collect();
+    const KEYS: &str = "event proto addr port path pid comm user exe holders previous_holders pids fd options \
+                        previous_pid previous_user existing_pid existing_user same_exe same_user same_cmdline \
+                        gap_ms lived_ms rule subject reason error killed survivors";
+    let fields: Vec<String> = KEYS
+        .split_whitespace()
+        .filter_map(|key| e.get(key).filter(|v| !v.is_null()).map(|v| format!("\"{key}\":{}", compact(v))))
+        .collect();
     format!("{{{}}}", fields.join(","))
+}
+
+/// A list of processes (`holders`, `survivors` …) as `pid/comm/user` each.
+fn compact(v: &Value) -> String {
+    match v.as_array() {
+        Some(items) if items.iter().any(|i| i.get("pid").is_some()) => {
+            let names: Vec<String> = items
+                .iter()
+                .map(|i| {
+                    format!("{}/{}/{}", i["pid"], i["comm"].as_str().unwrap_or("?"), i["user"].as_str().unwrap_or("?"))
+                })
+                .collect();
+            format!("{names:?}")
+        }
+        _ => v.to_string(),
+    }
 }
 
 // ------------------------------------------------------------ the harness itself
@@ -431,9 +424,11 @@ impl Drop for PidFileKiller {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
         thread::sleep(POLL);
-        debian::reap_exited();
+        debian::reap_exited(&self.pids().into_iter().map(|(_, pid)| pid).collect());
     }
 }
+
+use debian::End;
 
 fn holders_of_port(port: u16) -> BTreeSet<u32> {
     ss_sockets().iter().filter(|s| s.netid == "tcp" && s.port == Some(port)).flat_map(|s| s.holder_pids()).collect()
@@ -464,8 +459,6 @@ fn daemonizing_listener_leaves_no_survivor() {
 
     let started = Instant::now();
     let status = Command::new(&bin).arg(port.to_string()).arg(&pidfile).status().unwrap();
-    // Killed before it could exit by itself is as good as exited.
-    assert!(status.success() || status.code().is_none(), "the program failed: {status}");
     let mut held = holders_of_port(port);
     while !held.is_empty() && started.elapsed() < Duration::from_secs(1) {
         thread::sleep(Duration::from_millis(5));
@@ -475,18 +468,35 @@ fn daemonizing_listener_leaves_no_survivor() {
     let mut events = Vec::new();
     sync(&mut watcher, &mut events);
     let pids = killer.pids();
+    // How each process ended: the parent is the test's child, the others
+    // were reparented to the test (a subreaper) when their parent exited.
+    let ends: Vec<(String, u32, End)> = pids
+        .iter()
+        .map(|(role, pid)| {
+            let end = if role == "parent" { End::of(status) } else { debian::end_of(*pid) };
+            (role.clone(), *pid, end)
+        })
+        .collect();
     let about: Vec<&Value> = events.iter().filter(|e| e["port"] == port).collect();
-    let mut report = format!("processes: {pids:?}; port free after {free_after:?} (holders then {held:?})\n");
+    let mut report = format!("processes: {ends:?}; port free after {free_after:?} (holders then {held:?})\n");
     for e in &about {
         writeln!(report, "  {}", short(e)).unwrap();
     }
     eprintln!("{report}");
     assert!(held.is_empty(), "{held:?} still hold port {port} a second after it was opened\n{report}");
     let named: BTreeSet<u32> = about.iter().flat_map(|e| event_pids(e)).collect();
-    let killed: BTreeSet<u32> = about.iter().filter(|e| e["event"] == "killed").flat_map(|e| event_pids(e)).collect();
-    for (role, pid) in &pids {
-        assert!(named.contains(pid), "the {role} ({pid}) is named in no event\n{report}");
-        assert!(killed.contains(pid), "the {role} ({pid}) is not listed in killed\n{report}");
+    let killed: BTreeSet<u32> = about
+        .iter()
+        .filter(|e| e["event"] == "killed")
+        .flat_map(|e| e["killed"].as_array().into_iter().flatten().filter_map(Value::as_u64).map(|p| p as u32))
+        .collect();
+    for (role, pid, end) in &ends {
+        assert!(named.contains(pid), "the {role} ({pid}, {end:?}) is named in no event\n{report}");
+        match end {
+            End::Killed => assert!(killed.contains(pid), "the {role} ({pid}) was SIGKILLed but is not in killed\n{report}"),
+            End::Exited(_) => assert!(!killed.contains(pid), "the {role} ({pid}) exited by itself, yet is in killed\n{report}"),
+            other => panic!("the {role} ({pid}) ended as {other:?}\n{report}"),
+        }
     }
     assert!(!about.iter().any(|e| e["event"] == "kill_failed"), "{report}");
     drop(killer);

@@ -183,15 +183,68 @@ pub fn descendants() -> Vec<Proc> {
     out
 }
 
-/// Reaps any child of the test process that has exited (the daemons'
-/// processes were reparented to it), without blocking.
-pub fn reap_exited() {
+/// Reaps those of these pids that are exited children of the test process
+/// (the daemons' processes were reparented to it), without blocking. Only
+/// the pids given: another test may want the exit status of its own.
+pub fn reap_exited(pids: &BTreeSet<u32>) {
     for p in processes() {
-        if p.zombie && p.ppid == std::process::id() {
+        if p.zombie && p.ppid == std::process::id() && pids.contains(&p.pid) {
             let mut status = 0;
             // SAFETY: waitpid on a zombie child of ours, WNOHANG.
             unsafe { libc::waitpid(p.pid as i32, &mut status, libc::WNOHANG) };
         }
+    }
+}
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Exited(i32),
+    Killed,
+    OtherSignal(i32),
+    /// Still running a second later.
+    Alive,
+    /// Not a child of the test (it could not be waited for).
+    Unknown,
+}
+
+impl End {
+    pub fn of(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt as _;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => End::Exited(code),
+            (_, Some(libc::SIGKILL)) => End::Killed,
+            (_, Some(signal)) => End::OtherSignal(signal),
+            _ => End::Unknown,
+        }
+    }
+}
+
+/// Waits (up to a second) for a child of the test process to end and says how.
+pub fn end_of(pid: u32) -> End {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on one pid, WNOHANG.
+        let rc = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+        if rc == pid as i32 {
+            return if libc::WIFEXITED(status) {
+                End::Exited(libc::WEXITSTATUS(status))
+            } else if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL {
+                End::Killed
+            } else if libc::WIFSIGNALED(status) {
+                End::OtherSignal(libc::WTERMSIG(status))
+            } else {
+                End::Unknown
+            };
+        }
+        if rc < 0 {
+            return End::Unknown;
+        }
+        if Instant::now() > deadline {
+            return End::Alive;
+        }
+        thread::sleep(POLL);
     }
 }
 
@@ -600,7 +653,7 @@ impl Daemon {
         }
         let term_at = Instant::now();
         loop {
-            reap_exited();
+            reap_exited(&self.seen_pids);
             let left = self.pids();
             if left.is_empty() {
                 return;
@@ -723,10 +776,14 @@ impl Drop for Daemons {
                     .status();
             }
             signal_all(&pids, libc::SIGTERM);
+            d.seen_pids.extend(pids);
         }
         let deadline = Instant::now() + TERM_GRACE;
+        let mut seen: BTreeSet<u32> = self.list.iter().flat_map(|d| d.seen_pids.iter().copied()).collect();
         loop {
-            reap_exited();
+            let left: BTreeSet<u32> = self.list.iter().flat_map(|d| d.pids()).collect();
+            seen.extend(&left);
+            reap_exited(&seen);
             let left: BTreeSet<u32> = self.list.iter().flat_map(|d| d.pids()).collect();
             if left.is_empty() {
                 break;
@@ -734,7 +791,7 @@ impl Drop for Daemons {
             if Instant::now() > deadline {
                 signal_all(&left, libc::SIGKILL);
                 thread::sleep(POLL);
-                reap_exited();
+                reap_exited(&seen);
                 break;
             }
             thread::sleep(POLL);
