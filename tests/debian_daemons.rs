@@ -282,8 +282,22 @@ fn clone_row(r: &Coverage) -> Coverage {
 
 // ------------------------------------------------------------ issue 11: daemon
 
-const COUNTED: [&str; 7] =
-    ["alert", "owner_changed", "restarted", "reuseport_joined", "listener_down", "listener_up", "killed"];
+/// The lifecycle events counted per daemon, then the raw ones that explain them.
+const COUNTED: [&str; 11] = [
+    "alert",
+    "owner_changed",
+    "restarted",
+    "reuseport_joined",
+    "listener_down",
+    "listener_up",
+    "holders_changed",
+    "killed",
+    "bind",
+    "listen",
+    "close",
+];
+/// Of those, the raw events: counted, not printed as examples.
+const RAW: [&str; 3] = ["bind", "listen", "close"];
 
 /// Whether a daemon-mode event is about this daemon: its program runs it,
 /// or one of the daemon's pids, or (when `window` is true) it is about one
@@ -354,10 +368,12 @@ fn restart_each_under_baseline_raises_nothing() {
         let old: Vec<String> = before_places.iter().map(SsSocket::place).collect();
         let new: Vec<String> = after_places.iter().map(SsSocket::place).collect();
         writeln!(report, "   places before: {old:?}\n   places after:  {new:?}").unwrap();
-        for (name, lines) in &counts {
-            for e in lines.iter().take(if *name == "alert" || *name == "owner_changed" { 4 } else { 2 }) {
-                writeln!(report, "   {}", short(e)).unwrap();
-            }
+        // The daemon's own events about it, in the order written (the raw
+        // bind/listen/close left out), at most 24.
+        let timeline: Vec<&&Value> =
+            mine.iter().filter(|e| COUNTED.iter().any(|c| e["event"] == *c && !RAW.contains(c))).collect();
+        for e in timeline.iter().take(24) {
+            writeln!(report, "   {}", short(e)).unwrap();
         }
         for bad in ["alert", "owner_changed"] {
             if let Some(lines) = counts.get(bad) {
