@@ -506,8 +506,12 @@ fn daemonizing_listener_leaves_no_survivor() {
     for (role, pid, end) in &ends {
         assert!(named.contains(pid), "the {role} ({pid}, {end:?}) is named in no event\n{report}");
         match end {
-            End::Killed => assert!(killed.contains(pid), "the {role} ({pid}) was SIGKILLed but is not in killed\n{report}"),
-            End::Exited(_) => assert!(!killed.contains(pid), "the {role} ({pid}) exited by itself, yet is in killed\n{report}"),
+            End::Killed => {
+                assert!(killed.contains(pid), "the {role} ({pid}) was SIGKILLed but is not in killed\n{report}")
+            }
+            End::Exited(_) => {
+                assert!(!killed.contains(pid), "the {role} ({pid}) exited by itself, yet is in killed\n{report}")
+            }
             other => panic!("the {role} ({pid}) ended as {other:?}\n{report}"),
         }
     }

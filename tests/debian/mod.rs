@@ -696,8 +696,7 @@ impl Daemons {
         let taken: Vec<String> = ss_sockets()
             .into_iter()
             .filter(|s| {
-                (s.port == Some(111) && s.netid == "tcp")
-                    || (s.port == Some(5680) && s.netid == "tcp")
+                (s.netid == "tcp" && matches!(s.port, Some(111 | 5680)))
                     || s.path.as_deref() == Some("/dev/printer")
                     || s.path.as_deref() == Some("@/var/spool/exim4/exim_daemon_notify")
             })
