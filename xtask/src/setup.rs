@@ -1,7 +1,12 @@
 //! Installs what the build and the tests need, skipping what is already
 //! there, so that a fresh machine and a warm one run the same commands.
 //! The recipe for bpf-linker is the one in shared/KERNEL-AND-TOOLCHAIN.md.
-use std::{fs, os::unix::fs::symlink, path::PathBuf, process::Command};
+use std::{
+    fs,
+    os::unix::fs::{PermissionsExt as _, symlink},
+    path::PathBuf,
+    process::Command,
+};
 
 use anyhow::{Context as _, bail};
 
@@ -21,7 +26,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     // systemd-analyze verifies the unit file.
     ("systemd", "/usr/bin/systemd-analyze"),
     // The daemon's syslog output is tested against a real rsyslogd that the
-    // test starts on loopback with its own configuration.
+    // test starts on loopback with its own configuration; tests/debian starts
+    // it too, beside the seven other daemons of a minimal Debian server.
     ("rsyslog", "/usr/sbin/rsyslogd"),
     // The shipped logrotate snippet is run by the real logrotate.
     ("logrotate", "/usr/sbin/logrotate"),
@@ -29,7 +35,20 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     // on loopback with its own configuration; the package's own service is
     // enabled by its postinst where systemd runs).
     ("prometheus", "/usr/bin/prometheus"),
+    // tests/debian (issue 11): the daemons a minimal Debian server runs, each
+    // started directly by the tests (no systemd), never by the packages.
+    ("rpcbind", "/usr/sbin/rpcbind"),
+    ("nfs-common", "/sbin/rpc.statd"),
+    ("openssh-server", "/usr/sbin/sshd"),
+    ("exim4-daemon-light", "/usr/sbin/exim4"),
+    ("apache2", "/usr/sbin/apache2ctl"),
+    ("canna", "/usr/sbin/cannaserver"),
+    ("lpr", "/usr/sbin/lpd"),
 ];
+
+/// Debian's hook that invoke-rc.d and deb-systemd-invoke ask before a
+/// package's maintainer scripts start or restart a service.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 pub fn setup(test_deps: bool) -> anyhow::Result<()> {
     ensure_nightly_with_rust_src()?;
@@ -147,10 +166,47 @@ fn ensure_packages(packages: &[(&str, &str)]) -> anyhow::Result<()> {
     }
     eprintln!("xtask: installing {}", missing.join(" "));
     run(Command::new("apt-get").args(["update", "-q"]))?;
+    // The daemons' postinst scripts would start them (rpcbind on port 111,
+    // exim4 on 25, apache2 on 80, ...): the tests start their own and a
+    // running copy would take their ports. Forbid every start while apt runs.
+    let _no_starts = ForbidServiceStarts::install()?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
+        // Keep any configuration file already there, ask nothing.
+        .args(["-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// A policy-rc.d that answers 101 ("action forbidden") to every request,
+/// present while it lives. One already there (a container image's, an
+/// administrator's) is left as it is and in force.
+struct ForbidServiceStarts {
+    ours: bool,
+}
+
+impl ForbidServiceStarts {
+    fn install() -> anyhow::Result<Self> {
+        if PathBuf::from(POLICY_RC_D).exists() {
+            eprintln!("xtask: {POLICY_RC_D} present: apt's service starts follow it");
+            return Ok(Self { ours: false });
+        }
+        fs::write(POLICY_RC_D, "#!/bin/sh\n# Written by `cargo xtask setup` while it installs packages.\nexit 101\n")
+            .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        fs::set_permissions(POLICY_RC_D, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {POLICY_RC_D} executable"))?;
+        Ok(Self { ours: true })
+    }
+}
+
+impl Drop for ForbidServiceStarts {
+    fn drop(&mut self) {
+        if self.ours
+            && let Err(e) = fs::remove_file(POLICY_RC_D)
+        {
+            eprintln!("xtask: warning: removing {POLICY_RC_D}: {e}");
+        }
+    }
 }
 
 fn nix_is_root() -> bool {
