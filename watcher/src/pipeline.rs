@@ -40,6 +40,10 @@ use crate::{
         holders::{self, HolderInfo},
         sock_diag,
     },
+    state::{
+        lifecycle::{Change, Socket},
+        tracker::{Sighting, Tracker, existing_socket, holder_of, key_of_existing},
+    },
 };
 
 /// How often the per-CPU loss counter is read.
@@ -83,6 +87,7 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
     // between is seen by one or the other.
     let mut processes = ProcessTable::new(ProcessLookup::default());
     processes.fill_from_proc();
+    let sink_follows = sink.follows_holders();
     let mut watch = Watch {
         reporter: Reporter {
             filter: options.filter,
@@ -94,6 +99,8 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
                 .map(CgroupNames::open)
                 .and_then(|opened| opened.inspect_err(|e| warn!("events will not name their cgroup: {e:#}")).ok()),
             clock: WallClock::new()?,
+            tracker: sink_follows.then(Tracker::default),
+            lookup: ProcessLookup::default(),
         },
         socket_options: SocketOptions::default(),
         unix_listeners: UnixListeners::default(),
@@ -169,6 +176,10 @@ struct Reporter<S: Sink> {
     processes: ProcessTable,
     cgroups: Option<CgroupNames>,
     clock: WallClock,
+    /// Who holds each listener the events named, for a sink that wants to
+    /// hear when they all went and others hold it (`holders_changed`).
+    tracker: Option<Tracker>,
+    lookup: ProcessLookup,
 }
 
 impl<S: Sink> Watch<S> {
@@ -304,7 +315,7 @@ impl<S: Sink> Watch<S> {
             Record::UnixClose { .. } => return Ok(()),
             Record::Fork { .. } | Record::Exit { .. } | Record::ExecArgs { .. } | Record::Exec { .. } => {
                 self.reporter.processes.apply(record);
-                return self.reporter.sink.process(record);
+                return self.reporter.process(record);
             }
             Record::SockoptSet { .. } => return Ok(()),
         };
@@ -344,7 +355,7 @@ impl<S: Sink> Reporter<S> {
         }
         let process = self.processes.get(task.pid);
         let user = self.processes.user_name(task.uid);
-        self.sink.report(&Report {
+        let report = Report {
             task,
             process: &process,
             user: user.as_deref(),
@@ -352,7 +363,30 @@ impl<S: Sink> Reporter<S> {
             seen_ktime_ns,
             cgroup: self.cgroups.as_mut().and_then(|c| c.name(task.cgroup_id)),
             what,
-        })
+        };
+        self.sink.report(&report)?;
+        if let Some(tracker) = &mut self.tracker
+            && let Some(s) = Sighting::of(&report)
+        {
+            if s.up {
+                tracker.up(s.key, Socket::new(s.id, holder_of(&report), Vec::new()), task.ktime_ns);
+            } else {
+                tracker.closed(&s.key, s.id, task.pid, task.ktime_ns);
+            }
+        }
+        Ok(())
+    }
+
+    /// A fork or exit, for the holders the tracker follows.
+    fn process(&mut self, record: &Record) -> io::Result<()> {
+        if let Some(tracker) = &mut self.tracker {
+            for change in tracker.process(record, &mut self.lookup) {
+                if let Change::HoldersChanged { .. } = change {
+                    self.sink.lifecycle(Utc::now(), &change)?;
+                }
+            }
+        }
+        self.sink.process(record)
     }
 }
 
@@ -383,6 +417,11 @@ fn report_existing<S: Sink>(reporter: &mut Reporter<S>) -> anyhow::Result<Alread
         let same = rows[at..].iter().take_while(|(s, _)| std::ptr::eq(*s, socket)).count();
         let kept: Vec<HolderInfo> = rows[at..at + same].iter().filter_map(|(_, h)| h.cloned()).collect();
         reporter.sink.existing(time, socket, &kept, snapshot.netns)?;
+        if let Some(tracker) = &mut reporter.tracker
+            && let Some(key) = key_of_existing(socket, snapshot.netns.unwrap_or(0))
+        {
+            tracker.up(key, existing_socket(socket, &kept, &mut reporter.lookup), until_ns);
+        }
         at += same;
     }
     let mut held = HashMap::new();

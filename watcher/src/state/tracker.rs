@@ -1,0 +1,209 @@
+//! Follows each listener's holders, for `watch` and the daemon alike: the
+//! listener table, fed by live events and the snapshot, and an index from
+//! pid to the listeners it holds, so that a fork (the child inherits) or an
+//! exit touches only those. When every process the events named for a
+//! socket is gone and the socket did not close, the few candidates (the
+//! children the holders forked), then if need be every process, are looked
+//! at in /proc: the change says who holds it now.
+use std::collections::HashMap;
+
+use log::warn;
+
+use crate::{
+    enrich::report::{Report, What},
+    host::process::ProcessLookup,
+    model::{
+        holder::Holder,
+        socket::{Local, Proto},
+    },
+    record::decode::{Record, SocketKind},
+    snapshot::{
+        holders::{self, HolderInfo},
+        sock_diag::{self, ExistingSocket},
+    },
+    state::lifecycle::{Change, ListenerKey, ListenerTable, Socket, SocketId},
+};
+
+/// A live event as the listener table sees it.
+pub struct Sighting {
+    pub key: ListenerKey,
+    pub id: Option<SocketId>,
+    /// Up (a TCP listen, a UDP or UNIX datagram bind, a UNIX listen) or down (a close).
+    pub up: bool,
+}
+
+impl Sighting {
+    /// TCP listeners, bound UDP sockets, UNIX listeners and bound UNIX
+    /// datagram sockets; None for every other event (a TCP bind: its listen
+    /// is what counts).
+    pub fn of(report: &Report<'_>) -> Option<Self> {
+        let netns = u64::from(report.task.netns);
+        match &report.what {
+            What::Socket { event, .. } => {
+                let up = match (event.kind, event.proto) {
+                    (SocketKind::Listen, Proto::Tcp) | (SocketKind::Bind, Proto::Udp) => true,
+                    (SocketKind::Close, Proto::Tcp | Proto::Udp) => false,
+                    _ => return None,
+                };
+                let key = ListenerKey {
+                    netns,
+                    proto: event.proto,
+                    local: Local::Inet { addr: event.addr, port: event.port },
+                };
+                Some(Self { key, id: Some(SocketId::Kernel(event.sock_id)), up })
+            }
+            What::Unix { kind, path, .. } => {
+                let key = ListenerKey { netns, proto: Proto::Unix, local: Local::Unix { path: path.to_vec() } };
+                Some(Self { key, id: None, up: *kind != SocketKind::Close })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The process of a live event, as the table and the allowlist know it.
+pub fn holder_of(report: &Report<'_>) -> Holder {
+    let t = report.task;
+    Holder {
+        pid: t.pid,
+        uid: Some(t.uid),
+        user: report.user.map(str::to_owned),
+        comm: t.comm.clone(),
+        exe: report.process.exe.clone(),
+        cmdline: report.process.cmdline.clone(),
+    }
+}
+
+/// A snapshot socket as a listener key: TCP listeners, bound UDP and UNIX sockets.
+pub fn key_of_existing(socket: &ExistingSocket, netns: u64) -> Option<ListenerKey> {
+    match (&socket.local, socket.proto) {
+        (Local::Inet { .. }, Proto::Tcp | Proto::Udp) | (Local::Unix { .. }, _) => {
+            Some(ListenerKey { netns, proto: socket.proto, local: socket.local.clone() })
+        }
+        _ => None,
+    }
+}
+
+/// A socket of the snapshot, with every process that holds it.
+pub fn existing_socket(socket: &ExistingSocket, holders: &[HolderInfo], lookup: &mut ProcessLookup) -> Socket {
+    let creator = holders::creator(socket.owner_uid, holders, lookup);
+    Socket::new(Some(SocketId::Inode(socket.inode)), creator, holders.iter().map(HolderInfo::holder).collect())
+}
+
+#[derive(Default)]
+pub struct Tracker {
+    pub listeners: ListenerTable,
+    /// pid → the keys of the listeners it holds.
+    held: HashMap<u32, Vec<ListenerKey>>,
+}
+
+impl Tracker {
+    /// A socket seen waiting; the holders it names are indexed.
+    pub fn up(&mut self, key: ListenerKey, socket: Socket, now_ns: u64) -> Vec<Change> {
+        let holders: Vec<u32> = socket.holders.iter().map(|h| h.pid).collect();
+        let changes = self.listeners.up(key.clone(), socket, now_ns);
+        // Indexed even when the socket joined a known one silently (a
+        // worker's sighting): its pid holds the key from now on.
+        self.index(&key, holders.into_iter());
+        changes
+    }
+
+    pub fn closed(&mut self, key: &ListenerKey, id: Option<SocketId>, pid: u32, now_ns: u64) -> Vec<Change> {
+        self.listeners.closed(key, id, pid, now_ns)
+    }
+
+    fn index(&mut self, key: &ListenerKey, pids: impl Iterator<Item = u32>) {
+        for pid in pids.filter(|&p| p != 0) {
+            let keys = self.held.entry(pid).or_default();
+            if !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        }
+    }
+
+    /// A fork, exec or exit. An exit may leave sockets whose named holders
+    /// are all gone: then /proc says who holds them now (`holders_changed`).
+    pub fn process(&mut self, record: &Record, lookup: &mut ProcessLookup) -> Vec<Change> {
+        match record {
+            Record::Fork { parent, child } => {
+                let Some(keys) = self.held.get(&parent.pid).cloned() else { return Vec::new() };
+                // A thread of the same process is not a new holder.
+                if *child == parent.pid || *child == parent.tid {
+                    return Vec::new();
+                }
+                let named_after_parent = keys
+                    .iter()
+                    .flat_map(|k| self.listeners.sockets(k))
+                    .flat_map(|s| &s.holders)
+                    .find(|h| h.pid == parent.pid)
+                    .cloned()
+                    .unwrap_or_default();
+                let child_holder = Holder { pid: *child, ..named_after_parent };
+                self.listeners.forked(parent.pid, &child_holder, &keys);
+                self.held.insert(*child, keys);
+                Vec::new()
+            }
+            Record::Exit { task, group_dead: true } => {
+                let Some(keys) = self.held.remove(&task.pid) else { return Vec::new() };
+                let orphaned = self.listeners.exited(task.pid, &keys);
+                orphaned.iter().flat_map(|key| self.find_holders(key, lookup)).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The sockets of `key` lost every holder the events named: who holds
+    /// them now, first among the processes they were handed to (forked
+    /// children), then, if none of those does, anywhere.
+    fn find_holders(&mut self, key: &ListenerKey, lookup: &mut ProcessLookup) -> Vec<Change> {
+        let Some(ours) = sock_diag::netns(lookup.proc_root()) else {
+            return Vec::new();
+        };
+        if key.netns != 0 && key.netns != ours {
+            return Vec::new(); // another namespace: the snapshot cannot see it
+        }
+        let candidates = self.listeners.unconfirmed_holders(key);
+        let mut found = Vec::new();
+        for scope in [candidates, Vec::new()] {
+            if scope.is_empty() && !found.is_empty() {
+                break;
+            }
+            match holders::holding(lookup, key.proto, &key.local, &scope) {
+                Ok((_, holders)) => found = holders,
+                Err(e) => {
+                    warn!("finding who holds {:?} now: {e:#}", key.local);
+                    return Vec::new();
+                }
+            }
+            if !found.is_empty() {
+                break;
+            }
+        }
+        // /proc shows holders by key; a process that holds another socket
+        // of the key (a restarted daemon's new one) did not take this one.
+        let others: Vec<u32> = self
+            .listeners
+            .sockets(key)
+            .iter()
+            .filter(|s| !s.named.is_empty())
+            .flat_map(|s| s.holders.iter().map(|h| h.pid))
+            .collect();
+        found.retain(|h| !others.contains(&h.pid));
+        let holders: Vec<Holder> = found.iter().map(HolderInfo::holder).collect();
+        let pids: Vec<u32> = holders.iter().map(|h| h.pid).collect();
+        let changes = self.listeners.holders_now(key, holders);
+        if !changes.is_empty() {
+            self.index(key, pids.into_iter());
+        }
+        changes
+    }
+
+    /// Index entries of processes whose exit was not seen (a lost record)
+    /// must not stay for ever.
+    pub fn tidy(&mut self) {
+        if self.held.len() > 4 * self.listeners.live_count().max(1024) {
+            let listeners = &self.listeners;
+            self.held.retain(|pid, keys| keys.iter().any(|k| listeners.holder_pids(k).contains(pid)));
+        }
+    }
+}
