@@ -200,7 +200,7 @@ impl<S: Sink> Watch<S> {
                         }
                     });
                     if drained.is_ok() {
-                        drained = self.reporter.sink.flush();
+                        drained = self.reporter.settle().and_then(|()| self.reporter.sink.flush());
                     }
                     if !self.keep_going(drained)? {
                         return Ok(());
@@ -380,13 +380,21 @@ impl<S: Sink> Reporter<S> {
     /// A fork or exit, for the holders the tracker follows.
     fn process(&mut self, record: &Record) -> io::Result<()> {
         if let Some(tracker) = &mut self.tracker {
-            for change in tracker.process(record, &mut self.lookup) {
+            tracker.process(record);
+        }
+        self.sink.process(record)
+    }
+
+    /// After a drained batch: the holders of listeners whose named holders exited.
+    fn settle(&mut self) -> io::Result<()> {
+        if let Some(tracker) = &mut self.tracker {
+            for change in tracker.settle(&mut self.lookup) {
                 if let Change::HoldersChanged { .. } = change {
                     self.sink.lifecycle(Utc::now(), &change)?;
                 }
             }
         }
-        self.sink.process(record)
+        Ok(())
     }
 }
 

@@ -307,10 +307,7 @@ impl<W: Write> Sink for DaemonSink<W> {
     }
 
     fn process(&mut self, record: &Record) -> io::Result<()> {
-        for change in self.tracker.process(record, &mut self.lookup) {
-            let rule_proto = rule_proto_of(change_key(&change).proto);
-            self.changes(vec![change], rule_proto, Utc::now(), Start::New)?;
-        }
+        self.tracker.process(record);
         Ok(())
     }
 
@@ -320,6 +317,11 @@ impl<W: Write> Sink for DaemonSink<W> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        // Once a batch is in: who holds the listeners whose named holders exited.
+        for change in self.tracker.settle(&mut self.lookup) {
+            let rule_proto = rule_proto_of(change_key(&change).proto);
+            self.changes(vec![change], rule_proto, Utc::now(), Start::New)?;
+        }
         self.lines.fleet.live_listeners(self.tracker.listeners.live_count());
         let flushed = self.lines.flush();
         // The JSON output's own `output_dropped` lines go to syslog too.

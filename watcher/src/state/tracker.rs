@@ -95,6 +95,9 @@ pub struct Tracker {
     pub listeners: ListenerTable,
     /// pid → the keys of the listeners it holds.
     held: HashMap<u32, Vec<ListenerKey>>,
+    /// Keys whose named holders all exited, to be looked at in /proc once
+    /// the records before this moment are in (see [`Self::settle`]).
+    orphaned: Vec<ListenerKey>,
 }
 
 impl Tracker {
@@ -122,14 +125,14 @@ impl Tracker {
     }
 
     /// A fork, exec or exit. An exit may leave sockets whose named holders
-    /// are all gone: then /proc says who holds them now (`holders_changed`).
-    pub fn process(&mut self, record: &Record, lookup: &mut ProcessLookup) -> Vec<Change> {
+    /// are all gone: [`Self::settle`] then asks /proc who holds them now.
+    pub fn process(&mut self, record: &Record) {
         match record {
             Record::Fork { parent, child } => {
-                let Some(keys) = self.held.get(&parent.pid).cloned() else { return Vec::new() };
+                let Some(keys) = self.held.get(&parent.pid).cloned() else { return };
                 // A thread of the same process is not a new holder.
                 if *child == parent.pid || *child == parent.tid {
-                    return Vec::new();
+                    return;
                 }
                 let named_after_parent = keys
                     .iter()
@@ -141,15 +144,28 @@ impl Tracker {
                 let child_holder = Holder { pid: *child, ..named_after_parent };
                 self.listeners.forked(parent.pid, &child_holder, &keys);
                 self.held.insert(*child, keys);
-                Vec::new()
             }
             Record::Exit { task, group_dead: true } => {
-                let Some(keys) = self.held.remove(&task.pid) else { return Vec::new() };
-                let orphaned = self.listeners.exited(task.pid, &keys);
-                orphaned.iter().flat_map(|key| self.find_holders(key, lookup)).collect()
+                let Some(keys) = self.held.remove(&task.pid) else { return };
+                for key in self.listeners.exited(task.pid, &keys) {
+                    if !self.orphaned.contains(&key) {
+                        self.orphaned.push(key);
+                    }
+                }
             }
-            _ => Vec::new(),
+            _ => {}
         }
+    }
+
+    /// Once the ring buffer is drained: who holds the sockets whose named
+    /// holders exited. Not at the exit itself: the exiting process's sockets
+    /// close after its exit record, and a restarted daemon may already hold
+    /// new sockets on the same keys, whose records are still on their way;
+    /// once they are in, a closed socket is gone from the table and the new
+    /// ones are known, so /proc is not misread.
+    pub fn settle(&mut self, lookup: &mut ProcessLookup) -> Vec<Change> {
+        let keys = std::mem::take(&mut self.orphaned);
+        keys.iter().flat_map(|key| self.find_holders(key, lookup)).collect()
     }
 
     /// The sockets of `key` lost every holder the events named: who holds
