@@ -4,6 +4,7 @@
 mod common;
 
 use common::{SocketChild, Watcher, is, program, require_bpf};
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 fn passive(mode: &str, args: &[&str]) -> SocketChild {
@@ -159,6 +160,47 @@ fn unix_listeners_path_and_abstract() {
     child.finish(); // exits without closing the abstract listener
     let closed = watcher.next_event(|e| is(e, "close", pid) && e["path"] == at.as_str());
     assert_eq!(closed["fd"], abstract_fd, "{closed}");
+}
+
+/// UNIX datagram sockets bound to a filesystem path and to an abstract
+/// name (as syslog's /dev/log and exim's notifier are) never listen: each
+/// is reported at bind, with its type, and closed when closed, or when its
+/// last holder exits. A client's autobound socket is not reported.
+#[test]
+fn unix_datagram_sockets_bound_to_a_name() {
+    if !require_bpf("unix_datagram_sockets_bound_to_a_name") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dgram.sock").display().to_string();
+    let abstract_name = format!("watcher-test-dgram-{}", std::process::id());
+    let at = format!("@{abstract_name}");
+    let mut watcher = Watcher::start_json(&["--proto", "unix"]);
+    let mut child = passive("unix_dgram", &[&path, &abstract_name]);
+    let pid = child.pid;
+    child.go();
+    let fds = child.expect("ready");
+    let (path_fd, abstract_fd) = (fds[0].parse::<i32>().unwrap(), fds[1].parse::<i32>().unwrap());
+    for (fd, name) in [(path_fd, path.as_str()), (abstract_fd, at.as_str())] {
+        let e = watcher.next_event(|e| is(e, "bind", pid) && e["path"] == name);
+        assert_eq!((e["family"].as_str(), e["proto"].as_str()), (Some("unix"), Some("unix")), "{e}");
+        assert_eq!((e["sock_type"].as_str(), e["fd"].as_i64()), (Some("SOCK_DGRAM"), Some(i64::from(fd))), "{e}");
+        assert_eq!(e["comm"], "python3", "{e}");
+    }
+    child.say("close");
+    child.expect("closed");
+    let closed = watcher.next_event(|e| is(e, "close", pid) && e["path"] == path.as_str());
+    assert_eq!((closed["sock_type"].as_str(), closed["fd"].as_i64()), (Some("SOCK_DGRAM"), Some(i64::from(path_fd))));
+    child.finish(); // exits holding the abstract one
+    let events = watcher.events_until(|e| is(e, "close", pid) && e["path"] == at.as_str());
+    let closed = events.last().unwrap();
+    assert_eq!(
+        (closed["sock_type"].as_str(), closed["fd"].as_i64()),
+        (Some("SOCK_DGRAM"), Some(i64::from(abstract_fd)))
+    );
+    let others: Vec<&Value> =
+        events.iter().filter(|e| e["pid"] == pid && e["path"] != path.as_str() && e["path"] != at.as_str()).collect();
+    assert!(others.is_empty(), "the autobound client socket was reported: {others:?}");
 }
 
 /// A child server accepts twice, once asking for the peer's address and

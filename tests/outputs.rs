@@ -457,3 +457,491 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+// ---- Issue 14: the daemon in production (json_file, logrotate, a full
+// disk, a closed stdout, a real Prometheus).
+
+/// The JSON lines of a file so far; a line that does not parse fails the
+/// test (a line cut short by a full disk must not stay in the file).
+fn json_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line in {} ({e}): {l:?}", path.display()))
+        })
+        .collect()
+}
+
+/// Polls the file until a line that `keep` accepts is there; returns every
+/// line and the index of the first that matched.
+fn wait_for_line(path: &Path, what: &str, keep: impl Fn(&Value) -> bool) -> (Vec<Value>, usize) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let lines = json_lines(path);
+        if let Some(i) = lines.iter().position(&keep) {
+            return (lines, i);
+        }
+        assert!(Instant::now() < deadline, "no {what} in {} within {TIMEOUT:?}: {lines:#?}", path.display());
+        thread::sleep(POLL);
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).mode() & 0o7777
+}
+
+/// The files a process has open, as /proc/PID/fd's links name them.
+fn open_files(pid: u32) -> Vec<PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .collect()
+}
+
+/// Whether the process runs (and is not a zombie).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+}
+
+/// The daemon with json_file (default mode) and a pid file: the file is
+/// 0600; `logrotate -f` with the shipped snippet (its paths pointed at a
+/// temporary directory) renames it and signals the daemon through the pid
+/// file; the daemon then holds no descriptor to the old file, and the next
+/// event goes into the new one, also 0600.
+#[test]
+fn logrotate_with_the_shipped_snippet() {
+    if !require_bpf("logrotate_with_the_shipped_snippet") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.jsonl");
+    let pid_file = dir.path().join("watcher.pid");
+    let config = config_file(dir.path(), &format!("[output]\njson_file = \"{}\"\n", log.display()));
+    let watcher = Watcher::start(&["daemon", "--config", &config, "--pid-file", &pid_file.display().to_string()]);
+    let pid = watcher.pid();
+    assert_eq!(mode(&log), 0o600, "created private");
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), format!("{pid}\n"));
+
+    let before = Listener::spawn(None);
+    let ours = |l: &Listener| {
+        let (pid, port) = (l.pid(), l.port);
+        move |e: &Value| e["event"] == "listener_up" && e["pid"] == pid && e["port"] == port
+    };
+    wait_for_line(&log, "listener_up before the rotation", ours(&before));
+
+    let snippet = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/watcher.logrotate")).unwrap();
+    let mut text = snippet.clone();
+    for (shipped, here) in [
+        ("/var/log/watcher/events.jsonl", log.display().to_string()),
+        ("/run/watcher.pid", pid_file.display().to_string()),
+        // Not the host's own watcher, should one run under systemd here.
+        ("watcher.service", "watcher-test-absent.service".to_owned()),
+    ] {
+        assert!(snippet.contains(shipped), "the snippet no longer names {shipped}:\n{snippet}");
+        text = text.replace(shipped, &here);
+    }
+    let conf = dir.path().join("logrotate.conf");
+    std::fs::write(&conf, text).unwrap();
+    // logrotate refuses a configuration others can write.
+    std::fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = Command::new("logrotate")
+        .arg("-f")
+        .arg("-s")
+        .arg(dir.path().join("logrotate.state"))
+        .arg(&conf)
+        .output()
+        .expect("running logrotate (cargo xtask setup --test-deps installs it)");
+    assert!(
+        out.status.success(),
+        "logrotate: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let rotated = dir.path().join("events.jsonl.1");
+    assert!(json_lines(&rotated).iter().any(ours(&before)), "the old lines are in {}", rotated.display());
+    // The SIGHUP's reload is the first line of the new file.
+    let (lines, _) = wait_for_line(&log, "config_reloaded", |e| e["event"] == "config_reloaded");
+    assert_eq!(lines[0]["event"], "config_reloaded", "{lines:#?}");
+    assert_eq!(mode(&log), 0o600, "the new file is private too");
+    let files = open_files(pid);
+    assert!(!files.contains(&rotated), "the daemon still holds {}: {files:?}", rotated.display());
+    assert!(files.contains(&log), "the daemon holds {}: {files:?}", log.display());
+
+    let after = Listener::spawn(None);
+    wait_for_line(&log, "listener_up after the rotation", ours(&after));
+    assert!(!json_lines(&rotated).iter().any(ours(&after)), "a line went to the rotated file");
+    assert!(json_lines(&rotated).iter().all(|e| e["event"] != "config_reloaded"));
+
+    // A new mode applies at the next SIGHUP.
+    std::fs::write(&config, format!("[output]\njson_file = \"{}\"\njson_file_mode = \"0640\"\n", log.display()))
+        .unwrap();
+    watcher.signal(libc::SIGHUP);
+    wait_for_line(&log, "a second config_reloaded", |e| e["event"] == "config_reloaded" && e != &lines[0]);
+    assert_eq!(mode(&log), 0o640);
+    drop(watcher);
+    assert!(!pid_file.exists(), "the pid file is removed at exit");
+}
+
+/// A small tmpfs, unmounted (lazily: the daemon may still hold a file on
+/// it) when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: PathBuf, size: &str) -> Self {
+        std::fs::create_dir(&at).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "watcher-test"])
+            .arg(&at)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs on {}", at.display());
+        Self(at)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// json_file on a 256 KiB tmpfs that another file fills: the daemon stays
+/// up, its alerts still reach rsyslog and its metrics, the dropped counter
+/// rises; once the space is freed, lines resume with an `output_dropped`
+/// line first that says how many were lost, and the file holds only whole
+/// JSON lines.
+#[test]
+fn a_full_disk_does_not_blind_the_daemon() {
+    if !require_bpf("a_full_disk_does_not_blind_the_daemon") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let small = Tmpfs::mount(dir.path().join("small"), "256k");
+    let log = small.0.join("events.jsonl");
+    let (udp, tcp, metrics) = (free_port("4", "udp"), free_port("4", "tcp"), free_port("4", "tcp"));
+    let _rsyslog = Rsyslog::start(dir.path(), "rsyslog", udp, tcp);
+    let syslog = dir.path().join("syslog.log");
+    let config = config_file(
+        dir.path(),
+        &format!(
+            "[output]\njson_file = \"{}\"\n[syslog]\ntarget = \"udp://127.0.0.1:{udp}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
+            log.display()
+        ),
+    );
+    let watcher = daemon(&config);
+    let value = |name: &str, labels: &[(&str, &str)]| sample(&scrape(metrics).0, name, labels).unwrap_or(0.0);
+    let dropped = || value("watcher_output_dropped_total", &[("output", "json_file")]);
+    assert_eq!(dropped(), 0.0);
+
+    // Fill the file system.
+    let filler_path = small.0.join("filler");
+    let mut filler = std::fs::File::create(&filler_path).unwrap();
+    while filler.write(&[b'x'; 4096]).is_ok_and(|n| n > 0) {}
+    drop(filler);
+
+    // The daemon's file may have room left in its last page: listeners,
+    // each with its alert, until lines are dropped.
+    let ours = |e: &Value, l: &Listener| e["pid"] == l.pid() && e["port"] == l.port;
+    let mut listeners = Vec::new();
+    while dropped() == 0.0 {
+        assert!(listeners.len() < 100, "100 listeners and no line dropped: is the tmpfs full?");
+        let listener = Listener::spawn(None);
+        wait_for_record(&syslog, "alert", metrics, |r| ours(&r.msg, &listener));
+        listeners.push(listener);
+    }
+
+    // Full now: the daemon stays up, alerts go on to syslog and metrics.
+    let (alerts, lost) = (value("watcher_events_total", &[("event", "alert")]), dropped());
+    let during = Listener::spawn(Some("during"));
+    let got = wait_for_record(&syslog, "alert", metrics, |r| ours(&r.msg, &during));
+    assert_eq!(got.msg["comm"], "during", "{got:?}");
+    assert!(value("watcher_events_total", &[("event", "alert")]) > alerts, "the alert is counted");
+    assert!(dropped() > lost, "the disk is full, and no more lines dropped: {} then {}", lost, dropped());
+    assert!(value("watcher_output_errors_total", &[("output", "json_file")]) >= 1.0);
+    assert!(running(watcher.pid()), "the daemon stopped");
+    let warned = watcher.stderr_lines();
+    assert!(
+        warned.iter().any(|l| l.contains(&log.display().to_string()) && l.contains("No space left")),
+        "a warning names the file: {warned:#?}"
+    );
+    assert!(!warned.iter().any(|l| l.contains("stdout")), "{warned:#?}");
+
+    // Room again: the next lines are written, after the notice.
+    std::fs::remove_file(&filler_path).unwrap();
+    let after = Listener::spawn(None);
+    let (lines, at) = wait_for_line(&log, "listener_up after the space was freed", |e| {
+        e["event"] == "listener_up" && ours(e, &after)
+    });
+    // A line may have fit in what the last page of the file had left, so
+    // there may be more than one gap; each is reported, and the last one
+    // before the lines that came once the space was freed.
+    let notices: Vec<usize> = (0..lines.len()).filter(|&i| lines[i]["event"] == "output_dropped").collect();
+    let last = *notices.last().expect("an output_dropped line");
+    assert!(last < at, "{lines:#?}");
+    eprintln!("the notice: {}", lines[last]);
+    for &i in &notices {
+        let n = &lines[i];
+        assert_eq!(n["output"], log.display().to_string(), "{n}");
+        assert!(n["error"].as_str().is_some_and(|e| e.contains("No space left")), "{n}");
+        assert!(n["dropped"].as_u64().is_some_and(|d| d > 0) && n["since"].is_string(), "{n}");
+    }
+    let reported: f64 = notices.iter().filter_map(|&i| lines[i]["dropped"].as_f64()).sum();
+    assert_eq!(
+        reported,
+        dropped(),
+        "the notices count every line dropped: {:?}",
+        notices.iter().map(|&i| &lines[i]).collect::<Vec<_>>()
+    );
+    // Syslog hears of the gap too.
+    let told = wait_for_record(&syslog, "output_dropped", metrics, |r| r.msg == lines[last]);
+    assert_eq!(told.field("severity"), "warning", "{told:?}");
+    assert!(running(watcher.pid()));
+    drop(listeners);
+}
+
+/// A `watcher daemon` whose stdout is a pipe the test holds: the test
+/// closes it to play a log shipper that died.
+struct PipedDaemon {
+    child: Child,
+    stdout: Option<std::process::ChildStdout>,
+}
+
+impl PipedDaemon {
+    fn start(config: &str) -> Self {
+        let mut child = Command::new(common::watcher_bin())
+            .args(["daemon", "--config", config])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (ready, said_ready) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                eprintln!("[watcher stderr] {line}");
+                if line.starts_with("watcher: ready:") || line.starts_with("watcher: error:") {
+                    let _ = ready.send(line);
+                }
+            }
+        });
+        let line = said_ready.recv_timeout(TIMEOUT).expect("the daemon said nothing");
+        assert!(line.starts_with("watcher: ready:"), "{line}");
+        let stdout = child.stdout.take();
+        Self { child, stdout }
+    }
+}
+
+impl Drop for PipedDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The daemon writing to stdout, whose reader goes away: it goes on, its
+/// alert reaches the metrics, what it could not write is counted, and it
+/// still stops cleanly (exit 0) on SIGTERM.
+#[test]
+fn the_daemon_goes_on_when_its_stdout_is_closed() {
+    if !require_bpf("the_daemon_goes_on_when_its_stdout_is_closed") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (port, metrics) = (free_port("4", "tcp"), free_port("4", "tcp"));
+    let config = config_file(
+        dir.path(),
+        &format!(
+            "[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[[allow]]\nname = \"ours\"\nproto = \"tcp\"\nport = {port}\ncomm = \"nosuchprogram\"\n"
+        ),
+    );
+    let mut daemon = PipedDaemon::start(&config);
+    drop(daemon.stdout.take());
+    let socat = KillOnDrop(
+        Command::new("socat")
+            .args([format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"), "STDOUT".into()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (scraped, body) = scrape(metrics);
+        let alerts = sample(&scraped, "watcher_alerts_total", &[("rule", "ours")]);
+        let dropped = sample(&scraped, "watcher_output_dropped_total", &[("output", "stdout")]);
+        if alerts == Some(1.0) && dropped.is_some_and(|d| d >= 2.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no alert counted, or no drop, within {TIMEOUT:?}:\n{body}");
+        thread::sleep(POLL);
+    }
+    assert!(running(daemon.child.id()));
+    drop(socat);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
+    let status = daemon.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// A real Prometheus on loopback, its configuration and storage in `dir`,
+/// scraping `target` every second. Killed when dropped.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    stderr: PathBuf,
+}
+
+impl Prometheus {
+    fn start(dir: &Path, target: u16) -> Self {
+        let port = free_port("4", "tcp");
+        let conf = dir.join("prometheus.yml");
+        std::fs::write(
+            &conf,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: watcher\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+            ),
+        )
+        .unwrap();
+        let stderr = dir.join("prometheus.stderr");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", conf.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("prometheus-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("spawning prometheus (cargo xtask setup --test-deps installs it)");
+        Self { child, port, stderr }
+    }
+
+    /// GET on Prometheus's HTTP API; None while it does not answer yet.
+    fn api(&mut self, path: &str) -> Option<Value> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("prometheus exited ({status}): {}", std::fs::read_to_string(&self.stderr).unwrap_or_default());
+        }
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", self.port).ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            return serde_json::from_str(body).ok();
+        }
+        // Go chunks a body too long for its first buffer: SIZE CRLF DATA CRLF … 0.
+        let (mut rest, mut whole) = (body, String::new());
+        loop {
+            let (size, after) = rest.split_once("\r\n")?;
+            let size = usize::from_str_radix(size.trim(), 16).ok()?;
+            if size == 0 {
+                return serde_json::from_str(&whole).ok();
+            }
+            whole.push_str(after.get(..size)?);
+            rest = after.get(size + 2..)?;
+        }
+    }
+
+    /// Polls the API until `done` accepts its answer; returns that answer.
+    fn until(&mut self, what: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut last = None;
+        loop {
+            if let Some(answer) = self.api(path) {
+                if done(&answer) {
+                    return answer;
+                }
+                last = Some(answer);
+            }
+            assert!(Instant::now() < deadline, "prometheus: no {what} within {TIMEOUT:?}; last answer: {last:#?}");
+            thread::sleep(POLL);
+        }
+    }
+
+    /// An instant query's samples: (labels, value).
+    fn query(&mut self, what: &str, query: &str, done: impl Fn(&[(Value, f64)]) -> bool) -> Vec<(Value, f64)> {
+        let encoded: String = query
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() || b == b'_' { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        let samples = |answer: &Value| -> Vec<(Value, f64)> {
+            answer["data"]["result"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| Some((s["metric"].clone(), s["value"][1].as_str()?.parse().ok()?)))
+                .collect()
+        };
+        let answer = self.until(what, &format!("/api/v1/query?query={encoded}"), |a| done(&samples(a)));
+        samples(&answer)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Debian's prometheus scrapes the daemon's endpoint: the target is up,
+/// the alert counter of a rule goes from 0 to 1 when a listener the rule
+/// gives to another program comes up, and the live listener gauge counts it.
+#[test]
+fn a_real_prometheus_scrapes_the_daemon() {
+    if !require_bpf("a_real_prometheus_scrapes_the_daemon") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (port, metrics) = (free_port("4", "tcp"), free_port("4", "tcp"));
+    let config = config_file(
+        dir.path(),
+        &format!(
+            "[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[[allow]]\nname = \"ours\"\nproto = \"tcp\"\nport = {port}\ncomm = \"nosuchprogram\"\nseverity = \"critical\"\n"
+        ),
+    );
+    let mut watcher = daemon(&config);
+    let mut prometheus = Prometheus::start(dir.path(), metrics);
+    let instance = format!("127.0.0.1:{metrics}");
+    prometheus.until("target up", "/api/v1/targets", |a| {
+        a["data"]["activeTargets"]
+            .as_array()
+            .is_some_and(|ts| ts.iter().any(|t| t["labels"]["instance"] == instance.as_str() && t["health"] == "up"))
+    });
+    let alerts = "watcher_alerts_total{rule=\"ours\",severity=\"critical\"}";
+    let before = prometheus.query("the rule's alert counter", alerts, |s| !s.is_empty());
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0].1, 0.0, "no alert yet: {before:?}");
+    assert_eq!(before[0].0["job"], "watcher");
+    assert_eq!(before[0].0["instance"], instance.as_str());
+
+    let socat = KillOnDrop(
+        Command::new("socat")
+            .args([format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"), "STDOUT".into()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ours = |e: &Value| e["pid"] == socat.0.id() && e["port"] == port;
+    let alert = watcher.next_event(|e| e["event"] == "alert" && ours(e));
+    assert_eq!((alert["rule"].as_str(), alert["severity"].as_str()), (Some("ours"), Some("critical")), "{alert}");
+    let after = prometheus.query("the alert counted", alerts, |s| s.iter().any(|(_, v)| *v >= 1.0));
+    assert_eq!(after[0].1, 1.0, "one listener, one alert: {after:?}");
+    let live = prometheus.query("watcher_live_listeners", "watcher_live_listeners", |s| !s.is_empty());
+    assert!(live[0].1 >= 1.0, "socat's listener is live: {live:?}");
+    let ups = prometheus.query("listener_up counted", "watcher_events_total{event=\"listener_up\"}", |s| {
+        s.iter().any(|(_, v)| *v >= 1.0)
+    });
+    assert_eq!(ups[0].0["instance"], instance.as_str(), "{ups:?}");
+    let up = prometheus.query("up", &format!("up{{instance=\"{instance}\"}}"), |s| !s.is_empty());
+    assert_eq!(up[0].1, 1.0, "{up:?}");
+}

@@ -288,3 +288,70 @@ fn ci_without_bpf_fails_instead_of_skipping() {
     let in_ci = std::panic::catch_unwind(|| decide(false, true));
     assert!(in_ci.is_err(), "CI=true without root must fail the test");
 }
+
+/// `watcher watch` with stdout on a pipe the test holds, once it is ready.
+fn watch_on_a_pipe(args: &[&str]) -> (std::process::Child, std::process::ChildStdout) {
+    use std::io::BufRead as _;
+    let mut child = Command::new(common::watcher_bin())
+        .arg("watch")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (ready, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            eprintln!("[watcher stderr] {line}");
+            if line.starts_with("watcher: ready:") || line.starts_with("watcher: error:") {
+                let _ = ready.send(line);
+            }
+        }
+    });
+    let line = said.recv_timeout(common::TIMEOUT).expect("watcher said nothing");
+    assert!(line.starts_with("watcher: ready:"), "{line}");
+    let stdout = child.stdout.take().unwrap();
+    (child, stdout)
+}
+
+/// Waits for the child to exit, at most `within`.
+fn exit_within(child: &mut std::process::Child, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// `watcher watch | head`: when the reader goes away, watch exits 0 at
+/// once, even when it has nothing to write (a filter no event passes: it
+/// would otherwise notice only at its next write, i.e. never).
+#[test]
+fn watch_exits_0_at_once_when_its_reader_goes() {
+    if !require_bpf("watch_exits_0_at_once_when_its_reader_goes") {
+        return;
+    }
+    let (mut child, stdout) = watch_on_a_pipe(&["--json", "--no-snapshot", "--port", "1"]);
+    let closed = std::time::Instant::now();
+    drop(stdout);
+    let status = exit_within(&mut child, std::time::Duration::from_secs(5)).expect("watch went on with no reader");
+    assert!(status.success(), "{status}");
+    eprintln!("exited {:?} after its reader went", closed.elapsed());
+
+    // The reader takes one line of the snapshot, then goes (`| head -1`).
+    let (mut child, stdout) = watch_on_a_pipe(&["--json"]);
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first).unwrap();
+    assert!(first.contains("\"event\":\"existing\""), "{first}");
+    let status = exit_within(&mut child, std::time::Duration::from_secs(5)).expect("watch went on with no reader");
+    assert!(status.success(), "{status}");
+}

@@ -91,6 +91,31 @@ def unix(path, abstract):
     os._exit(0)
 
 
+def unix_dgram(path, abstract):
+    """UNIX datagram sockets, which never listen: one bound to a filesystem
+    path, one to an abstract name, and first a client's autobound one (the
+    kernel names it; nothing to report). On "close" the path one is closed;
+    then the process exits holding the abstract one (a forked child that
+    held it too has exited first, so the exit is its last holder's)."""
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    client.bind("")
+    a = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.bind(path)
+    b = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    b.bind("\0" + abstract)
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    os.waitpid(child, 0)
+    say("ready", a.fileno(), b.fileno())
+    if sys.stdin.readline().strip() != "close":
+        sys.exit("expected close")
+    a.close()
+    say("closed")
+    sys.stdin.read()
+    os._exit(0)
+
+
 def accept_server():
     """Accepts one connection asking for the peer's address, then one
     passing NULL for it (libc accept(fd, NULL, NULL))."""
@@ -145,6 +170,7 @@ def main():
         "try_bind": try_bind,
         "options": options,
         "unix": unix,
+        "unix_dgram": unix_dgram,
         "accept_server": accept_server,
         "trickle": trickle,
     }

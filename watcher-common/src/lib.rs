@@ -11,6 +11,13 @@
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the per-CPU counter of records that could not be reserved.
 pub const LOST_MAP: &str = "LOST";
+/// Name of the per-CPU array of program errors, one `u64` slot per
+/// [`ProgramError`]: what a program could not do and so left out of a
+/// record or dropped, counted so that it is never silent.
+pub const ERRORS_MAP: &str = "ERRORS";
+/// Name of the one-slot array that tells the programs how to wake the ring
+/// buffer's reader (see [`RING_WAKEUP_MAP`]'s contract below).
+pub const RING_WAKEUP_MAP: &str = "RING_WAKEUP";
 /// Bytes in the ring buffer (a power of two, a multiple of the page size).
 pub const EVENTS_BYTES: u32 = 8 << 20;
 /// How many bound and listening UNIX sockets the kernel side remembers.
@@ -19,6 +26,61 @@ pub const UNIX_SOCKETS_MAX: u32 = 16_384;
 /// the close of those (and only those) without sending every socket release
 /// on the host through the ring buffer.
 pub const BOUND_SOCKETS_MAX: u32 = 65_536;
+
+/// Why a program could not do its whole job. Counted per CPU in
+/// [`ERRORS_MAP`] at index `kind as u32`; userspace sums and reports them
+/// beside the lost records.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgramError {
+    /// Reading the tracepoint's record or kernel memory failed (a field
+    /// offset that does not fit this kernel, a pointer the walk could not
+    /// follow): the record was dropped, or sent without that field.
+    ReadKernel = 0,
+    /// Reading the caller's memory failed (a bind() address, a filter
+    /// program, an option's value): a bad pointer from the process, or
+    /// memory paged out; the record was sent without those bytes or dropped.
+    ReadUser = 1,
+    /// A map insert failed (no room, or no memory): what it kept between
+    /// two hooks is missing, so a later record lacks it (a fd, a path, a
+    /// UDP socket's close).
+    MapUpdate = 2,
+    /// A map that must hold an entry did not (the enforcement settings):
+    /// the program did nothing (for enforcement: allowed the bind).
+    MapLookup = 3,
+}
+
+/// Slots of [`ERRORS_MAP`].
+pub const PROGRAM_ERROR_KINDS: u32 = 4;
+
+impl ProgramError {
+    pub const ALL: [Self; PROGRAM_ERROR_KINDS as usize] =
+        [Self::ReadKernel, Self::ReadUser, Self::MapUpdate, Self::MapLookup];
+
+    /// A stable name, for logs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::ReadKernel => "read_kernel",
+            Self::ReadUser => "read_user",
+            Self::MapUpdate => "map_update",
+            Self::MapLookup => "map_lookup",
+        }
+    }
+}
+
+/// [`RING_WAKEUP_MAP`]'s one `u64`: 0 (as loaded) makes every program let the
+/// kernel decide when to wake the reader (it wakes it whenever the reader
+/// has caught up, which under a flood is every few records). A reader that
+/// bounds its own latency (watcher's `kernel::ring::RingReader`) writes
+/// the number of unread bytes above which a record forces a wake-up; below
+/// it, records skip the wake-up (`BPF_RB_NO_WAKEUP`), except the first one
+/// after the reader has read everything (`BPF_RB_FORCE_WAKEUP`), so that a
+/// reader asleep on the ring is always woken by the first record.
+///
+/// Its contract: never sleep on the ring without a level-triggered check
+/// that it is empty (poll(), or an epoll registration made just then), and
+/// while records that were reserved are not yet readable, poll on a timer.
+pub const RING_WAKEUP_OFF: u64 = 0;
 
 /// Global set by the loader: report only this tgid (0 = every process).
 pub const FILTER_TGID_GLOBAL: &str = "FILTER_TGID";
@@ -41,6 +103,8 @@ pub struct KernelOffsets {
     pub fdtable_max_fds: u32,
     pub file_private_data: u32,
     pub socket_sk: u32,
+    /// `struct socket`'s `type` (a `short`: SOCK_STREAM, SOCK_DGRAM, …).
+    pub socket_type: u32,
     pub skc_daddr: u32,
     pub skc_rcv_saddr: u32,
     pub skc_dport: u32,
@@ -62,7 +126,10 @@ pub struct KernelOffsets {
     pub signal_live: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 23 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 24 * 4);
+#[cfg(feature = "user")]
+// SAFETY: repr(C), u32 fields only (no padding), every bit pattern valid.
+unsafe impl aya::Pod for KernelOffsets {}
 
 /// Global set by the loader: [`TracepointOffsets`] of the running kernel.
 pub const TRACEPOINT_OFFSETS_GLOBAL: &str = "TRACEPOINT_OFFSETS";
@@ -101,6 +168,9 @@ pub struct TracepointOffsets {
 }
 
 const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 15 * 4);
+#[cfg(feature = "user")]
+// SAFETY: repr(C), u32 fields only (no padding), every bit pattern valid.
+unsafe impl aya::Pod for TracepointOffsets {}
 
 pub const TASK_COMM_LEN: usize = 16;
 /// Bytes of the path given to execve() that an exec record keeps.
@@ -144,12 +214,16 @@ pub enum EventKind {
     ListenFailed = 12,
     /// listen() succeeded on a UNIX socket bound by this process. [`SyscallRecord`]
     UnixListen = 13,
-    /// close() of that UNIX listener's fd. [`SyscallRecord`]
+    /// close() of the fd of a UNIX listener, or of a UNIX datagram socket
+    /// bound to a name. [`SyscallRecord`]
     UnixClose = 14,
     /// accept() or accept4() returned a connection. [`AcceptRecord`]
     Accept = 15,
     /// Enforcement refused a bind() with EPERM. [`DeniedRecord`]
     Denied = 16,
+    /// bind() of a UNIX datagram socket to a path or an abstract name
+    /// succeeded (a stream or seqpacket socket is reported at listen()). [`SyscallRecord`]
+    UnixBind = 17,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -173,6 +247,7 @@ impl TryFrom<u32> for EventKind {
             14 => Self::UnixClose,
             15 => Self::Accept,
             16 => Self::Denied,
+            17 => Self::UnixBind,
             other => return Err(other),
         })
     }
@@ -198,6 +273,26 @@ pub struct RecordHeader {
     pub netns: u32,
     pub comm: [u8; TASK_COMM_LEN],
 }
+
+const _: () = assert!(core::mem::size_of::<RecordHeader>() == 56);
+
+/// A record that crosses the ring buffer. The programs reserve it in the
+/// ring zeroed, write its header and let the hook fill the rest
+/// (watcher-ebpf's `record::emit`); userspace reads it back by kind.
+///
+/// # Safety
+/// Implementors are `#[repr(C)]`, start with a [`RecordHeader`], have no
+/// padding, and every bit pattern (all zeros included) is a valid value.
+pub unsafe trait Record: Copy + 'static {
+    /// The header at the start of the record.
+    fn header_mut(&mut self) -> &mut RecordHeader {
+        // SAFETY: by the trait's contract the record starts with a header.
+        unsafe { &mut *(self as *mut Self).cast::<RecordHeader>() }
+    }
+}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
+unsafe impl aya::Pod for RecordHeader {}
 
 /// A socket event: [`EventKind::Listen`], [`EventKind::Bind`], [`EventKind::Close`].
 #[repr(C)]
@@ -226,6 +321,13 @@ pub struct SocketRecord {
     pub port: u16,
 }
 
+const _: () = assert!(core::mem::size_of::<SocketRecord>() == 104);
+// SAFETY: repr(C), starts with a RecordHeader, no padding (size asserted), any bits valid.
+unsafe impl Record for SocketRecord {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
+unsafe impl aya::Pod for SocketRecord {}
+
 /// [`EventKind::Fork`]: the header is the parent; [`EventKind::Exit`]: the
 /// header is the exiting task.
 #[repr(C)]
@@ -239,6 +341,13 @@ pub struct ProcessRecord {
     pub group_dead: u32,
 }
 
+const _: () = assert!(core::mem::size_of::<ProcessRecord>() == 64);
+// SAFETY: repr(C), starts with a RecordHeader, no padding (size asserted), any bits valid.
+unsafe impl Record for ProcessRecord {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
+unsafe impl aya::Pod for ProcessRecord {}
+
 /// [`EventKind::Exec`]: the header is the task after the exec (new comm).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -251,6 +360,13 @@ pub struct ExecRecord {
     /// The path given to execve(), as the kernel resolved it for the binary.
     pub filename: [u8; FILENAME_BYTES],
 }
+
+const _: () = assert!(core::mem::size_of::<ExecRecord>() == 64 + FILENAME_BYTES);
+// SAFETY: repr(C), starts with a RecordHeader, no padding (size asserted), any bits valid.
+unsafe impl Record for ExecRecord {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
+unsafe impl aya::Pod for ExecRecord {}
 
 /// [`EventKind::ExecArgs`]: argv of a successful exec, read at
 /// `sched_process_exec` from the new program's memory (`mm->arg_start ..
@@ -271,17 +387,17 @@ pub struct ExecArgsRecord {
     pub args: [u8; ARGV_BYTES],
 }
 
-const _: () = assert!(core::mem::size_of::<RecordHeader>() == 56);
-const _: () = assert!(core::mem::size_of::<SocketRecord>() == 104);
-const _: () = assert!(core::mem::size_of::<PassiveRecord>() == 80 + FILTER_BYTES);
-const _: () = assert!(core::mem::size_of::<SockoptRecord>() == 88);
-const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 72 + SOCKADDR_BYTES);
-const _: () = assert!(core::mem::size_of::<ProcessRecord>() == 64);
-const _: () = assert!(core::mem::size_of::<ExecRecord>() == 64 + FILENAME_BYTES);
 const _: () = assert!(core::mem::size_of::<ExecArgsRecord>() == 72 + ARGV_BYTES);
+// SAFETY: repr(C), starts with a RecordHeader, no padding (size asserted), any bits valid.
+unsafe impl Record for ExecArgsRecord {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
+unsafe impl aya::Pod for ExecArgsRecord {}
 
 pub const AF_UNIX: u16 = 1;
 pub const AF_PACKET: u32 = 17;
+pub const SOCK_STREAM: u32 = 1;
+pub const SOCK_DGRAM: u32 = 2;
 pub const SOCK_RAW: u32 = 3;
 pub const SOL_SOCKET: u32 = 1;
 pub const SOL_IP: u32 = 0;
@@ -327,6 +443,13 @@ pub struct PassiveRecord {
     pub filter: [u8; FILTER_BYTES],
 }
 
+const _: () = assert!(core::mem::size_of::<PassiveRecord>() == 80 + FILTER_BYTES);
+// SAFETY: repr(C), starts with a RecordHeader, no padding (size asserted), any bits valid.
+unsafe impl Record for PassiveRecord {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
+unsafe impl aya::Pod for PassiveRecord {}
+
 /// [`EventKind::SockoptSet`]: setsockopt(fd, level, optname, value) succeeded.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -340,8 +463,15 @@ pub struct SockoptRecord {
     pub value: [u8; OPTVAL_BYTES],
 }
 
+const _: () = assert!(core::mem::size_of::<SockoptRecord>() == 88);
+// SAFETY: repr(C), starts with a RecordHeader, no padding (size asserted), any bits valid.
+unsafe impl Record for SockoptRecord {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
+unsafe impl aya::Pod for SockoptRecord {}
+
 /// [`EventKind::BindFailed`], [`EventKind::ListenFailed`],
-/// [`EventKind::UnixListen`], [`EventKind::UnixClose`].
+/// [`EventKind::UnixBind`], [`EventKind::UnixListen`], [`EventKind::UnixClose`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SyscallRecord {
@@ -353,9 +483,21 @@ pub struct SyscallRecord {
     pub backlog: u32,
     /// Bytes of `addr` the caller passed to bind(); 0 for a failed listen.
     pub addr_len: u32,
+    /// The UNIX events: the socket's type (`SOCK_STREAM`, `SOCK_DGRAM`,
+    /// `SOCK_SEQPACKET`), 0 when it could not be read; 0 for the failures.
+    pub sock_type: u32,
+    /// Reserved, 0.
+    pub reserved: u32,
     /// The socket address bind() was asked for, as the caller gave it.
     pub addr: [u8; SOCKADDR_BYTES],
 }
+
+const _: () = assert!(core::mem::size_of::<SyscallRecord>() == 80 + SOCKADDR_BYTES);
+// SAFETY: repr(C), starts with a RecordHeader, no padding (size asserted), any bits valid.
+unsafe impl Record for SyscallRecord {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
+unsafe impl aya::Pod for SyscallRecord {}
 
 /// [`EventKind::Accept`]: a connection accepted on `listen_fd` as `fd`,
 /// with both ends as the accepted socket has them.
@@ -379,6 +521,11 @@ pub struct AcceptRecord {
 }
 
 const _: () = assert!(core::mem::size_of::<AcceptRecord>() == 56 + 12 + 12 + 32);
+// SAFETY: repr(C), starts with a RecordHeader, no padding (size asserted), any bits valid.
+unsafe impl Record for AcceptRecord {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
+unsafe impl aya::Pod for AcceptRecord {}
 
 /// [`EventKind::Denied`]: the bind() the caller asked for, which the
 /// enforcement programs refused (the caller got EPERM).
@@ -409,6 +556,11 @@ pub struct DeniedRecord {
 }
 
 const _: () = assert!(core::mem::size_of::<DeniedRecord>() == 56 + 8 + 4 * 5 + 16 + 4);
+// SAFETY: repr(C), starts with a RecordHeader, no padding (size asserted), any bits valid.
+unsafe impl Record for DeniedRecord {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
+unsafe impl aya::Pod for DeniedRecord {}
 
 // Enforcement (`watcher daemon` with `enforce`): cgroup/bind4 and
 // cgroup/bind6 refuse what these maps, filled by the daemon from its
@@ -465,6 +617,8 @@ pub struct EnforceOwner {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
+const _: () = assert!(core::mem::size_of::<EnforceOwner>() == 40);
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct EnforceClass {
@@ -474,6 +628,11 @@ pub struct EnforceClass {
     pub reserved: u32,
     pub owners: [EnforceOwner; ENFORCE_OWNERS_PER_CLASS],
 }
+
+const _: () = assert!(core::mem::size_of::<EnforceClass>() == 8 + 40 * ENFORCE_OWNERS_PER_CLASS);
+#[cfg(feature = "user")]
+// SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
+unsafe impl aya::Pod for EnforceClass {}
 
 /// Byte offsets (from the kernel's BTF) the enforcement programs follow
 /// from the calling task to its executable's inode.
@@ -488,25 +647,7 @@ pub struct EnforceSettings {
     pub super_block_s_dev: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<EnforceOwner>() == 40);
-const _: () = assert!(core::mem::size_of::<EnforceClass>() == 8 + 40 * ENFORCE_OWNERS_PER_CLASS);
 const _: () = assert!(core::mem::size_of::<EnforceSettings>() == 6 * 4);
-
 #[cfg(feature = "user")]
-mod pod {
-    // SAFETY (each): repr(C), no padding (asserted above), every bit pattern valid.
-    unsafe impl aya::Pod for super::RecordHeader {}
-    unsafe impl aya::Pod for super::SocketRecord {}
-    unsafe impl aya::Pod for super::ProcessRecord {}
-    unsafe impl aya::Pod for super::ExecRecord {}
-    unsafe impl aya::Pod for super::ExecArgsRecord {}
-    unsafe impl aya::Pod for super::PassiveRecord {}
-    unsafe impl aya::Pod for super::SockoptRecord {}
-    unsafe impl aya::Pod for super::SyscallRecord {}
-    unsafe impl aya::Pod for super::AcceptRecord {}
-    unsafe impl aya::Pod for super::DeniedRecord {}
-    unsafe impl aya::Pod for super::EnforceClass {}
-    unsafe impl aya::Pod for super::EnforceSettings {}
-    unsafe impl aya::Pod for super::KernelOffsets {}
-    unsafe impl aya::Pod for super::TracepointOffsets {}
-}
+// SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
+unsafe impl aya::Pod for EnforceSettings {}

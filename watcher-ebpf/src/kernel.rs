@@ -1,7 +1,9 @@
 //! Following kernel pointers with the offsets the loader read from BTF:
 //! the task's network namespace, and the socket behind an fd.
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_get_current_task};
-use watcher_common::KernelOffsets;
+use watcher_common::{KernelOffsets, ProgramError};
+
+use crate::record::count_error;
 
 /// Set by the loader (`EbpfLoader::override_global`) from the kernel's BTF.
 #[unsafe(no_mangle)]
@@ -16,6 +18,7 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     fdtable_max_fds: 0,
     file_private_data: 0,
     socket_sk: 0,
+    socket_type: 0,
     skc_daddr: 0,
     skc_rcv_saddr: 0,
     skc_dport: 0,
@@ -39,14 +42,20 @@ pub fn offsets() -> Option<KernelOffsets> {
     (offsets.valid != 0).then_some(offsets)
 }
 
-/// Reads a `T` at `base + offset` in kernel memory.
+/// Reads a `T` at `base + offset` in kernel memory; `None` for a NULL
+/// `base` (an absent object, not an error) or when the read faults
+/// (counted: the offsets come from this kernel's BTF, so it should not).
 #[inline(always)]
 pub fn read<T>(base: u64, offset: u32) -> Option<T> {
     if base == 0 {
         return None;
     }
     // SAFETY: the helper faults cleanly on a bad address.
-    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.ok()
+    let value = unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.ok();
+    if value.is_none() {
+        count_error(ProgramError::ReadKernel);
+    }
+    value
 }
 
 /// Inode of the calling task's network namespace, 0 if unknown.
@@ -77,6 +86,24 @@ pub fn sock_netns(sk: u64) -> u32 {
 #[inline(always)]
 pub fn sock_of_fd(fd: i32) -> Option<u64> {
     let o = offsets()?;
+    read::<u64>(socket_of_fd(fd)?, o.socket_sk)
+}
+
+/// The type of the socket behind the calling task's `fd` (SOCK_STREAM,
+/// SOCK_DGRAM, …), 0 when it cannot be read.
+#[inline(always)]
+pub fn socket_type_of_fd(fd: i32) -> u32 {
+    let Some(o) = offsets() else {
+        return 0;
+    };
+    socket_of_fd(fd).and_then(|socket| read::<u16>(socket, o.socket_type)).map_or(0, u32::from)
+}
+
+/// The `struct socket` behind the calling task's `fd` (task → files → fdt
+/// → fd[] → file → private_data); the caller knows the fd is a socket's.
+#[inline(always)]
+fn socket_of_fd(fd: i32) -> Option<u64> {
+    let o = offsets()?;
     if fd < 0 {
         return None;
     }
@@ -90,6 +117,5 @@ pub fn sock_of_fd(fd: i32) -> Option<u64> {
     }
     let fd_array = read::<u64>(fdt, o.fdtable_fd)?;
     let file = read::<u64>(fd_array, fd as u32 * 8)?;
-    let socket = read::<u64>(file, o.file_private_data)?;
-    read::<u64>(socket, o.socket_sk)
+    read::<u64>(file, o.file_private_data)
 }

@@ -1,6 +1,9 @@
-//! Kernel programs of watcher. Each one fills a [`SocketRecord`] and submits
-//! it; no policy lives here (the heavy lifting is in userspace), except the
-//! opt-in bind enforcement of `probes/enforce.rs`.
+//! Kernel programs of watcher, one file per hook in `probes/` (its `mod.rs`
+//! has the table). Each fills a record of watcher-common and sends it with
+//! `record::emit`, the one way records leave the kernel (a full ring buffer
+//! is counted in LOST, anything else a program could not do in ERRORS). No
+//! policy lives here (the heavy lifting is in userspace), except the opt-in
+//! bind enforcement of `probes/cgroup_bind_enforce.rs`.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 

@@ -1,43 +1,47 @@
-//! The maps every program shares, and the one way records leave the kernel.
+//! The maps every program shares, and the one way records leave the
+//! kernel: [`emit`] reserves a zeroed record in the ring buffer, writes its
+//! header, lets the hook fill the rest and submits it, counting it lost when
+//! the ring is full. What a program could not do is counted by kind in
+//! ERRORS ([`count_error`]), so that neither loss nor errors are silent.
+use core::ptr;
+
 use aya_ebpf::{
+    bindings::{BPF_RB_CONS_POS, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_PROD_POS},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
     },
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
 };
-use watcher_common::{EVENTS_BYTES, EventKind, RecordHeader, SocketRecord, TASK_COMM_LEN};
+use watcher_common::{
+    EVENTS_BYTES, EventKind, PROGRAM_ERROR_KINDS, ProgramError, RING_WAKEUP_OFF, Record, RecordHeader, TASK_COMM_LEN,
+};
 
 use crate::kernel::current_netns;
 
 #[map(name = "EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// Records that found the ring buffer full, counted per CPU and summed by
 /// userspace, so that loss is reported, never silent.
 #[map(name = "LOST")]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// What programs could not do, one slot per [`ProgramError`], per CPU.
+#[map(name = "ERRORS")]
+static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROGRAM_ERROR_KINDS, 0);
+
+/// How to wake the reader: 0 leaves it to the kernel; else the unread bytes
+/// above which every record forces a wake-up (watcher_common's
+/// RING_WAKEUP_OFF has the contract). Written by the reader, which alone
+/// knows whether it bounds its own latency.
+#[map(name = "RING_WAKEUP")]
+static RING_WAKEUP: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Set by the loader (`EbpfLoader::override_global`); 0 reports every process.
 #[unsafe(no_mangle)]
 static FILTER_TGID: u32 = 0;
-
-/// What a hook knows about the socket; the task's identity is added here.
-pub struct SocketFacts {
-    pub kind: EventKind,
-    pub sock_id: u64,
-    pub family: u16,
-    pub port: u16,
-    pub protocol: u32,
-    pub sock_type: u32,
-    pub addr: [u8; 16],
-    pub fd: i32,
-    pub backlog: u32,
-    /// The socket's network namespace when the hook knows the socket, else
-    /// the task's ([`current_netns`]).
-    pub netns: u32,
-}
 
 /// The calling task's tgid, or `None` when the loader's filter excludes it.
 #[inline(always)]
@@ -47,6 +51,62 @@ pub fn wanted_tgid() -> Option<u32> {
     // volatile so the compiler does not fold the initial 0 into the code.
     let filter = unsafe { core::ptr::read_volatile(&FILTER_TGID) };
     (filter == 0 || filter == tgid).then_some(tgid)
+}
+
+/// Sends a `T` whose network namespace is the calling task's; see [`emit_in`].
+#[inline(always)]
+pub fn emit<T: Record>(kind: EventKind, fill: impl FnOnce(&mut T)) {
+    emit_in(kind, current_netns(), fill)
+}
+
+/// Sends a `T`: reserved in the ring buffer (no copy through the 512-byte
+/// stack), zeroed so that no field or reserved byte carries stale ring
+/// memory to userspace, its header written, the rest filled by `fill`.
+/// A full ring buffer counts the record in LOST.
+#[inline(always)]
+pub fn emit_in<T: Record>(kind: EventKind, netns: u32, fill: impl FnOnce(&mut T)) {
+    // Before the reservation: tells whether anything reserved earlier is
+    // still unread once this record is in (see `wakeup_flags`).
+    let reserved_before = EVENTS.query(BPF_RB_PROD_POS.into());
+    let Some(mut entry) = EVENTS.reserve::<T>(0) else {
+        count_lost();
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` points to reserved ring-buffer memory of T's size and
+    // alignment (8, asserted by reserve); all zeros is a valid T (the
+    // Record contract), so the reference is to an initialised value.
+    let record = unsafe {
+        ptr::write_bytes(record, 0, 1);
+        &mut *record
+    };
+    *record.header_mut() = header_in(kind, netns);
+    fill(record);
+    entry.submit(wakeup_flags(reserved_before));
+}
+
+/// Whether committing this record wakes the reader. Until the reader asks
+/// for batching, 0: the kernel wakes it whenever it has caught up, which
+/// under a flood is every few records. With batching (a threshold in
+/// RING_WAKEUP): force a wake-up when everything reserved before this
+/// record has been read (the reader may be asleep and waiting for it) or
+/// when more than the threshold is unread; else skip it, since a record
+/// ahead of this one is still unread and the reader, awake or woken for
+/// that one, reaches this one too.
+#[inline(always)]
+fn wakeup_flags(reserved_before: u64) -> u64 {
+    let threshold = RING_WAKEUP.get(0).copied().unwrap_or(RING_WAKEUP_OFF);
+    if threshold == RING_WAKEUP_OFF {
+        return 0;
+    }
+    // After the reservation, so that a reader that read everything and went
+    // to sleep before it is seen here (positions only grow).
+    let read = EVENTS.query(BPF_RB_CONS_POS.into());
+    if read >= reserved_before || reserved_before - read >= threshold {
+        BPF_RB_FORCE_WAKEUP.into()
+    } else {
+        BPF_RB_NO_WAKEUP.into()
+    }
 }
 
 /// Who is calling, and when: the start of every record; the network
@@ -76,34 +136,41 @@ pub fn header_in(kind: EventKind, netns: u32) -> RecordHeader {
 }
 
 #[inline(always)]
-pub fn submit(facts: &SocketFacts) {
-    let record = SocketRecord {
-        header: header_in(facts.kind, facts.netns),
-        sock_id: facts.sock_id,
-        protocol: facts.protocol,
-        sock_type: facts.sock_type,
-        fd: facts.fd,
-        backlog: facts.backlog,
-        reserved: 0,
-        addr: facts.addr,
-        family: facts.family,
-        port: facts.port,
-    };
-    output(&record);
-}
-
-/// Copies a small record into the ring buffer, counting it lost if full.
-#[inline(always)]
-pub fn output<T: 'static>(record: &T) {
-    if EVENTS.output::<T>(record, 0).is_err() {
-        count_lost();
-    }
-}
-
-#[inline(always)]
 pub fn count_lost() {
     if let Some(lost) = LOST.get_ptr_mut(0) {
         // SAFETY: per-CPU slot, so no other CPU writes it concurrently.
         unsafe { *lost += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn count_error(kind: ProgramError) {
+    if let Some(count) = ERRORS.get_ptr_mut(kind as u32) {
+        // SAFETY: per-CPU slot, so no other CPU writes it concurrently.
+        unsafe { *count += 1 };
+    }
+}
+
+/// The end of a tracepoint program that failed: counts why, returns 0 (a
+/// tracepoint program's return value is ignored).
+#[inline(always)]
+pub fn failed(kind: ProgramError) -> u32 {
+    count_error(kind);
+    0
+}
+
+/// `Result`s of map updates: `.or_count()` counts a failure as
+/// [`ProgramError::MapUpdate`] and goes on, for a program that still has
+/// something to report without the entry.
+pub trait CountFailure {
+    fn or_count(self);
+}
+
+impl CountFailure for Result<(), i32> {
+    #[inline(always)]
+    fn or_count(self) {
+        if self.is_err() {
+            count_error(ProgramError::MapUpdate);
+        }
     }
 }

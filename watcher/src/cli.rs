@@ -71,7 +71,8 @@ pub enum Command {
         after_help = "Examples:\n  \
             watcher baseline > /etc/watcher/watcher.toml     # allow what listens now, then edit\n  \
             watcher daemon --config /etc/watcher/watcher.toml\n  \
-            kill -HUP $(pidof watcher)               # reload the allowlist"
+            watcher daemon --config /etc/watcher/watcher.toml --pid-file /run/watcher.pid\n  \
+            kill -HUP $(cat /run/watcher.pid)        # reload the allowlist, reopen json_file"
     )]
     Daemon(DaemonArgs),
     /// Write an allowlist (TOML, for `daemon --config`) from what listens now.
@@ -145,6 +146,10 @@ pub struct DaemonArgs {
     /// Refuse binds the allowlist does not allow, as `enforce = true` does.
     #[arg(long)]
     pub enforce: bool,
+    /// Write the daemon's pid to this file (removed at exit), for scripts
+    /// that signal it without systemd (logrotate's postrotate: SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -33,11 +33,71 @@ pub struct Config {
     pub rules: Vec<Rule>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct OutputConfig {
     /// JSON lines to this file (appended) instead of stdout.
     pub json_file: Option<PathBuf>,
+    /// The file's permissions, set whenever it is opened: 0600 unless a
+    /// group should read it.
+    #[serde(default)]
+    pub json_file_mode: FileMode,
+}
+
+/// A file's permission bits, written in octal as a string (`"0640"`). None
+/// for other users: the events carry every process's command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl Default for FileMode {
+    fn default() -> Self {
+        Self(0o600)
+    }
+}
+
+impl FileMode {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let digits = text.strip_prefix("0o").unwrap_or(text);
+        let mode = (!digits.is_empty() && digits.len() <= 4 && digits.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+            .then(|| u32::from_str_radix(digits, 8).ok())
+            .flatten()
+            .ok_or_else(|| format!("json_file_mode {text:?} is not a mode in octal digits, like \"0640\""))?;
+        if mode > 0o777 {
+            return Err(format!("json_file_mode {text:?}: setuid, setgid and sticky bits have no place on a log"));
+        }
+        if mode & 0o007 != 0 {
+            return Err(format!(
+                "json_file_mode {text:?} lets every user on the host read or write the events (they hold every \
+                 process's command line): use \"0600\", or \"0640\" with a group"
+            ));
+        }
+        Ok(Self(mode))
+    }
+}
+
+impl fmt::Display for FileMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(i64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(text) => Self::parse(&text).map_err(serde::de::Error::custom),
+            // TOML reads 0640 as decimal 640 and 0o640 as 416: both lose
+            // what was meant, so only the quoted form is taken.
+            Raw::Number(n) => Err(serde::de::Error::custom(format!(
+                "json_file_mode {n}: write the mode as a quoted octal string, like \"0640\""
+            ))),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -354,6 +414,17 @@ mod tests {
     }
 
     #[test]
+    fn json_file_mode_is_private_by_default() {
+        let c = Config::parse("[output]\njson_file = \"/var/log/watcher/events.jsonl\"\n").unwrap();
+        assert_eq!(c.output.json_file_mode, FileMode(0o600));
+        for (text, mode) in [("0640", 0o640), ("640", 0o640), ("0o600", 0o600), ("0400", 0o400), ("0", 0)] {
+            let c = Config::parse(&format!("[output]\njson_file_mode = \"{text}\"\n")).unwrap();
+            assert_eq!(c.output.json_file_mode, FileMode(mode), "{text}");
+        }
+        assert_eq!(FileMode(0o640).to_string(), "0640");
+    }
+
+    #[test]
     fn bad_files_name_the_line_and_reason() {
         for (text, expect) in [
             ("[[allow]]\nproto = \"tcp\"\nport = \"90-80\"\n", "backwards"),
@@ -365,6 +436,14 @@ mod tests {
             ("[syslog]\ntarget = \"unix:log\"\n", "absolute path"),
             ("[syslog]\ntarget = \"local\"\nfacility = \"kern\"\n", "unknown variant"),
             ("[metrics]\nlisten = \"localhost\"\n", "line 2"),
+            ("[output]\njson_file_mode = \"0644\"\n", "lets every user"),
+            ("[output]\njson_file_mode = \"0602\"\n", "line 2, column 18: json_file_mode \"0602\" lets every user"),
+            ("[output]\njson_file_mode = \"rw-r-----\"\n", "not a mode in octal digits"),
+            ("[output]\njson_file_mode = \"0680\"\n", "not a mode in octal digits"),
+            ("[output]\njson_file_mode = \"\"\n", "not a mode in octal digits"),
+            ("[output]\njson_file_mode = \"4600\"\n", "setuid"),
+            ("[output]\njson_file_mode = 640\n", "quoted octal string"),
+            ("[output]\njson_file_mode = 0o640\n", "quoted octal string"),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(expect), "{text:?}: {e}");

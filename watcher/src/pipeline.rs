@@ -30,7 +30,10 @@ use crate::{
     host::{cgroups::CgroupNames, process::ProcessLookup},
     kernel::loader::{self, LoadOptions, MissingHook},
     model::socket::Local,
-    output::sink::{PipelineStats, Sink},
+    output::{
+        sink::{PipelineStats, Sink},
+        stdout_closed::StdoutClosed,
+    },
     policy::filter::{self, Filter},
     record::decode::{Record, SocketKind, Task},
     snapshot::{
@@ -48,6 +51,9 @@ pub struct PipelineOptions {
     pub accept: bool,
     /// Report the sockets already there (`existing`) before streaming.
     pub snapshot: bool,
+    /// `watch`: a closed stdout (`watcher watch | head`) ends it at once,
+    /// exit 0. The daemon goes on (its outputs count what they drop).
+    pub stop_when_stdout_closes: bool,
 }
 
 /// Attaches the programs, reports the sockets already there, then streams
@@ -95,15 +101,28 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
         lost,
         lost_reported: 0,
     };
-    watch.reporter.sink.start()?;
-    if options.snapshot {
-        watch.already_reported = report_existing(&mut watch.reporter)?;
+    let started = (|| {
+        watch.reporter.sink.start()?;
+        if options.snapshot {
+            watch.already_reported = report_existing(&mut watch.reporter)?;
+        }
+        watch.reporter.sink.flush()?;
+        watch.reporter.sink.tick(&watch.reporter.stats())?;
+        anyhow::Ok(())
+    })();
+    match started {
+        // `watcher watch | head -1`: the reader left during the snapshot.
+        Err(e)
+            if options.stop_when_stdout_closes
+                && e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
+        {
+            return Ok(());
+        }
+        started => started?,
     }
-    watch.reporter.sink.flush()?;
-    watch.reporter.sink.tick(&watch.reporter.stats())?;
     // Handlers first: a script that signals us as soon as it reads the ready
     // line must reach them, not the default action (SIGHUP would kill us).
-    let signals = Signals::install()?;
+    let signals = Signals::install(options.stop_when_stdout_closes)?;
     announce_ready(&attached.hooks, &attached.missing);
     let result = watch.stream(ring, signals).await;
     drop(attached); // detaches every program
@@ -119,14 +138,17 @@ struct Signals {
     sigint: tokio::signal::unix::Signal,
     sigterm: tokio::signal::unix::Signal,
     sighup: tokio::signal::unix::Signal,
+    /// The reader of stdout went away (`watch` only).
+    stdout_closed: StdoutClosed,
 }
 
 impl Signals {
-    fn install() -> anyhow::Result<Self> {
+    fn install(stop_when_stdout_closes: bool) -> anyhow::Result<Self> {
         Ok(Self {
             sigint: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
             sigterm: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
             sighup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
+            stdout_closed: if stop_when_stdout_closes { StdoutClosed::watch() } else { StdoutClosed::never() },
         })
     }
 }
@@ -151,7 +173,7 @@ struct Reporter<S: Sink> {
 
 impl<S: Sink> Watch<S> {
     async fn stream(&mut self, mut ring: AsyncFd<RingBuf<MapData>>, signals: Signals) -> anyhow::Result<()> {
-        let Signals { mut sigint, mut sigterm, mut sighup } = signals;
+        let Signals { mut sigint, mut sigterm, mut sighup, mut stdout_closed } = signals;
         let mut lost_check = interval(LOST_CHECK_PERIOD);
         lost_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -180,6 +202,8 @@ impl<S: Sink> Watch<S> {
                         return Ok(());
                     }
                 }
+                // Nothing left to write to: no final drain, exit 0.
+                () = stdout_closed.wait() => return Ok(()),
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
                 _ = sighup.recv() => {
@@ -232,7 +256,13 @@ impl<S: Sink> Watch<S> {
     fn handle(&mut self, record: &Record, seen_ktime_ns: u64) -> io::Result<()> {
         self.socket_options.apply(record);
         for closed in self.unix_listeners.apply(record) {
-            let what = What::Unix { kind: SocketKind::Close, fd: closed.fd, backlog: None, path: &closed.path };
+            let what = What::Unix {
+                kind: SocketKind::Close,
+                fd: closed.fd,
+                backlog: None,
+                sock_type: closed.sock_type,
+                path: &closed.path,
+            };
             self.reporter.print(&closed.task, what, seen_ktime_ns)?;
         }
         let (task, what) = match record {
@@ -263,8 +293,12 @@ impl<S: Sink> Watch<S> {
             }
             Record::Accept(accept) => (&accept.task, What::Accept(accept)),
             Record::Denied(denied) => (&denied.task, What::Denied { event: denied, why: None }),
-            Record::UnixListen { task, fd, backlog, path } => {
-                (task, What::Unix { kind: SocketKind::Listen, fd: *fd, backlog: Some(*backlog), path })
+            Record::UnixListen { task, fd, backlog, sock_type, path } => (
+                task,
+                What::Unix { kind: SocketKind::Listen, fd: *fd, backlog: Some(*backlog), sock_type: *sock_type, path },
+            ),
+            Record::UnixBind { task, fd, sock_type, path } => {
+                (task, What::Unix { kind: SocketKind::Bind, fd: *fd, backlog: None, sock_type: *sock_type, path })
             }
             // Printed above, once the last holder let go.
             Record::UnixClose { .. } => return Ok(()),
@@ -397,7 +431,7 @@ impl AlreadyReported {
                     return self.by_address.contains(&(task.pid, local));
                 }
             },
-            What::Unix { kind: SocketKind::Listen, fd, .. } | What::PassiveSocket { fd, .. } => *fd,
+            What::Unix { kind: SocketKind::Listen | SocketKind::Bind, fd, .. } | What::PassiveSocket { fd, .. } => *fd,
             _ => return false,
         };
         let Some(local) = self.held.get(&(task.pid, fd)) else {

@@ -1,6 +1,7 @@
 //! `cargo xtask install`: the daemon as a systemd service. Copies the binary,
 //! the unit file (with ExecStart pointing at that binary) and, when there is
-//! none yet, a configuration; never overwrites an administrator's config.
+//! none yet, a configuration and the logrotate snippet for its json_file;
+//! never overwrites an administrator's config or snippet.
 use std::{
     fs,
     os::unix::fs::PermissionsExt as _,
@@ -13,6 +14,7 @@ use anyhow::{Context as _, bail};
 use crate::util::{self, workspace_root};
 
 const UNIT: &str = "watcher/systemd/watcher.service";
+const LOGROTATE: &str = "watcher/systemd/watcher.logrotate";
 const UNIT_BINARY: &str = "/usr/local/sbin/watcher";
 
 #[derive(clap::Args)]
@@ -41,6 +43,14 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<()> {
     }
     let unit = staged(Path::new("/etc/systemd/system/watcher.service"));
     write_file(&unit, &unit_text.replace(UNIT_BINARY, &args.bin.display().to_string()), 0o644)?;
+
+    // The snippet names paths an administrator may have edited (json_file).
+    let logrotate = staged(Path::new("/etc/logrotate.d/watcher"));
+    if logrotate.exists() {
+        eprintln!("kept {} (already there)", logrotate.display());
+    } else {
+        copy_file(&workspace_root().join(LOGROTATE), &logrotate, 0o644)?;
+    }
 
     let config = staged(Path::new("/etc/watcher/watcher.toml"));
     if config.exists() {

@@ -23,6 +23,12 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     // The daemon's syslog output is tested against a real rsyslogd that the
     // test starts on loopback with its own configuration.
     ("rsyslog", "/usr/sbin/rsyslogd"),
+    // The shipped logrotate snippet is run by the real logrotate.
+    ("logrotate", "/usr/sbin/logrotate"),
+    // A real Prometheus scrapes the daemon's metrics (started by the test
+    // on loopback with its own configuration; the package's own service is
+    // enabled by its postinst where systemd runs).
+    ("prometheus", "/usr/bin/prometheus"),
 ];
 
 pub fn setup(test_deps: bool) -> anyhow::Result<()> {

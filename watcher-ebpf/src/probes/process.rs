@@ -12,46 +12,68 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use watcher_common::{ARGV_BYTES, EventKind, ExecArgsRecord, ExecRecord, ProcessRecord};
+use watcher_common::{ARGV_BYTES, EventKind, ExecArgsRecord, ExecRecord, ProcessRecord, ProgramError};
 
 use crate::{
     kernel::{offsets, read},
-    record::{EVENTS, count_lost, header, output, wanted_tgid},
+    record::{emit, failed, wanted_tgid},
     tracepoint::{field, layout},
 };
+
+/// A field of this kernel's tracepoint record. `Ok(None)`: the field does
+/// not exist here (the loader said so once); a failed read is an error.
+#[inline(always)]
+fn tp_field<T>(ctx: &TracePointContext, offset: u32) -> Result<Option<T>, ProgramError> {
+    match field::<T>(ctx, offset) {
+        Ok(v) => Ok(Some(v)),
+        Err(0) => Ok(None),
+        Err(_) => Err(ProgramError::ReadKernel),
+    }
+}
 
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     match try_fork(&ctx) {
-        Ok(()) | Err(_) => 0,
+        Ok(()) => 0,
+        Err(e) => failed(e),
     }
 }
 
-fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_fork(ctx: &TracePointContext) -> Result<(), ProgramError> {
     if wanted_tgid().is_none() {
         return Ok(());
     }
-    let child = field::<i32>(ctx, layout().fork_child_pid)?;
-    output(&ProcessRecord { header: header(EventKind::Fork), pid: child as u32, group_dead: 0 });
+    let Some(child) = tp_field::<i32>(ctx, layout().fork_child_pid)? else {
+        return Ok(());
+    };
+    emit::<ProcessRecord>(EventKind::Fork, |r| r.pid = child as u32);
     Ok(())
 }
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     match try_exit(&ctx) {
-        Ok(()) | Err(_) => 0,
+        Ok(()) => 0,
+        Err(e) => failed(e),
     }
 }
 
-fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_exit(ctx: &TracePointContext) -> Result<(), ProgramError> {
     if wanted_tgid().is_none() {
         return Ok(());
     }
     let l = layout();
-    let pid = field::<i32>(ctx, l.exit_pid)?;
-    let group_dead =
-        if l.exit_group_dead != 0 { field::<u8>(ctx, l.exit_group_dead)? != 0 } else { group_dead_from_task() };
-    output(&ProcessRecord { header: header(EventKind::Exit), pid: pid as u32, group_dead: u32::from(group_dead) });
+    let Some(pid) = tp_field::<i32>(ctx, l.exit_pid)? else {
+        return Ok(());
+    };
+    let group_dead = match tp_field::<u8>(ctx, l.exit_group_dead)? {
+        Some(dead) => dead != 0,
+        None => group_dead_from_task(),
+    };
+    emit::<ProcessRecord>(EventKind::Exit, |r| {
+        r.pid = pid as u32;
+        r.group_dead = u32::from(group_dead);
+    });
     Ok(())
 }
 
@@ -76,41 +98,34 @@ fn group_dead_from_task() -> bool {
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     match try_exec(&ctx) {
-        Ok(()) | Err(_) => 0,
+        Ok(()) => 0,
+        Err(e) => failed(e),
     }
 }
 
-fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_exec(ctx: &TracePointContext) -> Result<(), ProgramError> {
     if wanted_tgid().is_none() {
         return Ok(());
     }
     let l = layout();
     // Without old_pid, the task's own id (right unless a thread exec'd).
-    let old_pid = field::<i32>(ctx, l.exec_old_pid).map_or(bpf_get_current_pid_tgid() as u32, |p| p as u32);
+    let old_pid = tp_field::<i32>(ctx, l.exec_old_pid)?.map_or(bpf_get_current_pid_tgid() as u32, |p| p as u32);
     // argv first: userspace keeps it for the exec record that follows.
     exec_args(old_pid);
-    // Too large for the 512-byte stack: filled in place in the ring buffer.
-    let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
-        count_lost();
-        return Ok(());
-    };
-    let record = entry.as_mut_ptr();
-    // SAFETY: `record` points to reserved ring-buffer memory of the right
-    // size; every field is written before submit. The data_loc field gives
-    // the filename's offset (low 16 bits) inside this tracepoint's record.
-    unsafe {
-        (*record).header = header(EventKind::Exec);
-        (*record).old_pid = old_pid;
-        let loc = field::<u32>(ctx, l.exec_filename).unwrap_or(0);
-        let len = if loc == 0 {
-            0
-        } else {
-            let src = ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize);
-            bpf_probe_read_kernel_str_bytes(src, &mut (*record).filename).map_or(0, |s| s.len())
-        };
-        (*record).filename_len = len as u32;
-    }
-    entry.submit(0);
+    // The data_loc field gives the filename's offset (low 16 bits) inside
+    // this tracepoint's record.
+    let loc = tp_field::<u32>(ctx, l.exec_filename)?.unwrap_or(0);
+    emit::<ExecRecord>(EventKind::Exec, |r| {
+        r.old_pid = old_pid;
+        if loc != 0 {
+            // SAFETY: the offset is inside this tracepoint's record (its
+            // format says so); the helper stops at the buffer's end.
+            let src = unsafe { ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize) };
+            // SAFETY: reads kernel memory into a buffer of its own size.
+            let len = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut r.filename) }.map_or(0, |s| s.len());
+            r.filename_len = len as u32;
+        }
+    });
     Ok(())
 }
 
@@ -137,20 +152,13 @@ fn exec_args(old_pid: u32) {
     }
     let full_len = end - start;
     let len = if full_len > ARGV_BYTES as u64 { ARGV_BYTES as u32 } else { full_len as u32 };
-    let Some(mut entry) = EVENTS.reserve::<ExecArgsRecord>(0) else {
-        count_lost();
-        return;
-    };
-    let record = entry.as_mut_ptr();
-    // SAFETY: `record` is reserved ring-buffer memory of the right size and
-    // `len` is at most the size of `args`; the helper reads the current
-    // task's user memory (the new program's stack) and fails cleanly.
-    unsafe {
-        let ret = bpf_probe_read_user((*record).args.as_mut_ptr().cast::<c_void>(), len, start as *const c_void);
-        (*record).header = header(EventKind::ExecArgs);
-        (*record).old_pid = old_pid;
-        (*record).len = if ret == 0 { len } else { 0 };
-        (*record).full_len = full_len;
-    }
-    entry.submit(0);
+    emit::<ExecArgsRecord>(EventKind::ExecArgs, |r| {
+        // SAFETY: `len` is at most the size of `args`; the helper reads the
+        // current task's user memory (the new program's stack) and fails
+        // cleanly.
+        let ret = unsafe { bpf_probe_read_user(r.args.as_mut_ptr().cast::<c_void>(), len, start as *const c_void) };
+        r.old_pid = old_pid;
+        r.len = if ret == 0 { len } else { 0 };
+        r.full_len = full_len;
+    });
 }

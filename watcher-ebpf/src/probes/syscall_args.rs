@@ -9,8 +9,12 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::TracePointContext,
 };
+use watcher_common::ProgramError;
 
-use crate::tracepoint::{field, layout};
+use crate::{
+    record::count_error,
+    tracepoint::{field, layout},
+};
 
 /// In-flight syscalls remembered at once, per kind.
 const IN_FLIGHT_MAX: u32 = 16_384;
@@ -85,20 +89,22 @@ pub fn thread_key() -> u64 {
 
 /// The syscall argument `which` (`ARG0`…) or the return value (`RET`).
 #[inline(always)]
-pub fn arg(ctx: &TracePointContext, which: usize) -> Option<u64> {
+pub fn arg(ctx: &TracePointContext, which: usize) -> Result<u64, ProgramError> {
     let layout = layout();
     let offset = if which == RET {
         layout.syscall_ret
     } else if layout.syscall_args == 0 {
-        return None;
+        return Err(ProgramError::ReadKernel);
     } else {
         layout.syscall_args + 8 * which as u32
     };
-    field::<u64>(ctx, offset).ok()
+    field::<u64>(ctx, offset).map_err(|_| ProgramError::ReadKernel)
 }
 
 /// Copies `len` bytes (at most `N`) of user memory at `src` into `dst`;
-/// returns how many were copied (0 on a fault).
+/// returns how many were copied (0 on a fault, counted as
+/// [`ProgramError::ReadUser`]: the caller's pointer was bad, or its memory
+/// was paged out, and the record goes without those bytes).
 #[inline(always)]
 pub fn read_user_bytes<const N: usize>(dst: &mut [u8; N], src: u64, len: u32) -> u32 {
     let len = if len as usize > N { N as u32 } else { len };
@@ -108,5 +114,10 @@ pub fn read_user_bytes<const N: usize>(dst: &mut [u8; N], src: u64, len: u32) ->
     // SAFETY: the helper faults cleanly on bad user memory, and `len` is at
     // most the size of `dst`.
     let ret = unsafe { bpf_probe_read_user(dst.as_mut_ptr().cast::<c_void>(), len, src as *const c_void) };
-    if ret == 0 { len } else { 0 }
+    if ret == 0 {
+        len
+    } else {
+        count_error(ProgramError::ReadUser);
+        0
+    }
 }

@@ -2,31 +2,38 @@
 //! tracepoint runs in the context of the task that called listen() or
 //! close(), so the record names that task.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use watcher_common::{AF_INET, AF_INET6, EventKind, IPPROTO_TCP};
+use watcher_common::{AF_INET, AF_INET6, EventKind, IPPROTO_TCP, ProgramError, SOCK_STREAM, SocketRecord};
 
-use super::bind_listen::listen_args;
+use super::syscall_bind_listen::listen_args;
 use crate::{
     kernel::sock_netns,
-    record::{SocketFacts, submit, wanted_tgid},
+    record::{emit_in, failed, wanted_tgid},
     tracepoint::{field, layout},
 };
 
 const TCP_CLOSE: i32 = 7;
 const TCP_LISTEN: i32 = 10;
-const SOCK_STREAM: u32 = 1;
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     match try_inet_sock_set_state(&ctx) {
-        Ok(()) | Err(_) => 0,
+        Ok(()) => 0,
+        Err(e) => failed(e),
     }
 }
 
-fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
+/// A field of the tracepoint's record at its offset in this kernel's
+/// format; a failed read is counted, not expected.
+#[inline(always)]
+fn read<T>(ctx: &TracePointContext, offset: u32) -> Result<T, ProgramError> {
+    field::<T>(ctx, offset).map_err(|_| ProgramError::ReadKernel)
+}
+
+fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ProgramError> {
     // Offsets from this kernel's sock/inet_sock_set_state/format.
     let l = layout();
     let (protocol, oldstate, newstate) =
-        (field::<u16>(ctx, l.tcp_protocol)?, field::<i32>(ctx, l.tcp_oldstate)?, field::<i32>(ctx, l.tcp_newstate)?);
+        (read::<u16>(ctx, l.tcp_protocol)?, read::<i32>(ctx, l.tcp_oldstate)?, read::<i32>(ctx, l.tcp_newstate)?);
     if u32::from(protocol) != IPPROTO_TCP {
         return Ok(());
     }
@@ -39,26 +46,25 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let (sock_id, family, port) =
-        (field::<u64>(ctx, l.tcp_skaddr)?, field::<u16>(ctx, l.tcp_family)?, field::<u16>(ctx, l.tcp_sport)?);
+        (read::<u64>(ctx, l.tcp_skaddr)?, read::<u16>(ctx, l.tcp_family)?, read::<u16>(ctx, l.tcp_sport)?);
     let mut addr = [0u8; 16];
     match family {
-        AF_INET => addr[..4].copy_from_slice(&field::<[u8; 4]>(ctx, l.tcp_saddr)?),
-        AF_INET6 => addr = field::<[u8; 16]>(ctx, l.tcp_saddr_v6)?,
+        AF_INET => addr[..4].copy_from_slice(&read::<[u8; 4]>(ctx, l.tcp_saddr)?),
+        AF_INET6 => addr = read::<[u8; 16]>(ctx, l.tcp_saddr_v6)?,
+        // TCP only comes in these two families.
         _ => return Ok(()),
     }
     // Inside listen(), its fd and backlog; a close has neither.
     let listen = if kind == EventKind::Listen { listen_args() } else { None };
-    submit(&SocketFacts {
-        kind,
-        sock_id,
-        family,
-        port,
-        protocol: IPPROTO_TCP,
-        sock_type: SOCK_STREAM,
-        addr,
-        fd: listen.map_or(-1, |l| l.fd),
-        backlog: listen.map_or(0, |l| l.backlog),
-        netns: sock_netns(sock_id),
+    emit_in(kind, sock_netns(sock_id), |r: &mut SocketRecord| {
+        r.sock_id = sock_id;
+        r.protocol = IPPROTO_TCP;
+        r.sock_type = SOCK_STREAM;
+        r.fd = listen.map_or(-1, |l| l.fd);
+        r.backlog = listen.map_or(0, |l| l.backlog);
+        r.addr = addr;
+        r.family = family;
+        r.port = port;
     });
     Ok(())
 }

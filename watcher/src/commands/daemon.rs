@@ -12,7 +12,6 @@
 //! `output::daemon_lines`.
 use std::{
     collections::HashMap,
-    fs::OpenOptions,
     io::{self, Write},
     path::PathBuf,
 };
@@ -24,7 +23,7 @@ use crate::{
     cli::DaemonArgs,
     config::{Config, RuleProto},
     enrich::report::{Report, What},
-    host::process::ProcessLookup,
+    host::{pid_file::PidFile, process::ProcessLookup},
     kernel::{loader::Attached, privileges},
     model::{
         event_name::EventName,
@@ -35,6 +34,7 @@ use crate::{
         daemon_lines::DaemonLines,
         event::{Alert, Event, KillOutcome},
         fleet::Fleet,
+        json_file::JsonOutput,
         sink::{PipelineStats, Sink},
     },
     pipeline::{PipelineOptions, monotonic_ns, run_pipeline},
@@ -69,21 +69,20 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     config.enforce |= args.enforce;
     let enforcement = if config.enforce { Some(Enforcement::new(&config).map_err(BadConfig)?) } else { None };
     privileges::check()?;
-    let out: Box<dyn Write> = match &config.output.json_file {
-        Some(path) => Box::new(io::BufWriter::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| BadConfig(anyhow::anyhow!("opening {}: {e}", path.display())))?,
-        )),
-        None => Box::new(io::BufWriter::new(io::stdout())),
-    };
+    let _pid_file = args.pid_file.as_deref().map(PidFile::create).transpose()?;
     info!("{} allowlist rules from {}", config.rules.len(), args.config.display());
     // A metrics address that cannot be bound is a configuration to fix: exit 2.
     let fleet = Fleet::start(&config).map_err(BadConfig)?;
+    // Never fails once open: a full disk or a closed pipe is counted (see
+    // json_file), and the other outputs go on.
+    let out = match &config.output.json_file {
+        Some(path) => JsonOutput::file(path, config.output.json_file_mode, fleet.output_counters("json_file"))
+            .map_err(BadConfig)?,
+        None => JsonOutput::stdout(fleet.output_counters("stdout")),
+    };
     let sink = DaemonSink {
-        lines: DaemonLines::new(out, fleet),
+        lines: DaemonLines::new(out.clone(), fleet),
+        output: out,
         config,
         config_path: args.config,
         listeners: ListenerTable::default(),
@@ -91,12 +90,15 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         lookup: ProcessLookup::default(),
         enforcement,
     };
-    let options = PipelineOptions { filter: Filter::default(), accept: false, snapshot: true };
+    let options =
+        PipelineOptions { filter: Filter::default(), accept: false, snapshot: true, stop_when_stdout_closes: false };
     run_pipeline(options, sink).await
 }
 
 pub struct DaemonSink<W: Write> {
     lines: DaemonLines<W>,
+    /// What `lines` writes into, kept to reopen it at SIGHUP.
+    output: JsonOutput,
     config: Config,
     config_path: PathBuf,
     listeners: ListenerTable,
@@ -426,7 +428,12 @@ impl<W: Write> Sink for DaemonSink<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.lines.fleet.live_listeners(self.listeners.live_count());
-        self.lines.flush()
+        let flushed = self.lines.flush();
+        // The JSON output's own `output_dropped` lines go to syslog too.
+        for line in self.output.take_notices() {
+            self.lines.fleet.output_line(EventName::OutputDropped, &line);
+        }
+        flushed
     }
 
     fn tick(&mut self, stats: &PipelineStats) -> io::Result<()> {
@@ -445,6 +452,22 @@ impl<W: Write> Sink for DaemonSink<W> {
         // With enforcement on, the new rules must also fit the kernel's maps.
         let loaded = Config::load(&self.config_path)
             .and_then(|config| enforce::on_reload(self.enforcement.as_mut(), &config).map(|()| config));
+        // logrotate's postrotate: the JSON file is opened again (a new
+        // path or mode from a good file applies here too).
+        let reopened = match &loaded {
+            Ok(new) if new.output != self.config.output => match (&self.config.output.json_file, &new.output.json_file)
+            {
+                (Some(_), Some(path)) => self.output.retarget(path, new.output.json_file_mode),
+                _ => {
+                    warn!("[output] json_file: a switch between stdout and a file applies at the next start");
+                    self.output.reopen()
+                }
+            },
+            _ => self.output.reopen(),
+        };
+        if let Err(e) = reopened {
+            error!("{e:#}; the lines are counted as dropped until it opens");
+        }
         let path = self.config_path.clone();
         let written = match loaded {
             Ok(config) => {

@@ -87,6 +87,7 @@ impl ProcessTable {
             | Record::SockoptSet { .. }
             | Record::BindFailed { .. }
             | Record::ListenFailed { .. }
+            | Record::UnixBind { .. }
             | Record::UnixListen { .. }
             | Record::UnixClose { .. }
             | Record::Accept(_)

@@ -67,11 +67,13 @@ pub enum What<'a> {
         errno: u32,
         backlog: u32,
     },
-    /// listen or close of a UNIX socket.
+    /// listen or close of a UNIX socket; bind of a UNIX datagram socket to a name.
     Unix {
         kind: SocketKind,
         fd: i32,
         backlog: Option<u32>,
+        /// SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET; 0 when unknown.
+        sock_type: u32,
         path: &'a [u8],
     },
     Accept(&'a AcceptEvent),

@@ -1,6 +1,7 @@
-//! Live UNIX listeners and the processes that hold them, so that a close is
-//! reported when the socket really goes: when the last holder closes it or
-//! exits. The kernel sees close() only in the process that listened (its
+//! Live UNIX listeners (and datagram sockets bound to a name, which never
+//! listen but wait as much) and the processes that hold them, so that a
+//! close is reported when the socket really goes: when the last holder
+//! closes it or exits. The kernel sees close() only in the process that listened (its
 //! map is keyed by that process's fd), so holders are followed here: a
 //! forked child holds what its parent held — a daemon's parent often exits
 //! while its child keeps the socket.
@@ -8,19 +9,20 @@ use std::collections::HashMap;
 
 use crate::record::decode::{Record, Task};
 
-/// A UNIX listener that went away: who held it last, and its path.
+/// A UNIX listener that went away: who held it last, its type and path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnixClosed {
     pub task: Task,
     pub fd: i32,
+    pub sock_type: u32,
     pub path: Vec<u8>,
 }
 
 #[derive(Default)]
 pub struct UnixListeners {
     next_id: u64,
-    /// id → path and number of (pid, fd) holders.
-    sockets: HashMap<u64, (Vec<u8>, usize)>,
+    /// id → (path, type) and number of (pid, fd) holders.
+    sockets: HashMap<u64, ((Vec<u8>, u32), usize)>,
     /// pid → fd → id.
     holders: HashMap<u32, HashMap<i32, u64>>,
 }
@@ -29,10 +31,10 @@ impl UnixListeners {
     /// Applies a record; returns the listeners it closed.
     pub fn apply(&mut self, record: &Record) -> Vec<UnixClosed> {
         match record {
-            Record::UnixListen { task, fd, path, .. } => {
+            Record::UnixListen { task, fd, sock_type, path, .. } | Record::UnixBind { task, fd, sock_type, path } => {
                 self.drop_holder(task, *fd); // an fd reused without our seeing its close
                 self.next_id += 1;
-                self.sockets.insert(self.next_id, (path.clone(), 1));
+                self.sockets.insert(self.next_id, ((path.clone(), *sock_type), 1));
                 self.holders.entry(task.pid).or_default().insert(*fd, self.next_id);
                 Vec::new()
             }
@@ -66,8 +68,8 @@ impl UnixListeners {
         if *count > 0 {
             return None;
         }
-        let (path, _) = self.sockets.remove(&id)?;
-        Some(UnixClosed { task: task.clone(), fd, path })
+        let ((path, sock_type), _) = self.sockets.remove(&id)?;
+        Some(UnixClosed { task: task.clone(), fd, sock_type, path })
     }
 
     /// Live UNIX listeners (bounded by what the host has open).
@@ -89,17 +91,30 @@ mod tests {
     }
 
     fn listen(pid: u32, fd: i32) -> Record {
-        Record::UnixListen { task: task(pid), fd, backlog: 5, path: b"/tmp/s".to_vec() }
+        Record::UnixListen { task: task(pid), fd, backlog: 5, sock_type: 1, path: b"/tmp/s".to_vec() }
     }
 
     #[test]
     fn close_by_the_listener() {
         let mut t = UnixListeners::default();
         assert!(t.apply(&listen(1, 3)).is_empty());
-        let closed = t.apply(&Record::UnixClose { task: task(1), fd: 3, path: b"/tmp/s".to_vec() });
+        let closed = t.apply(&Record::UnixClose { task: task(1), fd: 3, sock_type: 1, path: b"/tmp/s".to_vec() });
         assert_eq!(closed.len(), 1);
         assert_eq!((closed[0].fd, closed[0].path.as_slice()), (3, b"/tmp/s".as_slice()));
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_named_datagram_socket_closes_at_its_last_holders_exit() {
+        let mut t = UnixListeners::default();
+        let bind = Record::UnixBind { task: task(1), fd: 4, sock_type: 2, path: b"\0notify".to_vec() };
+        assert!(t.apply(&bind).is_empty());
+        t.apply(&Record::Fork { parent: task(1), child: 2 });
+        assert!(t.apply(&Record::UnixClose { task: task(1), fd: 4, sock_type: 2, path: vec![] }).is_empty());
+        let closed = t.apply(&Record::Exit { task: task(2), group_dead: true });
+        assert_eq!(closed.len(), 1);
+        assert_eq!((closed[0].task.pid, closed[0].sock_type), (2, 2));
+        assert_eq!(closed[0].path, b"\0notify");
     }
 
     #[test]

@@ -97,6 +97,7 @@ pub fn kernel_offsets() -> anyhow::Result<KernelOffsets> {
         fdtable_max_fds: btf.offset("fdtable", &["max_fds"])?,
         file_private_data: btf.offset("file", &["private_data"])?,
         socket_sk: btf.offset("socket", &["sk"])?,
+        socket_type: btf.offset("socket", &["type"])?,
         skc_daddr: btf.offset("sock_common", &["skc_daddr"])?,
         skc_rcv_saddr: btf.offset("sock_common", &["skc_rcv_saddr"])?,
         skc_dport: btf.offset("sock_common", &["skc_dport"])?,

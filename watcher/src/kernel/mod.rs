@@ -1,6 +1,9 @@
 //! The kernel side: privileges, loading the eBPF object, attaching each hook,
-//! and the BTF offsets handed to the programs.
+//! the BTF offsets handed to the programs, reading the ring buffer, and the
+//! programs' error counters.
 pub mod btf;
+pub mod counters;
 pub mod loader;
 pub mod privileges;
+pub mod ring;
 pub mod tracepoint_format;

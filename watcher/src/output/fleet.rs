@@ -10,6 +10,7 @@ use log::{error, info};
 
 use crate::{
     config::{Config, MetricsConfig, SyslogConfig, SyslogTarget as Target},
+    model::event_name::EventName,
     output::{
         event::Event,
         metrics::{Endpoint, Metrics},
@@ -132,6 +133,24 @@ impl Fleet {
         {
             syslog.send(name, alert.map(|a| a.severity.name()), text);
         }
+    }
+
+    /// A line an output wrote on its own (the JSON output's
+    /// `output_dropped`): counted by its name, and sent to syslog as the
+    /// events are.
+    pub fn output_line(&mut self, name: EventName, json_line: &[u8]) {
+        self.metrics.event(name);
+        if let Some(syslog) = &mut self.syslog
+            && syslog.wants(name)
+            && let Ok(text) = std::str::from_utf8(json_line.strip_suffix(b"\n").unwrap_or(json_line))
+        {
+            syslog.send(name, None, text);
+        }
+    }
+
+    /// The dropped / errors counters of the JSON output named `output`.
+    pub fn output_counters(&self, output: &str) -> crate::output::json_file::OutputCounters {
+        self.metrics.output_counters(output)
     }
 
     /// After each batch of events: the lifecycle table's size.

@@ -119,6 +119,7 @@ struct UnixDetail {
     proto: &'static str,
     family: &'static str,
     path: String,
+    sock_type: Option<&'static str>,
     fd: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
     backlog: Option<u32>,
@@ -286,9 +287,16 @@ impl<W: Write> Printer<W> {
                     },
                 })
             }
-            What::Unix { fd, backlog, path, .. } => self.write_json(&Line {
+            What::Unix { fd, backlog, sock_type, path, .. } => self.write_json(&Line {
                 common,
-                detail: UnixDetail { proto: "unix", family: "unix", path: unix_path(path), fd: *fd, backlog: *backlog },
+                detail: UnixDetail {
+                    proto: "unix",
+                    family: "unix",
+                    path: unix_path(path),
+                    sock_type: (*sock_type != 0).then(|| sock_type_name(*sock_type)),
+                    fd: *fd,
+                    backlog: *backlog,
+                },
             }),
             What::Accept(a) => self.write_json(&Line {
                 common,

@@ -25,7 +25,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{config::Config, model::event_name::EventName, output::syslog};
+use crate::{
+    config::Config,
+    model::event_name::EventName,
+    output::{json_file::OutputCounters, syslog},
+};
 
 /// The `rule` label of an alert that no rule speaks for.
 pub const NO_RULE: &str = "-";
@@ -38,6 +42,11 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
     event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutputLabels {
+    output: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -56,6 +65,8 @@ pub struct Metrics {
     alerts: Family<AlertLabels, Counter>,
     records_lost: Counter,
     syslog: syslog::Counters,
+    output_dropped: Family<OutputLabels, Counter>,
+    output_errors: Family<OutputLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -93,13 +104,31 @@ impl Metrics {
         r.register("syslog_messages", "Messages the syslog server took", syslog.sent.clone());
         r.register("syslog_errors", "Failed attempts to connect or send to the syslog server", syslog.errors.clone());
         r.register("syslog_dropped", "Syslog messages given up on (queue or backlog full)", syslog.dropped.clone());
+        let output_dropped = Family::<OutputLabels, Counter>::default();
+        let output_errors = Family::<OutputLabels, Counter>::default();
+        r.register(
+            "output_dropped",
+            "Lines an output could not write (disk full, I/O error, closed pipe), by output",
+            output_dropped.clone(),
+        );
+        r.register("output_errors", "Failed writes and reopens, by output", output_errors.clone());
         // Every event name has a series at 0 from the start, so that a rate
         // or an increase over the first one is right (a series born at 1
         // shows no increase in Prometheus).
         for event in EventName::ALL {
             drop(events.get_or_create(&EventLabels { event: event.as_str().to_owned() }));
         }
-        Self { registry: Arc::new(r), live_listeners, process_table_size, events, alerts, records_lost, syslog }
+        Self {
+            registry: Arc::new(r),
+            live_listeners,
+            process_table_size,
+            events,
+            alerts,
+            records_lost,
+            syslog,
+            output_dropped,
+            output_errors,
+        }
     }
 
     /// Creates, at 0, the alert counters the configuration can raise.
@@ -115,6 +144,15 @@ impl Metrics {
 
     pub fn syslog_counters(&self) -> syslog::Counters {
         self.syslog.clone()
+    }
+
+    /// The counters of one output (`json_file`, `stdout`), created at 0.
+    pub fn output_counters(&self, output: &str) -> OutputCounters {
+        let labels = OutputLabels { output: output.to_owned() };
+        OutputCounters {
+            dropped: self.output_dropped.get_or_create(&labels).clone(),
+            errors: self.output_errors.get_or_create(&labels).clone(),
+        }
     }
 
     pub fn event(&self, event: EventName) {
@@ -279,6 +317,10 @@ mod tests {
         m.set_live_listeners(7);
         m.set_process_table_size(120);
         m.syslog_counters().errors.inc();
+        let json_file = m.output_counters("json_file");
+        json_file.dropped.inc_by(5);
+        m.output_counters("json_file").errors.inc();
+        drop(m.output_counters("stdout"));
         let text = m.encode();
         for line in [
             "watcher_live_listeners 7",
@@ -291,6 +333,9 @@ mod tests {
             "watcher_records_lost_total 3",
             "watcher_syslog_errors_total 1",
             "watcher_syslog_messages_total 0",
+            "watcher_output_dropped_total{output=\"json_file\"} 5",
+            "watcher_output_errors_total{output=\"json_file\"} 1",
+            "watcher_output_dropped_total{output=\"stdout\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }

@@ -4,6 +4,8 @@ pub mod event;
 pub mod existing;
 pub mod fleet;
 pub mod format;
+pub mod json_file;
 pub mod metrics;
 pub mod sink;
+pub mod stdout_closed;
 pub mod syslog;

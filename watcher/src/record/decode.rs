@@ -191,17 +191,29 @@ pub enum Record {
         errno: u32,
         backlog: u32,
     },
+    /// bind() of a UNIX datagram socket to `path` (or an abstract name)
+    /// succeeded: such a socket never listens, and waits from here on.
+    UnixBind {
+        task: Task,
+        fd: i32,
+        /// SOCK_DGRAM.
+        sock_type: u32,
+        path: Vec<u8>,
+    },
     /// listen() succeeded on a UNIX socket this process bound to `path`.
     UnixListen {
         task: Task,
         fd: i32,
         backlog: u32,
+        /// SOCK_STREAM or SOCK_SEQPACKET; 0 when the kernel could not read it.
+        sock_type: u32,
         path: Vec<u8>,
     },
-    /// close() of a UNIX listener's fd.
+    /// close() of the fd of a UNIX listener or named datagram socket.
     UnixClose {
         task: Task,
         fd: i32,
+        sock_type: u32,
         path: Vec<u8>,
     },
     Accept(AcceptEvent),
@@ -270,9 +282,11 @@ fn record_size(kind: EventKind) -> usize {
         EventKind::Exec => size_of::<ExecRecord>(),
         EventKind::PassiveSocket | EventKind::FilterAttached => size_of::<PassiveRecord>(),
         EventKind::SockoptSet => size_of::<SockoptRecord>(),
-        EventKind::BindFailed | EventKind::ListenFailed | EventKind::UnixListen | EventKind::UnixClose => {
-            size_of::<SyscallRecord>()
-        }
+        EventKind::BindFailed
+        | EventKind::ListenFailed
+        | EventKind::UnixBind
+        | EventKind::UnixListen
+        | EventKind::UnixClose => size_of::<SyscallRecord>(),
         EventKind::Accept => size_of::<AcceptRecord>(),
         EventKind::Denied => size_of::<DeniedRecord>(),
     }
@@ -410,16 +424,17 @@ impl Record {
                     exe_id: (r.exe_ino != 0).then_some((r.exe_dev, r.exe_ino)),
                 })
             }
-            EventKind::UnixListen | EventKind::UnixClose => {
+            EventKind::UnixBind | EventKind::UnixListen | EventKind::UnixClose => {
                 let r: SyscallRecord = unsafe { read_record(bytes) };
                 let path = match SockAddr::parse(&r.addr, r.addr_len as usize) {
                     Some(SockAddr::Unix(path)) => path,
                     _ => return Err(DecodeError::Family(u16::from_ne_bytes([r.addr[0], r.addr[1]]))),
                 };
-                if kind == EventKind::UnixListen {
-                    Self::UnixListen { task, fd: r.fd, backlog: r.backlog, path }
-                } else {
-                    Self::UnixClose { task, fd: r.fd, path }
+                let (fd, sock_type) = (r.fd, r.sock_type);
+                match kind {
+                    EventKind::UnixBind => Self::UnixBind { task, fd, sock_type, path },
+                    EventKind::UnixListen => Self::UnixListen { task, fd, backlog: r.backlog, sock_type, path },
+                    _ => Self::UnixClose { task, fd, sock_type, path },
                 }
             }
         })
@@ -631,6 +646,8 @@ mod tests {
             errno: 98,
             backlog: 0,
             addr_len: 16,
+            sock_type: 0,
+            reserved: 0,
             addr: [0; SOCKADDR_BYTES],
         };
         failed.addr[..2].copy_from_slice(&AF_INET.to_ne_bytes());
@@ -667,6 +684,36 @@ mod tests {
         assert_eq!((event.exe_id, event.addr), (None, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))));
         denied.family = 1;
         assert_eq!(Record::decode(&bytes(&denied)), Err(DecodeError::Family(1)));
+    }
+
+    #[test]
+    fn decodes_unix_datagram_binds_and_closes() {
+        let mut record = SyscallRecord {
+            header: header(EventKind::UnixBind),
+            fd: 4,
+            errno: 0,
+            backlog: 0,
+            addr_len: 2 + 8,
+            sock_type: 2,
+            reserved: 0,
+            addr: [0; SOCKADDR_BYTES],
+        };
+        record.addr[..2].copy_from_slice(&AF_UNIX.to_ne_bytes());
+        record.addr[2..10].copy_from_slice(b"/dev/log");
+        assert_eq!(
+            Record::decode(&bytes(&record)).unwrap(),
+            Record::UnixBind {
+                task: Task::from_header(&record.header),
+                fd: 4,
+                sock_type: 2,
+                path: b"/dev/log".to_vec()
+            }
+        );
+        record.header.kind = EventKind::UnixClose as u32;
+        let Record::UnixClose { fd, sock_type, path, .. } = Record::decode(&bytes(&record)).unwrap() else { panic!() };
+        assert_eq!((fd, sock_type, path.as_slice()), (4, 2, b"/dev/log".as_slice()));
+        record.addr[..2].copy_from_slice(&AF_INET.to_ne_bytes());
+        assert_eq!(Record::decode(&bytes(&record)), Err(DecodeError::Family(AF_INET)));
     }
 
     #[test]

@@ -1,22 +1,21 @@
-//! Every successful bind(), v4 and v6, from `cgroup/post_bind4` and
-//! `cgroup/post_bind6` on the cgroup v2 root. These run after the kernel
-//! picked the port, so a bind to port 0 reports the ephemeral one. They
-//! always allow: watching never changes what the caller sees.
+//! Every successful bind(), v4 and v6, from the cgroup hooks
+//! `cgroup/post_bind4` and `cgroup/post_bind6` on the cgroup v2 root. These
+//! run inside bind(), after the kernel picked the port, so a bind to port 0
+//! reports the ephemeral one. They always allow: watching never changes
+//! what the caller sees.
 use aya_ebpf::{
     helpers::generated::bpf_get_socket_cookie,
     macros::{cgroup_sock, map},
     maps::LruHashMap,
     programs::SockContext,
 };
-use watcher_common::{AF_INET, AF_INET6, BOUND_SOCKETS_MAX, EventKind, IPPROTO_UDP};
+use watcher_common::{AF_INET, AF_INET6, BOUND_SOCKETS_MAX, EventKind, IPPROTO_UDP, SocketRecord};
 
-use super::bind_listen::bind_fd;
+use super::{ALLOW, syscall_bind_listen::bind_fd};
 use crate::{
     kernel::current_netns,
-    record::{SocketFacts, submit, wanted_tgid},
+    record::{CountFailure as _, emit_in, wanted_tgid},
 };
-
-const ALLOW: i32 = 1;
 
 /// Where each explicitly bound UDP socket is bound, by socket cookie:
 /// `sock_release` cannot read the local address, and looking the cookie up
@@ -55,6 +54,8 @@ pub fn post_bind6(ctx: SockContext) -> i32 {
     ALLOW
 }
 
+/// Nothing here can fail but the map insert and the ring buffer, which
+/// count themselves.
 #[inline(always)]
 fn report_bind(ctx: &SockContext, family: u16, addr: [u8; 16], port: u32) {
     if wanted_tgid().is_none() {
@@ -66,20 +67,19 @@ fn report_bind(ctx: &SockContext, family: u16, addr: [u8; 16], port: u32) {
         unsafe { ((*ctx.sock).protocol, (*ctx.sock).type_, bpf_get_socket_cookie(ctx.sock.cast())) };
     let port = port as u16;
     if protocol == IPPROTO_UDP {
-        // When the table is full the LRU entry goes: its close is then not
-        // reported, which the README states.
-        let _ = BOUND_UDP.insert(&sock_id, &BoundSocket { addr, family, port }, 0);
+        // A full LRU table evicts its oldest entry rather than fail (that
+        // socket's close then goes unreported, which the README states);
+        // a failure here is something else, and counted.
+        BOUND_UDP.insert(&sock_id, &BoundSocket { addr, family, port }, 0).or_count();
     }
-    submit(&SocketFacts {
-        kind: EventKind::Bind,
-        sock_id,
-        family,
-        port,
-        protocol,
-        sock_type,
-        addr,
-        fd: bind_fd(),
-        backlog: 0,
-        netns: current_netns(),
+    let fd = bind_fd();
+    emit_in(EventKind::Bind, current_netns(), |r: &mut SocketRecord| {
+        r.sock_id = sock_id;
+        r.protocol = protocol;
+        r.sock_type = sock_type;
+        r.fd = fd;
+        r.addr = addr;
+        r.family = family;
+        r.port = port;
     });
 }

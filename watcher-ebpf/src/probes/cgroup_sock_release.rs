@@ -1,15 +1,14 @@
-//! The close of an explicitly bound UDP socket, from `cgroup/sock_release`.
-//! (A TCP listener's close comes from the state tracepoint instead.)
+//! The close of an explicitly bound UDP socket, from the cgroup hook
+//! `cgroup/sock_release`. (A TCP listener's close comes from the state
+//! tracepoint instead, a UNIX socket's from close() and exit.)
 use aya_ebpf::{helpers::generated::bpf_get_socket_cookie, macros::cgroup_sock, programs::SockContext};
-use watcher_common::{EventKind, IPPROTO_UDP};
+use watcher_common::{EventKind, IPPROTO_UDP, SocketRecord};
 
-use super::bind::BOUND_UDP;
+use super::{ALLOW, cgroup_post_bind::BOUND_UDP};
 use crate::{
     kernel::current_netns,
-    record::{SocketFacts, submit, wanted_tgid},
+    record::{emit_in, wanted_tgid},
 };
-
-const ALLOW: i32 = 1;
 
 #[cgroup_sock(sock_release)]
 pub fn sock_release(ctx: SockContext) -> i32 {
@@ -17,6 +16,7 @@ pub fn sock_release(ctx: SockContext) -> i32 {
     ALLOW
 }
 
+/// Nothing here can fail but the ring buffer, which counts itself.
 #[inline(always)]
 fn try_sock_release(ctx: &SockContext) {
     // SAFETY: protocol is readable in every cgroup_sock attach type.
@@ -30,22 +30,20 @@ fn try_sock_release(ctx: &SockContext) {
     let Some(bound) = (unsafe { BOUND_UDP.get(&sock_id) }).copied() else {
         return;
     };
+    // Only fails when the entry is already gone (evicted meanwhile).
     let _ = BOUND_UDP.remove(&sock_id);
     if wanted_tgid().is_none() {
         return;
     }
     // SAFETY: type is readable in every cgroup_sock attach type.
     let sock_type = unsafe { (*ctx.sock).type_ };
-    submit(&SocketFacts {
-        kind: EventKind::Close,
-        sock_id,
-        family: bound.family,
-        port: bound.port,
-        protocol,
-        sock_type,
-        addr: bound.addr,
-        fd: -1,
-        backlog: 0,
-        netns: current_netns(),
+    emit_in(EventKind::Close, current_netns(), |r: &mut SocketRecord| {
+        r.sock_id = sock_id;
+        r.protocol = protocol;
+        r.sock_type = sock_type;
+        r.fd = -1;
+        r.addr = bound.addr;
+        r.family = bound.family;
+        r.port = bound.port;
     });
 }

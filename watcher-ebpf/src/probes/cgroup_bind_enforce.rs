@@ -1,5 +1,5 @@
-//! Opt-in enforcement (`watcher daemon` with `enforce`): `cgroup/bind4` and
-//! `cgroup/bind6` refuse, with EPERM, a bind() to a port that no rule of the
+//! Opt-in enforcement (`watcher daemon` with `enforce`): the cgroup hooks
+//! `cgroup/bind4` and `cgroup/bind6` (run at bind() entry) refuse, with EPERM, a bind() to a port that no rule of the
 //! allowlist covers, or that the rules covering it give to someone else,
 //! and report it ([`DeniedRecord`]). The daemon fills the maps from its
 //! configuration before it attaches these programs, and only when asked to
@@ -17,15 +17,15 @@ use aya_ebpf::{
 use watcher_common::{
     AF_INET, AF_INET6, DeniedRecord, ENFORCE_NO_RULE, ENFORCE_OWNERS_PER_CLASS, ENFORCE_TCP_BASE, ENFORCE_UDP_BASE,
     EnforceClass, EnforceOwner, EnforceSettings, EventKind, IPPROTO_TCP, IPPROTO_UDP, OWNER_COMM, OWNER_EXE,
-    OWNER_LOOPBACK, OWNER_NEVER, OWNER_UID, TASK_COMM_LEN,
+    OWNER_LOOPBACK, OWNER_NEVER, OWNER_UID, ProgramError, TASK_COMM_LEN,
 };
 
+use super::ALLOW;
 use crate::{
     kernel::read,
-    record::{header, output},
+    record::{count_error, emit},
 };
 
-const ALLOW: i32 = 1;
 /// The kernel turns a 0 from a bind hook into EPERM for the caller.
 const REFUSE: i32 = 0;
 
@@ -77,7 +77,10 @@ struct Caller {
 pub fn enforce_bind4(ctx: SockAddrContext) -> i32 {
     match try_enforce_bind4(&ctx) {
         Ok(verdict) => verdict,
-        Err(()) => ALLOW_ON_ERROR,
+        Err(e) => {
+            count_error(e);
+            ALLOW_ON_ERROR
+        }
     }
 }
 
@@ -85,7 +88,10 @@ pub fn enforce_bind4(ctx: SockAddrContext) -> i32 {
 pub fn enforce_bind6(ctx: SockAddrContext) -> i32 {
     match try_enforce_bind6(&ctx) {
         Ok(verdict) => verdict,
-        Err(()) => ALLOW_ON_ERROR,
+        Err(e) => {
+            count_error(e);
+            ALLOW_ON_ERROR
+        }
     }
 }
 
@@ -95,7 +101,7 @@ pub fn enforce_bind6(ctx: SockAddrContext) -> i32 {
 const ALLOW_ON_ERROR: i32 = ALLOW;
 
 #[inline(always)]
-fn try_enforce_bind4(ctx: &SockAddrContext) -> Result<i32, ()> {
+fn try_enforce_bind4(ctx: &SockAddrContext) -> Result<i32, ProgramError> {
     // SAFETY: bind4 may read user_ip4, user_port, type and protocol (the
     // verifier's sock_addr_is_valid_access); it rewrites these loads.
     let bind = unsafe {
@@ -114,7 +120,7 @@ fn try_enforce_bind4(ctx: &SockAddrContext) -> Result<i32, ()> {
 }
 
 #[inline(always)]
-fn try_enforce_bind6(ctx: &SockAddrContext) -> Result<i32, ()> {
+fn try_enforce_bind6(ctx: &SockAddrContext) -> Result<i32, ProgramError> {
     // SAFETY: bind6 may read user_ip6, user_port, type and protocol.
     let bind = unsafe {
         let sa = &*ctx.sock_addr;
@@ -134,7 +140,7 @@ fn try_enforce_bind6(ctx: &SockAddrContext) -> Result<i32, ()> {
 }
 
 #[inline(always)]
-fn try_verdict(bind: &Bind) -> Result<i32, ()> {
+fn try_verdict(bind: &Bind) -> Result<i32, ProgramError> {
     // Port 0 asks the kernel for an ephemeral port: always allowed.
     if bind.port == 0 {
         return Ok(ALLOW);
@@ -145,7 +151,7 @@ fn try_verdict(bind: &Bind) -> Result<i32, ()> {
         // SCTP, UDP-Lite…: the allowlist speaks of TCP and UDP only.
         _ => return Ok(ALLOW),
     };
-    let settings = ENFORCE_SETTINGS.get(0).ok_or(())?;
+    let settings = ENFORCE_SETTINGS.get(0).ok_or(ProgramError::MapLookup)?;
     // SAFETY: a helper without arguments.
     let task = unsafe { bpf_get_current_task() };
     let mm = read::<u64>(task, settings.task_mm).unwrap_or(0);
@@ -153,13 +159,13 @@ fn try_verdict(bind: &Bind) -> Result<i32, ()> {
         // A kernel thread binding for an in-kernel service.
         return Ok(ALLOW);
     }
-    let class_slot = *ENFORCE_PORTS.get(base + u32::from(bind.port)).ok_or(())?;
+    let class_slot = *ENFORCE_PORTS.get(base + u32::from(bind.port)).ok_or(ProgramError::MapLookup)?;
     let (exe_dev, exe_ino) = exe_identity(settings, mm);
     let uid_gid = bpf_get_current_uid_gid();
     let caller =
         Caller { uid: uid_gid as u32, comm: bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]), exe_dev, exe_ino };
     if class_slot != ENFORCE_NO_RULE {
-        let class = ENFORCE_CLASSES.get(class_slot).ok_or(())?;
+        let class = ENFORCE_CLASSES.get(class_slot).ok_or(ProgramError::MapLookup)?;
         for i in 0..ENFORCE_OWNERS_PER_CLASS {
             if i as u32 >= class.count {
                 break;
@@ -209,16 +215,14 @@ fn halves(bytes: &[u8; 16]) -> (u64, u64) {
 
 #[inline(always)]
 fn report(bind: &Bind, caller: &Caller, class: u32) {
-    output(&DeniedRecord {
-        header: header(EventKind::Denied),
-        exe_ino: caller.exe_ino,
-        exe_dev: caller.exe_dev,
-        protocol: bind.protocol,
-        sock_type: bind.sock_type,
-        class,
-        reserved: 0,
-        addr: bind.addr,
-        family: bind.family,
-        port: bind.port,
+    emit(EventKind::Denied, |r: &mut DeniedRecord| {
+        r.exe_ino = caller.exe_ino;
+        r.exe_dev = caller.exe_dev;
+        r.protocol = bind.protocol;
+        r.sock_type = bind.sock_type;
+        r.class = class;
+        r.addr = bind.addr;
+        r.family = bind.family;
+        r.port = bind.port;
     });
 }
