@@ -312,10 +312,7 @@ fn belongs(e: &Value, kind: Kind, pids: &BTreeSet<u32>) -> bool {
         return false; // the test's own markers and probes
     }
     let comm = e["comm"].as_str().is_some_and(|c| kind.programs().contains(&c));
-    program("exe")
-        || program("previous_exe")
-        || comm
-        || !event_pids(e).is_disjoint(pids)
+    program("exe") || program("previous_exe") || comm || !event_pids(e).is_disjoint(pids)
 }
 
 /// `watcher baseline` while the eight run, `watcher daemon` on it, each
@@ -443,8 +440,14 @@ impl Drop for PidFileKiller {
 
 use debian::End;
 
-fn holders_of_port(port: u16) -> BTreeSet<u32> {
-    ss_sockets().iter().filter(|s| s.netid == "tcp" && s.port == Some(port)).flat_map(|s| s.holder_pids()).collect()
+/// The TCP listeners on `port` now: (inode, holders as `ss -p` shows them).
+/// A listener is counted even when `ss` names no holder for it.
+fn listeners_on(port: u16) -> Vec<(Option<u64>, BTreeSet<u32>)> {
+    ss_sockets()
+        .iter()
+        .filter(|s| s.netid == "tcp" && s.port == Some(port))
+        .map(|s| (s.inode, s.holder_pids()))
+        .collect()
 }
 
 /// A daemonizing listener in C (bind, listen on a port no rule allows,
@@ -472,10 +475,10 @@ fn daemonizing_listener_leaves_no_survivor() {
 
     let started = Instant::now();
     let status = Command::new(&bin).arg(port.to_string()).arg(&pidfile).status().unwrap();
-    let mut held = holders_of_port(port);
+    let mut held = listeners_on(port);
     while !held.is_empty() && started.elapsed() < Duration::from_secs(1) {
         thread::sleep(Duration::from_millis(5));
-        held = holders_of_port(port);
+        held = listeners_on(port);
     }
     let free_after = started.elapsed();
     let mut events = Vec::new();
@@ -491,12 +494,29 @@ fn daemonizing_listener_leaves_no_survivor() {
         })
         .collect();
     let about: Vec<&Value> = events.iter().filter(|e| e["port"] == port).collect();
-    let mut report = format!("processes: {ends:?}; port free after {free_after:?} (holders then {held:?})\n");
+    let mut report =
+        format!("processes: {ends:?}; port free after {free_after:?} (listeners then, inode and holders: {held:?})\n");
+    for (role, pid, _) in ends.iter().filter(|(_, _, end)| *end == End::Alive) {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|f| {
+                format!(
+                    "{}->{}",
+                    f.file_name().to_string_lossy(),
+                    std::fs::read_link(f.path()).unwrap_or_default().display()
+                )
+            })
+            .collect();
+        writeln!(report, "  the {role} {pid} lives: stat {:?}, fds {fds:?}", state.split_whitespace().nth(2)).unwrap();
+    }
     for e in &about {
         writeln!(report, "  {}", short(e)).unwrap();
     }
     eprintln!("{report}");
-    assert!(held.is_empty(), "{held:?} still hold port {port} a second after it was opened\n{report}");
+    assert!(held.is_empty(), "port {port} still listens a second after it was opened: {held:?}\n{report}");
     let named: BTreeSet<u32> = about.iter().flat_map(|e| event_pids(e)).collect();
     let killed: BTreeSet<u32> = about
         .iter()
