@@ -394,6 +394,11 @@ fn restart_each_under_baseline_raises_nothing() {
         }
     }
     eprintln!("{report}");
+    // Every line the daemon wrote, for a closer look: DEBIAN_EVENTS=FILE.
+    if let Some(path) = std::env::var_os("DEBIAN_EVENTS") {
+        let lines: Vec<String> = all.iter().map(Value::to_string).collect();
+        std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
     daemons.stop_all();
     assert!(failures.is_empty(), "{failures:#?}\n{report}");
 }
