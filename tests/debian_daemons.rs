@@ -100,6 +100,29 @@ fn sync(watcher: &mut Watcher, all: &mut Vec<Value>) {
     drop(marker);
 }
 
+/// Syncs (see [`sync`]) until an event from `all[from..]` on accepts one,
+/// for at most `within`: for what the daemon writes a little after the
+/// kernel's record (a holder found in /proc). Whether one came.
+fn sync_until(
+    watcher: &mut Watcher,
+    all: &mut Vec<Value>,
+    from: usize,
+    within: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        sync(watcher, all);
+        if all[from..].iter().any(&pred) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(POLL);
+    }
+}
+
 /// `comm/user`, and the socket options when the event has any.
 fn who(e: &Value) -> String {
     let mut out = format!("{}/{}", e["comm"].as_str().unwrap_or("?"), e["user"].as_str().unwrap_or("?"));
@@ -590,17 +613,24 @@ fn apache2_stop_start_is_down_then_restarted() {
         let from = all.len();
         let apache = daemons.get(Kind::Apache2);
         apache.stop();
-        sync(&mut watcher, &mut all);
+        let down = |e: &Value| e["port"] == port && e["proto"] == "tcp" && e["event"] == "listener_down";
+        sync_until(&mut watcher, &mut all, from, Duration::from_secs(2), down);
         let stopped = all.len();
         apache.start();
         let procs = apache.procs();
-        sync(&mut watcher, &mut all);
         // The holders that are not forks of another holder: apache2's root
         // parent (its binder has exited). Its www-data workers fork from it
         // after listen(), so no event at listen time can name them, and a
         // worker's fork is not an event of its own (README, The daemon).
         let pids_now: BTreeSet<u32> = procs.iter().map(|p| p.pid).collect();
         let roots: BTreeSet<u32> = procs.iter().filter(|p| !pids_now.contains(&p.ppid)).map(|p| p.pid).collect();
+        let names_roots = |e: &Value| {
+            e["port"] == port
+                && e["proto"] == "tcp"
+                && !matches!(e["event"].as_str(), Some("listen" | "bind"))
+                && roots.iter().all(|r| event_pids(e).contains(r))
+        };
+        sync_until(&mut watcher, &mut all, stopped, Duration::from_secs(2), names_roots);
         let pids: Vec<String> = procs.iter().map(|p| format!("{}({})", p.pid, debian::user(p.uid))).collect();
         writeln!(report, "== {round}: stop, start; processes after: {}", pids.join(" ")).unwrap();
         for (i, e) in all.iter().enumerate().skip(from).filter(|(_, e)| on_port(e)) {
@@ -667,7 +697,13 @@ fn handed_over_listener_holders_follow() {
     let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     receiver.expect("accepted");
     let mut all = Vec::new();
-    sync(&mut watcher, &mut all);
+    let receiver_pid = receiver.pid;
+    let names_receiver = |e: &Value| {
+        e["port"] == port
+            && !matches!(e["event"].as_str(), Some("listen" | "bind"))
+            && event_pids(e).contains(&receiver_pid)
+    };
+    sync_until(&mut watcher, &mut all, 0, Duration::from_secs(2), names_receiver);
     let on_port = |e: &&Value| e["port"] == port && e["proto"] == "tcp";
     let mut report = format!("sender {sender_pid}, receiver {}\n", receiver.pid);
     for e in all.iter().filter(on_port) {
