@@ -261,7 +261,6 @@ fn coverage_table(rows: &[Coverage]) -> String {
 /// inode `ss` shows, so sockets are matched by protocol and address and
 /// port, or path.
 #[test]
-#[ignore = "needs the holder model (issue 11)"]
 fn every_daemon_socket_is_reported_live_with_a_holder() {
     if !require("every_daemon_socket_is_reported_live_with_a_holder") {
         return;
