@@ -226,7 +226,13 @@ impl<W: Write> DaemonSink<W> {
                     proto: event.proto,
                     local: Local::Inet { addr: event.addr, port: event.port },
                 };
-                Some(Sighting { key, id: Some(SocketId::Kernel(event.sock_id)), up, rule_proto })
+                // A UDP event's socket id is the cgroup hooks' socket cookie,
+                // which the snapshot knows too; a TCP one the socket's address.
+                let id = match event.proto {
+                    Proto::Udp => SocketId::Cookie(event.sock_id),
+                    _ => SocketId::Kernel(event.sock_id),
+                };
+                Some(Sighting { key, id: Some(id), up, rule_proto })
             }
             What::Unix { kind, path, .. } => {
                 let key = ListenerKey { netns, proto: Proto::Unix, local: Local::Unix { path: path.to_vec() } };
@@ -236,10 +242,13 @@ impl<W: Write> DaemonSink<W> {
         }
     }
 
-    /// The sockets of `key` lost every holder the events named: find who
-    /// holds them now, first among the processes they were handed to
-    /// (forked children), then, if none of those does, anywhere.
-    fn find_holders(&mut self, key: &ListenerKey, time: DateTime<Utc>) -> io::Result<()> {
+    /// The sockets of `key` lost every holder the events named (`gone`
+    /// exited): find who holds them now, first among the processes they
+    /// were handed to (forked children), then, if none of those does,
+    /// anywhere. A socket known by its cookie or inode gets the holders of
+    /// that socket only: a restarted service's new socket on the same key
+    /// is not the old one's.
+    fn find_holders(&mut self, key: &ListenerKey, gone: u32, time: DateTime<Utc>) -> io::Result<()> {
         let Some(ours) = crate::snapshot::sock_diag::netns(self.lookup.proc_root()) else {
             return Ok(());
         };
@@ -247,13 +256,20 @@ impl<W: Write> DaemonSink<W> {
             return Ok(()); // another namespace: the snapshot cannot see it
         }
         let candidates = self.listeners.unconfirmed_holders(key);
-        let mut found = Vec::new();
+        let mut found: Vec<holders::Held> = Vec::new();
         for scope in [candidates, Vec::new()] {
             if scope.is_empty() && !found.is_empty() {
                 break;
             }
-            match holders::holding(&mut self.lookup, key.proto, &key.local, &scope) {
-                Ok((_, holders)) => found = holders,
+            match holders::holding_each(&mut self.lookup, key.proto, &key.local, &scope) {
+                Ok(mut sockets) => {
+                    // An exiting process may still show its fds.
+                    for held in &mut sockets {
+                        held.holders.retain(|h| h.pid != gone);
+                    }
+                    sockets.retain(|held| !held.holders.is_empty());
+                    found = sockets;
+                }
                 Err(e) => {
                     warn!("finding who holds {:?} now: {e:#}", key.local);
                     return Ok(());
@@ -263,8 +279,19 @@ impl<W: Write> DaemonSink<W> {
                 break;
             }
         }
-        let holders: Vec<Holder> = found.iter().map(HolderInfo::holder).collect();
-        let changes = self.listeners.holders_now(key, holders);
+        let changes = self.listeners.holders_now(key, |socket| {
+            let of = |held: &&holders::Held| match socket.id {
+                Some(SocketId::Cookie(c)) => held.cookie == Some(c),
+                Some(SocketId::Inode(i)) => held.inode == i,
+                // A live TCP socket's id means nothing to /proc: by key.
+                _ => true,
+            };
+            let mut holders: Vec<Holder> =
+                found.iter().filter(of).flat_map(|held| held.holders.iter().map(HolderInfo::holder)).collect();
+            holders.sort_by_key(|h| h.pid);
+            holders.dedup_by_key(|h| h.pid);
+            holders
+        });
         let rule_proto = rule_proto_of(key.proto);
         self.changes(changes, rule_proto, time, Start::New)
     }
@@ -413,7 +440,7 @@ impl<W: Write> Sink for DaemonSink<W> {
                 let orphaned = self.listeners.exited(task.pid, &keys);
                 let time = Utc::now();
                 for key in orphaned {
-                    self.find_holders(&key, time)?;
+                    self.find_holders(&key, task.pid, time)?;
                 }
                 Ok(())
             }
@@ -508,7 +535,8 @@ fn holder_of(report: &Report<'_>) -> Holder {
 /// A socket of the snapshot, with every process that holds it.
 fn existing_socket(socket: &ExistingSocket, holders: &[HolderInfo], lookup: &mut ProcessLookup) -> Socket {
     let creator = holders::creator(socket.owner_uid, holders, lookup);
-    Socket::new(Some(SocketId::Inode(socket.inode)), creator, holders.iter().map(HolderInfo::holder).collect())
+    let id = socket.cookie.map_or(SocketId::Inode(socket.inode), SocketId::Cookie);
+    Socket::new(Some(id), creator, holders.iter().map(HolderInfo::holder).collect())
 }
 
 /// A snapshot socket as a listener: TCP listeners, bound UDP and UNIX sockets.
