@@ -86,13 +86,15 @@ fn sockets_from_before_the_start_are_reported_closing() {
     let (pid, dgram_path) = (before.child.pid, before.dgram.clone());
     let Before { child, .. } = before;
     child.finish();
-    let mut events = watcher.events_until(|e| e["event"] == "close" && e["pid"] == pid && e["path"] == dgram_path.as_str());
+    let mut events =
+        watcher.events_until(|e| e["event"] == "close" && e["pid"] == pid && e["path"] == dgram_path.as_str());
     assert_eq!(events.last().unwrap()["sock_type"], "SOCK_DGRAM", "{:?}", events.last());
     // Each was reported closing once: not again at either exit.
     let (status, rest) = watcher.stop();
     assert!(status.success(), "{status}");
     events.extend(rest.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()));
-    let closes: Vec<&Value> = events.iter().filter(|e| e["event"] == "close" && (e["pid"] == parent || e["pid"] == forked)).collect();
+    let closes: Vec<&Value> =
+        events.iter().filter(|e| e["event"] == "close" && (e["pid"] == parent || e["pid"] == forked)).collect();
     assert_eq!(closes.len(), 1, "only the datagram socket's close was still to come: {closes:?}");
 }
 
@@ -140,7 +142,9 @@ fn sockets_from_before_the_daemon_go_down() {
     // No holders_changed handed any of them to another process meanwhile.
     let (_, rest) = watcher.stop();
     assert!(
-        !rest.iter().any(|l| l.contains("\"holders_changed\"") && (l.contains("stream.sock") || l.contains("dgram.sock"))),
+        !rest
+            .iter()
+            .any(|l| l.contains("\"holders_changed\"") && (l.contains("stream.sock") || l.contains("dgram.sock"))),
         "{rest:?}"
     );
 }

@@ -420,7 +420,9 @@ fn seed_closes(ebpf: &mut aya::Ebpf, snapshot: &Snapshot, unix: &mut UnixListene
         .collect();
     match seed::seed_bound_udp(ebpf, &udp) {
         Ok(seeded) => warn_unseeded(&seeded, "bound UDP sockets already there", "are closed"),
-        Err(e) => warn!("the {} bound UDP sockets already there will not be reported when they close: {e:#}", udp.len()),
+        Err(e) => {
+            warn!("the {} bound UDP sockets already there will not be reported when they close: {e:#}", udp.len())
+        }
     }
 
     // One entry per holder of each UNIX socket.
@@ -438,7 +440,9 @@ fn seed_closes(ebpf: &mut aya::Ebpf, snapshot: &Snapshot, unix: &mut UnixListene
     }
     match seed::seed_unix(ebpf, &held) {
         Ok(seeded) => warn_unseeded(&seeded, "holders of UNIX sockets already there", "close them"),
-        Err(e) => warn!("the UNIX sockets already there will not be reported when closed (only at their holders' exit): {e:#}"),
+        Err(e) => warn!(
+            "the UNIX sockets already there will not be reported when closed (only at their holders' exit): {e:#}"
+        ),
     }
     for (socket, range) in of_socket {
         let Local::Unix { path } = &socket.local else { continue };

@@ -164,7 +164,8 @@ mod tests {
         t.seed(b"/dev/printer", 1, &[(10, 3), (11, 3)]);
         assert_eq!(t.len(), 1);
         // Its listen seen live too (from before the snapshot ended): the same socket.
-        let again = Record::UnixListen { task: task(10), fd: 3, backlog: 5, sock_type: 1, path: b"/dev/printer".to_vec() };
+        let again =
+            Record::UnixListen { task: task(10), fd: 3, backlog: 5, sock_type: 1, path: b"/dev/printer".to_vec() };
         assert!(t.apply(&again).is_empty());
         assert_eq!(t.len(), 1);
         assert!(t.apply(&Record::UnixClose { task: task(10), fd: 3, sock_type: 1, path: vec![] }).is_empty());

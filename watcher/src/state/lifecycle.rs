@@ -281,7 +281,11 @@ impl ListenerTable {
     /// /proc says (`holders_of` each such socket: by its identity where
     /// /proc can tell it, so that a new socket on the same key is not taken
     /// for the old one): they become the named holders, and an event says so.
-    pub fn holders_now(&mut self, key: &ListenerKey, mut holders_of: impl FnMut(&Socket) -> Vec<Holder>) -> Vec<Change> {
+    pub fn holders_now(
+        &mut self,
+        key: &ListenerKey,
+        mut holders_of: impl FnMut(&Socket) -> Vec<Holder>,
+    ) -> Vec<Change> {
         let Some(live) = self.live.get_mut(key) else {
             return Vec::new();
         };
