@@ -18,7 +18,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     time::{Duration, MissedTickBehavior, interval},
 };
-use watcher_common::{EVENTS_MAP, LOST_MAP};
+use watcher_common::{AF_INET, AF_INET6, BoundSocket, EVENTS_MAP, LOST_MAP, UnixSocket};
 
 use crate::{
     enrich::{
@@ -28,8 +28,11 @@ use crate::{
         unix_listeners::UnixListeners,
     },
     host::{cgroups::CgroupNames, process::ProcessLookup},
-    kernel::loader::{self, LoadOptions, MissingHook},
-    model::socket::Local,
+    kernel::{
+        loader::{self, LoadOptions, MissingHook},
+        seed,
+    },
+    model::socket::{Local, Proto},
     output::{
         sink::{PipelineStats, Sink},
         stdout_closed::StdoutClosed,
@@ -38,7 +41,7 @@ use crate::{
     record::decode::{Record, SocketKind, Task},
     snapshot::{
         holders::{self, HolderInfo},
-        sock_diag,
+        sock_diag::{self, ExistingSocket, Snapshot},
     },
     state::{
         lifecycle::{Change, Socket},
@@ -111,7 +114,11 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
     let started = (|| {
         watch.reporter.sink.start()?;
         if options.snapshot {
-            watch.already_reported = report_existing(&mut watch.reporter)?;
+            let snapshot;
+            (watch.already_reported, snapshot) = report_existing(&mut watch.reporter)?;
+            if let Some(snapshot) = snapshot {
+                seed_closes(&mut attached.ebpf, &snapshot, &mut watch.unix_listeners);
+            }
         }
         watch.reporter.sink.flush()?;
         watch.reporter.sink.tick(&watch.reporter.stats())?;
@@ -402,12 +409,12 @@ impl<S: Sink> Reporter<S> {
 /// live stream. The programs are attached first, so a socket that comes up
 /// while the snapshot is taken is in the ring buffer, the snapshot, or
 /// both; [`AlreadyReported`] drops the live event in the last case.
-fn report_existing<S: Sink>(reporter: &mut Reporter<S>) -> anyhow::Result<AlreadyReported> {
+fn report_existing<S: Sink>(reporter: &mut Reporter<S>) -> anyhow::Result<(AlreadyReported, Option<Snapshot>)> {
     let snapshot = match sock_diag::take(Path::new("/proc"), &reporter.filter.pids) {
         Ok(snapshot) => snapshot,
         Err(e) => {
             warn!("no snapshot of the sockets already there: {e:#}");
-            return Ok(AlreadyReported::default());
+            return Ok((AlreadyReported::default(), None));
         }
     };
     let until_ns = monotonic_ns();
@@ -440,7 +447,95 @@ fn report_existing<S: Sink>(reporter: &mut Reporter<S>) -> anyhow::Result<Alread
             by_address.insert((holder.pid, socket.local.clone()));
         }
     }
-    Ok(AlreadyReported { until_ns, held, by_address })
+    Ok((AlreadyReported { until_ns, held, by_address }, Some(snapshot)))
+}
+
+/// Hands the sockets of the snapshot to the kernel's socket maps (and the
+/// UNIX ones to [`UnixListeners`]) as their binds would have: a bound UDP
+/// socket by its cookie, a UNIX socket by each (pid, fd) holding it. Their
+/// closes are then reported live like those of sockets bound later.
+/// Whatever cannot be handed over is named in a warning.
+fn seed_closes(ebpf: &mut aya::Ebpf, snapshot: &Snapshot, unix: &mut UnixListeners) {
+    let udp: Vec<(u64, BoundSocket)> = snapshot
+        .sockets
+        .iter()
+        .filter(|s| s.proto == Proto::Udp)
+        .filter_map(|s| match (&s.local, s.cookie) {
+            (Local::Inet { addr, port }, Some(cookie)) => Some((cookie, bound_socket(addr, *port))),
+            _ => None,
+        })
+        .collect();
+    match seed::seed_bound_udp(ebpf, &udp) {
+        Ok(seeded) => warn_unseeded(&seeded, "bound UDP sockets already there", "are closed"),
+        Err(e) => {
+            warn!("the {} bound UDP sockets already there will not be reported when they close: {e:#}", udp.len())
+        }
+    }
+
+    // One entry per holder of each UNIX socket.
+    let mut held: Vec<(u32, UnixSocket)> = Vec::new();
+    let mut of_socket: Vec<(&ExistingSocket, std::ops::Range<usize>)> = Vec::new();
+    for socket in snapshot.sockets.iter().filter(|s| s.proto == Proto::Unix) {
+        let Local::Unix { path } = &socket.local else { continue };
+        let start = held.len();
+        for holder in snapshot.holders.get(&socket.inode).into_iter().flatten() {
+            if let Some(entry) = seed::unix_entry(path, holder.fd, u32::from(socket.sock_type)) {
+                held.push((holder.pid, entry));
+            }
+        }
+        of_socket.push((socket, start..held.len()));
+    }
+    match seed::seed_unix(ebpf, &held) {
+        Ok(seeded) => warn_unseeded(&seeded, "holders of UNIX sockets already there", "close them"),
+        Err(e) => warn!(
+            "the UNIX sockets already there will not be reported when closed (only at their holders' exit): {e:#}"
+        ),
+    }
+    for (socket, range) in of_socket {
+        let Local::Unix { path } = &socket.local else { continue };
+        // A holder that closed its fd between the snapshot and the seeding
+        // was not seen closing: its entry is taken back.
+        let still: Vec<(u32, i32)> = held[range]
+            .iter()
+            .filter(|(pid, entry)| {
+                let holds = sock_diag::holds(Path::new("/proc"), *pid, entry.fd, socket.inode);
+                if !holds && let Err(e) = seed::unseed_unix(ebpf, *pid, entry) {
+                    warn!("{e:#}");
+                }
+                holds
+            })
+            .map(|(pid, entry)| (*pid, entry.fd))
+            .collect();
+        unix.seed(path, u32::from(socket.sock_type), &still);
+    }
+}
+
+/// Warns when some sockets of the snapshot could not be handed to the kernel.
+fn warn_unseeded(seeded: &seed::Seeded, what: &str, when: &str) {
+    if seeded.skipped > 0 {
+        warn!(
+            "{} of the {what} will not be reported when they {when} ({}); {} will",
+            seeded.skipped,
+            seeded.first_error.as_deref().unwrap_or("unknown error"),
+            seeded.inserted + seeded.present,
+        );
+    }
+}
+
+/// A bound UDP socket as post_bind records it.
+fn bound_socket(addr: &std::net::IpAddr, port: u16) -> BoundSocket {
+    let mut bytes = [0u8; 16];
+    let family = match addr {
+        std::net::IpAddr::V4(v4) => {
+            bytes[..4].copy_from_slice(&v4.octets());
+            AF_INET
+        }
+        std::net::IpAddr::V6(v6) => {
+            bytes.copy_from_slice(&v6.octets());
+            AF_INET6
+        }
+    };
+    BoundSocket { addr: bytes, family, port }
 }
 
 /// Sockets the snapshot reported, by (pid, fd): a live bind, listen or

@@ -83,6 +83,11 @@ pub struct ExistingSocket {
     /// kept when that task later drops privileges. sock_diag tells it for
     /// TCP, UDP, raw and (Linux 5.3 and later) UNIX sockets; None for the others.
     pub owner_uid: Option<u32>,
+    /// The socket cookie (what `bpf_get_socket_cookie` returns in the
+    /// kernel programs, and the live UDP events carry as their socket id):
+    /// inet_diag and unix_diag report it, generating it if the socket had
+    /// none yet. None where the source does not tell it (/proc/net).
+    pub cookie: Option<u64>,
 }
 
 impl ExistingSocket {
@@ -246,6 +251,12 @@ pub fn holders(proc_root: &Path, inodes: &HashSet<u64>, only_pids: &[u32]) -> (H
     (found, unreadable)
 }
 
+/// Whether `pid` still holds socket `inode` as `fd`.
+pub fn holds(proc_root: &Path, pid: u32, fd: i32, inode: u64) -> bool {
+    fs::read_link(proc_root.join(format!("{pid}/fd/{fd}")))
+        .is_ok_and(|link| bracketed_number(link.as_os_str().as_bytes(), b"socket:[") == Some(inode))
+}
+
 /// A NETLINK_SOCK_DIAG socket, for one dump request at a time.
 struct Diag {
     socket: Socket,
@@ -373,6 +384,7 @@ impl Diag {
                 ifindex: h.socket_id.interface_id,
                 inode: u64::from(h.inode),
                 owner_uid: Some(h.uid),
+                cookie: cookie_of(&h.socket_id.cookie),
             });
         }
         Ok(found)
@@ -426,6 +438,7 @@ impl Diag {
                 ifindex: 0,
                 inode: u64::from(h.inode),
                 owner_uid,
+                cookie: cookie_of(&h.cookie),
             });
         }
         Ok(found)
@@ -435,6 +448,15 @@ impl Diag {
     fn packet(&self) -> io::Result<Vec<ExistingSocket>> {
         Ok(self.dump(PacketDiagRequest)?.iter().filter_map(|p| parse_packet_diag(p)).collect())
     }
+}
+
+/// A sock_diag cookie: two `u32` in host order, the low half first
+/// (`sock_diag_save_cookie`); 0 (none) and all-ones (INET_DIAG_NOCOOKIE) are none.
+fn cookie_of(raw: &[u8; 8]) -> Option<u64> {
+    let low = u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    let high = u32::from_ne_bytes([raw[4], raw[5], raw[6], raw[7]]);
+    let cookie = u64::from(high) << 32 | u64::from(low);
+    (cookie != 0 && cookie != u64::MAX).then_some(cookie)
 }
 
 fn errno_at(payload: &[u8]) -> Option<i32> {
@@ -470,6 +492,7 @@ fn parse_packet_diag(payload: &[u8]) -> Option<ExistingSocket> {
         ifindex,
         inode: u64::from(inode),
         owner_uid: None,
+        cookie: cookie_of(payload[8..16].try_into().ok()?),
     })
 }
 
@@ -516,6 +539,7 @@ fn parse_proc_net_raw(line: &str, family: Family) -> Option<ExistingSocket> {
         ifindex: 0,
         inode: fields.get(9)?.parse().ok()?,
         owner_uid: None,
+        cookie: None,
     })
 }
 
@@ -537,6 +561,7 @@ fn parse_proc_net_packet(line: &str) -> Option<ExistingSocket> {
         ifindex: fields.get(4)?.parse().ok()?,
         inode: fields.get(8)?.parse().ok()?,
         owner_uid: None,
+        cookie: None,
     })
 }
 
@@ -566,6 +591,16 @@ mod tests {
         assert_eq!(bracketed_number(b"pipe:[12345]", b"socket:["), None);
         assert_eq!(bracketed_number(b"socket:[12x]", b"socket:["), None);
         assert_eq!(bracketed_number(b"/dev/null", b"socket:["), None);
+    }
+
+    #[test]
+    fn cookies_are_two_host_order_halves() {
+        let mut raw = [0u8; 8];
+        raw[..4].copy_from_slice(&0x0000_0002u32.to_ne_bytes());
+        raw[4..].copy_from_slice(&0x0000_0001u32.to_ne_bytes());
+        assert_eq!(cookie_of(&raw), Some(0x1_0000_0002));
+        assert_eq!(cookie_of(&[0; 8]), None);
+        assert_eq!(cookie_of(&[0xff; 8]), None);
     }
 
     #[test]
@@ -623,9 +658,12 @@ mod tests {
         };
         let ours = found.iter().find(|s| s.port() == Some(port)).expect("our listener is dumped");
         assert_eq!(ours.local, Local::Inet { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), port });
+        assert!(ours.cookie.is_some(), "the dump generates a cookie: {ours:?}");
         let (held, _) = holders(Path::new("/proc"), &HashSet::from([ours.inode]), &[std::process::id()]);
         use std::os::fd::AsRawFd as _;
         assert_eq!(held[&ours.inode], vec![Holder { pid: std::process::id(), fd: listener.as_raw_fd() }]);
+        assert!(holds(Path::new("/proc"), std::process::id(), listener.as_raw_fd(), ours.inode));
+        assert!(!holds(Path::new("/proc"), std::process::id(), listener.as_raw_fd(), ours.inode + 1));
         assert!(netns(Path::new("/proc")).is_some());
     }
 }

@@ -50,7 +50,13 @@ impl Sighting {
                     proto: event.proto,
                     local: Local::Inet { addr: event.addr, port: event.port },
                 };
-                Some(Self { key, id: Some(SocketId::Kernel(event.sock_id)), up })
+                // A UDP event's socket id is the cgroup hooks' socket cookie,
+                // which the snapshot knows too; a TCP one the socket's address.
+                let id = match event.proto {
+                    Proto::Udp => SocketId::Cookie(event.sock_id),
+                    _ => SocketId::Kernel(event.sock_id),
+                };
+                Some(Self { key, id: Some(id), up })
             }
             What::Unix { kind, path, .. } => {
                 let key = ListenerKey { netns, proto: Proto::Unix, local: Local::Unix { path: path.to_vec() } };
@@ -87,7 +93,8 @@ pub fn key_of_existing(socket: &ExistingSocket, netns: u64) -> Option<ListenerKe
 /// A socket of the snapshot, with every process that holds it.
 pub fn existing_socket(socket: &ExistingSocket, holders: &[HolderInfo], lookup: &mut ProcessLookup) -> Socket {
     let creator = holders::creator(socket.owner_uid, holders, lookup);
-    Socket::new(Some(SocketId::Inode(socket.inode)), creator, holders.iter().map(HolderInfo::holder).collect())
+    let id = socket.cookie.map_or(SocketId::Inode(socket.inode), SocketId::Cookie);
+    Socket::new(Some(id), creator, holders.iter().map(HolderInfo::holder).collect())
 }
 
 #[derive(Default)]
@@ -95,9 +102,10 @@ pub struct Tracker {
     pub listeners: ListenerTable,
     /// pid → the keys of the listeners it holds.
     held: HashMap<u32, Vec<ListenerKey>>,
-    /// Keys whose named holders all exited, to be looked at in /proc once
-    /// the records before this moment are in (see [`Self::settle`]).
-    orphaned: Vec<ListenerKey>,
+    /// Keys whose named holders all exited (and the last of them to exit),
+    /// to be looked at in /proc once the records before this moment are in
+    /// (see [`Self::settle`]).
+    orphaned: Vec<(ListenerKey, u32)>,
 }
 
 impl Tracker {
@@ -148,8 +156,8 @@ impl Tracker {
             Record::Exit { task, group_dead: true } => {
                 let Some(keys) = self.held.remove(&task.pid) else { return };
                 for key in self.listeners.exited(task.pid, &keys) {
-                    if !self.orphaned.contains(&key) {
-                        self.orphaned.push(key);
+                    if !self.orphaned.iter().any(|(k, _)| *k == key) {
+                        self.orphaned.push((key, task.pid));
                     }
                 }
             }
@@ -165,13 +173,17 @@ impl Tracker {
     /// ones are known, so /proc is not misread.
     pub fn settle(&mut self, lookup: &mut ProcessLookup) -> Vec<Change> {
         let keys = std::mem::take(&mut self.orphaned);
-        keys.iter().flat_map(|key| self.find_holders(key, lookup)).collect()
+        keys.iter().flat_map(|(key, gone)| self.find_holders(key, *gone, lookup)).collect()
     }
 
-    /// The sockets of `key` lost every holder the events named: who holds
-    /// them now, first among the processes they were handed to (forked
-    /// children), then, if none of those does, anywhere.
-    fn find_holders(&mut self, key: &ListenerKey, lookup: &mut ProcessLookup) -> Vec<Change> {
+    /// The sockets of `key` lost every holder the events named (`gone`
+    /// exited last): who holds them now, first among the processes they
+    /// were handed to (forked children), then, if none of those does,
+    /// anywhere. A socket known by its cookie or inode gets the holders of
+    /// that socket only; one known by the kernel's pointer (live TCP) gets
+    /// those of the key's sockets that no process of another socket of the
+    /// key holds: a restarted service's new socket is not the old one's.
+    fn find_holders(&mut self, key: &ListenerKey, gone: u32, lookup: &mut ProcessLookup) -> Vec<Change> {
         let Some(ours) = sock_diag::netns(lookup.proc_root()) else {
             return Vec::new();
         };
@@ -179,13 +191,20 @@ impl Tracker {
             return Vec::new(); // another namespace: the snapshot cannot see it
         }
         let candidates = self.listeners.unconfirmed_holders(key);
-        let mut found = Vec::new();
+        let mut found: Vec<holders::Held> = Vec::new();
         for scope in [candidates, Vec::new()] {
             if scope.is_empty() && !found.is_empty() {
                 break;
             }
-            match holders::holding(lookup, key.proto, &key.local, &scope) {
-                Ok((_, holders)) => found = holders,
+            match holders::holding_each(lookup, key.proto, &key.local, &scope) {
+                Ok(mut sockets) => {
+                    // An exiting process may still show its fds.
+                    for held in &mut sockets {
+                        held.holders.retain(|h| h.pid != gone);
+                    }
+                    sockets.retain(|held| !held.holders.is_empty());
+                    found = sockets;
+                }
                 Err(e) => {
                     warn!("finding who holds {:?} now: {e:#}", key.local);
                     return Vec::new();
@@ -195,8 +214,6 @@ impl Tracker {
                 break;
             }
         }
-        // /proc shows holders by key; a process that holds another socket
-        // of the key (a restarted daemon's new one) did not take this one.
         let others: Vec<u32> = self
             .listeners
             .sockets(key)
@@ -204,12 +221,25 @@ impl Tracker {
             .filter(|s| !s.named.is_empty())
             .flat_map(|s| s.holders.iter().map(|h| h.pid))
             .collect();
-        found.retain(|h| !others.contains(&h.pid));
-        let holders: Vec<Holder> = found.iter().map(HolderInfo::holder).collect();
-        let pids: Vec<u32> = holders.iter().map(|h| h.pid).collect();
-        let changes = self.listeners.holders_now(key, holders);
-        if !changes.is_empty() {
-            self.index(key, pids.into_iter());
+        let changes = self.listeners.holders_now(key, |socket| {
+            let of = |held: &&holders::Held| match socket.id {
+                Some(SocketId::Cookie(c)) => held.cookie == Some(c),
+                Some(SocketId::Inode(i)) => held.inode == i,
+                // A live TCP socket's id means nothing to /proc: by key,
+                // leaving out the sockets other live entries hold.
+                _ => !held.holders.iter().any(|h| others.contains(&h.pid)),
+            };
+            let mut holders: Vec<Holder> =
+                found.iter().filter(of).flat_map(|held| held.holders.iter().map(HolderInfo::holder)).collect();
+            holders.sort_by_key(|h| h.pid);
+            holders.dedup_by_key(|h| h.pid);
+            holders
+        });
+        for change in &changes {
+            if let Change::HoldersChanged { socket, .. } = change {
+                let pids: Vec<u32> = socket.holders.iter().map(|h| h.pid).collect();
+                self.index(key, pids.into_iter());
+            }
         }
         changes
     }
