@@ -42,7 +42,14 @@ pub struct Context {
 
 impl Default for Context {
     fn default() -> Self {
-        Self { host_name: hostname().map(|n| escape_bytes(n.as_bytes())), sock_id_key: RandomState::new() }
+        Self::named(hostname().map(|n| escape_bytes(n.as_bytes())))
+    }
+}
+
+impl Context {
+    /// A context for a host of this name.
+    pub fn named(host_name: Option<String>) -> Self {
+        Self { host_name, sock_id_key: RandomState::new() }
     }
 }
 
@@ -503,4 +510,165 @@ pub fn summary(f: &Facts) -> String {
         text.push_str(reason);
     }
     text
+}
+
+/// Events of every kind the SIEM formats' tests check, built as the
+/// pipeline and the daemon build them.
+#[cfg(test)]
+pub mod fixtures {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use chrono::{DateTime, Utc};
+    use serde_json::Value;
+
+    use crate::{
+        config::Severity,
+        enrich::report::{Denial, Report, What},
+        host::{cgroups::CgroupName, process::ProcessInfo},
+        model::{
+            event_name::EventName,
+            holder::Holder,
+            socket::{Family, Local, Proto},
+        },
+        output::event::{Alert, Event},
+        record::decode::{DeniedEvent, SockAddr, SocketEvent, SocketKind, Task},
+        state::lifecycle::{Change, ListenerKey, Socket, SocketId},
+    };
+
+    pub const CONTAINER: &str = "4f1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
+
+    /// 2023-11-14T22:13:20.123456Z.
+    pub fn time() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 123_456_000).unwrap()
+    }
+
+    pub fn task() -> Task {
+        Task {
+            ktime_ns: 5,
+            cgroup_id: 7,
+            pid: 4242,
+            tid: 4243,
+            uid: 1000,
+            gid: 1001,
+            netns: 4026531840,
+            comm: b"python3".to_vec(),
+        }
+    }
+
+    fn process() -> ProcessInfo {
+        ProcessInfo {
+            ppid: Some(1),
+            exe: Some(b"/usr/bin/python3.11".to_vec()),
+            cmdline: Some(vec![b"python3".to_vec(), b"-m".to_vec(), b"http.server\n".to_vec()]),
+        }
+    }
+
+    pub fn socket_event(kind: SocketKind) -> SocketEvent {
+        SocketEvent {
+            kind,
+            task: task(),
+            sock_id: 2,
+            proto: Proto::Tcp,
+            family: Family::Ipv4,
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 8080,
+            fd: Some(3),
+            backlog: (kind == SocketKind::Listen).then_some(128),
+        }
+    }
+
+    pub fn udp_bind() -> SocketEvent {
+        SocketEvent {
+            proto: Proto::Udp,
+            family: Family::Ipv6,
+            addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            port: 5353,
+            ..socket_event(SocketKind::Bind)
+        }
+    }
+
+    pub fn denied_event() -> DeniedEvent {
+        DeniedEvent {
+            task: task(),
+            proto: Proto::Tcp,
+            family: Family::Ipv4,
+            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 22,
+            sock_type: 1,
+            class: 0,
+            exe_id: None,
+        }
+    }
+
+    pub fn denial() -> Denial {
+        Denial { rule: Some("sshd".into()), reason: "tcp port 22 belongs to rule sshd".into() }
+    }
+
+    pub fn bind_failed_addr() -> SockAddr {
+        SockAddr::Inet { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 8080 }
+    }
+
+    /// `render` of a live event in a container.
+    pub fn live(what: What<'_>, render: impl FnOnce(&Event<'_>) -> Value) -> Value {
+        let (task, process) = (task(), process());
+        let cgroup = CgroupName {
+            path: format!("/system.slice/docker-{CONTAINER}.scope"),
+            container_id: Some(CONTAINER.to_owned()),
+        };
+        let report = Report {
+            task: &task,
+            process: &process,
+            user: Some("alice"),
+            time: time(),
+            seen_ktime_ns: 6,
+            cgroup: Some(&cgroup),
+            what,
+        };
+        render(&Event::Live(&report))
+    }
+
+    pub fn holder() -> Holder {
+        Holder {
+            pid: 4242,
+            uid: Some(33),
+            user: Some("www-data".into()),
+            comm: b"nc".to_vec(),
+            exe: Some(b"/usr/bin/nc.openbsd".to_vec()),
+            cmdline: Some(vec![b"nc".to_vec(), b"-l".to_vec(), b"4444".to_vec()]),
+        }
+    }
+
+    pub fn key() -> ListenerKey {
+        ListenerKey {
+            netns: 4026531840,
+            proto: Proto::Tcp,
+            local: Local::Inet { addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED), port: 4444 },
+        }
+    }
+
+    pub fn alert() -> Alert {
+        Alert {
+            severity: Severity::Critical,
+            rule: None,
+            reason: "no rule allows tcp 0.0.0.0:4444 (nc, /usr/bin/nc.openbsd, www-data)".into(),
+            subject: EventName::ListenerUp,
+            key: Some(key()),
+            holder: holder(),
+            holders: Vec::new(),
+        }
+    }
+
+    pub fn listener_down() -> Change {
+        Change::Down {
+            key: key(),
+            socket: Socket::new(Some(SocketId::Inode(9)), holder(), vec![]),
+            lived_ns: 2_500_000,
+        }
+    }
+
+    /// A JSON value at a dotted path (`event.kind`); Null when absent.
+    pub fn at<'a>(value: &'a Value, path: &str) -> &'a Value {
+        static NULL: Value = Value::Null;
+        path.split('.').try_fold(value, |v, name| v.get(name)).unwrap_or(&NULL)
+    }
 }

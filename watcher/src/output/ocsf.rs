@@ -318,3 +318,245 @@ fn finding_uid(f: &Facts) -> String {
     f.reason.hash(&mut hasher);
     format!("watcher-{:016x}", hasher.finish())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::{
+        enrich::report::What,
+        output::{
+            event::Event,
+            facts::fixtures::{self, CONTAINER, at},
+        },
+        record::decode::SocketKind,
+    };
+
+    fn ocsf(event: &Event<'_>) -> Value {
+        let ctx = Context::named(Some("web-1".into()));
+        super::event(&Facts::of(event, &ctx), &ctx)
+    }
+
+    fn socket(kind: SocketKind) -> Value {
+        let event = fixtures::socket_event(kind);
+        fixtures::live(What::Socket { event: &event, fd_facts: None }, ocsf)
+    }
+
+    fn check_class(v: &Value, activity_id: u64, activity_name: &str) {
+        assert_eq!(at(v, "class_uid"), 4001);
+        assert_eq!(at(v, "class_name"), "Network Activity");
+        assert_eq!(at(v, "category_uid"), 4);
+        assert_eq!(at(v, "activity_id"), activity_id);
+        assert_eq!(at(v, "activity_name"), activity_name);
+        assert_eq!(at(v, "type_uid"), 400100 + activity_id);
+        assert_eq!(at(v, "time"), 1_700_000_000_123i64, "epoch milliseconds");
+        assert_eq!(at(v, "metadata.version"), OCSF_VERSION);
+        assert_eq!(at(v, "metadata.product.name"), "watcher");
+        assert_eq!(at(v, "metadata.product.vendor_name"), "watcher");
+        assert_eq!(at(v, "metadata.product.version"), env!("CARGO_PKG_VERSION"));
+        assert_eq!(at(v, "device.hostname"), "web-1");
+    }
+
+    fn check_actor(v: &Value) {
+        assert_eq!(at(v, "actor.process.pid"), 4242);
+        assert_eq!(at(v, "actor.process.tid"), 4243);
+        assert_eq!(at(v, "actor.process.name"), "python3");
+        assert_eq!(at(v, "actor.process.cmd_line"), "python3 -m http.server\\n", "escaped");
+        assert_eq!(at(v, "actor.process.file.path"), "/usr/bin/python3.11");
+        assert_eq!(at(v, "actor.process.file.name"), "python3.11");
+        assert_eq!(at(v, "actor.process.parent_process.pid"), 1);
+        assert_eq!(at(v, "actor.process.user.uid"), "1000");
+        assert_eq!(at(v, "actor.process.user.name"), "alice");
+        assert_eq!(at(v, "actor.process.container.uid"), CONTAINER);
+        assert_eq!(at(v, "actor.user"), &json!({"uid": "1000", "name": "alice"}));
+        assert_eq!(at(v, "unmapped.cmdline"), &json!(["python3", "-m", "http.server\\n"]));
+        assert_eq!(at(v, "unmapped.netns"), 4026531840u64);
+    }
+
+    #[test]
+    fn listen() {
+        let v = socket(SocketKind::Listen);
+        check_class(&v, 7, "Listen");
+        assert_eq!(at(&v, "type_name"), "Network Activity: Listen");
+        assert_eq!((at(&v, "severity_id"), at(&v, "severity")), (&json!(1), &json!("Informational")));
+        assert_eq!((at(&v, "status_id"), at(&v, "status")), (&json!(1), &json!("Success")));
+        assert_eq!((at(&v, "dst_endpoint.ip"), at(&v, "dst_endpoint.port")), (&json!("127.0.0.1"), &json!(8080)));
+        assert_eq!(at(&v, "dst_endpoint.hostname"), "web-1");
+        assert_eq!(at(&v, "dst_endpoint.svc_name").as_str(), crate::host::services::name("tcp", 8080));
+        assert!(at(&v, "src_endpoint").is_null());
+        assert_eq!(at(&v, "connection_info.protocol_name"), "tcp");
+        assert_eq!(at(&v, "connection_info.protocol_num"), 6);
+        assert_eq!(at(&v, "connection_info.protocol_ver_id"), 4);
+        assert_eq!(at(&v, "connection_info.direction_id"), 1);
+        assert_eq!(at(&v, "metadata.event_code"), "listen");
+        check_actor(&v);
+        assert_eq!(at(&v, "unmapped.backlog"), 128);
+        assert_eq!(at(&v, "unmapped.event"), "listen");
+    }
+
+    #[test]
+    fn close() {
+        let v = socket(SocketKind::Close);
+        check_class(&v, 2, "Close");
+        assert_eq!(at(&v, "type_uid"), 400102);
+        assert_eq!(at(&v, "dst_endpoint.port"), 8080);
+        check_actor(&v);
+    }
+
+    #[test]
+    fn bind() {
+        let event = fixtures::udp_bind();
+        let v = fixtures::live(What::Socket { event: &event, fd_facts: None }, ocsf);
+        check_class(&v, 1, "Open");
+        assert_eq!(at(&v, "type_uid"), 400101);
+        assert_eq!(at(&v, "dst_endpoint.ip"), "::1");
+        assert_eq!(at(&v, "dst_endpoint.port"), 5353);
+        assert_eq!(at(&v, "connection_info.protocol_name"), "udp");
+        assert_eq!(at(&v, "connection_info.protocol_num"), 17);
+        assert_eq!(at(&v, "connection_info.protocol_ver_id"), 6);
+        check_actor(&v);
+    }
+
+    #[test]
+    fn bind_failed_is_fail() {
+        let addr = fixtures::bind_failed_addr();
+        let v = fixtures::live(What::BindFailed { fd: 3, errno: 98, addr: Some(&addr) }, ocsf);
+        check_class(&v, 4, "Fail");
+        assert_eq!((at(&v, "status_id"), at(&v, "status_code")), (&json!(2), &json!("EADDRINUSE")));
+    }
+
+    #[test]
+    fn denied() {
+        let (event, why) = (fixtures::denied_event(), fixtures::denial());
+        let v = fixtures::live(What::Denied { event: &event, why: Some(&why) }, ocsf);
+        check_class(&v, 5, "Refuse");
+        assert_eq!(at(&v, "type_uid"), 400105);
+        assert_eq!((at(&v, "status_id"), at(&v, "status")), (&json!(2), &json!("Failure")));
+        assert_eq!(at(&v, "status_code"), "EPERM");
+        assert_eq!(at(&v, "status_detail"), "tcp port 22 belongs to rule sshd");
+        assert_eq!((at(&v, "action_id"), at(&v, "disposition_id")), (&json!(2), &json!(2)));
+        assert_eq!(at(&v, "metadata.profiles"), &json!(["host", "security_control"]));
+        assert_eq!(at(&v, "dst_endpoint.ip"), "0.0.0.0");
+        assert_eq!(at(&v, "dst_endpoint.port"), 22);
+        assert_eq!(at(&v, "unmapped.rule"), "sshd");
+        check_actor(&v);
+    }
+
+    #[test]
+    fn alert_is_a_detection_finding() {
+        let alert = fixtures::alert();
+        let v = ocsf(&Event::Alert { time: fixtures::time(), alert: &alert });
+        assert_eq!(at(&v, "class_uid"), 2004);
+        assert_eq!(at(&v, "class_name"), "Detection Finding");
+        assert_eq!(at(&v, "category_uid"), 2);
+        assert_eq!((at(&v, "activity_id"), at(&v, "activity_name")), (&json!(1), &json!("Create")));
+        assert_eq!(at(&v, "type_uid"), 200401);
+        assert_eq!((at(&v, "severity_id"), at(&v, "severity")), (&json!(5), &json!("Critical")));
+        assert_eq!(at(&v, "status_id"), 1);
+        assert_eq!(at(&v, "message"), alert.reason.as_str());
+        assert_eq!(at(&v, "finding_info.title"), alert.reason.as_str());
+        assert!(at(&v, "finding_info.uid").as_str().unwrap().starts_with("watcher-"));
+        assert_eq!(at(&v, "finding_info.types"), &json!(["listener_up"]));
+        assert_eq!(at(&v, "finding_info.analytic.name"), "allowlist");
+        let evidence = &at(&v, "evidences")[0];
+        assert_eq!(at(evidence, "dst_endpoint.ip"), "0.0.0.0");
+        assert_eq!(at(evidence, "dst_endpoint.port"), 4444);
+        assert_eq!(at(evidence, "process.pid"), 4242);
+        assert_eq!(at(evidence, "actor.process.file.path"), "/usr/bin/nc.openbsd");
+        assert_eq!(at(evidence, "actor.user.name"), "www-data");
+        assert_eq!(at(evidence, "connection_info.protocol_name"), "tcp");
+        assert_eq!(at(&v, "metadata.product.name"), "watcher");
+        assert_eq!(at(&v, "unmapped.subject"), "listener_up");
+        // The same alert, the same finding.
+        assert_eq!(
+            at(&v, "finding_info.uid"),
+            at(&ocsf(&Event::Alert { time: fixtures::time(), alert: &alert }), "finding_info.uid")
+        );
+        for (severity, id) in [(Severity::Info, 1), (Severity::Warning, 3), (Severity::Critical, 5)] {
+            assert_eq!(super::severity(severity).0, id);
+        }
+    }
+
+    #[test]
+    fn other_events_are_other_with_their_native_name() {
+        let v = ocsf(&Event::Lost { time: fixtures::time(), count: 3, total: 9 });
+        check_class(&v, 99, "lost");
+        assert_eq!(at(&v, "type_name"), "Network Activity: Other");
+        assert_eq!((at(&v, "unmapped.count"), at(&v, "unmapped.total")), (&json!(3), &json!(9)));
+        let down = fixtures::listener_down();
+        let v = ocsf(&Event::Lifecycle { time: fixtures::time(), change: &down });
+        check_class(&v, 2, "Close");
+        assert_eq!(at(&v, "unmapped.lived_ms"), 2.5);
+    }
+
+    /// The attributes OCSF 1.3.0 requires, written down from the schema:
+    ///
+    /// - Network Activity [4001], <https://schema.ocsf.io/1.3.0/classes/network_activity>:
+    ///   activity_id, category_uid, class_uid, metadata, severity_id, time,
+    ///   type_uid; and at least one of dst_endpoint, src_endpoint.
+    /// - Detection Finding [2004], <https://schema.ocsf.io/1.3.0/classes/detection_finding>:
+    ///   activity_id, category_uid, class_uid, finding_info, metadata,
+    ///   severity_id, time, type_uid.
+    /// - Metadata, <https://schema.ocsf.io/1.3.0/objects/metadata>: product, version.
+    /// - Product, <https://schema.ocsf.io/1.3.0/objects/product>: vendor_name.
+    /// - Finding Information, <https://schema.ocsf.io/1.3.0/objects/finding_info>: uid, title.
+    /// - Network Connection Information, <https://schema.ocsf.io/1.3.0/objects/network_connection_info>: direction_id.
+    /// - Device, <https://schema.ocsf.io/1.3.0/objects/device>: type_id.
+    /// - File, <https://schema.ocsf.io/1.3.0/objects/file>: name, type_id.
+    #[test]
+    fn every_event_has_what_the_schema_requires() {
+        const BASE: &[&str] =
+            &["activity_id", "category_uid", "class_uid", "metadata", "severity_id", "time", "type_uid"];
+        const METADATA: &[&str] = &["metadata.product", "metadata.version", "metadata.product.vendor_name"];
+        const FINDING: &[&str] = &["finding_info", "finding_info.uid", "finding_info.title"];
+        let mut events = Vec::new();
+        for kind in [SocketKind::Listen, SocketKind::Bind, SocketKind::Close] {
+            events.push(socket(kind));
+        }
+        let (event, why) = (fixtures::denied_event(), fixtures::denial());
+        events.push(fixtures::live(What::Denied { event: &event, why: Some(&why) }, ocsf));
+        let down = fixtures::listener_down();
+        events.push(ocsf(&Event::Lifecycle { time: fixtures::time(), change: &down }));
+        events.push(ocsf(&Event::Lost { time: fixtures::time(), count: 3, total: 9 }));
+        events.push(ocsf(&Event::Resynced { time: fixtures::time(), live_listeners: 2 }));
+        let alert = fixtures::alert();
+        events.push(ocsf(&Event::Alert { time: fixtures::time(), alert: &alert }));
+        for v in &events {
+            for field in BASE.iter().chain(METADATA) {
+                assert!(!at(v, field).is_null(), "{field} in {v}");
+            }
+            for field in ["activity_id", "category_uid", "class_uid", "severity_id", "time", "type_uid"] {
+                assert!(at(v, field).is_i64(), "{field} is an integer in {v}");
+            }
+            let (class, activity) = (at(v, "class_uid").as_u64().unwrap(), at(v, "activity_id").as_u64().unwrap());
+            assert_eq!(at(v, "type_uid").as_u64().unwrap(), class * 100 + activity, "{v}");
+            assert!(!at(v, "device.type_id").is_null(), "{v}");
+            match class {
+                4001 => {
+                    assert_eq!(at(v, "category_uid"), 4);
+                    assert!([0, 1, 2, 3, 4, 5, 6, 7, 99].contains(&activity), "{v}");
+                    assert!(!at(v, "dst_endpoint").is_null() || !at(v, "src_endpoint").is_null(), "{v}");
+                    if !at(v, "connection_info").is_null() {
+                        assert!(!at(v, "connection_info.direction_id").is_null(), "{v}");
+                    }
+                    if !at(v, "actor.process.file").is_null() {
+                        assert!(
+                            !at(v, "actor.process.file.name").is_null()
+                                && !at(v, "actor.process.file.type_id").is_null()
+                        );
+                    }
+                }
+                2004 => {
+                    assert_eq!(at(v, "category_uid"), 2);
+                    assert!([0, 1, 2, 3, 99].contains(&activity), "{v}");
+                    for field in FINDING {
+                        assert!(!at(v, field).is_null(), "{field} in {v}");
+                    }
+                }
+                _ => panic!("class {class}: {v}"),
+            }
+            assert!([0, 1, 2, 3, 4, 5, 6, 99].contains(&at(v, "severity_id").as_u64().unwrap()), "{v}");
+        }
+    }
+}
