@@ -312,7 +312,8 @@ fn live(report: &Report<'_>, ctx: &Context) -> Facts {
         What::Socket { event, fd_facts } => {
             f.outcome = Some(Outcome::Success);
             f.inet(event.addr, event.port);
-            f.extra_set("sock_id", ctx.sock_id_key.hash_one(event.sock_id));
+            // A string: 64 bits overflow a SIEM's signed long.
+            f.extra_set("sock_id", ctx.sock_id_key.hash_one(event.sock_id).to_string());
             f.extra_opt("fd", event.fd);
             f.extra_opt("backlog", event.backlog);
             if let Some(facts) = fd_facts {
