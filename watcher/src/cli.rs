@@ -232,3 +232,31 @@ pub struct DoctorArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn format(args: &[&str]) -> Result<WatchFormat, clap::Error> {
+        let cli = Cli::try_parse_from(["watcher", "watch"].iter().chain(args))?;
+        match cli.command {
+            Command::Watch(watch) => Ok(watch.output_format()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_is_the_long_format_json() {
+        assert_eq!(format(&[]).unwrap(), WatchFormat::Table);
+        assert_eq!(format(&["--json"]).unwrap(), WatchFormat::Json);
+        assert_eq!(format(&["--format", "json"]).unwrap(), WatchFormat::Json);
+        assert_eq!(format(&["--format", "ecs"]).unwrap(), WatchFormat::Ecs);
+        assert_eq!(format(&["--format", "ocsf"]).unwrap(), WatchFormat::Ocsf);
+        assert_eq!(format(&["--format", "table"]).unwrap(), WatchFormat::Table);
+        assert!(format(&["--json", "--format", "ecs"]).is_err());
+        let e = format(&["--format", "cef"]).unwrap_err().to_string();
+        assert!(e.contains("table, json, ecs, ocsf"), "{e}");
+    }
+}
