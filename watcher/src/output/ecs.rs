@@ -65,10 +65,8 @@ pub fn document(f: &Facts, ctx: &Context) -> Value {
         put("source.address", addr.to_string().into());
         put("source.port", port.into());
     }
-    if let Some(proto) = f.proto
-        && matches!(f.iana_number, Some(6 | 17))
-    {
-        put("network.transport", proto.name().into());
+    if let Some(transport) = f.transport() {
+        put("network.transport", transport.into());
     }
     if let Some(n) = f.iana_number {
         put("network.iana_number", n.to_string().into());
@@ -356,6 +354,19 @@ mod tests {
         assert!(at(&v, "destination.ip").is_null() && at(&v, "network.transport").is_null());
         assert_eq!(at(&v, "watcher.proto"), "unix");
         assert_eq!(at(&v, "watcher.sock_type"), "SOCK_STREAM");
+
+        // A raw ICMP socket: its transport by IANA's name, not "raw".
+        let socket = crate::enrich::socket_options::PassiveSocket {
+            family: crate::model::socket::Family::Ipv4,
+            sock_type: 3,
+            protocol: 1,
+        };
+        let v = fixtures::live(What::PassiveSocket { fd: 5, socket }, ecs);
+        assert_eq!(at(&v, "event.action"), "raw_socket");
+        assert_eq!(at(&v, "network.transport"), "icmp");
+        assert_eq!(at(&v, "network.iana_number"), "1");
+        assert_eq!(at(&v, "watcher.proto"), "raw");
+        assert_eq!(at(&v, "watcher.protocol_name"), "IPPROTO_ICMP");
     }
 
     /// The fields ECS requires, and the allowed values of the

@@ -114,6 +114,19 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// The transport as IANA names it (`tcp`, `udp`, a raw socket's
+    /// `icmp`…); None for UNIX and packet sockets, and raw IP.
+    pub fn transport(&self) -> Option<&'static str> {
+        match (self.proto?, self.iana_number) {
+            (Proto::Tcp, _) | (Proto::Raw, Some(6)) => Some("tcp"),
+            (Proto::Udp, _) | (Proto::Raw, Some(17)) => Some("udp"),
+            (Proto::Raw, Some(1)) => Some("icmp"),
+            (Proto::Raw, Some(2)) => Some("igmp"),
+            (Proto::Raw, Some(58)) => Some("ipv6-icmp"),
+            _ => None,
+        }
+    }
+
     fn new(time: DateTime<Utc>, name: EventName) -> Self {
         Self {
             time,

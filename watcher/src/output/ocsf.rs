@@ -188,12 +188,15 @@ fn dst_endpoint(f: &Facts, ctx: &Context) -> Value {
 }
 
 fn connection_info(f: &Facts) -> Option<Value> {
-    let proto = f.proto?;
+    f.proto?;
     let mut info = Map::new();
     // A listener waits for connections coming in.
     info.insert("direction_id".into(), 1.into());
     info.insert("direction".into(), "Inbound".into());
-    info.insert("protocol_name".into(), proto.name().into());
+    // IANA's name (OCSF asks for it), so none for UNIX or packet sockets.
+    if let Some(transport) = f.transport() {
+        info.insert("protocol_name".into(), transport.into());
+    }
     if let Some(n) = f.iana_number {
         info.insert("protocol_num".into(), n.into());
     }
