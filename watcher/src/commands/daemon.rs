@@ -1,5 +1,6 @@
 //! `watcher daemon`: what an administrator leaves running. Every event goes
-//! out as a JSON line, as `watch --json` prints it; listeners feed the
+//! out as a JSON line, as `watch --json` prints it (or as ECS or OCSF, as
+//! `[output] format` says); listeners feed the
 //! lifecycle table (listener_up / listener_down / restarted / owner_changed
 //! / reuseport_joined / holders_changed); each new listener and each raw or
 //! packet socket is judged against the allowlist, and one that no rule
@@ -83,7 +84,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         None => JsonOutput::stdout(fleet.output_counters("stdout")),
     };
     let sink = DaemonSink {
-        lines: DaemonLines::new(out.clone(), fleet),
+        lines: DaemonLines::new(out.clone(), fleet, config.output.format),
         output: out,
         config,
         config_path: args.config,
@@ -366,6 +367,7 @@ impl<W: Write> Sink for DaemonSink<W> {
                 self.config = config;
                 self.config.enforce |= enforce;
                 self.lines.fleet.reconfigure(&self.config);
+                self.lines.set_format(self.config.output.format);
                 let rules = self.config.rules.len();
                 self.emit(&Event::ConfigReloaded { time: Utc::now(), path: &path, rules })
             }
