@@ -18,7 +18,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     time::{Duration, MissedTickBehavior, interval},
 };
-use watcher_common::{AF_INET, AF_INET6, BoundSocket, EVENTS_MAP, LOST_MAP, UnixSocket};
+use watcher_common::{AF_INET, AF_INET6, BoundSocket, EVENTS_MAP, LOST_MAP, ProgramError, UnixSocket};
 
 use crate::{
     enrich::{
@@ -29,6 +29,7 @@ use crate::{
     },
     host::{cgroups::CgroupNames, process::ProcessLookup},
     kernel::{
+        counters::ProgramErrors,
         loader::{self, LoadOptions, MissingHook},
         seed,
     },
@@ -80,6 +81,10 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
         attached.ebpf.take_map(LOST_MAP).context("map LOST missing from the eBPF object")?,
     )
     .context("opening the LOST counter")?;
+    // Without it (an object built without the map) nothing is counted, and that is said.
+    let program_errors = ProgramErrors::take(&mut attached.ebpf)
+        .inspect_err(|e| warn!("the kernel programs' errors will not be counted: {e:#}"))
+        .ok();
     // SAFETY: the RingBuf owns its map fd, which stays open and is not
     // replaced while the AsyncFd owns the RingBuf.
     let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -110,6 +115,9 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
         already_reported: AlreadyReported::default(),
         lost,
         lost_reported: 0,
+        program_errors,
+        errors_unsaid: Vec::new(),
+        errors_said_at: None,
     };
     let started = (|| {
         watch.reporter.sink.start()?;
@@ -143,6 +151,9 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
     result
 }
 
+/// The kernel programs' errors are warned about at most this often.
+const ERRORS_SAID_EVERY: Duration = Duration::from_secs(10);
+
 /// Records handled per wake-up of the ring buffer.
 const DRAIN_BATCH: usize = 4096;
 /// More than the 8 MiB ring buffer holds (its smallest record is 64 bytes).
@@ -174,6 +185,11 @@ struct Watch<S: Sink> {
     already_reported: AlreadyReported,
     lost: PerCpuArray<MapData, u64>,
     lost_reported: u64,
+    /// What the kernel programs could not do (ERRORS), read with LOST.
+    program_errors: Option<ProgramErrors>,
+    /// Errors counted since the last warning, said at most every 10 s.
+    errors_unsaid: Vec<(ProgramError, u64)>,
+    errors_said_at: Option<std::time::Instant>,
 }
 
 /// Names the process of an event, filters, and hands it to the sink.
@@ -214,7 +230,8 @@ impl<S: Sink> Watch<S> {
                     }
                 }
                 _ = lost_check.tick() => {
-                    let stats = self.reporter.stats();
+                    let mut stats = self.reporter.stats();
+                    stats.program_errors = self.program_errors_since_last();
                     let reported = self.report_lost().and_then(|()| self.reporter.sink.tick(&stats));
                     if !self.keep_going(reported)? {
                         return Ok(());
@@ -332,6 +349,35 @@ impl<S: Sink> Watch<S> {
         self.reporter.print(task, what, seen_ktime_ns)
     }
 
+    /// The kernel programs' errors since the last look, by kind; a warning
+    /// at most every 10 s says what they were.
+    fn program_errors_since_last(&mut self) -> Vec<(ProgramError, u64)> {
+        let Some(errors) = &mut self.program_errors else { return Vec::new() };
+        let grown = match errors.new_since_last() {
+            Ok(grown) => grown,
+            Err(e) => {
+                warn!("reading the kernel programs' error counter: {e:#}");
+                return Vec::new();
+            }
+        };
+        for (kind, count) in &grown {
+            match self.errors_unsaid.iter_mut().find(|(k, _)| k == kind) {
+                Some((_, n)) => *n += count,
+                None => self.errors_unsaid.push((*kind, *count)),
+            }
+        }
+        if !self.errors_unsaid.is_empty() && self.errors_said_at.is_none_or(|at| at.elapsed() >= ERRORS_SAID_EVERY) {
+            let what: Vec<String> = self.errors_unsaid.iter().map(|(k, n)| format!("{n} {}", k.name())).collect();
+            warn!(
+                "the kernel programs could not do part of their work: {} (watcher_program_errors_total)",
+                what.join(", ")
+            );
+            self.errors_unsaid.clear();
+            self.errors_said_at = Some(std::time::Instant::now());
+        }
+        grown
+    }
+
     fn report_lost(&mut self) -> io::Result<()> {
         let total = match self.lost.get(&0, 0) {
             Ok(per_cpu) => per_cpu.iter().sum::<u64>(),
@@ -353,7 +399,7 @@ impl<S: Sink> Watch<S> {
 
 impl<S: Sink> Reporter<S> {
     fn stats(&self) -> PipelineStats {
-        PipelineStats { processes: self.processes.len() }
+        PipelineStats { processes: self.processes.len(), program_errors: Vec::new() }
     }
 
     fn print(&mut self, task: &Task, what: What<'_>, seen_ktime_ns: u64) -> io::Result<()> {

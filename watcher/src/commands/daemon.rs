@@ -335,6 +335,7 @@ impl<W: Write> Sink for DaemonSink<W> {
     fn tick(&mut self, stats: &PipelineStats) -> io::Result<()> {
         self.lines.fleet.live_listeners(self.tracker.listeners.live_count());
         self.lines.fleet.process_table_size(stats.processes);
+        self.lines.fleet.program_errors(&stats.program_errors);
         self.tracker.tidy();
         Ok(())
     }

@@ -15,10 +15,12 @@ use crate::{
 
 /// What the pipeline itself holds that a sink may report (the daemon's
 /// metrics).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct PipelineStats {
     /// Processes in the process table.
     pub processes: usize,
+    /// What the kernel programs could not do since the last tick, by kind.
+    pub program_errors: Vec<(watcher_common::ProgramError, u64)>,
 }
 
 pub trait Sink {
