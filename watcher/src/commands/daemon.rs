@@ -201,35 +201,15 @@ impl<W: Write> DaemonSink<W> {
         let now = monotonic_ns();
         let time = Utc::now();
         let netns = snapshot.netns.unwrap_or(0);
-        let mut present = std::collections::HashSet::new();
+        let mut now_there = Vec::new();
         for socket in &snapshot.sockets {
-            let Some((key, rule_proto)) = key_of_existing(socket, netns) else { continue };
+            let Some((key, _)) = key_of_existing(socket, netns) else { continue };
             let infos = holders.get(&socket.inode).map(Vec::as_slice).unwrap_or_default();
-            present.insert(key.clone());
-            let known = self.tracker.listeners.holder_pids(&key);
-            // Live in the table but held by none of its known holders: it
-            // went down and came back in other hands while we were blind.
-            if !known.is_empty() && !infos.iter().any(|h| known.contains(&h.pid)) {
-                while self.tracker.listeners.is_live(&key) {
-                    let changes = self.tracker.closed(&key, None, 0, now);
-                    self.changes(changes, rule_proto, time, Start::New)?;
-                }
-            }
-            if !self.tracker.listeners.is_live(&key) {
-                let socket = existing_socket(socket, infos, &mut self.lookup);
-                let changes = self.tracker.up(key, socket, now);
-                self.changes(changes, rule_proto, time, Start::New)?;
-            }
+            now_there.push((key, existing_socket(socket, infos, &mut self.lookup)));
         }
-        // The snapshot sees only our network namespace: a listener in a
-        // container's is kept as it is, not declared down.
-        for key in self.tracker.listeners.live_keys() {
-            if (key.netns == netns || key.netns == 0) && !present.contains(&key) {
-                while self.tracker.listeners.is_live(&key) {
-                    let changes = self.tracker.closed(&key, None, 0, now);
-                    self.changes(changes, rule_proto_of(key.proto), time, Start::New)?;
-                }
-            }
+        for change in self.tracker.resync(now_there, netns, now) {
+            let rule_proto = rule_proto_of(change_key(&change).proto);
+            self.changes(vec![change], rule_proto, time, Start::New)?;
         }
         let live_listeners = self.tracker.listeners.live_count();
         self.emit(&Event::Resynced { time, live_listeners })

@@ -244,6 +244,37 @@ impl Tracker {
         changes
     }
 
+    /// After a loss: the table made to agree with what listens now
+    /// (`now_there`, from a fresh snapshot of namespace `netns`), and what
+    /// changed while watcher was blind. A key held by none of its known
+    /// holders went down and came back in other hands; a key no longer
+    /// there went down. Keys of other namespaces (the snapshot cannot see
+    /// them) are kept as they are.
+    pub fn resync(&mut self, now_there: Vec<(ListenerKey, Socket)>, netns: u64, now_ns: u64) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let mut present = std::collections::HashSet::new();
+        for (key, socket) in now_there {
+            present.insert(key.clone());
+            let known = self.listeners.holder_pids(&key);
+            if !known.is_empty() && !socket.holders.iter().any(|h| known.contains(&h.pid)) {
+                while self.listeners.is_live(&key) {
+                    changes.extend(self.closed(&key, None, 0, now_ns));
+                }
+            }
+            if !self.listeners.is_live(&key) {
+                changes.extend(self.up(key, socket, now_ns));
+            }
+        }
+        for key in self.listeners.live_keys() {
+            if (key.netns == netns || key.netns == 0) && !present.contains(&key) {
+                while self.listeners.is_live(&key) {
+                    changes.extend(self.closed(&key, None, 0, now_ns));
+                }
+            }
+        }
+        changes
+    }
+
     /// Index entries of processes whose exit was not seen (a lost record)
     /// must not stay for ever.
     pub fn tidy(&mut self) {
@@ -251,5 +282,100 @@ impl Tracker {
             let listeners = &self.listeners;
             self.held.retain(|pid, keys| keys.iter().any(|k| listeners.holder_pids(k).contains(pid)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+
+    fn key(port: u16, netns: u64) -> ListenerKey {
+        ListenerKey { netns, proto: Proto::Tcp, local: Local::Inet { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), port } }
+    }
+
+    fn socket(pid: u32, exe: &str) -> Socket {
+        let holder = Holder { pid, uid: Some(0), exe: Some(exe.as_bytes().to_vec()), ..Holder::default() };
+        Socket::new(Some(SocketId::Inode(u64::from(pid))), holder, Vec::new())
+    }
+
+    fn names(changes: &[Change]) -> Vec<(&'static str, u16)> {
+        changes
+            .iter()
+            .map(|c| match c {
+                Change::Up { key, .. } => ("up", key),
+                Change::Down { key, .. } => ("down", key),
+                Change::Restarted { key, .. } => ("restarted", key),
+                Change::OwnerChanged { key, .. } => ("owner_changed", key),
+                Change::ReuseportJoined { key, .. } => ("reuseport_joined", key),
+                Change::HoldersChanged { key, .. } => ("holders_changed", key),
+            })
+            .map(|(n, k)| (n, if let Local::Inet { port, .. } = k.local { port } else { 0 }))
+            .collect()
+    }
+
+    /// While watcher was blind: one listener went away, one came up, one
+    /// went down and came back in another program's hands, one stayed;
+    /// another namespace's is kept.
+    #[test]
+    fn resync_reports_what_changed_while_blind() {
+        let mut t = Tracker::default();
+        t.up(key(1, 7), socket(10, "/stays"), 0);
+        t.up(key(2, 7), socket(20, "/goes"), 0);
+        t.up(key(3, 7), socket(30, "/usr/sbin/sshd"), 0);
+        t.up(key(4, 9), socket(40, "/in/a/container"), 0);
+        let now_there = vec![
+            (key(1, 7), socket(10, "/stays")),
+            (key(3, 7), socket(31, "/tmp/nc")),
+            (key(5, 7), socket(50, "/new")),
+        ];
+        let changes = t.resync(now_there, 7, 100);
+        let mut got = names(&changes);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![("down", 2), ("down", 3), ("owner_changed", 3), ("restarted", 3), ("up", 3), ("up", 5)],
+            "{changes:?}"
+        );
+        assert!(t.listeners.is_live(&key(4, 9)), "another namespace's listener is kept");
+        assert!(!t.listeners.is_live(&key(2, 7)));
+        assert_eq!(t.listeners.holder_pids(&key(3, 7)), vec![31]);
+        // Nothing more to say a second time.
+        let again = t.resync(
+            vec![
+                (key(1, 7), socket(10, "/stays")),
+                (key(3, 7), socket(31, "/tmp/nc")),
+                (key(5, 7), socket(50, "/new")),
+            ],
+            7,
+            200,
+        );
+        assert_eq!(again, vec![]);
+    }
+
+    /// A fork's child inherits the parent's sockets; once the parent has
+    /// exited, the look-up waits for the drained ring (settle).
+    #[test]
+    fn forks_are_followed_and_exits_settled_later() {
+        let mut t = Tracker::default();
+        t.up(key(111, 0), socket(100, "/sbin/rpcbind"), 0);
+        let task = |pid: u32| crate::record::decode::Task {
+            ktime_ns: 1,
+            cgroup_id: 0,
+            pid,
+            tid: pid,
+            uid: 0,
+            gid: 0,
+            netns: 0,
+            comm: b"rpcbind".to_vec(),
+        };
+        t.process(&Record::Fork { parent: task(100), child: 101 });
+        assert_eq!(t.listeners.holder_pids(&key(111, 0)), vec![100, 101]);
+        t.process(&Record::Fork { parent: task(100), child: 100 }); // a thread
+        assert_eq!(t.listeners.holder_pids(&key(111, 0)), vec![100, 101]);
+        t.process(&Record::Exit { task: task(100), group_dead: true });
+        assert_eq!(t.orphaned, vec![(key(111, 0), 100)], "looked up only once the ring is drained");
+        assert_eq!(t.listeners.unconfirmed_holders(&key(111, 0)), vec![101]);
     }
 }
