@@ -9,8 +9,9 @@
 //! - **idle**, it sleeps on the ring, and the first record after the reader
 //!   has read everything always forces a wake-up: an idle watcher uses no
 //!   CPU and is not woken at all, and a lone record is read at once;
-//! - **polling**, once it has been woken twice within [`POLL_INTERVAL`]
-//!   (records flow faster than it should wake up), it is not registered on
+//! - **polling**, once it has been woken [`FLOW_WAKEUPS`] times within
+//!   [`FLOW_WINDOW`] (records flow faster than it should wake up; a burst of
+//!   a few records, a bind then its listen, does not count), it is not registered on
 //!   the ring at all, so the kernel's wake-ups reach nobody, and it wakes on
 //!   a timer every [`POLL_INTERVAL`] instead, reading whatever came: at most
 //!   that long behind, at most 1 / [`POLL_INTERVAL`] wake-ups a second
@@ -59,6 +60,11 @@ pub const POLL_INTERVAL: Duration = Duration::from_micros(250);
 /// Polls in a row that found nothing before the reader sleeps on the ring
 /// again (0.5 ms of quiet).
 pub const QUIET_POLLS: u32 = 2;
+/// Wake-ups from the ring within [`FLOW_WINDOW`] that switch to polling: a
+/// rate above 4,000 a second, where the switching costs more than it does
+/// for a lone listener's few records (bind, listen), which stay immediate.
+pub const FLOW_WAKEUPS: u32 = 4;
+pub const FLOW_WINDOW: Duration = Duration::from_millis(1);
 /// Unread bytes above which every record wakes the reader anyway: a
 /// quarter of the ring. The reader polls far more often than a flood fills
 /// that much, so this is a backstop, not the usual path.
@@ -74,8 +80,9 @@ pub struct RingReader {
     emptied: bool,
     /// Polls in a row that found nothing.
     quiet: u32,
-    /// The last wake-up from the ring (idle), to tell a flow from a trickle.
-    last_woken: Option<Instant>,
+    /// When the current [`FLOW_WINDOW`] began, and the wake-ups from the
+    /// ring in it: a flow or a burst.
+    window: (Instant, u32),
     /// The last wait ended because the ring looked readable (idle).
     woken: bool,
 }
@@ -102,8 +109,15 @@ impl RingReader {
         let timer = unsafe { AsyncFd::register_with_interest(Timer(timer), Interest::READABLE) }
             .map_err(|e| e.into_parts().1)
             .context("registering the ring buffer's poll timer with tokio")?;
-        let mut reader =
-            Self { state: State::Moving, timer, read: 0, emptied: true, quiet: 0, last_woken: None, woken: false };
+        let mut reader = Self {
+            state: State::Moving,
+            timer,
+            read: 0,
+            emptied: true,
+            quiet: 0,
+            window: (Instant::now(), 0),
+            woken: false,
+        };
         reader.sleep_on_ring(ring).context("registering the ring buffer with tokio")?;
         // Only now: until this reader reads, the kernel's own wake-ups were right.
         let mut wakeup: Array<_, u64> =
@@ -177,9 +191,15 @@ impl RingReader {
         }
         self.woken = true;
         let now = Instant::now();
-        if self.last_woken.replace(now).is_some_and(|last| now.duration_since(last) < POLL_INTERVAL) {
-            // Woken twice within a poll interval: records flow. Read these,
-            // then poll on the timer.
+        let (start, wakeups) = &mut self.window;
+        if now.duration_since(*start) < FLOW_WINDOW {
+            *wakeups += 1;
+        } else {
+            (*start, *wakeups) = (now, 1);
+        }
+        if *wakeups >= FLOW_WAKEUPS {
+            // Records flow: read these, then poll on the timer.
+            self.window.1 = 0;
             self.poll_on_timer()?;
         }
         Ok(())
