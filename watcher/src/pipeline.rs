@@ -9,16 +9,15 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, PerCpuArray};
 use chrono::{DateTime, Utc};
 use log::warn;
 use nix::time::{ClockId, clock_gettime};
 use tokio::{
-    io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
     time::{Duration, MissedTickBehavior, interval},
 };
-use watcher_common::{AF_INET, AF_INET6, BoundSocket, EVENTS_MAP, LOST_MAP, ProgramError, UnixSocket};
+use watcher_common::{AF_INET, AF_INET6, BoundSocket, LOST_MAP, ProgramError, UnixSocket};
 
 use crate::{
     enrich::{
@@ -31,6 +30,7 @@ use crate::{
     kernel::{
         counters::ProgramErrors,
         loader::{self, LoadOptions, MissingHook},
+        ring::RingReader,
         seed,
     },
     model::socket::{Local, Proto},
@@ -74,9 +74,7 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
         enforce: sink.enforces(),
     })?;
     sink.attached(&mut attached)?;
-    let ring =
-        RingBuf::try_from(attached.ebpf.take_map(EVENTS_MAP).context("map EVENTS missing from the eBPF object")?)
-            .context("opening the EVENTS ring buffer")?;
+    let ring = RingReader::new(&mut attached.ebpf)?;
     let lost = PerCpuArray::<MapData, u64>::try_from(
         attached.ebpf.take_map(LOST_MAP).context("map LOST missing from the eBPF object")?,
     )
@@ -85,11 +83,6 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
     let program_errors = ProgramErrors::take(&mut attached.ebpf)
         .inspect_err(|e| warn!("the kernel programs' errors will not be counted: {e:#}"))
         .ok();
-    // SAFETY: the RingBuf owns its map fd, which stays open and is not
-    // replaced while the AsyncFd owns the RingBuf.
-    let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .context("registering the ring buffer with tokio")?;
 
     // Filled after the programs are attached, so that a process started in
     // between is seen by one or the other.
@@ -206,22 +199,18 @@ struct Reporter<S: Sink> {
 }
 
 impl<S: Sink> Watch<S> {
-    async fn stream(&mut self, mut ring: AsyncFd<RingBuf<MapData>>, signals: Signals) -> anyhow::Result<()> {
+    async fn stream(&mut self, mut ring: RingReader, signals: Signals) -> anyhow::Result<()> {
         let Signals { mut sigint, mut sigterm, mut sighup, mut stdout_closed } = signals;
         let mut lost_check = interval(LOST_CHECK_PERIOD);
         lost_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                guard = ring.readable_mut() => {
-                    let mut guard = guard.context("waiting on the ring buffer")?;
+                ready = ring.ready() => {
+                    ready.context("waiting on the ring buffer")?;
                     // A batch at a time: under a flood that never lets the
                     // ring empty, signals and the loss check still get their
                     // turn (select! picks among ready branches at random).
-                    let mut drained = self.drain(guard.get_inner_mut(), DRAIN_BATCH).map(|more| {
-                        if !more {
-                            guard.clear_ready();
-                        }
-                    });
+                    let mut drained = self.drain(&mut ring, DRAIN_BATCH).map(drop);
                     if drained.is_ok() {
                         drained = self.reporter.settle().and_then(|()| self.reporter.sink.flush());
                     }
@@ -250,7 +239,7 @@ impl<S: Sink> Watch<S> {
         }
         // Whatever arrived before the signal is still reported: at most a
         // full ring buffer's worth, so a flood cannot keep us from exiting.
-        self.drain(ring.get_mut(), FINAL_DRAIN_LIMIT)?;
+        self.drain(&mut ring, FINAL_DRAIN_LIMIT)?;
         self.report_lost()?;
         self.reporter.sink.flush()?;
         Ok(())
@@ -267,7 +256,7 @@ impl<S: Sink> Watch<S> {
 
     /// Handles at most `limit` records; true when it stopped at the limit
     /// (more may wait), false when the ring buffer is empty.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, limit: usize) -> io::Result<bool> {
+    fn drain(&mut self, ring: &mut RingReader, limit: usize) -> io::Result<bool> {
         for _ in 0..limit {
             let Some(item) = ring.next() else {
                 return Ok(false);
