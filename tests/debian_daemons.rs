@@ -100,6 +100,29 @@ fn sync(watcher: &mut Watcher, all: &mut Vec<Value>) {
     drop(marker);
 }
 
+/// Syncs (see [`sync`]) until an event from `all[from..]` on accepts one,
+/// for at most `within`: for what the daemon writes a little after the
+/// kernel's record (a holder found in /proc). Whether one came.
+fn sync_until(
+    watcher: &mut Watcher,
+    all: &mut Vec<Value>,
+    from: usize,
+    within: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        sync(watcher, all);
+        if all[from..].iter().any(&pred) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(POLL);
+    }
+}
+
 /// `comm/user`, and the socket options when the event has any.
 fn who(e: &Value) -> String {
     let mut out = format!("{}/{}", e["comm"].as_str().unwrap_or("?"), e["user"].as_str().unwrap_or("?"));
@@ -238,7 +261,6 @@ fn coverage_table(rows: &[Coverage]) -> String {
 /// inode `ss` shows, so sockets are matched by protocol and address and
 /// port, or path.
 #[test]
-#[ignore = "needs the holder model (issue 11)"]
 fn every_daemon_socket_is_reported_live_with_a_holder() {
     if !require("every_daemon_socket_is_reported_live_with_a_holder") {
         return;
@@ -256,8 +278,9 @@ fn every_daemon_socket_is_reported_live_with_a_holder() {
         for socket in sockets_of(&sockets, &d.pids()) {
             let at_place = events
                 .iter()
-                // (Not the test's own probes for a free port.)
-                .filter(|e| is_live_report(e) && same_place(e, &socket) && e["pid"] != std::process::id())
+                // The daemon's own: on a shared host another process may
+                // have used the same port before (the test's probes too).
+                .filter(|e| is_live_report(e) && same_place(e, &socket) && belongs(e, d.kind, &d.seen_pids))
                 .map(|e| (e["event"].as_str().unwrap_or("?").to_owned(), event_pids(e), who(e)))
                 .collect();
             rows.push(Coverage { daemon: d.kind, socket, events: at_place });
@@ -299,10 +322,11 @@ const COUNTED: [&str; 11] = [
 /// Of those, the raw events: counted, not printed as examples.
 const RAW: [&str; 3] = ["bind", "listen", "close"];
 
-/// Whether a daemon-mode event is about this daemon: its program runs it,
-/// or one of the daemon's pids, or (when `window` is true) it is about one
-/// of the places the daemon held before or after its restart.
-fn belongs(e: &Value, kind: Kind, pids: &BTreeSet<u32>, places: &[SsSocket]) -> bool {
+/// Whether an event is about this daemon: its program runs it, or it
+/// names one of the daemon's pids (never the test's own markers and probes).
+/// Not by place alone: on a shared host another process may use the
+/// daemon's port between two of its starts.
+fn belongs(e: &Value, kind: Kind, pids: &BTreeSet<u32>) -> bool {
     let program = |key: &str| {
         e[key].as_str().and_then(|p| Path::new(p).file_name()).is_some_and(|n| kind.programs().iter().any(|p| n == *p))
     };
@@ -310,17 +334,14 @@ fn belongs(e: &Value, kind: Kind, pids: &BTreeSet<u32>, places: &[SsSocket]) -> 
         return false; // the test's own markers and probes
     }
     let comm = e["comm"].as_str().is_some_and(|c| kind.programs().contains(&c));
-    program("exe")
-        || program("previous_exe")
-        || comm
-        || !event_pids(e).is_disjoint(pids)
-        || places.iter().any(|s| same_place(e, s))
+    program("exe") || program("previous_exe") || comm || !event_pids(e).is_disjoint(pids)
 }
 
 /// `watcher baseline` while the eight run, `watcher daemon` on it, each
 /// restarted once: no `alert`, no `owner_changed`; a `restarted` with the
 /// same exe and user for each daemon on fixed places; rpc.statd's new
-/// ports allowed. Prints, per daemon, the counts of each lifecycle event
+/// ports allowed. Then each restarted a second time, with the same demands
+/// (its sockets were seen coming up live this time). Prints, per daemon, the counts of each lifecycle event
 /// and an example of each.
 #[test]
 #[ignore = "needs the holder model (issue 11)"]
@@ -347,48 +368,59 @@ fn restart_each_under_baseline_raises_nothing() {
 
     let mut report = String::new();
     let mut failures = Vec::new();
-    for kind in ALL {
-        let before_places = sockets_of(&ss_sockets(), &daemons.get(kind).pids());
-        let from = all.len();
-        daemons.get(kind).restart();
-        let after_places = sockets_of(&ss_sockets(), &daemons.get(kind).pids());
-        sync(&mut watcher, &mut all);
-        let d = daemons.get(kind);
-        let places: Vec<SsSocket> = before_places.iter().chain(&after_places).cloned().collect();
-        let mine: Vec<&Value> = all[from..].iter().filter(|e| belongs(e, kind, &d.seen_pids, &places)).collect();
-        let mut counts: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
-        for e in &mine {
-            if let Some(name) = COUNTED.iter().find(|c| e["event"] == **c) {
-                counts.entry(name).or_default().push(e);
+    // Round 1 restarts daemons whose sockets the daemon knows from its
+    // start-up snapshot; round 2 those it saw come up live.
+    for round in 1..=2 {
+        for kind in ALL {
+            let before_places = sockets_of(&ss_sockets(), &daemons.get(kind).pids());
+            let from = all.len();
+            daemons.get(kind).restart();
+            let after_places = sockets_of(&ss_sockets(), &daemons.get(kind).pids());
+            sync(&mut watcher, &mut all);
+            let d = daemons.get(kind);
+            let mine: Vec<&Value> = all[from..].iter().filter(|e| belongs(e, kind, &d.seen_pids)).collect();
+            let mut counts: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+            for e in &mine {
+                if let Some(name) = COUNTED.iter().find(|c| e["event"] == **c) {
+                    counts.entry(name).or_default().push(e);
+                }
             }
-        }
-        let summary: Vec<String> =
-            COUNTED.iter().map(|c| format!("{c}={}", counts.get(c).map_or(0, Vec::len))).collect();
-        writeln!(report, "== {kind}: {}", summary.join(" ")).unwrap();
-        let old: Vec<String> = before_places.iter().map(SsSocket::place).collect();
-        let new: Vec<String> = after_places.iter().map(SsSocket::place).collect();
-        writeln!(report, "   places before: {old:?}\n   places after:  {new:?}").unwrap();
-        // The daemon's own events about it, in the order written (the raw
-        // bind/listen/close left out), at most 24.
-        let timeline: Vec<&&Value> =
-            mine.iter().filter(|e| COUNTED.iter().any(|c| e["event"] == *c && !RAW.contains(c))).collect();
-        for e in timeline.iter().take(24) {
-            writeln!(report, "   {}", short(e)).unwrap();
-        }
-        for bad in ["alert", "owner_changed"] {
-            if let Some(lines) = counts.get(bad) {
-                failures.push(format!("{kind}: {} {bad}", lines.len()));
+            let summary: Vec<String> =
+                COUNTED.iter().map(|c| format!("{c}={}", counts.get(c).map_or(0, Vec::len))).collect();
+            writeln!(report, "== round {round}, {kind}: {}", summary.join(" ")).unwrap();
+            let old: Vec<String> = before_places.iter().map(SsSocket::place).collect();
+            let new: Vec<String> = after_places.iter().map(SsSocket::place).collect();
+            writeln!(report, "   places before: {old:?}\n   places after:  {new:?}").unwrap();
+            // The daemon's own events about it, in the order written (the raw
+            // bind/listen/close left out), at most 24.
+            let timeline: Vec<&&Value> =
+                mine.iter().filter(|e| COUNTED.iter().any(|c| e["event"] == *c && !RAW.contains(c))).collect();
+            for e in timeline.iter().take(24) {
+                writeln!(report, "   {}", short(e)).unwrap();
             }
-        }
-        if kind.fixed_places() {
-            let good =
-                counts.get("restarted").into_iter().flatten().any(|e| e["same_exe"] == true && e["same_user"] == true);
-            if !good {
-                failures.push(format!("{kind}: no restarted with same_exe and same_user"));
+            for bad in ["alert", "owner_changed"] {
+                if let Some(lines) = counts.get(bad) {
+                    failures.push(format!("round {round}, {kind}: {} {bad}", lines.len()));
+                }
+            }
+            if kind.fixed_places() {
+                let good = counts
+                    .get("restarted")
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e["same_exe"] == true && e["same_user"] == true);
+                if !good {
+                    failures.push(format!("round {round}, {kind}: no restarted with same_exe and same_user"));
+                }
             }
         }
     }
     eprintln!("{report}");
+    // Every line the daemon wrote, for a closer look: DEBIAN_EVENTS=FILE.
+    if let Some(path) = std::env::var_os("DEBIAN_EVENTS") {
+        let lines: Vec<String> = all.iter().map(Value::to_string).collect();
+        std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
     daemons.stop_all();
     assert!(failures.is_empty(), "{failures:#?}\n{report}");
 }
@@ -443,8 +475,14 @@ impl Drop for PidFileKiller {
 
 use debian::End;
 
-fn holders_of_port(port: u16) -> BTreeSet<u32> {
-    ss_sockets().iter().filter(|s| s.netid == "tcp" && s.port == Some(port)).flat_map(|s| s.holder_pids()).collect()
+/// The TCP listeners on `port` now: (inode, holders as `ss -p` shows them).
+/// A listener is counted even when `ss` names no holder for it.
+fn listeners_on(port: u16) -> Vec<(Option<u64>, BTreeSet<u32>)> {
+    ss_sockets()
+        .iter()
+        .filter(|s| s.netid == "tcp" && s.port == Some(port))
+        .map(|s| (s.inode, s.holder_pids()))
+        .collect()
 }
 
 /// A daemonizing listener in C (bind, listen on a port no rule allows,
@@ -472,10 +510,10 @@ fn daemonizing_listener_leaves_no_survivor() {
 
     let started = Instant::now();
     let status = Command::new(&bin).arg(port.to_string()).arg(&pidfile).status().unwrap();
-    let mut held = holders_of_port(port);
+    let mut held = listeners_on(port);
     while !held.is_empty() && started.elapsed() < Duration::from_secs(1) {
         thread::sleep(Duration::from_millis(5));
-        held = holders_of_port(port);
+        held = listeners_on(port);
     }
     let free_after = started.elapsed();
     let mut events = Vec::new();
@@ -491,12 +529,29 @@ fn daemonizing_listener_leaves_no_survivor() {
         })
         .collect();
     let about: Vec<&Value> = events.iter().filter(|e| e["port"] == port).collect();
-    let mut report = format!("processes: {ends:?}; port free after {free_after:?} (holders then {held:?})\n");
+    let mut report =
+        format!("processes: {ends:?}; port free after {free_after:?} (listeners then, inode and holders: {held:?})\n");
+    for (role, pid, _) in ends.iter().filter(|(_, _, end)| *end == End::Alive) {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|f| {
+                format!(
+                    "{}->{}",
+                    f.file_name().to_string_lossy(),
+                    std::fs::read_link(f.path()).unwrap_or_default().display()
+                )
+            })
+            .collect();
+        writeln!(report, "  the {role} {pid} lives: stat {:?}, fds {fds:?}", state.split_whitespace().nth(2)).unwrap();
+    }
     for e in &about {
         writeln!(report, "  {}", short(e)).unwrap();
     }
     eprintln!("{report}");
-    assert!(held.is_empty(), "{held:?} still hold port {port} a second after it was opened\n{report}");
+    assert!(held.is_empty(), "port {port} still listens a second after it was opened: {held:?}\n{report}");
     let named: BTreeSet<u32> = about.iter().flat_map(|e| event_pids(e)).collect();
     let killed: BTreeSet<u32> = about
         .iter()
@@ -557,17 +612,24 @@ fn apache2_stop_start_is_down_then_restarted() {
         let from = all.len();
         let apache = daemons.get(Kind::Apache2);
         apache.stop();
-        sync(&mut watcher, &mut all);
+        let down = |e: &Value| e["port"] == port && e["proto"] == "tcp" && e["event"] == "listener_down";
+        sync_until(&mut watcher, &mut all, from, Duration::from_secs(2), down);
         let stopped = all.len();
         apache.start();
         let procs = apache.procs();
-        sync(&mut watcher, &mut all);
         // The holders that are not forks of another holder: apache2's root
         // parent (its binder has exited). Its www-data workers fork from it
         // after listen(), so no event at listen time can name them, and a
         // worker's fork is not an event of its own (README, The daemon).
         let pids_now: BTreeSet<u32> = procs.iter().map(|p| p.pid).collect();
         let roots: BTreeSet<u32> = procs.iter().filter(|p| !pids_now.contains(&p.ppid)).map(|p| p.pid).collect();
+        let names_roots = |e: &Value| {
+            e["port"] == port
+                && e["proto"] == "tcp"
+                && !matches!(e["event"].as_str(), Some("listen" | "bind"))
+                && roots.iter().all(|r| event_pids(e).contains(r))
+        };
+        sync_until(&mut watcher, &mut all, stopped, Duration::from_secs(2), names_roots);
         let pids: Vec<String> = procs.iter().map(|p| format!("{}({})", p.pid, debian::user(p.uid))).collect();
         writeln!(report, "== {round}: stop, start; processes after: {}", pids.join(" ")).unwrap();
         for (i, e) in all.iter().enumerate().skip(from).filter(|(_, e)| on_port(e)) {
@@ -634,7 +696,13 @@ fn handed_over_listener_holders_follow() {
     let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     receiver.expect("accepted");
     let mut all = Vec::new();
-    sync(&mut watcher, &mut all);
+    let receiver_pid = receiver.pid;
+    let names_receiver = |e: &Value| {
+        e["port"] == port
+            && !matches!(e["event"].as_str(), Some("listen" | "bind"))
+            && event_pids(e).contains(&receiver_pid)
+    };
+    sync_until(&mut watcher, &mut all, 0, Duration::from_secs(2), names_receiver);
     let on_port = |e: &&Value| e["port"] == port && e["proto"] == "tcp";
     let mut report = format!("sender {sender_pid}, receiver {}\n", receiver.pid);
     for e in all.iter().filter(on_port) {

@@ -171,6 +171,40 @@ def inflight(addr):
     sys.stdin.read()
 
 
+def before_start(directory):
+    """Sockets meant to exist before watcher starts: a bound UDP socket on
+    127.0.0.1, a UNIX stream listener at DIRECTORY/stream.sock and a UNIX
+    datagram socket bound to DIRECTORY/dgram.sock, all inherited by a
+    forked child. Prints "ready UDP_PORT STREAM_FD DGRAM_FD" and "child
+    PID". On "close" the child exits (and is waited for), then this process
+    closes the UDP and the stream sockets and prints "closed"; at the end of
+    input it exits still holding the datagram one (the kernel closes it)."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stream.bind(os.path.join(directory, "stream.sock"))
+    stream.listen(4)
+    dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dgram.bind(os.path.join(directory, "dgram.sock"))
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(w)
+        os.read(r, 1)
+        os._exit(0)
+    os.close(r)
+    say("ready", udp.getsockname()[1], stream.fileno(), dgram.fileno())
+    say("child", child)
+    wait_for("close")
+    os.close(w)
+    os.waitpid(child, 0)
+    udp.close()
+    stream.close()
+    say("closed")
+    sys.stdin.read()
+    os._exit(0)
+
+
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
     say("pid", os.getpid())
@@ -184,6 +218,7 @@ def main():
         "unix": unix_sockets,
         "hostile": hostile,
         "inflight": inflight,
+        "before_start": before_start,
     }[mode](*args)
 
 

@@ -27,6 +27,55 @@ pub const UNIX_SOCKETS_MAX: u32 = 16_384;
 /// on the host through the ring buffer.
 pub const BOUND_SOCKETS_MAX: u32 = 65_536;
 
+/// Name of the LRU map of bound UDP sockets: socket cookie → [`BoundSocket`].
+/// Filled by `post_bind`, emptied by `sock_release`; userspace seeds it at
+/// start with the bound UDP sockets of the snapshot, so that their closes
+/// are reported too.
+pub const BOUND_UDP_MAP: &str = "BOUND_UDP";
+/// Name of the LRU map of named UNIX sockets: (tgid << 32 | fd) →
+/// [`UnixSocket`]. Filled by bind(), emptied by close(); userspace seeds it
+/// at start with each holder (pid, fd) of the snapshot's UNIX sockets.
+pub const UNIX_SOCKETS_MAP: &str = "UNIX_SOCKETS";
+
+/// Where a bound UDP socket is bound ([`BOUND_UDP_MAP`]'s value):
+/// `sock_release` cannot read the local address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoundSocket {
+    /// IPv4 addresses use the first four bytes, in network order.
+    pub addr: [u8; 16],
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Local port, host byte order.
+    pub port: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<BoundSocket>() == 20);
+#[cfg(feature = "user")]
+// SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
+unsafe impl aya::Pod for BoundSocket {}
+
+/// A named UNIX socket of one process ([`UNIX_SOCKETS_MAP`]'s value): the
+/// address its bind() was given, from bind() to close() of that fd.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UnixSocket {
+    /// The `sockaddr_un` given to bind(): family, then the path (an
+    /// abstract name starts with a NUL and is `addr_len - 2` bytes long).
+    pub addr: [u8; SOCKADDR_BYTES],
+    pub fd: i32,
+    pub addr_len: u32,
+    /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
+    pub sock_type: u32,
+    /// 1 once reported (listening, or a named datagram socket): its close is then reported too.
+    pub reported: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<UnixSocket>() == SOCKADDR_BYTES + 16);
+#[cfg(feature = "user")]
+// SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
+unsafe impl aya::Pod for UnixSocket {}
+
 /// Why a program could not do its whole job. Counted per CPU in
 /// [`ERRORS_MAP`] at index `kind as u32`; userspace sums and reports them
 /// beside the lost records.

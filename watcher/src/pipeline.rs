@@ -9,16 +9,15 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, PerCpuArray};
 use chrono::{DateTime, Utc};
 use log::warn;
 use nix::time::{ClockId, clock_gettime};
 use tokio::{
-    io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
     time::{Duration, MissedTickBehavior, interval},
 };
-use watcher_common::{EVENTS_MAP, LOST_MAP};
+use watcher_common::{AF_INET, AF_INET6, BoundSocket, LOST_MAP, ProgramError, UnixSocket};
 
 use crate::{
     enrich::{
@@ -28,8 +27,13 @@ use crate::{
         unix_listeners::UnixListeners,
     },
     host::{cgroups::CgroupNames, process::ProcessLookup},
-    kernel::loader::{self, LoadOptions, MissingHook},
-    model::socket::Local,
+    kernel::{
+        counters::ProgramErrors,
+        loader::{self, LoadOptions, MissingHook},
+        ring::RingReader,
+        seed,
+    },
+    model::socket::{Local, Proto},
     output::{
         sink::{PipelineStats, Sink},
         stdout_closed::StdoutClosed,
@@ -38,7 +42,11 @@ use crate::{
     record::decode::{Record, SocketKind, Task},
     snapshot::{
         holders::{self, HolderInfo},
-        sock_diag,
+        sock_diag::{self, ExistingSocket, Snapshot},
+    },
+    state::{
+        lifecycle::{Change, Socket},
+        tracker::{Sighting, Tracker, existing_socket, holder_of, key_of_existing},
     },
 };
 
@@ -66,23 +74,21 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
         enforce: sink.enforces(),
     })?;
     sink.attached(&mut attached)?;
-    let ring =
-        RingBuf::try_from(attached.ebpf.take_map(EVENTS_MAP).context("map EVENTS missing from the eBPF object")?)
-            .context("opening the EVENTS ring buffer")?;
+    let ring = RingReader::new(&mut attached.ebpf)?;
     let lost = PerCpuArray::<MapData, u64>::try_from(
         attached.ebpf.take_map(LOST_MAP).context("map LOST missing from the eBPF object")?,
     )
     .context("opening the LOST counter")?;
-    // SAFETY: the RingBuf owns its map fd, which stays open and is not
-    // replaced while the AsyncFd owns the RingBuf.
-    let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .context("registering the ring buffer with tokio")?;
+    // Without it (an object built without the map) nothing is counted, and that is said.
+    let program_errors = ProgramErrors::take(&mut attached.ebpf)
+        .inspect_err(|e| warn!("the kernel programs' errors will not be counted: {e:#}"))
+        .ok();
 
     // Filled after the programs are attached, so that a process started in
     // between is seen by one or the other.
     let mut processes = ProcessTable::new(ProcessLookup::default());
     processes.fill_from_proc();
+    let sink_follows = sink.follows_holders();
     let mut watch = Watch {
         reporter: Reporter {
             filter: options.filter,
@@ -94,17 +100,26 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
                 .map(CgroupNames::open)
                 .and_then(|opened| opened.inspect_err(|e| warn!("events will not name their cgroup: {e:#}")).ok()),
             clock: WallClock::new()?,
+            tracker: sink_follows.then(Tracker::default),
+            lookup: ProcessLookup::default(),
         },
         socket_options: SocketOptions::default(),
         unix_listeners: UnixListeners::default(),
         already_reported: AlreadyReported::default(),
         lost,
         lost_reported: 0,
+        program_errors,
+        errors_unsaid: Vec::new(),
+        errors_said_at: None,
     };
     let started = (|| {
         watch.reporter.sink.start()?;
         if options.snapshot {
-            watch.already_reported = report_existing(&mut watch.reporter)?;
+            let snapshot;
+            (watch.already_reported, snapshot) = report_existing(&mut watch.reporter)?;
+            if let Some(snapshot) = snapshot {
+                seed_closes(&mut attached.ebpf, &snapshot, &mut watch.unix_listeners);
+            }
         }
         watch.reporter.sink.flush()?;
         watch.reporter.sink.tick(&watch.reporter.stats())?;
@@ -128,6 +143,9 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
     drop(attached); // detaches every program
     result
 }
+
+/// The kernel programs' errors are warned about at most this often.
+const ERRORS_SAID_EVERY: Duration = Duration::from_secs(10);
 
 /// Records handled per wake-up of the ring buffer.
 const DRAIN_BATCH: usize = 4096;
@@ -160,6 +178,11 @@ struct Watch<S: Sink> {
     already_reported: AlreadyReported,
     lost: PerCpuArray<MapData, u64>,
     lost_reported: u64,
+    /// What the kernel programs could not do (ERRORS), read with LOST.
+    program_errors: Option<ProgramErrors>,
+    /// Errors counted since the last warning, said at most every 10 s.
+    errors_unsaid: Vec<(ProgramError, u64)>,
+    errors_said_at: Option<std::time::Instant>,
 }
 
 /// Names the process of an event, filters, and hands it to the sink.
@@ -169,34 +192,35 @@ struct Reporter<S: Sink> {
     processes: ProcessTable,
     cgroups: Option<CgroupNames>,
     clock: WallClock,
+    /// Who holds each listener the events named, for a sink that wants to
+    /// hear when they all went and others hold it (`holders_changed`).
+    tracker: Option<Tracker>,
+    lookup: ProcessLookup,
 }
 
 impl<S: Sink> Watch<S> {
-    async fn stream(&mut self, mut ring: AsyncFd<RingBuf<MapData>>, signals: Signals) -> anyhow::Result<()> {
+    async fn stream(&mut self, mut ring: RingReader, signals: Signals) -> anyhow::Result<()> {
         let Signals { mut sigint, mut sigterm, mut sighup, mut stdout_closed } = signals;
         let mut lost_check = interval(LOST_CHECK_PERIOD);
         lost_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                guard = ring.readable_mut() => {
-                    let mut guard = guard.context("waiting on the ring buffer")?;
+                ready = ring.ready() => {
+                    ready.context("waiting on the ring buffer")?;
                     // A batch at a time: under a flood that never lets the
                     // ring empty, signals and the loss check still get their
                     // turn (select! picks among ready branches at random).
-                    let mut drained = self.drain(guard.get_inner_mut(), DRAIN_BATCH).map(|more| {
-                        if !more {
-                            guard.clear_ready();
-                        }
-                    });
+                    let mut drained = self.drain(&mut ring, DRAIN_BATCH).map(drop);
                     if drained.is_ok() {
-                        drained = self.reporter.sink.flush();
+                        drained = self.reporter.settle().and_then(|()| self.reporter.sink.flush());
                     }
                     if !self.keep_going(drained)? {
                         return Ok(());
                     }
                 }
                 _ = lost_check.tick() => {
-                    let stats = self.reporter.stats();
+                    let mut stats = self.reporter.stats();
+                    stats.program_errors = self.program_errors_since_last();
                     let reported = self.report_lost().and_then(|()| self.reporter.sink.tick(&stats));
                     if !self.keep_going(reported)? {
                         return Ok(());
@@ -215,7 +239,7 @@ impl<S: Sink> Watch<S> {
         }
         // Whatever arrived before the signal is still reported: at most a
         // full ring buffer's worth, so a flood cannot keep us from exiting.
-        self.drain(ring.get_mut(), FINAL_DRAIN_LIMIT)?;
+        self.drain(&mut ring, FINAL_DRAIN_LIMIT)?;
         self.report_lost()?;
         self.reporter.sink.flush()?;
         Ok(())
@@ -232,7 +256,7 @@ impl<S: Sink> Watch<S> {
 
     /// Handles at most `limit` records; true when it stopped at the limit
     /// (more may wait), false when the ring buffer is empty.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, limit: usize) -> io::Result<bool> {
+    fn drain(&mut self, ring: &mut RingReader, limit: usize) -> io::Result<bool> {
         for _ in 0..limit {
             let Some(item) = ring.next() else {
                 return Ok(false);
@@ -304,7 +328,7 @@ impl<S: Sink> Watch<S> {
             Record::UnixClose { .. } => return Ok(()),
             Record::Fork { .. } | Record::Exit { .. } | Record::ExecArgs { .. } | Record::Exec { .. } => {
                 self.reporter.processes.apply(record);
-                return self.reporter.sink.process(record);
+                return self.reporter.process(record);
             }
             Record::SockoptSet { .. } => return Ok(()),
         };
@@ -312,6 +336,35 @@ impl<S: Sink> Watch<S> {
             return Ok(());
         }
         self.reporter.print(task, what, seen_ktime_ns)
+    }
+
+    /// The kernel programs' errors since the last look, by kind; a warning
+    /// at most every 10 s says what they were.
+    fn program_errors_since_last(&mut self) -> Vec<(ProgramError, u64)> {
+        let Some(errors) = &mut self.program_errors else { return Vec::new() };
+        let grown = match errors.new_since_last() {
+            Ok(grown) => grown,
+            Err(e) => {
+                warn!("reading the kernel programs' error counter: {e:#}");
+                return Vec::new();
+            }
+        };
+        for (kind, count) in &grown {
+            match self.errors_unsaid.iter_mut().find(|(k, _)| k == kind) {
+                Some((_, n)) => *n += count,
+                None => self.errors_unsaid.push((*kind, *count)),
+            }
+        }
+        if !self.errors_unsaid.is_empty() && self.errors_said_at.is_none_or(|at| at.elapsed() >= ERRORS_SAID_EVERY) {
+            let what: Vec<String> = self.errors_unsaid.iter().map(|(k, n)| format!("{n} {}", k.name())).collect();
+            warn!(
+                "the kernel programs could not do part of their work: {} (watcher_program_errors_total)",
+                what.join(", ")
+            );
+            self.errors_unsaid.clear();
+            self.errors_said_at = Some(std::time::Instant::now());
+        }
+        grown
     }
 
     fn report_lost(&mut self) -> io::Result<()> {
@@ -335,7 +388,7 @@ impl<S: Sink> Watch<S> {
 
 impl<S: Sink> Reporter<S> {
     fn stats(&self) -> PipelineStats {
-        PipelineStats { processes: self.processes.len() }
+        PipelineStats { processes: self.processes.len(), program_errors: Vec::new() }
     }
 
     fn print(&mut self, task: &Task, what: What<'_>, seen_ktime_ns: u64) -> io::Result<()> {
@@ -344,7 +397,7 @@ impl<S: Sink> Reporter<S> {
         }
         let process = self.processes.get(task.pid);
         let user = self.processes.user_name(task.uid);
-        self.sink.report(&Report {
+        let report = Report {
             task,
             process: &process,
             user: user.as_deref(),
@@ -352,7 +405,38 @@ impl<S: Sink> Reporter<S> {
             seen_ktime_ns,
             cgroup: self.cgroups.as_mut().and_then(|c| c.name(task.cgroup_id)),
             what,
-        })
+        };
+        self.sink.report(&report)?;
+        if let Some(tracker) = &mut self.tracker
+            && let Some(s) = Sighting::of(&report)
+        {
+            if s.up {
+                tracker.up(s.key, Socket::new(s.id, holder_of(&report), Vec::new()), task.ktime_ns);
+            } else {
+                tracker.closed(&s.key, s.id, task.pid, task.ktime_ns);
+            }
+        }
+        Ok(())
+    }
+
+    /// A fork or exit, for the holders the tracker follows.
+    fn process(&mut self, record: &Record) -> io::Result<()> {
+        if let Some(tracker) = &mut self.tracker {
+            tracker.process(record);
+        }
+        self.sink.process(record)
+    }
+
+    /// After a drained batch: the holders of listeners whose named holders exited.
+    fn settle(&mut self) -> io::Result<()> {
+        if let Some(tracker) = &mut self.tracker {
+            for change in tracker.settle(&mut self.lookup) {
+                if let Change::HoldersChanged { .. } = change {
+                    self.sink.lifecycle(Utc::now(), &change)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -360,12 +444,12 @@ impl<S: Sink> Reporter<S> {
 /// live stream. The programs are attached first, so a socket that comes up
 /// while the snapshot is taken is in the ring buffer, the snapshot, or
 /// both; [`AlreadyReported`] drops the live event in the last case.
-fn report_existing<S: Sink>(reporter: &mut Reporter<S>) -> anyhow::Result<AlreadyReported> {
+fn report_existing<S: Sink>(reporter: &mut Reporter<S>) -> anyhow::Result<(AlreadyReported, Option<Snapshot>)> {
     let snapshot = match sock_diag::take(Path::new("/proc"), &reporter.filter.pids) {
         Ok(snapshot) => snapshot,
         Err(e) => {
             warn!("no snapshot of the sockets already there: {e:#}");
-            return Ok(AlreadyReported::default());
+            return Ok((AlreadyReported::default(), None));
         }
     };
     let until_ns = monotonic_ns();
@@ -383,6 +467,11 @@ fn report_existing<S: Sink>(reporter: &mut Reporter<S>) -> anyhow::Result<Alread
         let same = rows[at..].iter().take_while(|(s, _)| std::ptr::eq(*s, socket)).count();
         let kept: Vec<HolderInfo> = rows[at..at + same].iter().filter_map(|(_, h)| h.cloned()).collect();
         reporter.sink.existing(time, socket, &kept, snapshot.netns)?;
+        if let Some(tracker) = &mut reporter.tracker
+            && let Some(key) = key_of_existing(socket, snapshot.netns.unwrap_or(0))
+        {
+            tracker.up(key, existing_socket(socket, &kept, &mut reporter.lookup), until_ns);
+        }
         at += same;
     }
     let mut held = HashMap::new();
@@ -393,7 +482,95 @@ fn report_existing<S: Sink>(reporter: &mut Reporter<S>) -> anyhow::Result<Alread
             by_address.insert((holder.pid, socket.local.clone()));
         }
     }
-    Ok(AlreadyReported { until_ns, held, by_address })
+    Ok((AlreadyReported { until_ns, held, by_address }, Some(snapshot)))
+}
+
+/// Hands the sockets of the snapshot to the kernel's socket maps (and the
+/// UNIX ones to [`UnixListeners`]) as their binds would have: a bound UDP
+/// socket by its cookie, a UNIX socket by each (pid, fd) holding it. Their
+/// closes are then reported live like those of sockets bound later.
+/// Whatever cannot be handed over is named in a warning.
+fn seed_closes(ebpf: &mut aya::Ebpf, snapshot: &Snapshot, unix: &mut UnixListeners) {
+    let udp: Vec<(u64, BoundSocket)> = snapshot
+        .sockets
+        .iter()
+        .filter(|s| s.proto == Proto::Udp)
+        .filter_map(|s| match (&s.local, s.cookie) {
+            (Local::Inet { addr, port }, Some(cookie)) => Some((cookie, bound_socket(addr, *port))),
+            _ => None,
+        })
+        .collect();
+    match seed::seed_bound_udp(ebpf, &udp) {
+        Ok(seeded) => warn_unseeded(&seeded, "bound UDP sockets already there", "are closed"),
+        Err(e) => {
+            warn!("the {} bound UDP sockets already there will not be reported when they close: {e:#}", udp.len())
+        }
+    }
+
+    // One entry per holder of each UNIX socket.
+    let mut held: Vec<(u32, UnixSocket)> = Vec::new();
+    let mut of_socket: Vec<(&ExistingSocket, std::ops::Range<usize>)> = Vec::new();
+    for socket in snapshot.sockets.iter().filter(|s| s.proto == Proto::Unix) {
+        let Local::Unix { path } = &socket.local else { continue };
+        let start = held.len();
+        for holder in snapshot.holders.get(&socket.inode).into_iter().flatten() {
+            if let Some(entry) = seed::unix_entry(path, holder.fd, u32::from(socket.sock_type)) {
+                held.push((holder.pid, entry));
+            }
+        }
+        of_socket.push((socket, start..held.len()));
+    }
+    match seed::seed_unix(ebpf, &held) {
+        Ok(seeded) => warn_unseeded(&seeded, "holders of UNIX sockets already there", "close them"),
+        Err(e) => warn!(
+            "the UNIX sockets already there will not be reported when closed (only at their holders' exit): {e:#}"
+        ),
+    }
+    for (socket, range) in of_socket {
+        let Local::Unix { path } = &socket.local else { continue };
+        // A holder that closed its fd between the snapshot and the seeding
+        // was not seen closing: its entry is taken back.
+        let still: Vec<(u32, i32)> = held[range]
+            .iter()
+            .filter(|(pid, entry)| {
+                let holds = sock_diag::holds(Path::new("/proc"), *pid, entry.fd, socket.inode);
+                if !holds && let Err(e) = seed::unseed_unix(ebpf, *pid, entry) {
+                    warn!("{e:#}");
+                }
+                holds
+            })
+            .map(|(pid, entry)| (*pid, entry.fd))
+            .collect();
+        unix.seed(path, u32::from(socket.sock_type), &still);
+    }
+}
+
+/// Warns when some sockets of the snapshot could not be handed to the kernel.
+fn warn_unseeded(seeded: &seed::Seeded, what: &str, when: &str) {
+    if seeded.skipped > 0 {
+        warn!(
+            "{} of the {what} will not be reported when they {when} ({}); {} will",
+            seeded.skipped,
+            seeded.first_error.as_deref().unwrap_or("unknown error"),
+            seeded.inserted + seeded.present,
+        );
+    }
+}
+
+/// A bound UDP socket as post_bind records it.
+fn bound_socket(addr: &std::net::IpAddr, port: u16) -> BoundSocket {
+    let mut bytes = [0u8; 16];
+    let family = match addr {
+        std::net::IpAddr::V4(v4) => {
+            bytes[..4].copy_from_slice(&v4.octets());
+            AF_INET
+        }
+        std::net::IpAddr::V6(v6) => {
+            bytes.copy_from_slice(&v6.octets());
+            AF_INET6
+        }
+    };
+    BoundSocket { addr: bytes, family, port }
 }
 
 /// Sockets the snapshot reported, by (pid, fd): a live bind, listen or

@@ -169,7 +169,7 @@ fn ensure_packages(packages: &[(&str, &str)]) -> anyhow::Result<()> {
     // The daemons' postinst scripts would start them (rpcbind on port 111,
     // exim4 on 25, apache2 on 80, ...): the tests start their own and a
     // running copy would take their ports. Forbid every start while apt runs.
-    let _no_starts = ForbidServiceStarts::install()?;
+    let _no_starts = ForbidServiceStarts::install(PathBuf::from(POLICY_RC_D))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         // Keep any configuration file already there, ask nothing.
@@ -182,29 +182,30 @@ fn ensure_packages(packages: &[(&str, &str)]) -> anyhow::Result<()> {
 /// present while it lives. One already there (a container image's, an
 /// administrator's) is left as it is and in force.
 struct ForbidServiceStarts {
+    path: PathBuf,
     ours: bool,
 }
 
 impl ForbidServiceStarts {
-    fn install() -> anyhow::Result<Self> {
-        if PathBuf::from(POLICY_RC_D).exists() {
-            eprintln!("xtask: {POLICY_RC_D} present: apt's service starts follow it");
-            return Ok(Self { ours: false });
+    fn install(path: PathBuf) -> anyhow::Result<Self> {
+        if path.exists() {
+            eprintln!("xtask: {} present: apt's service starts follow it", path.display());
+            return Ok(Self { path, ours: false });
         }
-        fs::write(POLICY_RC_D, "#!/bin/sh\n# Written by `cargo xtask setup` while it installs packages.\nexit 101\n")
-            .with_context(|| format!("writing {POLICY_RC_D}"))?;
-        fs::set_permissions(POLICY_RC_D, fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("making {POLICY_RC_D} executable"))?;
-        Ok(Self { ours: true })
+        fs::write(&path, "#!/bin/sh\n# Written by `cargo xtask setup` while it installs packages.\nexit 101\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {} executable", path.display()))?;
+        Ok(Self { path, ours: true })
     }
 }
 
 impl Drop for ForbidServiceStarts {
     fn drop(&mut self) {
         if self.ours
-            && let Err(e) = fs::remove_file(POLICY_RC_D)
+            && let Err(e) = fs::remove_file(&self.path)
         {
-            eprintln!("xtask: warning: removing {POLICY_RC_D}: {e}");
+            eprintln!("xtask: warning: removing {}: {e}", self.path.display());
         }
     }
 }
@@ -287,4 +288,30 @@ fn find_vng() -> Option<PathBuf> {
         output(Command::new("python3").args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"]))?;
     let vng = PathBuf::from(scripts.trim()).join("vng");
     output(Command::new(&vng).arg("--version")).map(|_| vng)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    /// Ours answers 101 while it lives and is gone after; one already
+    /// there is left as it was.
+    #[test]
+    fn policy_rc_d_forbids_starts_while_apt_runs() {
+        let dir = std::env::temp_dir().join(format!("xtask-policy-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("policy-rc.d");
+        {
+            let _guard = ForbidServiceStarts::install(path.clone()).unwrap();
+            let status = Command::new(&path).args(["rpcbind", "start"]).status().unwrap();
+            assert_eq!(status.code(), Some(101));
+        }
+        assert!(!path.exists(), "removed when dropped");
+        fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
+        drop(ForbidServiceStarts::install(path.clone()).unwrap());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "#!/bin/sh\nexit 0\n", "someone else's is kept");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

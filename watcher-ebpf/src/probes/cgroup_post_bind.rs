@@ -9,7 +9,7 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::SockContext,
 };
-use watcher_common::{AF_INET, AF_INET6, BOUND_SOCKETS_MAX, EventKind, IPPROTO_UDP, SocketRecord};
+use watcher_common::{AF_INET, AF_INET6, BOUND_SOCKETS_MAX, BoundSocket, EventKind, IPPROTO_UDP, SocketRecord};
 
 use super::{ALLOW, syscall_bind_listen::bind_fd};
 use crate::{
@@ -20,16 +20,9 @@ use crate::{
 /// Where each explicitly bound UDP socket is bound, by socket cookie:
 /// `sock_release` cannot read the local address, and looking the cookie up
 /// here is how it tells a bound socket from the host's many others.
+/// Userspace seeds it at start with the bound UDP sockets already there.
 #[map(name = "BOUND_UDP")]
 pub static BOUND_UDP: LruHashMap<u64, BoundSocket> = LruHashMap::with_max_entries(BOUND_SOCKETS_MAX, 0);
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct BoundSocket {
-    pub addr: [u8; 16],
-    pub family: u16,
-    pub port: u16,
-}
 
 #[cgroup_sock(post_bind4)]
 pub fn post_bind4(ctx: SockContext) -> i32 {

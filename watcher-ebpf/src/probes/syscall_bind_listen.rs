@@ -11,13 +11,17 @@
 //! reported at listen(); a datagram socket, which never listens, at a
 //! bind() to a path or an abstract name (syslog's /dev/log). Either is
 //! then reported at close() of that fd; its holders' exits are followed
-//! in userspace.
+//! in userspace. Userspace seeds the map at start with every (pid, fd)
+//! holding a UNIX socket of the snapshot, so that the close of a socket
+//! already there is reported too.
 use aya_ebpf::{
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
 };
-use watcher_common::{AF_UNIX, EventKind, ProgramError, SOCK_DGRAM, SOCKADDR_BYTES, SyscallRecord, UNIX_SOCKETS_MAX};
+use watcher_common::{
+    AF_UNIX, EventKind, ProgramError, SOCK_DGRAM, SOCKADDR_BYTES, SyscallRecord, UNIX_SOCKETS_MAX, UnixSocket,
+};
 
 use super::syscall_args::{
     ARG0, ARG1, ARG2, PENDING_BIND, PENDING_LISTEN, PendingBind, PendingListen, RET, arg, read_user_bytes, thread_key,
@@ -31,15 +35,6 @@ use crate::{
 /// autobind (the kernel picks an abstract name, unknown here), as a client
 /// does; it is not reported.
 const SUN_PATH_OFFSET: u32 = 2;
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct UnixSocket {
-    bind: PendingBind,
-    sock_type: u32,
-    /// 1 once reported (listening, or a named datagram socket): its close is then reported too.
-    reported: u32,
-}
 
 #[map(name = "UNIX_SOCKETS")]
 static UNIX_SOCKETS: LruHashMap<u64, UnixSocket> = LruHashMap::with_max_entries(UNIX_SOCKETS_MAX, 0);
@@ -96,7 +91,13 @@ fn try_sys_exit_bind(ctx: &TracePointContext) -> Result<(), ProgramError> {
     } else if is_unix(&pending) {
         let sock_type = socket_type_of_fd(pending.fd);
         let named_datagram = sock_type == SOCK_DGRAM && pending.addr_len > SUN_PATH_OFFSET;
-        let socket = UnixSocket { bind: pending, sock_type, reported: u32::from(named_datagram) };
+        let socket = UnixSocket {
+            addr: pending.addr,
+            fd: pending.fd,
+            addr_len: pending.addr_len,
+            sock_type,
+            reported: u32::from(named_datagram),
+        };
         UNIX_SOCKETS.insert(&fd_key(pending.fd), &socket, 0).or_count();
         if named_datagram {
             report(EventKind::UnixBind, pending.fd, 0, 0, sock_type, Some(&pending));
@@ -146,7 +147,7 @@ fn try_sys_exit_listen(ctx: &TracePointContext) -> Result<(), ProgramError> {
         // SAFETY: a valid pointer to this map entry, written in place.
         let (bind, sock_type) = unsafe {
             (*socket).reported = 1;
-            ((*socket).bind, (*socket).sock_type)
+            (bind_of(&*socket), (*socket).sock_type)
         };
         report(EventKind::UnixListen, pending.fd, 0, pending.backlog, sock_type, Some(&bind));
     }
@@ -172,9 +173,14 @@ fn try_sys_enter_close(ctx: &TracePointContext) -> Result<(), ProgramError> {
     // Only fails when the entry is already gone (evicted meanwhile).
     let _ = UNIX_SOCKETS.remove(&key);
     if socket.reported != 0 {
-        report(EventKind::UnixClose, fd, 0, 0, socket.sock_type, Some(&socket.bind));
+        report(EventKind::UnixClose, fd, 0, 0, socket.sock_type, Some(&bind_of(&socket)));
     }
     Ok(())
+}
+
+#[inline(always)]
+fn bind_of(socket: &UnixSocket) -> PendingBind {
+    PendingBind { addr: socket.addr, fd: socket.fd, addr_len: socket.addr_len }
 }
 
 /// Sends a SyscallRecord; `ret` is the syscall's return (negative errno) or 0.

@@ -4,7 +4,9 @@
 //! closes it or exits. The kernel sees close() only in the process that listened (its
 //! map is keyed by that process's fd), so holders are followed here: a
 //! forked child holds what its parent held — a daemon's parent often exits
-//! while its child keeps the socket.
+//! while its child keeps the socket. The sockets already there at start
+//! are seeded from the snapshot with every (pid, fd) that holds them (the
+//! kernel's map is seeded with the same), so they close the same way.
 use std::collections::HashMap;
 
 use crate::record::decode::{Record, Task};
@@ -32,6 +34,12 @@ impl UnixListeners {
     pub fn apply(&mut self, record: &Record) -> Vec<UnixClosed> {
         match record {
             Record::UnixListen { task, fd, sock_type, path, .. } | Record::UnixBind { task, fd, sock_type, path } => {
+                // The same socket again (a second listen(), or a listen the
+                // snapshot saw too): it keeps its holders.
+                let known = self.holders.get(&task.pid).and_then(|fds| fds.get(fd));
+                if known.and_then(|id| self.sockets.get(id)).is_some_and(|((p, t), _)| p == path && t == sock_type) {
+                    return Vec::new();
+                }
                 self.drop_holder(task, *fd); // an fd reused without our seeing its close
                 self.next_id += 1;
                 self.sockets.insert(self.next_id, ((path.clone(), *sock_type), 1));
@@ -58,6 +66,24 @@ impl UnixListeners {
                 closed
             }
             _ => Vec::new(),
+        }
+    }
+
+    /// A socket already there at start, bound to `path`, held by these
+    /// (pid, fd). A (pid, fd) that holds a socket already is left as it is.
+    pub fn seed(&mut self, path: &[u8], sock_type: u32, held: &[(u32, i32)]) {
+        let fresh: Vec<(u32, i32)> = held
+            .iter()
+            .copied()
+            .filter(|(pid, fd)| !self.holders.get(pid).is_some_and(|fds| fds.contains_key(fd)))
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        self.next_id += 1;
+        self.sockets.insert(self.next_id, ((path.to_vec(), sock_type), fresh.len()));
+        for (pid, fd) in fresh {
+            self.holders.entry(pid).or_default().insert(fd, self.next_id);
         }
     }
 
@@ -128,6 +154,25 @@ mod tests {
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].task.pid, 2, "named after the last holder");
         assert!(t.is_empty() && t.holders.is_empty());
+    }
+
+    /// A socket the snapshot found, held by a parent and its worker: the
+    /// close() of one is nothing, the exit of the other closes it.
+    #[test]
+    fn a_seeded_socket_closes_at_its_last_holder() {
+        let mut t = UnixListeners::default();
+        t.seed(b"/dev/printer", 1, &[(10, 3), (11, 3)]);
+        assert_eq!(t.len(), 1);
+        // Its listen seen live too (from before the snapshot ended): the same socket.
+        let again =
+            Record::UnixListen { task: task(10), fd: 3, backlog: 5, sock_type: 1, path: b"/dev/printer".to_vec() };
+        assert!(t.apply(&again).is_empty());
+        assert_eq!(t.len(), 1);
+        assert!(t.apply(&Record::UnixClose { task: task(10), fd: 3, sock_type: 1, path: vec![] }).is_empty());
+        let closed = t.apply(&Record::Exit { task: task(11), group_dead: true });
+        assert_eq!(closed.len(), 1);
+        assert_eq!((closed[0].task.pid, closed[0].fd, closed[0].path.as_slice()), (11, 3, b"/dev/printer".as_slice()));
+        assert!(t.is_empty());
     }
 
     #[test]

@@ -6,4 +6,5 @@ pub mod counters;
 pub mod loader;
 pub mod privileges;
 pub mod ring;
+pub mod seed;
 pub mod tracepoint_format;

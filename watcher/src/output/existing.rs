@@ -242,7 +242,7 @@ mod tests {
             Proto::Raw | Proto::Packet => 3,
             _ => 1,
         };
-        ExistingSocket { proto, family, sock_type, local, ifindex: 0, inode: 99, owner_uid: None }
+        ExistingSocket { proto, family, sock_type, local, ifindex: 0, inode: 99, owner_uid: None, cookie: None }
     }
 
     fn holder(pid: u32, comm: &[u8]) -> HolderInfo {

@@ -115,6 +115,37 @@ pub fn holding(
     Ok((inodes, found))
 }
 
+/// One socket waiting on a key, and who holds it.
+pub struct Held {
+    pub inode: u64,
+    pub cookie: Option<u64>,
+    /// Sorted by pid, one per process.
+    pub holders: Vec<HolderInfo>,
+}
+
+/// Who holds each socket waiting on (`proto`, `local`) in this network
+/// namespace now, socket by socket, looking only at `candidates` (every
+/// process when empty).
+pub fn holding_each(
+    lookup: &mut ProcessLookup,
+    proto: Proto,
+    local: &Local,
+    candidates: &[u32],
+) -> anyhow::Result<Vec<Held>> {
+    let (snapshot, mut holders) = take_named(lookup, candidates)?;
+    Ok(snapshot
+        .sockets
+        .iter()
+        .filter(|s| s.proto == proto && s.local == *local)
+        .map(|s| {
+            let mut found = holders.remove(&s.inode).unwrap_or_default();
+            found.sort_by_key(|h| h.pid);
+            found.dedup_by_key(|h| h.pid);
+            Held { inode: s.inode, cookie: s.cookie, holders: found }
+        })
+        .collect())
+}
+
 /// The process a socket of the snapshot is judged by, as a live event
 /// would name its creator: the holder running as the socket's owner (the
 /// uid that created it, kept by the kernel when the daemon later dropped

@@ -40,7 +40,7 @@ use anyhow::Context as _;
 use log::debug;
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-    NetlinkSerializable, NlasIterator, ParseableParametrized as _,
+    NetlinkSerializable, Nla as _, NlasIterator, ParseableParametrized as _,
 };
 use netlink_packet_sock_diag::{
     SockDiagMessage,
@@ -52,6 +52,9 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
 use crate::model::socket::{Family, Local, Proto};
 
+/// unix_diag: ask for the socket's owner uid, and its attribute.
+const UDIAG_SHOW_UID: u32 = 0x40;
+const UNIX_DIAG_UID: u16 = 9;
 const TCP_CLOSE: u8 = 7;
 const TCP_LISTEN: u8 = 10;
 const SOCK_STREAM: u8 = 1;
@@ -78,8 +81,13 @@ pub struct ExistingSocket {
     pub inode: u64,
     /// The socket's owner (`sk_uid`): the uid of the task that created it,
     /// kept when that task later drops privileges. sock_diag tells it for
-    /// TCP, UDP and raw sockets; None for the others.
+    /// TCP, UDP, raw and (Linux 5.3 and later) UNIX sockets; None for the others.
     pub owner_uid: Option<u32>,
+    /// The socket cookie (what `bpf_get_socket_cookie` returns in the
+    /// kernel programs, and the live UDP events carry as their socket id):
+    /// inet_diag and unix_diag report it, generating it if the socket had
+    /// none yet. None where the source does not tell it (/proc/net).
+    pub cookie: Option<u64>,
 }
 
 impl ExistingSocket {
@@ -243,6 +251,12 @@ pub fn holders(proc_root: &Path, inodes: &HashSet<u64>, only_pids: &[u32]) -> (H
     (found, unreadable)
 }
 
+/// Whether `pid` still holds socket `inode` as `fd`.
+pub fn holds(proc_root: &Path, pid: u32, fd: i32, inode: u64) -> bool {
+    fs::read_link(proc_root.join(format!("{pid}/fd/{fd}")))
+        .is_ok_and(|link| bracketed_number(link.as_os_str().as_bytes(), b"socket:[") == Some(inode))
+}
+
 /// A NETLINK_SOCK_DIAG socket, for one dump request at a time.
 struct Diag {
     socket: Socket,
@@ -370,6 +384,7 @@ impl Diag {
                 ifindex: h.socket_id.interface_id,
                 inode: u64::from(h.inode),
                 owner_uid: Some(h.uid),
+                cookie: cookie_of(&h.socket_id.cookie),
             });
         }
         Ok(found)
@@ -380,7 +395,9 @@ impl Diag {
         let request = SockDiagMessage::UnixRequest(UnixRequest {
             state_flags: unix::StateFlags::from_bits_retain((1 << TCP_LISTEN) | (1 << TCP_CLOSE)),
             inode: 0,
-            show_flags: ShowFlags::NAME,
+            // NAME, and the socket's owner uid (UDIAG_SHOW_UID, Linux 5.3),
+            // which the crate has no flag for.
+            show_flags: ShowFlags::NAME | ShowFlags::from_bits_retain(UDIAG_SHOW_UID),
             cookie: [0xff; 8],
         });
         let answers = self.dump(request).context("sock_diag dump of UNIX sockets")?;
@@ -392,6 +409,14 @@ impl Diag {
                 continue;
             };
             let h = &response.header;
+            let owner_uid = response.nlas.iter().find_map(|nla| match nla {
+                unix::nlas::Nla::Other(other) if other.kind() == UNIX_DIAG_UID && other.value_len() == 4 => {
+                    let mut value = [0u8; 4];
+                    other.emit_value(&mut value);
+                    Some(u32::from_ne_bytes(value))
+                }
+                _ => None,
+            });
             let path = match response.name() {
                 Some(UnixDiagName::Pathname(p)) => Some(p.as_bytes().to_vec()),
                 Some(UnixDiagName::Abstract(name)) => Some([&[0][..], name].concat()),
@@ -412,7 +437,8 @@ impl Diag {
                 local: Local::Unix { path: path.unwrap_or_default() },
                 ifindex: 0,
                 inode: u64::from(h.inode),
-                owner_uid: None,
+                owner_uid,
+                cookie: cookie_of(&h.cookie),
             });
         }
         Ok(found)
@@ -422,6 +448,15 @@ impl Diag {
     fn packet(&self) -> io::Result<Vec<ExistingSocket>> {
         Ok(self.dump(PacketDiagRequest)?.iter().filter_map(|p| parse_packet_diag(p)).collect())
     }
+}
+
+/// A sock_diag cookie: two `u32` in host order, the low half first
+/// (`sock_diag_save_cookie`); 0 (none) and all-ones (INET_DIAG_NOCOOKIE) are none.
+fn cookie_of(raw: &[u8; 8]) -> Option<u64> {
+    let low = u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    let high = u32::from_ne_bytes([raw[4], raw[5], raw[6], raw[7]]);
+    let cookie = u64::from(high) << 32 | u64::from(low);
+    (cookie != 0 && cookie != u64::MAX).then_some(cookie)
 }
 
 fn errno_at(payload: &[u8]) -> Option<i32> {
@@ -457,6 +492,7 @@ fn parse_packet_diag(payload: &[u8]) -> Option<ExistingSocket> {
         ifindex,
         inode: u64::from(inode),
         owner_uid: None,
+        cookie: cookie_of(payload[8..16].try_into().ok()?),
     })
 }
 
@@ -503,6 +539,7 @@ fn parse_proc_net_raw(line: &str, family: Family) -> Option<ExistingSocket> {
         ifindex: 0,
         inode: fields.get(9)?.parse().ok()?,
         owner_uid: None,
+        cookie: None,
     })
 }
 
@@ -524,6 +561,7 @@ fn parse_proc_net_packet(line: &str) -> Option<ExistingSocket> {
         ifindex: fields.get(4)?.parse().ok()?,
         inode: fields.get(8)?.parse().ok()?,
         owner_uid: None,
+        cookie: None,
     })
 }
 
@@ -553,6 +591,16 @@ mod tests {
         assert_eq!(bracketed_number(b"pipe:[12345]", b"socket:["), None);
         assert_eq!(bracketed_number(b"socket:[12x]", b"socket:["), None);
         assert_eq!(bracketed_number(b"/dev/null", b"socket:["), None);
+    }
+
+    #[test]
+    fn cookies_are_two_host_order_halves() {
+        let mut raw = [0u8; 8];
+        raw[..4].copy_from_slice(&0x0000_0002u32.to_ne_bytes());
+        raw[4..].copy_from_slice(&0x0000_0001u32.to_ne_bytes());
+        assert_eq!(cookie_of(&raw), Some(0x1_0000_0002));
+        assert_eq!(cookie_of(&[0; 8]), None);
+        assert_eq!(cookie_of(&[0xff; 8]), None);
     }
 
     #[test]
@@ -610,9 +658,12 @@ mod tests {
         };
         let ours = found.iter().find(|s| s.port() == Some(port)).expect("our listener is dumped");
         assert_eq!(ours.local, Local::Inet { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), port });
+        assert!(ours.cookie.is_some(), "the dump generates a cookie: {ours:?}");
         let (held, _) = holders(Path::new("/proc"), &HashSet::from([ours.inode]), &[std::process::id()]);
         use std::os::fd::AsRawFd as _;
         assert_eq!(held[&ours.inode], vec![Holder { pid: std::process::id(), fd: listener.as_raw_fd() }]);
+        assert!(holds(Path::new("/proc"), std::process::id(), listener.as_raw_fd(), ours.inode));
+        assert!(!holds(Path::new("/proc"), std::process::id(), listener.as_raw_fd(), ours.inode + 1));
         assert!(netns(Path::new("/proc")).is_some());
     }
 }

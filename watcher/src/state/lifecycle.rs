@@ -33,10 +33,14 @@ pub struct ListenerKey {
 }
 
 /// The kernel's identity of a socket. Live records and the snapshot name
-/// sockets differently (the kernel's socket pointer or cookie, the inode),
-/// so an identity only ever equals one of its own kind.
+/// sockets differently, so an identity only ever equals one of its own
+/// kind: the socket cookie (the snapshot's sockets, which sock_diag gives
+/// it for, and the live UDP binds and closes, which carry the cgroup
+/// hooks' `bpf_get_socket_cookie`), the kernel's socket pointer (live TCP
+/// state changes), the inode (a snapshot socket without a cookie).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SocketId {
+    Cookie(u64),
     Kernel(u64),
     Inode(u64),
 }
@@ -56,7 +60,14 @@ pub struct Socket {
     pub named: Vec<u32>,
     /// The named holders that exited since the last event that named any.
     pub previous_named: Vec<Holder>,
+    /// Every process other than the creator that held it in its life (the
+    /// first [`HELD_BY_KEPT`]): forked children that exited on their own
+    /// are named by `listener_down`.
+    pub held_by: Vec<Holder>,
 }
+
+/// How many past holders a socket remembers.
+pub const HELD_BY_KEPT: usize = 32;
 
 impl Socket {
     pub fn new(id: Option<SocketId>, creator: Holder, mut holders: Vec<Holder>) -> Self {
@@ -64,7 +75,26 @@ impl Socket {
             holders.push(creator.clone());
         }
         let named = holders.iter().map(|h| h.pid).filter(|&p| p != 0).collect();
-        Self { id, creator, holders, named, previous_named: Vec::new() }
+        let mut socket =
+            Self { id, creator, holders: Vec::new(), named, previous_named: Vec::new(), held_by: Vec::new() };
+        for h in holders {
+            socket.add_holder(h);
+        }
+        socket
+    }
+
+    /// A holder now, and so one in its life.
+    fn add_holder(&mut self, holder: Holder) {
+        if holder.pid != 0
+            && holder.pid != self.creator.pid
+            && self.held_by.len() < HELD_BY_KEPT
+            && !self.held_by.iter().any(|h| h.pid == holder.pid)
+        {
+            self.held_by.push(holder.clone());
+        }
+        if !self.holders.iter().any(|h| h.pid == holder.pid) {
+            self.holders.push(holder);
+        }
     }
 
     fn holds(&self, pid: u32) -> bool {
@@ -164,7 +194,7 @@ impl ListenerTable {
                 known.id = known.id.or(socket.id);
                 for h in socket.holders {
                     if !known.holds(h.pid) {
-                        known.holders.push(h);
+                        known.add_holder(h);
                     }
                 }
                 return Vec::new();
@@ -229,9 +259,7 @@ impl ListenerTable {
         for key in keys {
             let Some(live) = self.live.get_mut(key) else { continue };
             for socket in live.sockets.iter_mut().filter(|s| s.holders.iter().any(|h| h.pid == parent)) {
-                if !socket.holders.iter().any(|h| h.pid == child.pid) {
-                    socket.holders.push(child.clone());
-                }
+                socket.add_holder(child.clone());
             }
         }
     }
@@ -274,15 +302,25 @@ impl ListenerTable {
     }
 
     /// Who holds the sockets of `key` whose named holders are gone, as
-    /// /proc says: they become the named holders, and an event says so.
-    pub fn holders_now(&mut self, key: &ListenerKey, holders: Vec<Holder>) -> Vec<Change> {
+    /// /proc says (`holders_of` each such socket: by its identity where
+    /// /proc can tell it, so that a new socket on the same key is not taken
+    /// for the old one): they become the named holders, and an event says so.
+    pub fn holders_now(
+        &mut self,
+        key: &ListenerKey,
+        mut holders_of: impl FnMut(&Socket) -> Vec<Holder>,
+    ) -> Vec<Change> {
         let Some(live) = self.live.get_mut(key) else {
             return Vec::new();
         };
         let mut changes = Vec::new();
         for socket in live.sockets.iter_mut().filter(|s| s.named.is_empty()) {
+            let holders = holders_of(socket);
             let previous = std::mem::take(&mut socket.previous_named);
-            socket.holders = holders.clone();
+            socket.holders.clear();
+            for h in &holders {
+                socket.add_holder(h.clone());
+            }
             socket.named = holders.iter().map(|h| h.pid).collect();
             if !holders.is_empty() {
                 changes.push(Change::HoldersChanged { key: key.clone(), socket: socket.clone(), previous });
@@ -452,13 +490,43 @@ mod tests {
         // The parent exits: no process the events named holds it any more.
         assert_eq!(t.exited(100, &[key(111)]), vec![key(111)]);
         assert_eq!(t.unconfirmed_holders(&key(111)), vec![101]);
-        let changes = t.holders_now(&key(111), vec![owner(101, "/sbin/rpcbind", 111)]);
+        let changes = t.holders_now(&key(111), |_| vec![owner(101, "/sbin/rpcbind", 111)]);
         let [Change::HoldersChanged { socket, previous, .. }] = &changes[..] else { panic!("{changes:?}") };
         assert_eq!((socket.holders[0].pid, socket.creator.pid), (101, 100));
         assert_eq!(previous.iter().map(|h| h.pid).collect::<Vec<_>>(), vec![100], "who the events named before");
         assert_eq!(t.holder_pids(&key(111)), vec![101]);
         // Now 101 is named: its exit orphans the socket again.
         assert_eq!(t.exited(101, &[key(111)]), vec![key(111)]);
+    }
+
+    /// A daemon restarted while the old one's socket (from the snapshot,
+    /// by its cookie) was still open: two sockets on one key, told apart by
+    /// their identity. /proc's holders of the new one are not handed to
+    /// the old one, and each close takes down its own socket.
+    #[test]
+    fn an_old_and_a_new_socket_on_one_key_are_told_apart_by_id() {
+        let mut t = ListenerTable::default();
+        let old = Socket::new(Some(SocketId::Cookie(41)), owner(100, "/sbin/rpcbind", 0), Vec::new());
+        assert!(matches!(t.up(key(111), old, 0)[..], [Change::Up { .. }]));
+        // The new daemon binds the same key (SO_REUSEADDR, UDP): its live bind carries its cookie.
+        let new = Socket::new(Some(SocketId::Cookie(42)), owner(200, "/sbin/rpcbind", 0), Vec::new());
+        assert_eq!(t.up(key(111), new, 1), vec![], "the same service: nothing to say yet");
+        assert_eq!(t.sockets(&key(111)).len(), 2);
+        // The old daemon exits; /proc says 200 holds cookie 42, nobody 41.
+        assert_eq!(t.exited(100, &[key(111)]), vec![key(111)]);
+        let changes = t.holders_now(&key(111), |s| match s.id {
+            Some(SocketId::Cookie(42)) => vec![owner(200, "/sbin/rpcbind", 0)],
+            _ => Vec::new(),
+        });
+        assert_eq!(changes, vec![], "the old socket is not handed to the new daemon");
+        // The old socket's close (sock_release, by cookie) takes it down,
+        // not the new one, though no pid tells them apart.
+        assert_eq!(t.closed(&key(111), Some(SocketId::Cookie(41)), 0, 2), vec![]);
+        assert_eq!(t.sockets(&key(111)).len(), 1);
+        assert_eq!(t.sockets(&key(111))[0].id, Some(SocketId::Cookie(42)));
+        assert_eq!(t.sockets(&key(111))[0].creator.pid, 200);
+        let down = t.closed(&key(111), Some(SocketId::Cookie(42)), 200, 3);
+        assert!(matches!(&down[..], [Change::Down { socket, .. }] if socket.creator.pid == 200), "{down:?}");
     }
 
     #[test]
