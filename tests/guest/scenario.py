@@ -6,7 +6,8 @@ Starts the real watcher, drives real sockets with the same child programs
 as the host tests (tests/programs/*.py), and writes one line per check to
 OUT_DIR/results.txt: "PASS name" or "FAIL name: why". The guest console
 mangles long output, so everything xtask needs is in files: results.txt
-(ending with "DONE" once every check ran), watcher's stderr and its events.
+(ending with "DONE" once every check ran), watcher's stderr and its events
+(watcher.stderr, watcher.events.jsonl; watcher-accept.* for the --accept run).
 
 Nothing sleeps for readiness: watcher says "watcher: ready:" on stderr, the
 children say what they opened on stdout, and every wait is bounded.
@@ -72,12 +73,12 @@ class Results:
 class Watcher:
     """A running `watcher watch --json`, its events collected by a thread."""
 
-    def __init__(self, binary, out_dir):
+    def __init__(self, binary, out_dir, *extra, name="watcher"):
         env = dict(os.environ, RUST_LOG="debug")
-        self.stderr_file = open(os.path.join(out_dir, "watcher.stderr"), "w", buffering=1)
-        self.events_file = open(os.path.join(out_dir, "events.jsonl"), "w", buffering=1)
+        self.stderr_file = open(os.path.join(out_dir, f"{name}.stderr"), "w", buffering=1)
+        self.events_file = open(os.path.join(out_dir, f"{name}.events.jsonl"), "w", buffering=1)
         self.proc = subprocess.Popen(
-            [binary, "watch", "--json"],
+            [binary, "watch", "--json", *extra],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -245,7 +246,7 @@ def ss_sockets():
 
 
 def list_agrees_with_ss(results, binary, ports):
-    out = subprocess.run([binary, "list", "--json"], capture_output=True, text=True)
+    out = subprocess.run([binary, "list", "--json"], capture_output=True, text=True, timeout=READY_TIMEOUT)
     if not results.check("list --json runs", out.returncode == 0, f"exit {out.returncode}: {out.stderr.strip()}"):
         return
     listed = set()
@@ -304,6 +305,87 @@ def flash_exec(results, watcher, flash):
     check_event(results, watcher, "short-lived exec: listen carries exe and argv", ev("listen", pid, port=port), problems)
     check_event(results, watcher, "short-lived exec: close carries exe", ev("close", pid, port=port),
                 lambda e: [] if e.get("exe") == flash else [f"exe {e.get('exe')!r}"])
+
+
+def forked_worker(results, watcher):
+    """A worker forked without exec, gone before watcher reads: it is named
+    after its parent (exe and argv), with the parent as ppid."""
+    script = (
+        "import os,socket\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+        "    print(os.getpid(), os.getppid(), s.getsockname()[1], flush=True); os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+    )
+    watcher.signal(signal.SIGSTOP)
+    try:
+        out = subprocess.run([PYTHON, "-c", script, "worker-marker"], capture_output=True, text=True, timeout=EVENT_TIMEOUT)
+    finally:
+        watcher.signal(signal.SIGCONT)
+    if not results.check("forked worker ran", out.returncode == 0, out.stderr.strip()):
+        return
+    pid, parent, port = (int(w) for w in out.stdout.split())
+
+    def problems(e):
+        found = []
+        if not (e.get("exe") or "").startswith("/usr/bin/python3"):
+            found.append(f"exe {e.get('exe')!r}")
+        if not e.get("cmdline") or e["cmdline"][-1] != "worker-marker":
+            found.append(f"cmdline {e.get('cmdline')!r}")
+        if e.get("ppid") != parent:
+            found.append(f"ppid {e.get('ppid')!r}, not {parent}")
+        return found
+
+    check_event(results, watcher, "forked worker named after its parent", ev("listen", pid, port=port), problems)
+
+
+def udp_closed_by_exit(results, watcher):
+    child = Child("sockets.py", "hold", "4", "udp", "127.0.0.1", "0")
+    child.say("go")
+    port = int(child.expect("ready")[0])
+    pid = child.pid
+    check_event(results, watcher, "udp bind (closed by exit)", ev("bind", pid, proto="udp", port=port))
+    child.proc.kill()
+    child.proc.wait(timeout=EVENT_TIMEOUT)
+    check_event(results, watcher, "udp close by process exit", ev("close", pid, proto="udp", port=port))
+
+
+def accepts(results, binary, out_dir):
+    """With --accept (a second watcher): accept events with both ends, the
+    peer asked for and not."""
+    import socket
+
+    watcher = Watcher(binary, out_dir, "--accept", name="watcher-accept")
+    ready, error = watcher.wait_ready()
+    if not results.check("watcher --accept ready", ready is not None, error or "no ready line"):
+        watcher.proc.kill()
+        return
+    try:
+        child = Child("passive.py", "accept_server")
+        child.say("go")
+        listen_fd, port = (int(w) for w in child.expect("ready"))
+        pid = child.pid
+        clients = []
+        for n in range(2):
+            c = socket.create_connection(("127.0.0.1", port), timeout=EVENT_TIMEOUT)
+            clients.append(c)
+            fd = int(child.expect("accepted")[0])
+            local_port = c.getsockname()[1]
+
+            def problems(e, peer_requested=(n == 0), local_port=local_port):
+                want = {"listen_fd": listen_fd, "addr": "127.0.0.1", "port": port, "peer_addr": "127.0.0.1",
+                        "peer_port": local_port, "peer_requested": peer_requested}
+                return [f"{k} is {e.get(k)!r}, not {v!r}" for k, v in want.items() if e.get(k) != v]
+
+            name = "accept with both ends" + ("" if n == 0 else " (peer pointer NULL)")
+            check_event(results, watcher, name, ev("accept", pid, fd=fd), problems)
+        for c in clients:
+            c.close()
+        child.finish()
+    finally:
+        code = watcher.stop()
+        results.check("watcher --accept exits 0 on SIGTERM", code == 0, f"exit {code}")
 
 
 def bind_failed(results, watcher):
@@ -435,6 +517,8 @@ def main():
         lambda: tcp_udp(results, watcher, binary),
         lambda: unix_listeners(results, watcher, tmpfs),
         lambda: flash_exec(results, watcher, flash),
+        lambda: forked_worker(results, watcher),
+        lambda: udp_closed_by_exit(results, watcher),
         lambda: bind_failed(results, watcher),
         lambda: packet_socket(results, watcher),
     ]:
@@ -444,6 +528,10 @@ def main():
             results.check("scenario step", False, f"{type(e).__name__}: {e}")
     code = watcher.stop()
     results.check("watcher exits 0 on SIGTERM", code == 0, f"exit {code}")
+    try:
+        accepts(results, binary, out_dir)
+    except Exception as e:
+        results.check("accept step", False, f"{type(e).__name__}: {e}")
     try:
         doctor(results, binary, ready)
     except Exception as e:

@@ -3,7 +3,7 @@
 //! accepting process, the listener's fd, the new fd, and both ends as the
 //! accepted socket has them — read from the socket, so also when the
 //! caller passed NULL for the peer's address.
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::tracepoint, programs::TracePointContext};
 use watcher_common::{AF_INET, AF_INET6, AcceptRecord, EventKind, ProgramError};
 
 use super::syscall_args::{ARG0, ARG1, PENDING_ACCEPT, PendingAccept, RET, arg, thread_key};
@@ -81,7 +81,14 @@ fn exit(ctx: &TracePointContext) -> Result<(), ProgramError> {
         r.family = family;
         r.local_port = read::<u16>(sk, o.skc_num).unwrap_or(0);
         // skc_dport is in network order.
-        r.peer_port = u16::from_be(read::<u16>(sk, o.skc_dport).unwrap_or(0));
+        // Read without `read`'s error counter: with the counter's map
+        // lookup between the read and the byte swap, the compiled code read
+        // a register the call had clobbered (on the path where the value is
+        // unused), which 6.1's verifier refuses (R1 !read_ok). A failed
+        // read here leaves the peer port 0, uncounted.
+        // SAFETY: the helper faults cleanly on a bad address.
+        r.peer_port =
+            unsafe { bpf_probe_read_kernel((sk + u64::from(o.skc_dport)) as *const u16) }.map_or(0, u16::from_be);
         if family == AF_INET {
             let [a, b, c, d] = read::<[u8; 4]>(sk, o.skc_rcv_saddr).unwrap_or([0; 4]);
             r.local_addr[..4].copy_from_slice(&[a, b, c, d]);
