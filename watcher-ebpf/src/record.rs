@@ -109,13 +109,6 @@ fn wakeup_flags(reserved_before: u64) -> u64 {
     }
 }
 
-/// Who is calling, and when: the start of every record; the network
-/// namespace is the task's.
-#[inline(always)]
-pub fn header(kind: EventKind) -> RecordHeader {
-    header_in(kind, current_netns())
-}
-
 /// [`header`] with the network namespace the hook knows better (the socket's).
 #[inline(always)]
 pub fn header_in(kind: EventKind, netns: u32) -> RecordHeader {
