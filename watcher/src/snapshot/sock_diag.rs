@@ -54,7 +54,7 @@ use crate::model::socket::{Family, Local, Proto};
 
 /// unix_diag: ask for the socket's owner uid, and its attribute.
 const UDIAG_SHOW_UID: u32 = 0x40;
-const UNIX_DIAG_UID: u16 = 9;
+const UNIX_DIAG_UID: u16 = 7;
 const TCP_CLOSE: u8 = 7;
 const TCP_LISTEN: u8 = 10;
 const SOCK_STREAM: u8 = 1;
