@@ -171,6 +171,21 @@ def inflight(addr):
     sys.stdin.read()
 
 
+def udp_reuse(port):
+    """A UDP socket on 127.0.0.1:PORT with SO_REUSEADDR, so that another
+    process can bind the same address beside it (a restarted daemon whose
+    old instance is still there). Prints "ready PORT"; on "close" closes it
+    and prints "closed"; exits at the end of input."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", int(port)))
+    say("ready", s.getsockname()[1])
+    wait_for("close")
+    s.close()
+    say("closed")
+    sys.stdin.read()
+
+
 def before_start(directory):
     """Sockets meant to exist before watcher starts: a bound UDP socket on
     127.0.0.1, a UNIX stream listener at DIRECTORY/stream.sock and a UNIX
@@ -219,6 +234,7 @@ def main():
         "hostile": hostile,
         "inflight": inflight,
         "before_start": before_start,
+        "udp_reuse": udp_reuse,
     }[mode](*args)
 
 

@@ -111,6 +111,14 @@ pub fn kernel_offsets() -> anyhow::Result<KernelOffsets> {
         mm_arg_end: btf.offset("mm_struct", &["arg_end"])?,
         task_signal: btf.offset("task_struct", &["signal"])?,
         signal_live: btf.offset("signal_struct", &["live"])?,
+        // Only names sockets better (the daemon tells an old socket from a
+        // new one on a key): a kernel without it is not refused.
+        // In `sock_common` since 6.16 or so (`skc_cookie`), in `sock` before.
+        sk_cookie: btf
+            .offset("sock_common", &["skc_cookie"])
+            .or_else(|_| btf.offset("sock", &["sk_cookie"]))
+            .unwrap_or(0),
+        reserved: 0,
     })
 }
 
