@@ -171,14 +171,18 @@ def inflight(addr):
     sys.stdin.read()
 
 
-def udp_reuse(port):
-    """A UDP socket on 127.0.0.1:PORT with SO_REUSEADDR, so that another
-    process can bind the same address beside it (a restarted daemon whose
-    old instance is still there). Prints "ready PORT"; on "close" closes it
-    and prints "closed"; exits at the end of input."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def reuse(proto, port):
+    """A PROTO (udp, or tcp listening) socket on 127.0.0.1:PORT with
+    SO_REUSEADDR and SO_REUSEPORT, so that another process can bind the
+    same address beside it (a restarted daemon whose old instance is still
+    there). Prints "ready PORT"; on "close" closes it and prints "closed";
+    exits at the end of input."""
+    s = socket.socket(socket.AF_INET, TYPES[proto])
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     s.bind(("127.0.0.1", int(port)))
+    if proto == "tcp":
+        s.listen(4)
     say("ready", s.getsockname()[1])
     wait_for("close")
     s.close()
@@ -234,7 +238,7 @@ def main():
         "hostile": hostile,
         "inflight": inflight,
         "before_start": before_start,
-        "udp_reuse": udp_reuse,
+        "reuse": reuse,
     }[mode](*args)
 
 
