@@ -290,6 +290,45 @@ fn rsyslog_receives_alerts_over_udp() {
     drop(rsyslog);
 }
 
+/// `[output] format = "ocsf"`: syslog's MSG is the OCSF line the daemon
+/// wrote on stdout, the very same, and its MSGID still the event name.
+#[test]
+fn rsyslog_receives_the_configured_format() {
+    if !require_bpf("rsyslog_receives_the_configured_format") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (udp, tcp, metrics) = (free_port("4", "udp"), free_port("4", "tcp"), free_port("4", "tcp"));
+    let rsyslog = Rsyslog::start(dir.path(), "rsyslog", udp, tcp);
+    let log = dir.path().join("syslog.log");
+    let config = config_file(
+        dir.path(),
+        &format!(
+            "[output]\nformat = \"ocsf\"\n[syslog]\ntarget = \"udp://127.0.0.1:{udp}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"
+        ),
+    );
+    let mut watcher = daemon(&config);
+    let listener = Listener::spawn(None);
+    let (port, pid) = (listener.port, listener.pid());
+    let finding = |v: &Value| {
+        v["class_uid"] == 2004
+            && v["evidences"][0]["dst_endpoint"]["port"] == port
+            && v["evidences"][0]["process"]["pid"] == pid
+    };
+    let written = watcher.next_event(finding);
+    let got = wait_for_record(&log, "alert", metrics, |r| finding(&r.msg));
+    assert_eq!(got.msg, written, "syslog carries the line stdout carries");
+    assert_eq!(got.field("severity"), "warning", "{got:?}");
+    let up = wait_for_record(&log, "listener_up", metrics, |r| {
+        r.msg["activity_id"] == 7 && r.msg["dst_endpoint"]["port"] == port && r.msg["actor"]["process"]["pid"] == pid
+    });
+    assert_eq!((up.msg["class_uid"].as_u64(), up.msg["type_uid"].as_u64()), (Some(4001), Some(400107)), "{up:?}");
+    drop(listener);
+    let down = wait_for_record(&log, "listener_down", metrics, |r| r.msg["dst_endpoint"]["port"] == port);
+    assert_eq!(down.msg["activity_id"], 2, "{down:?}");
+    drop(rsyslog);
+}
+
 /// `unix:PATH` (what `local` does with /dev/log): the syslog(3) format,
 /// which rsyslog's imuxsock parses with its stock settings — tag `watcher`,
 /// the daemon's pid, the alert's severity, the JSON line as the message.

@@ -75,8 +75,9 @@ fn unexpected_listener_as_nobody(watcher: &mut Watcher) -> (serde_json::Value, s
     );
     let pid = child.pid;
     child.go();
-    let port: u16 = child.expect("ready")[0].parse().unwrap();
-    let alert = watcher.next_event(|e| e["event"] == "alert" && e["pid"] == pid && e["port"] == port);
+    // The daemon may kill the child before it can say "ready" (the kill
+    // follows the listen within microseconds): the alert names the port.
+    let alert = watcher.next_event(|e| e["event"] == "alert" && e["pid"] == pid && e["proto"] == "tcp");
     let outcome = watcher.next_event(|e| (e["event"] == "killed" || e["event"] == "kill_failed") && e["pid"] == pid);
     (alert, outcome, child)
 }

@@ -1,5 +1,5 @@
 //! Command line (clap).
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     model::socket::Family,
@@ -34,6 +34,8 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         watcher watch                      # every new listener, as a table\n  \
         watcher watch --json | jq .        # one JSON object per event\n  \
+        watcher watch --format ecs         # Elastic Common Schema documents, one a line\n  \
+        watcher watch --format ocsf        # OCSF events (Network Activity, Detection Finding)\n  \
         watcher watch --proto tcp --port 22 --port 2222\n  \
         watcher watch --comm nginx -6")]
     Watch(WatchArgs),
@@ -86,9 +88,14 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// One JSON object per line on stdout instead of the table.
-    #[arg(long)]
+    /// One JSON object per line on stdout instead of the table (the same
+    /// as `--format json`).
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// How events are printed: a table, watcher's own JSON lines, or JSON
+    /// lines in a SIEM's schema (ECS 8.x, OCSF 1.3).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<WatchFormat>,
     /// Only events of this process id (repeatable).
     #[arg(long, value_name = "PID")]
     pub pid: Vec<u32>,
@@ -121,7 +128,27 @@ pub struct WatchArgs {
     pub accept: bool,
 }
 
+/// `watch --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WatchFormat {
+    /// Aligned columns for people (the default).
+    Table,
+    /// watcher's own JSON lines (as `--json`).
+    Json,
+    /// Elastic Common Schema 8.x documents, one per line.
+    Ecs,
+    /// OCSF 1.3 events, one per line: Network Activity (4001).
+    Ocsf,
+}
+
 impl WatchArgs {
+    pub fn output_format(&self) -> WatchFormat {
+        match (self.json, self.format) {
+            (true, _) => WatchFormat::Json,
+            (false, format) => format.unwrap_or(WatchFormat::Table),
+        }
+    }
+
     pub fn filter(&self) -> Filter {
         Filter {
             pids: self.pid.clone(),
@@ -204,4 +231,32 @@ pub struct DoctorArgs {
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn format(args: &[&str]) -> Result<WatchFormat, clap::Error> {
+        let cli = Cli::try_parse_from(["watcher", "watch"].iter().chain(args))?;
+        match cli.command {
+            Command::Watch(watch) => Ok(watch.output_format()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_is_the_long_format_json() {
+        assert_eq!(format(&[]).unwrap(), WatchFormat::Table);
+        assert_eq!(format(&["--json"]).unwrap(), WatchFormat::Json);
+        assert_eq!(format(&["--format", "json"]).unwrap(), WatchFormat::Json);
+        assert_eq!(format(&["--format", "ecs"]).unwrap(), WatchFormat::Ecs);
+        assert_eq!(format(&["--format", "ocsf"]).unwrap(), WatchFormat::Ocsf);
+        assert_eq!(format(&["--format", "table"]).unwrap(), WatchFormat::Table);
+        assert!(format(&["--json", "--format", "ecs"]).is_err());
+        let e = format(&["--format", "cef"]).unwrap_err().to_string();
+        assert!(e.contains("table, json, ecs, ocsf"), "{e}");
+    }
 }

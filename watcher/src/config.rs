@@ -42,6 +42,44 @@ pub struct OutputConfig {
     /// group should read it.
     #[serde(default)]
     pub json_file_mode: FileMode,
+    /// The schema of each line: watcher's own JSON, ECS or OCSF.
+    #[serde(default)]
+    pub format: LineFormat,
+}
+
+/// The schema the daemon writes its lines in (stdout or `json_file`, and
+/// syslog, which carries the same line): `json` (watcher's own fields),
+/// `ecs` (Elastic Common Schema 8.x) or `ocsf` (OCSF 1.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LineFormat {
+    #[default]
+    Json,
+    Ecs,
+    Ocsf,
+}
+
+impl LineFormat {
+    pub const ALL: [Self; 3] = [Self::Json, Self::Ecs, Self::Ocsf];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Ecs => "ecs",
+            Self::Ocsf => "ocsf",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LineFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::ALL.into_iter().find(|f| f.name() == text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "[output] format {text:?}: expected \"json\" (watcher's own fields), \"ecs\" (Elastic Common \
+                 Schema) or \"ocsf\" (OCSF)"
+            ))
+        })
+    }
 }
 
 /// A file's permission bits, written in octal as a string (`"0640"`). None
@@ -425,6 +463,15 @@ mod tests {
     }
 
     #[test]
+    fn output_format_defaults_to_json() {
+        assert_eq!(Config::parse("").unwrap().output.format, LineFormat::Json);
+        for format in LineFormat::ALL {
+            let c = Config::parse(&format!("[output]\nformat = \"{}\"\n", format.name())).unwrap();
+            assert_eq!(c.output.format, format);
+        }
+    }
+
+    #[test]
     fn bad_files_name_the_line_and_reason() {
         for (text, expect) in [
             ("[[allow]]\nproto = \"tcp\"\nport = \"90-80\"\n", "backwards"),
@@ -444,6 +491,9 @@ mod tests {
             ("[output]\njson_file_mode = \"4600\"\n", "setuid"),
             ("[output]\njson_file_mode = 640\n", "quoted octal string"),
             ("[output]\njson_file_mode = 0o640\n", "quoted octal string"),
+            ("[output]\nformat = \"cef\"\n", "line 2, column 10: [output] format \"cef\": expected \"json\""),
+            ("[output]\nformat = \"ECS\"\n", "expected \"json\""),
+            ("[output]\nformat = 1\n", "line 2"),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(expect), "{text:?}: {e}");

@@ -9,16 +9,15 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, PerCpuArray};
 use chrono::{DateTime, Utc};
 use log::warn;
 use nix::time::{ClockId, clock_gettime};
 use tokio::{
-    io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
     time::{Duration, MissedTickBehavior, interval},
 };
-use watcher_common::{AF_INET, AF_INET6, BoundSocket, EVENTS_MAP, LOST_MAP, UnixSocket};
+use watcher_common::{AF_INET, AF_INET6, BoundSocket, LOST_MAP, ProgramError, UnixSocket};
 
 use crate::{
     enrich::{
@@ -29,7 +28,9 @@ use crate::{
     },
     host::{cgroups::CgroupNames, process::ProcessLookup},
     kernel::{
+        counters::ProgramErrors,
         loader::{self, LoadOptions, MissingHook},
+        ring::RingReader,
         seed,
     },
     model::socket::{Local, Proto},
@@ -42,6 +43,10 @@ use crate::{
     snapshot::{
         holders::{self, HolderInfo},
         sock_diag::{self, ExistingSocket, Snapshot},
+    },
+    state::{
+        lifecycle::{Change, Socket},
+        tracker::{Sighting, Tracker, existing_socket, holder_of, key_of_existing},
     },
 };
 
@@ -69,23 +74,21 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
         enforce: sink.enforces(),
     })?;
     sink.attached(&mut attached)?;
-    let ring =
-        RingBuf::try_from(attached.ebpf.take_map(EVENTS_MAP).context("map EVENTS missing from the eBPF object")?)
-            .context("opening the EVENTS ring buffer")?;
+    let ring = RingReader::new(&mut attached.ebpf)?;
     let lost = PerCpuArray::<MapData, u64>::try_from(
         attached.ebpf.take_map(LOST_MAP).context("map LOST missing from the eBPF object")?,
     )
     .context("opening the LOST counter")?;
-    // SAFETY: the RingBuf owns its map fd, which stays open and is not
-    // replaced while the AsyncFd owns the RingBuf.
-    let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .context("registering the ring buffer with tokio")?;
+    // Without it (an object built without the map) nothing is counted, and that is said.
+    let program_errors = ProgramErrors::take(&mut attached.ebpf)
+        .inspect_err(|e| warn!("the kernel programs' errors will not be counted: {e:#}"))
+        .ok();
 
     // Filled after the programs are attached, so that a process started in
     // between is seen by one or the other.
     let mut processes = ProcessTable::new(ProcessLookup::default());
     processes.fill_from_proc();
+    let sink_follows = sink.follows_holders();
     let mut watch = Watch {
         reporter: Reporter {
             filter: options.filter,
@@ -97,12 +100,17 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
                 .map(CgroupNames::open)
                 .and_then(|opened| opened.inspect_err(|e| warn!("events will not name their cgroup: {e:#}")).ok()),
             clock: WallClock::new()?,
+            tracker: sink_follows.then(Tracker::default),
+            lookup: ProcessLookup::default(),
         },
         socket_options: SocketOptions::default(),
         unix_listeners: UnixListeners::default(),
         already_reported: AlreadyReported::default(),
         lost,
         lost_reported: 0,
+        program_errors,
+        errors_unsaid: Vec::new(),
+        errors_said_at: None,
     };
     let started = (|| {
         watch.reporter.sink.start()?;
@@ -136,6 +144,9 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
     result
 }
 
+/// The kernel programs' errors are warned about at most this often.
+const ERRORS_SAID_EVERY: Duration = Duration::from_secs(10);
+
 /// Records handled per wake-up of the ring buffer.
 const DRAIN_BATCH: usize = 4096;
 /// More than the 8 MiB ring buffer holds (its smallest record is 64 bytes).
@@ -167,6 +178,11 @@ struct Watch<S: Sink> {
     already_reported: AlreadyReported,
     lost: PerCpuArray<MapData, u64>,
     lost_reported: u64,
+    /// What the kernel programs could not do (ERRORS), read with LOST.
+    program_errors: Option<ProgramErrors>,
+    /// Errors counted since the last warning, said at most every 10 s.
+    errors_unsaid: Vec<(ProgramError, u64)>,
+    errors_said_at: Option<std::time::Instant>,
 }
 
 /// Names the process of an event, filters, and hands it to the sink.
@@ -176,34 +192,35 @@ struct Reporter<S: Sink> {
     processes: ProcessTable,
     cgroups: Option<CgroupNames>,
     clock: WallClock,
+    /// Who holds each listener the events named, for a sink that wants to
+    /// hear when they all went and others hold it (`holders_changed`).
+    tracker: Option<Tracker>,
+    lookup: ProcessLookup,
 }
 
 impl<S: Sink> Watch<S> {
-    async fn stream(&mut self, mut ring: AsyncFd<RingBuf<MapData>>, signals: Signals) -> anyhow::Result<()> {
+    async fn stream(&mut self, mut ring: RingReader, signals: Signals) -> anyhow::Result<()> {
         let Signals { mut sigint, mut sigterm, mut sighup, mut stdout_closed } = signals;
         let mut lost_check = interval(LOST_CHECK_PERIOD);
         lost_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                guard = ring.readable_mut() => {
-                    let mut guard = guard.context("waiting on the ring buffer")?;
+                ready = ring.ready() => {
+                    ready.context("waiting on the ring buffer")?;
                     // A batch at a time: under a flood that never lets the
                     // ring empty, signals and the loss check still get their
                     // turn (select! picks among ready branches at random).
-                    let mut drained = self.drain(guard.get_inner_mut(), DRAIN_BATCH).map(|more| {
-                        if !more {
-                            guard.clear_ready();
-                        }
-                    });
+                    let mut drained = self.drain(&mut ring, DRAIN_BATCH).map(drop);
                     if drained.is_ok() {
-                        drained = self.reporter.sink.flush();
+                        drained = self.reporter.settle().and_then(|()| self.reporter.sink.flush());
                     }
                     if !self.keep_going(drained)? {
                         return Ok(());
                     }
                 }
                 _ = lost_check.tick() => {
-                    let stats = self.reporter.stats();
+                    let mut stats = self.reporter.stats();
+                    stats.program_errors = self.program_errors_since_last();
                     let reported = self.report_lost().and_then(|()| self.reporter.sink.tick(&stats));
                     if !self.keep_going(reported)? {
                         return Ok(());
@@ -222,7 +239,7 @@ impl<S: Sink> Watch<S> {
         }
         // Whatever arrived before the signal is still reported: at most a
         // full ring buffer's worth, so a flood cannot keep us from exiting.
-        self.drain(ring.get_mut(), FINAL_DRAIN_LIMIT)?;
+        self.drain(&mut ring, FINAL_DRAIN_LIMIT)?;
         self.report_lost()?;
         self.reporter.sink.flush()?;
         Ok(())
@@ -239,7 +256,7 @@ impl<S: Sink> Watch<S> {
 
     /// Handles at most `limit` records; true when it stopped at the limit
     /// (more may wait), false when the ring buffer is empty.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, limit: usize) -> io::Result<bool> {
+    fn drain(&mut self, ring: &mut RingReader, limit: usize) -> io::Result<bool> {
         for _ in 0..limit {
             let Some(item) = ring.next() else {
                 return Ok(false);
@@ -311,7 +328,7 @@ impl<S: Sink> Watch<S> {
             Record::UnixClose { .. } => return Ok(()),
             Record::Fork { .. } | Record::Exit { .. } | Record::ExecArgs { .. } | Record::Exec { .. } => {
                 self.reporter.processes.apply(record);
-                return self.reporter.sink.process(record);
+                return self.reporter.process(record);
             }
             Record::SockoptSet { .. } => return Ok(()),
         };
@@ -319,6 +336,35 @@ impl<S: Sink> Watch<S> {
             return Ok(());
         }
         self.reporter.print(task, what, seen_ktime_ns)
+    }
+
+    /// The kernel programs' errors since the last look, by kind; a warning
+    /// at most every 10 s says what they were.
+    fn program_errors_since_last(&mut self) -> Vec<(ProgramError, u64)> {
+        let Some(errors) = &mut self.program_errors else { return Vec::new() };
+        let grown = match errors.new_since_last() {
+            Ok(grown) => grown,
+            Err(e) => {
+                warn!("reading the kernel programs' error counter: {e:#}");
+                return Vec::new();
+            }
+        };
+        for (kind, count) in &grown {
+            match self.errors_unsaid.iter_mut().find(|(k, _)| k == kind) {
+                Some((_, n)) => *n += count,
+                None => self.errors_unsaid.push((*kind, *count)),
+            }
+        }
+        if !self.errors_unsaid.is_empty() && self.errors_said_at.is_none_or(|at| at.elapsed() >= ERRORS_SAID_EVERY) {
+            let what: Vec<String> = self.errors_unsaid.iter().map(|(k, n)| format!("{n} {}", k.name())).collect();
+            warn!(
+                "the kernel programs could not do part of their work: {} (watcher_program_errors_total)",
+                what.join(", ")
+            );
+            self.errors_unsaid.clear();
+            self.errors_said_at = Some(std::time::Instant::now());
+        }
+        grown
     }
 
     fn report_lost(&mut self) -> io::Result<()> {
@@ -342,7 +388,7 @@ impl<S: Sink> Watch<S> {
 
 impl<S: Sink> Reporter<S> {
     fn stats(&self) -> PipelineStats {
-        PipelineStats { processes: self.processes.len() }
+        PipelineStats { processes: self.processes.len(), program_errors: Vec::new() }
     }
 
     fn print(&mut self, task: &Task, what: What<'_>, seen_ktime_ns: u64) -> io::Result<()> {
@@ -351,7 +397,7 @@ impl<S: Sink> Reporter<S> {
         }
         let process = self.processes.get(task.pid);
         let user = self.processes.user_name(task.uid);
-        self.sink.report(&Report {
+        let report = Report {
             task,
             process: &process,
             user: user.as_deref(),
@@ -359,7 +405,38 @@ impl<S: Sink> Reporter<S> {
             seen_ktime_ns,
             cgroup: self.cgroups.as_mut().and_then(|c| c.name(task.cgroup_id)),
             what,
-        })
+        };
+        self.sink.report(&report)?;
+        if let Some(tracker) = &mut self.tracker
+            && let Some(s) = Sighting::of(&report)
+        {
+            if s.up {
+                tracker.up(s.key, Socket::new(s.id, holder_of(&report), Vec::new()), task.ktime_ns);
+            } else {
+                tracker.closed(&s.key, s.id, task.pid, task.ktime_ns);
+            }
+        }
+        Ok(())
+    }
+
+    /// A fork or exit, for the holders the tracker follows.
+    fn process(&mut self, record: &Record) -> io::Result<()> {
+        if let Some(tracker) = &mut self.tracker {
+            tracker.process(record);
+        }
+        self.sink.process(record)
+    }
+
+    /// After a drained batch: the holders of listeners whose named holders exited.
+    fn settle(&mut self) -> io::Result<()> {
+        if let Some(tracker) = &mut self.tracker {
+            for change in tracker.settle(&mut self.lookup) {
+                if let Change::HoldersChanged { .. } = change {
+                    self.sink.lifecycle(Utc::now(), &change)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -390,6 +467,11 @@ fn report_existing<S: Sink>(reporter: &mut Reporter<S>) -> anyhow::Result<(Alrea
         let same = rows[at..].iter().take_while(|(s, _)| std::ptr::eq(*s, socket)).count();
         let kept: Vec<HolderInfo> = rows[at..at + same].iter().filter_map(|(_, h)| h.cloned()).collect();
         reporter.sink.existing(time, socket, &kept, snapshot.netns)?;
+        if let Some(tracker) = &mut reporter.tracker
+            && let Some(key) = key_of_existing(socket, snapshot.netns.unwrap_or(0))
+        {
+            tracker.up(key, existing_socket(socket, &kept, &mut reporter.lookup), until_ns);
+        }
         at += same;
     }
     let mut held = HashMap::new();

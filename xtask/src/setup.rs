@@ -1,7 +1,12 @@
 //! Installs what the build and the tests need, skipping what is already
 //! there, so that a fresh machine and a warm one run the same commands.
 //! The recipe for bpf-linker is the one in shared/KERNEL-AND-TOOLCHAIN.md.
-use std::{fs, os::unix::fs::symlink, path::PathBuf, process::Command};
+use std::{
+    fs,
+    os::unix::fs::{PermissionsExt as _, symlink},
+    path::PathBuf,
+    process::Command,
+};
 
 use anyhow::{Context as _, bail};
 
@@ -21,7 +26,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     // systemd-analyze verifies the unit file.
     ("systemd", "/usr/bin/systemd-analyze"),
     // The daemon's syslog output is tested against a real rsyslogd that the
-    // test starts on loopback with its own configuration.
+    // test starts on loopback with its own configuration; tests/debian starts
+    // it too, beside the seven other daemons of a minimal Debian server.
     ("rsyslog", "/usr/sbin/rsyslogd"),
     // The shipped logrotate snippet is run by the real logrotate.
     ("logrotate", "/usr/sbin/logrotate"),
@@ -29,7 +35,20 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     // on loopback with its own configuration; the package's own service is
     // enabled by its postinst where systemd runs).
     ("prometheus", "/usr/bin/prometheus"),
+    // tests/debian (issue 11): the daemons a minimal Debian server runs, each
+    // started directly by the tests (no systemd), never by the packages.
+    ("rpcbind", "/usr/sbin/rpcbind"),
+    ("nfs-common", "/sbin/rpc.statd"),
+    ("openssh-server", "/usr/sbin/sshd"),
+    ("exim4-daemon-light", "/usr/sbin/exim4"),
+    ("apache2", "/usr/sbin/apache2ctl"),
+    ("canna", "/usr/sbin/cannaserver"),
+    ("lpr", "/usr/sbin/lpd"),
 ];
+
+/// Debian's hook that invoke-rc.d and deb-systemd-invoke ask before a
+/// package's maintainer scripts start or restart a service.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 pub fn setup(test_deps: bool) -> anyhow::Result<()> {
     ensure_nightly_with_rust_src()?;
@@ -147,10 +166,48 @@ fn ensure_packages(packages: &[(&str, &str)]) -> anyhow::Result<()> {
     }
     eprintln!("xtask: installing {}", missing.join(" "));
     run(Command::new("apt-get").args(["update", "-q"]))?;
+    // The daemons' postinst scripts would start them (rpcbind on port 111,
+    // exim4 on 25, apache2 on 80, ...): the tests start their own and a
+    // running copy would take their ports. Forbid every start while apt runs.
+    let _no_starts = ForbidServiceStarts::install(PathBuf::from(POLICY_RC_D))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
+        // Keep any configuration file already there, ask nothing.
+        .args(["-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// A policy-rc.d that answers 101 ("action forbidden") to every request,
+/// present while it lives. One already there (a container image's, an
+/// administrator's) is left as it is and in force.
+struct ForbidServiceStarts {
+    path: PathBuf,
+    ours: bool,
+}
+
+impl ForbidServiceStarts {
+    fn install(path: PathBuf) -> anyhow::Result<Self> {
+        if path.exists() {
+            eprintln!("xtask: {} present: apt's service starts follow it", path.display());
+            return Ok(Self { path, ours: false });
+        }
+        fs::write(&path, "#!/bin/sh\n# Written by `cargo xtask setup` while it installs packages.\nexit 101\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {} executable", path.display()))?;
+        Ok(Self { path, ours: true })
+    }
+}
+
+impl Drop for ForbidServiceStarts {
+    fn drop(&mut self) {
+        if self.ours
+            && let Err(e) = fs::remove_file(&self.path)
+        {
+            eprintln!("xtask: warning: removing {}: {e}", self.path.display());
+        }
+    }
 }
 
 fn nix_is_root() -> bool {
@@ -231,4 +288,30 @@ fn find_vng() -> Option<PathBuf> {
         output(Command::new("python3").args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"]))?;
     let vng = PathBuf::from(scripts.trim()).join("vng");
     output(Command::new(&vng).arg("--version")).map(|_| vng)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    /// Ours answers 101 while it lives and is gone after; one already
+    /// there is left as it was.
+    #[test]
+    fn policy_rc_d_forbids_starts_while_apt_runs() {
+        let dir = std::env::temp_dir().join(format!("xtask-policy-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("policy-rc.d");
+        {
+            let _guard = ForbidServiceStarts::install(path.clone()).unwrap();
+            let status = Command::new(&path).args(["rpcbind", "start"]).status().unwrap();
+            assert_eq!(status.code(), Some(101));
+        }
+        assert!(!path.exists(), "removed when dropped");
+        fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
+        drop(ForbidServiceStarts::install(path.clone()).unwrap());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "#!/bin/sh\nexit 0\n", "someone else's is kept");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

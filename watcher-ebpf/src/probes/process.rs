@@ -151,8 +151,11 @@ fn exec_args(old_pid: u32) {
         return;
     }
     let full_len = end - start;
-    let len = if full_len > ARGV_BYTES as u64 { ARGV_BYTES as u32 } else { full_len as u32 };
     emit::<ExecArgsRecord>(EventKind::ExecArgs, |r| {
+        // Bounded here, next to the call: computed before the closure, the
+        // bound was lost on the way through the stack and 6.1's verifier
+        // refused the read ("R2 min value is negative").
+        let len = if full_len > ARGV_BYTES as u64 { ARGV_BYTES as u32 } else { full_len as u32 };
         // SAFETY: `len` is at most the size of `args`; the helper reads the
         // current task's user memory (the new program's stack) and fails
         // cleanly.

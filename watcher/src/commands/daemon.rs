@@ -1,5 +1,6 @@
 //! `watcher daemon`: what an administrator leaves running. Every event goes
-//! out as a JSON line, as `watch --json` prints it; listeners feed the
+//! out as a JSON line, as `watch --json` prints it (or as ECS or OCSF, as
+//! `[output] format` says); listeners feed the
 //! lifecycle table (listener_up / listener_down / restarted / owner_changed
 //! / reuseport_joined / holders_changed); each new listener and each raw or
 //! packet socket is judged against the allowlist, and one that no rule
@@ -11,7 +12,6 @@
 //! `policy::allowlist`, the kill `policy::kill`, the lines
 //! `output::daemon_lines`.
 use std::{
-    collections::HashMap,
     io::{self, Write},
     path::PathBuf,
 };
@@ -44,12 +44,15 @@ use crate::{
         filter::Filter,
         kill,
     },
-    record::decode::{Record, SocketKind},
+    record::decode::Record,
     snapshot::{
         holders::{self, HolderInfo},
         sock_diag::ExistingSocket,
     },
-    state::lifecycle::{Change, ListenerKey, ListenerTable, Socket, SocketId},
+    state::{
+        lifecycle::{Change, ListenerKey, Socket},
+        tracker::{self, Sighting, Tracker, existing_socket, holder_of},
+    },
 };
 
 /// A configuration that could not be used at start: the daemon exits 2.
@@ -81,12 +84,11 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         None => JsonOutput::stdout(fleet.output_counters("stdout")),
     };
     let sink = DaemonSink {
-        lines: DaemonLines::new(out.clone(), fleet),
+        lines: DaemonLines::new(out.clone(), fleet, config.output.format),
         output: out,
         config,
         config_path: args.config,
-        listeners: ListenerTable::default(),
-        held: HashMap::new(),
+        tracker: Tracker::default(),
         lookup: ProcessLookup::default(),
         enforcement,
     };
@@ -101,10 +103,8 @@ pub struct DaemonSink<W: Write> {
     output: JsonOutput,
     config: Config,
     config_path: PathBuf,
-    listeners: ListenerTable,
-    /// pid → the keys of the listeners it holds, so that a fork or an exit
-    /// touches only those.
-    held: HashMap<u32, Vec<ListenerKey>>,
+    /// The listener table, and who holds each listener.
+    tracker: Tracker,
     lookup: ProcessLookup,
     /// Binds refused in the kernel, when `enforce` is on (see `enforce`).
     enforcement: Option<Enforcement>,
@@ -117,14 +117,6 @@ pub struct DaemonSink<W: Write> {
 enum Start {
     BeforeDaemon,
     New,
-}
-
-/// A live event as the listener table sees it.
-struct Sighting {
-    key: ListenerKey,
-    id: Option<SocketId>,
-    up: bool,
-    rule_proto: RuleProto,
 }
 
 impl<W: Write> DaemonSink<W> {
@@ -144,13 +136,8 @@ impl<W: Write> DaemonSink<W> {
         // restarted / owner_changed that explains it.
         let mut ups = Vec::new();
         for change in changes {
-            match &change {
-                Change::Up { key, socket } => {
-                    self.index(key, &socket.holders);
-                    ups.push((key.clone(), socket.clone()));
-                }
-                Change::HoldersChanged { key, socket, .. } => self.index(key, &socket.holders),
-                _ => {}
+            if let Change::Up { key, socket } = &change {
+                ups.push((key.clone(), socket.clone()));
             }
             self.emit(&Event::Lifecycle { time, change: &change })?;
         }
@@ -159,15 +146,6 @@ impl<W: Write> DaemonSink<W> {
             self.judge(&subject, &socket, EventName::ListenerUp, Some(&key), time, start)?;
         }
         Ok(())
-    }
-
-    fn index(&mut self, key: &ListenerKey, holders: &[Holder]) {
-        for h in holders.iter().filter(|h| h.pid != 0) {
-            let keys = self.held.entry(h.pid).or_default();
-            if !keys.contains(key) {
-                keys.push(key.clone());
-            }
-        }
     }
 
     /// Raises an alert (and kills, when configured and the socket is new)
@@ -210,90 +188,6 @@ impl<W: Write> DaemonSink<W> {
         Ok(())
     }
 
-    fn sighting_of_report(report: &Report<'_>) -> Option<Sighting> {
-        let netns = u64::from(report.task.netns);
-        match &report.what {
-            What::Socket { event, .. } => {
-                let (up, rule_proto) = match (event.kind, event.proto) {
-                    (SocketKind::Listen, Proto::Tcp) => (true, RuleProto::Tcp),
-                    (SocketKind::Bind, Proto::Udp) => (true, RuleProto::Udp),
-                    (SocketKind::Close, Proto::Tcp) => (false, RuleProto::Tcp),
-                    (SocketKind::Close, Proto::Udp) => (false, RuleProto::Udp),
-                    _ => return None, // a TCP bind: its listen is what counts
-                };
-                let key = ListenerKey {
-                    netns,
-                    proto: event.proto,
-                    local: Local::Inet { addr: event.addr, port: event.port },
-                };
-                // The socket cookie, which the snapshot knows too (a UDP
-                // event's always, a TCP one's when the socket had one);
-                // else the socket's kernel address.
-                let id = event.cookie.map_or(SocketId::Kernel(event.sock_id), SocketId::Cookie);
-                Some(Sighting { key, id: Some(id), up, rule_proto })
-            }
-            What::Unix { kind, path, .. } => {
-                let key = ListenerKey { netns, proto: Proto::Unix, local: Local::Unix { path: path.to_vec() } };
-                Some(Sighting { key, id: None, up: *kind != SocketKind::Close, rule_proto: RuleProto::Unix })
-            }
-            _ => None,
-        }
-    }
-
-    /// The sockets of `key` lost every holder the events named (`gone`
-    /// exited): find who holds them now, first among the processes they
-    /// were handed to (forked children), then, if none of those does,
-    /// anywhere. A socket known by its cookie or inode gets the holders of
-    /// that socket only: a restarted service's new socket on the same key
-    /// is not the old one's.
-    fn find_holders(&mut self, key: &ListenerKey, gone: u32, time: DateTime<Utc>) -> io::Result<()> {
-        let Some(ours) = crate::snapshot::sock_diag::netns(self.lookup.proc_root()) else {
-            return Ok(());
-        };
-        if key.netns != 0 && key.netns != ours {
-            return Ok(()); // another namespace: the snapshot cannot see it
-        }
-        let candidates = self.listeners.unconfirmed_holders(key);
-        let mut found: Vec<holders::Held> = Vec::new();
-        for scope in [candidates, Vec::new()] {
-            if scope.is_empty() && !found.is_empty() {
-                break;
-            }
-            match holders::holding_each(&mut self.lookup, key.proto, &key.local, &scope) {
-                Ok(mut sockets) => {
-                    // An exiting process may still show its fds.
-                    for held in &mut sockets {
-                        held.holders.retain(|h| h.pid != gone);
-                    }
-                    sockets.retain(|held| !held.holders.is_empty());
-                    found = sockets;
-                }
-                Err(e) => {
-                    warn!("finding who holds {:?} now: {e:#}", key.local);
-                    return Ok(());
-                }
-            }
-            if !found.is_empty() {
-                break;
-            }
-        }
-        let changes = self.listeners.holders_now(key, |socket| {
-            let of = |held: &&holders::Held| match socket.id {
-                Some(SocketId::Cookie(c)) => held.cookie == Some(c),
-                Some(SocketId::Inode(i)) => held.inode == i,
-                // A live TCP socket's id means nothing to /proc: by key.
-                _ => true,
-            };
-            let mut holders: Vec<Holder> =
-                found.iter().filter(of).flat_map(|held| held.holders.iter().map(HolderInfo::holder)).collect();
-            holders.sort_by_key(|h| h.pid);
-            holders.dedup_by_key(|h| h.pid);
-            holders
-        });
-        let rule_proto = rule_proto_of(key.proto);
-        self.changes(changes, rule_proto, time, Start::New)
-    }
-
     /// After records were lost, the table may be wrong: read what listens
     /// now and report what changed while watcher was blind.
     fn resync(&mut self) -> io::Result<()> {
@@ -307,37 +201,17 @@ impl<W: Write> DaemonSink<W> {
         let now = monotonic_ns();
         let time = Utc::now();
         let netns = snapshot.netns.unwrap_or(0);
-        let mut present = std::collections::HashSet::new();
+        let mut now_there = Vec::new();
         for socket in &snapshot.sockets {
-            let Some((key, rule_proto)) = key_of_existing(socket, netns) else { continue };
+            let Some((key, _)) = key_of_existing(socket, netns) else { continue };
             let infos = holders.get(&socket.inode).map(Vec::as_slice).unwrap_or_default();
-            present.insert(key.clone());
-            let known = self.listeners.holder_pids(&key);
-            // Live in the table but held by none of its known holders: it
-            // went down and came back in other hands while we were blind.
-            if !known.is_empty() && !infos.iter().any(|h| known.contains(&h.pid)) {
-                while self.listeners.is_live(&key) {
-                    let changes = self.listeners.closed(&key, None, 0, now);
-                    self.changes(changes, rule_proto, time, Start::New)?;
-                }
-            }
-            if !self.listeners.is_live(&key) {
-                let socket = existing_socket(socket, infos, &mut self.lookup);
-                let changes = self.listeners.up(key, socket, now);
-                self.changes(changes, rule_proto, time, Start::New)?;
-            }
+            now_there.push((key, existing_socket(socket, infos, &mut self.lookup)));
         }
-        // The snapshot sees only our network namespace: a listener in a
-        // container's is kept as it is, not declared down.
-        for key in self.listeners.live_keys() {
-            if (key.netns == netns || key.netns == 0) && !present.contains(&key) {
-                while self.listeners.is_live(&key) {
-                    let changes = self.listeners.closed(&key, None, 0, now);
-                    self.changes(changes, rule_proto_of(key.proto), time, Start::New)?;
-                }
-            }
+        for change in self.tracker.resync(now_there, netns, now) {
+            let rule_proto = rule_proto_of(change_key(&change).proto);
+            self.changes(vec![change], rule_proto, time, Start::New)?;
         }
-        let live_listeners = self.listeners.live_count();
+        let live_listeners = self.tracker.listeners.live_count();
         self.emit(&Event::Resynced { time, live_listeners })
     }
 }
@@ -363,13 +237,14 @@ impl<W: Write> Sink for DaemonSink<W> {
         self.emit(&Event::Live(report))?;
         let time = report.time;
         let holder = holder_of(report);
-        if let Some(s) = Self::sighting_of_report(report) {
+        if let Some(s) = Sighting::of(report) {
+            let rule_proto = rule_proto_of(s.key.proto);
             let changes = if s.up {
-                self.listeners.up(s.key, Socket::new(s.id, holder, Vec::new()), report.task.ktime_ns)
+                self.tracker.up(s.key, Socket::new(s.id, holder, Vec::new()), report.task.ktime_ns)
             } else {
-                self.listeners.closed(&s.key, s.id, report.task.pid, report.task.ktime_ns)
+                self.tracker.closed(&s.key, s.id, report.task.pid, report.task.ktime_ns)
             };
-            return self.changes(changes, s.rule_proto, time, Start::New);
+            return self.changes(changes, rule_proto, time, Start::New);
         }
         // Passive sockets: judged as they come, no lifecycle.
         let proto = match &report.what {
@@ -400,7 +275,7 @@ impl<W: Write> Sink for DaemonSink<W> {
         let netns = netns.unwrap_or(0);
         if let Some((key, rule_proto)) = key_of_existing(socket, netns) {
             let socket = existing_socket(socket, holders, &mut self.lookup);
-            let changes = self.listeners.up(key, socket, monotonic_ns());
+            let changes = self.tracker.up(key, socket, monotonic_ns());
             return self.changes(changes, rule_proto, time, Start::BeforeDaemon);
         }
         if matches!(socket.local, Local::Raw { .. } | Local::Packet { .. }) {
@@ -413,37 +288,8 @@ impl<W: Write> Sink for DaemonSink<W> {
     }
 
     fn process(&mut self, record: &Record) -> io::Result<()> {
-        match record {
-            Record::Fork { parent, child } => {
-                let Some(keys) = self.held.get(&parent.pid).cloned() else { return Ok(()) };
-                // A thread of the same process is not a new holder.
-                if *child == parent.pid || parent.tid != parent.pid && *child == parent.tid {
-                    return Ok(());
-                }
-                let named_after_parent = self
-                    .listeners
-                    .sockets(&keys[0])
-                    .iter()
-                    .flat_map(|s| &s.holders)
-                    .find(|h| h.pid == parent.pid)
-                    .cloned()
-                    .unwrap_or_default();
-                let child_holder = Holder { pid: *child, ..named_after_parent };
-                self.listeners.forked(parent.pid, &child_holder, &keys);
-                self.held.insert(*child, keys);
-                Ok(())
-            }
-            Record::Exit { task, group_dead: true } => {
-                let Some(keys) = self.held.remove(&task.pid) else { return Ok(()) };
-                let orphaned = self.listeners.exited(task.pid, &keys);
-                let time = Utc::now();
-                for key in orphaned {
-                    self.find_holders(&key, task.pid, time)?;
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        }
+        self.tracker.process(record);
+        Ok(())
     }
 
     fn lost(&mut self, count: u64, total: u64, time: DateTime<Utc>) -> io::Result<()> {
@@ -452,7 +298,12 @@ impl<W: Write> Sink for DaemonSink<W> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.lines.fleet.live_listeners(self.listeners.live_count());
+        // Once a batch is in: who holds the listeners whose named holders exited.
+        for change in self.tracker.settle(&mut self.lookup) {
+            let rule_proto = rule_proto_of(change_key(&change).proto);
+            self.changes(vec![change], rule_proto, Utc::now(), Start::New)?;
+        }
+        self.lines.fleet.live_listeners(self.tracker.listeners.live_count());
         let flushed = self.lines.flush();
         // The JSON output's own `output_dropped` lines go to syslog too.
         for line in self.output.take_notices() {
@@ -462,14 +313,10 @@ impl<W: Write> Sink for DaemonSink<W> {
     }
 
     fn tick(&mut self, stats: &PipelineStats) -> io::Result<()> {
-        self.lines.fleet.live_listeners(self.listeners.live_count());
+        self.lines.fleet.live_listeners(self.tracker.listeners.live_count());
         self.lines.fleet.process_table_size(stats.processes);
-        // Processes that exited without our seeing it (a lost record) must
-        // not keep their index entries for ever.
-        if self.held.len() > 4 * self.listeners.live_count().max(1024) {
-            let listeners = &self.listeners;
-            self.held.retain(|pid, keys| keys.iter().any(|k| listeners.holder_pids(k).contains(pid)));
-        }
+        self.lines.fleet.program_errors(&stats.program_errors);
+        self.tracker.tidy();
         Ok(())
     }
 
@@ -501,6 +348,7 @@ impl<W: Write> Sink for DaemonSink<W> {
                 self.config = config;
                 self.config.enforce |= enforce;
                 self.lines.fleet.reconfigure(&self.config);
+                self.lines.set_format(self.config.output.format);
                 let rules = self.config.rules.len();
                 self.emit(&Event::ConfigReloaded { time: Utc::now(), path: &path, rules })
             }
@@ -517,35 +365,23 @@ impl<W: Write> Sink for DaemonSink<W> {
     }
 }
 
-/// The process of a live event, as the table and the allowlist know it.
-fn holder_of(report: &Report<'_>) -> Holder {
-    let t = report.task;
-    Holder {
-        pid: t.pid,
-        uid: Some(t.uid),
-        user: report.user.map(str::to_owned),
-        comm: t.comm.clone(),
-        exe: report.process.exe.clone(),
-        cmdline: report.process.cmdline.clone(),
-    }
-}
-
-/// A socket of the snapshot, with every process that holds it.
-fn existing_socket(socket: &ExistingSocket, holders: &[HolderInfo], lookup: &mut ProcessLookup) -> Socket {
-    let creator = holders::creator(socket.owner_uid, holders, lookup);
-    let id = socket.cookie.map_or(SocketId::Inode(socket.inode), SocketId::Cookie);
-    Socket::new(Some(id), creator, holders.iter().map(HolderInfo::holder).collect())
-}
-
-/// A snapshot socket as a listener: TCP listeners, bound UDP and UNIX sockets.
+/// A snapshot socket as a listener, and the rules' protocol for it.
 fn key_of_existing(socket: &ExistingSocket, netns: u64) -> Option<(ListenerKey, RuleProto)> {
-    let rule_proto = match (&socket.local, socket.proto) {
-        (Local::Inet { .. }, Proto::Tcp) => RuleProto::Tcp,
-        (Local::Inet { .. }, Proto::Udp) => RuleProto::Udp,
-        (Local::Unix { .. }, _) => RuleProto::Unix,
-        _ => return None,
-    };
-    Some((ListenerKey { netns, proto: socket.proto, local: socket.local.clone() }, rule_proto))
+    tracker::key_of_existing(socket, netns).map(|key| {
+        let proto = rule_proto_of(key.proto);
+        (key, proto)
+    })
+}
+
+fn change_key(change: &Change) -> &ListenerKey {
+    match change {
+        Change::Up { key, .. }
+        | Change::Down { key, .. }
+        | Change::Restarted { key, .. }
+        | Change::OwnerChanged { key, .. }
+        | Change::ReuseportJoined { key, .. }
+        | Change::HoldersChanged { key, .. } => key,
+    }
 }
 
 fn rule_proto_of(proto: Proto) -> RuleProto {

@@ -1,22 +1,34 @@
-//! `watcher watch`: the pipeline, printing to stdout as a table or JSON lines.
+//! `watcher watch`: the pipeline, printing to stdout as a table, JSON
+//! lines, or ECS / OCSF lines.
 use std::io;
 
 use crate::{
-    cli::WatchArgs,
+    cli::{WatchArgs, WatchFormat},
     kernel::privileges,
-    output::format::{Format, Printer},
+    output::{
+        format::{Format, Printer},
+        siem::{Schema, SiemPrinter},
+    },
     pipeline::{PipelineOptions, run_pipeline},
 };
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     privileges::check()?;
-    let format = if args.json { Format::Json } else { Format::Table };
-    let printer = Printer::new(format, io::BufWriter::new(io::stdout().lock()));
+    let out = io::BufWriter::new(io::stdout().lock());
     let options = PipelineOptions {
         filter: args.filter(),
         accept: args.accept,
         snapshot: !args.no_snapshot,
         stop_when_stdout_closes: true,
     };
-    run_pipeline(options, printer).await
+    let (native, schema) = match args.output_format() {
+        WatchFormat::Table => (Format::Table, None),
+        WatchFormat::Json => (Format::Json, None),
+        WatchFormat::Ecs => (Format::Json, Some(Schema::Ecs)),
+        WatchFormat::Ocsf => (Format::Json, Some(Schema::Ocsf)),
+    };
+    match schema {
+        None => run_pipeline(options, Printer::new(native, out)).await,
+        Some(schema) => run_pipeline(options, SiemPrinter::new(schema, out)).await,
+    }
 }

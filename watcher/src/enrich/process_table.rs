@@ -130,8 +130,10 @@ impl ProcessTable {
         let info = ProcessInfo {
             ppid: from_proc.ppid.or(previous.ppid),
             // The canonical path when the process is still there to ask;
-            // the path execve() was given when it is already gone.
-            exe: from_proc.exe.or_else(|| Some(filename.to_vec())),
+            // the path execve() was given, made canonical, when it is
+            // already gone: /sbin/rpc.statd and /usr/sbin/rpc.statd are one
+            // program (merged /usr), and the allowlist must see one name.
+            exe: from_proc.exe.or_else(|| Some(canonical_path(filename))),
             // argv from the kernel is exact even when /proc is gone; when
             // it was cut short, /proc (if there) has all of it.
             cmdline: match captured {
@@ -158,6 +160,18 @@ impl ProcessTable {
     }
 }
 
+/// An absolute path with its links resolved, as /proc/PID/exe gives it;
+/// the path as given when it cannot be resolved (gone, or relative to a
+/// working directory that is not ours).
+fn canonical_path(path: &[u8]) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt as _;
+    if !path.starts_with(b"/") {
+        return path.to_vec();
+    }
+    std::fs::canonicalize(std::ffi::OsStr::from_bytes(path))
+        .map_or_else(|_| path.to_vec(), |p| p.into_os_string().into_encoded_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +183,22 @@ mod tests {
     /// /proc of a folder that holds no process: everything comes from records.
     fn table() -> ProcessTable {
         ProcessTable::new(ProcessLookup::new("/nonexistent-proc"))
+    }
+
+    /// A path through a link (merged /usr: /bin → usr/bin) is named as its
+    /// target; one that does not exist, or a relative one, as given.
+    #[test]
+    fn paths_given_to_execve_are_made_canonical() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("prog"), b"").unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        let via_link = dir.path().join("link/prog");
+        let canonical = std::fs::canonicalize(real.join("prog")).unwrap();
+        assert_eq!(canonical_path(via_link.as_os_str().as_encoded_bytes()), canonical.as_os_str().as_encoded_bytes());
+        assert_eq!(canonical_path(b"/nonexistent/x"), b"/nonexistent/x");
+        assert_eq!(canonical_path(b"./x"), b"./x");
     }
 
     #[test]
@@ -183,7 +213,7 @@ mod tests {
         t.apply(&Record::Exec { task: task(20, 20, 3), old_tid: 20, filename: b"/bin/nc".to_vec() });
         let info = t.get(20);
         assert_eq!(info.ppid, Some(10));
-        assert_eq!(info.exe.as_deref(), Some(b"/bin/nc".as_slice()));
+        assert_eq!(info.exe, Some(canonical_path(b"/bin/nc")));
         assert_eq!(info.cmdline, Some(vec![b"nc".to_vec(), b"-l".to_vec()]));
     }
 

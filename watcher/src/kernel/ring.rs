@@ -4,19 +4,21 @@
 //! up: under a flood the reader then sleeps and is woken every few records,
 //! and most of its CPU goes to switching in and out. [`RingReader`] instead
 //! asks the programs to skip the wake-up (RING_WAKEUP, see watcher-common)
-//! and bounds the delay itself:
+//! while records ahead are unread, and bounds the delay itself:
 //!
-//! - **polling** while records flow: it is not registered on the ring at all
-//!   (so the kernel's wake-ups reach nobody) and wakes on a timer every
-//!   [`POLL_INTERVAL`], reading whatever came meanwhile: at most that long
-//!   behind, at most 1 / [`POLL_INTERVAL`] wake-ups a second however fast
-//!   records come;
-//! - **idle** once [`QUIET_POLLS`] polls in a row found nothing: it
-//!   registers on the ring (the registration checks the ring, so nothing
-//!   that came meanwhile waits) and sleeps until a record comes. The first
-//!   record after everything was read always forces a wake-up, so an idle
-//!   watcher uses no CPU and is not woken at all, and still sees that first
-//!   record at once.
+//! - **idle**, it sleeps on the ring, and the first record after the reader
+//!   has read everything always forces a wake-up: an idle watcher uses no
+//!   CPU and is not woken at all, and a lone record is read at once;
+//! - **polling**, once it has been woken [`FLOW_WAKEUPS`] times within
+//!   [`FLOW_WINDOW`] (records flow faster than it should wake up; a burst of
+//!   a few records, a bind then its listen, does not count), it is not registered on
+//!   the ring at all, so the kernel's wake-ups reach nobody, and it wakes on
+//!   a timer every [`POLL_INTERVAL`] instead, reading whatever came: at most
+//!   that long behind, at most 1 / [`POLL_INTERVAL`] wake-ups a second
+//!   however fast records come. [`QUIET_POLLS`] polls in a row that find
+//!   nothing make it idle again.
+//!
+//! Either way it wakes at most about once per [`POLL_INTERVAL`].
 //!
 //! Used from the pipeline's `select!` loop instead of an `AsyncFd` on the
 //! ring (`ready` is cancel-safe):
@@ -36,7 +38,7 @@
 use std::{
     io,
     os::fd::{AsFd as _, AsRawFd, RawFd},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -53,12 +55,16 @@ use watcher_common::{EVENTS_BYTES, EVENTS_MAP, RING_WAKEUP_MAP};
 
 /// How often the ring is read while records flow: the most a record waits
 /// in the ring before userspace reads it (plus the time to read those
-/// ahead of it).
+/// ahead of it), and the shortest gap between two wake-ups.
 pub const POLL_INTERVAL: Duration = Duration::from_micros(250);
-/// Polls in a row that found nothing before the reader sleeps until woken:
-/// 1 ms of quiet. Longer costs wake-ups for nothing after each burst;
-/// shorter makes a steady trickle wake the reader through the kernel.
-pub const QUIET_POLLS: u32 = 4;
+/// Polls in a row that found nothing before the reader sleeps on the ring
+/// again (0.5 ms of quiet).
+pub const QUIET_POLLS: u32 = 2;
+/// Wake-ups from the ring within [`FLOW_WINDOW`] that switch to polling: a
+/// rate above 4,000 a second, where the switching costs more than it does
+/// for a lone listener's few records (bind, listen), which stay immediate.
+pub const FLOW_WAKEUPS: u32 = 4;
+pub const FLOW_WINDOW: Duration = Duration::from_millis(1);
 /// Unread bytes above which every record wakes the reader anyway: a
 /// quarter of the ring. The reader polls far more often than a flood fills
 /// that much, so this is a backstop, not the usual path.
@@ -74,12 +80,17 @@ pub struct RingReader {
     emptied: bool,
     /// Polls in a row that found nothing.
     quiet: u32,
+    /// When the current [`FLOW_WINDOW`] began, and the wake-ups from the
+    /// ring in it: a flow or a burst.
+    window: (Instant, u32),
+    /// The last wait ended because the ring looked readable (idle).
+    woken: bool,
 }
 
 enum State {
     /// Not registered anywhere: the kernel's wake-ups reach nobody.
     Polling(RingBuf<MapData>),
-    /// Registered with tokio, waiting for a wake-up.
+    /// Registered with tokio, woken by the kernel.
     Idle(AsyncFd<RingBuf<MapData>>),
     /// Only while moving between the two.
     Moving,
@@ -98,8 +109,16 @@ impl RingReader {
         let timer = unsafe { AsyncFd::register_with_interest(Timer(timer), Interest::READABLE) }
             .map_err(|e| e.into_parts().1)
             .context("registering the ring buffer's poll timer with tokio")?;
-        let mut reader = Self { state: State::Moving, timer, read: 0, emptied: true, quiet: 0 };
-        reader.poll_on_timer(ring)?;
+        let mut reader = Self {
+            state: State::Moving,
+            timer,
+            read: 0,
+            emptied: true,
+            quiet: 0,
+            window: (Instant::now(), 0),
+            woken: false,
+        };
+        reader.sleep_on_ring(ring).context("registering the ring buffer with tokio")?;
         // Only now: until this reader reads, the kernel's own wake-ups were right.
         let mut wakeup: Array<_, u64> =
             Array::try_from(ebpf.map_mut(RING_WAKEUP_MAP).context("map RING_WAKEUP missing from the eBPF object")?)
@@ -136,71 +155,113 @@ impl RingReader {
             return Ok(());
         }
         let read = std::mem::take(&mut self.read);
-        if read > 0 {
-            self.quiet = 0;
-        } else {
-            self.quiet = self.quiet.saturating_add(1);
-        }
-        if matches!(self.state, State::Polling(_)) && self.quiet >= QUIET_POLLS {
-            self.sleep_on_ring()?;
-        }
+        let woken = std::mem::take(&mut self.woken);
         match &self.state {
             State::Polling(_) => {
-                let mut guard = self.timer.readable().await?;
-                // Expirations are counted by the timer; one read clears them.
-                match guard.try_io(|timer| timer.get_ref().0.wait().map_err(io::Error::from)) {
-                    Ok(result) => result?,
-                    Err(_would_block) => return Ok(()),
+                self.quiet = if read > 0 { 0 } else { self.quiet + 1 };
+                if self.quiet < QUIET_POLLS {
+                    return self.tick().await;
                 }
+                let ring = self.take_polling();
+                self.sleep_on_ring(ring)?;
             }
-            State::Idle(fd) => {
-                let mut guard = fd.readable().await?;
-                guard.clear_ready();
-                drop(guard);
-                // Woken: records came, or one is reserved and not yet
-                // committed (its commit may skip the wake-up). Either way,
-                // poll until the ring has been quiet for a while.
-                self.quiet = 0;
-                let State::Idle(fd) = std::mem::replace(&mut self.state, State::Moving) else {
-                    unreachable!("matched above")
-                };
-                self.poll_on_timer(fd.into_inner())?;
+            // Woken because the ring looked readable, yet nothing could be
+            // read: a record is reserved and not yet committed, and its
+            // commit may skip the wake-up. Poll until it is there.
+            State::Idle(_) if woken && read == 0 => {
+                self.poll_on_timer()?;
+                return self.tick().await;
             }
+            State::Idle(_) => {}
             State::Moving => return Err(io::Error::other("the ring reader failed to switch modes")),
+        }
+        let State::Idle(fd) = &self.state else {
+            return Err(io::Error::other("the ring reader failed to switch modes"));
+        };
+        loop {
+            let mut guard = fd.readable().await?;
+            // tokio's readiness is edge-triggered and the last drain may
+            // have left a record that skipped its wake-up: ask the ring
+            // itself (level-triggered). Not readable: the readiness is
+            // cleared, and every record reserved from now on finds
+            // everything before it read and forces a wake-up.
+            if guard.try_io(|ring| readable(ring.get_ref())).is_ok() {
+                break;
+            }
+        }
+        self.woken = true;
+        let now = Instant::now();
+        let (start, wakeups) = &mut self.window;
+        if now.duration_since(*start) < FLOW_WINDOW {
+            *wakeups += 1;
+        } else {
+            (*start, *wakeups) = (now, 1);
+        }
+        if *wakeups >= FLOW_WAKEUPS {
+            // Records flow: read these, then poll on the timer.
+            self.window.1 = 0;
+            self.poll_on_timer()?;
         }
         Ok(())
     }
 
-    fn poll_on_timer(&mut self, ring: RingBuf<MapData>) -> io::Result<()> {
+    /// Waits for the poll timer.
+    async fn tick(&mut self) -> io::Result<()> {
+        let mut guard = self.timer.readable().await?;
+        // Expirations are counted by the timer; one read clears them.
+        match guard.try_io(|timer| timer.get_ref().0.wait().map_err(io::Error::from)) {
+            Ok(result) => result,
+            Err(_would_block) => Ok(()),
+        }
+    }
+
+    fn take_polling(&mut self) -> RingBuf<MapData> {
+        match std::mem::replace(&mut self.state, State::Moving) {
+            State::Polling(ring) => ring,
+            State::Idle(fd) => fd.into_inner(),
+            State::Moving => unreachable!("only while switching"),
+        }
+    }
+
+    /// Leaves the ring (the kernel's wake-ups then reach nobody) for the timer.
+    fn poll_on_timer(&mut self) -> io::Result<()> {
+        let ring = self.take_polling();
+        self.quiet = 0;
+        self.state = State::Polling(ring);
         let interval = TimeSpec::from_duration(POLL_INTERVAL);
         self.timer.get_ref().0.set(Expiration::Interval(interval), TimerSetTimeFlags::empty())?;
-        self.state = State::Polling(ring);
         Ok(())
     }
 
-    fn sleep_on_ring(&mut self) -> io::Result<()> {
+    fn sleep_on_ring(&mut self, ring: RingBuf<MapData>) -> io::Result<()> {
         self.timer.get_ref().0.unset()?;
-        let State::Polling(ring) = std::mem::replace(&mut self.state, State::Moving) else {
-            return Ok(());
-        };
-        // Registering polls the ring: a record that came since the last
-        // read makes it readable at once. Any record reserved after that
-        // finds everything before it read, and forces a wake-up.
         // SAFETY: the RingBuf owns its map fd, which stays open and is not
         // replaced while the AsyncFd owns the RingBuf.
         match unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) } {
             Ok(fd) => {
                 self.state = State::Idle(fd);
-                self.quiet = 0;
                 Ok(())
             }
             Err(e) => {
                 // Keep polling: slower to fall asleep, never blind.
                 let (ring, error) = e.into_parts();
-                self.poll_on_timer(ring)?;
+                self.state = State::Polling(ring);
+                self.poll_on_timer()?;
                 Err(error)
             }
         }
+    }
+}
+
+/// Whether the ring holds data (committed or still reserved), as poll(2)
+/// says; `WouldBlock` when it does not.
+fn readable(ring: &RingBuf<MapData>) -> io::Result<()> {
+    let mut fd = libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, no timeout.
+    match unsafe { libc::poll(&mut fd, 1, 0) } {
+        n if n < 0 => Err(io::Error::last_os_error()),
+        0 => Err(io::ErrorKind::WouldBlock.into()),
+        _ => Ok(()),
     }
 }
 

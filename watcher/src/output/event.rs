@@ -320,7 +320,12 @@ impl<'a> ChangeLine<'a> {
         let others = |socket: &'a Socket| HolderList(other_holders(socket));
         match change {
             Change::Up { socket, .. } => line.holders = others(socket),
-            Change::Down { lived_ns, .. } => line.lived_ms = Some(*lived_ns as f64 / 1e6),
+            Change::Down { socket, lived_ns, .. } => {
+                // Everyone who held it in its life: a forked child that
+                // exited on its own is named here.
+                line.holders = HolderList(&socket.held_by);
+                line.lived_ms = Some(*lived_ns as f64 / 1e6);
+            }
             Change::Restarted { socket, previous, gap_ns, same_exe, same_user, same_cmdline, .. } => {
                 line.holders = others(socket);
                 line.gap_ms = Some(*gap_ns as f64 / 1e6);

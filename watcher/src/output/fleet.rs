@@ -158,6 +158,13 @@ impl Fleet {
         self.metrics.set_live_listeners(n);
     }
 
+    /// Once a second: what the kernel programs could not do since the last time.
+    pub fn program_errors(&self, grown: &[(watcher_common::ProgramError, u64)]) {
+        for (kind, count) in grown {
+            self.metrics.program_errors(kind.name(), *count);
+        }
+    }
+
     /// Once a second: the process table's size.
     pub fn process_table_size(&self, n: usize) {
         self.metrics.set_process_table_size(n);

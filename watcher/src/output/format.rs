@@ -20,10 +20,12 @@ use crate::{
     model::{
         escape::{escape, escape_bytes},
         event_name::EventName,
-        socket::Family,
+        socket::{Family, Local as Place},
         text::{attach_name, errno_name, rfc3339, sha256_hex, sock_type_name, socket_address, unix_path},
     },
+    output::event::{Event, change_name},
     record::decode::{Filter, SockAddr},
+    state::lifecycle::Change,
 };
 
 /// The fields every JSON line has.
@@ -377,6 +379,43 @@ impl<W: Write> Printer<W> {
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+
+    /// A lifecycle change `watch` reports (`holders_changed`): its JSON
+    /// line, or a table row naming the holders now.
+    pub fn change(&mut self, time: DateTime<Utc>, change: &Change) -> io::Result<()> {
+        match self.format {
+            Format::Json => Event::Lifecycle { time, change }.write_json(&mut self.out),
+            Format::Table => {
+                let (key, socket) = match change {
+                    Change::HoldersChanged { key, socket, .. } => (key, socket),
+                    _ => return Ok(()),
+                };
+                let first = socket.holders.first().unwrap_or(&socket.creator);
+                let holders: Vec<String> =
+                    socket.holders.iter().map(|h| format!("{}/{}", h.pid, escape_bytes(&h.comm))).collect();
+                let (proto, place) = match &key.local {
+                    Place::Inet { addr, port } => {
+                        let v = if addr.is_ipv4() { "4" } else { "6" };
+                        (format!("{}{v}", key.proto.name()), socket_address(*addr, *port))
+                    }
+                    Place::Unix { path } => ("unix".to_owned(), unix_path(path)),
+                    Place::Raw { .. } | Place::Packet { .. } => (key.proto.name(), String::new()),
+                };
+                let cells = [
+                    time.with_timezone(&Local).format("%H:%M:%S%.6f").to_string(),
+                    change_name(change).as_str().to_owned(),
+                    escape_bytes(
+                        first.user.clone().or(first.uid.map(|u| u.to_string())).unwrap_or_default().as_bytes(),
+                    ),
+                    escape_bytes(&first.comm),
+                    first.pid.to_string(),
+                    proto,
+                    format!("{place} holders={}", holders.join(",")),
+                ];
+                self.row(&cells)
+            }
+        }
     }
 
     /// Where the lines go (a buffer that a fan-out hands on, say).

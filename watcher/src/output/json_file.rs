@@ -244,9 +244,9 @@ impl JsonOutput {
             return Ok(());
         }
         let result = inner.destination.reopen();
-        if result.is_err() {
+        inner.failed = result.is_err();
+        if inner.failed {
             inner.counters.errors.inc();
-            inner.failed = true;
         }
         result.with_context(|| format!("reopening [output] json_file {}", inner.destination.name()))
     }

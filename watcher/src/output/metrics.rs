@@ -67,6 +67,12 @@ pub struct Metrics {
     syslog: syslog::Counters,
     output_dropped: Family<OutputLabels, Counter>,
     output_errors: Family<OutputLabels, Counter>,
+    program_errors: Family<KindLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
 }
 
 impl Default for Metrics {
@@ -112,6 +118,15 @@ impl Metrics {
             output_dropped.clone(),
         );
         r.register("output_errors", "Failed writes and reopens, by output", output_errors.clone());
+        let program_errors = Family::<KindLabels, Counter>::default();
+        r.register(
+            "program_errors",
+            "What the kernel programs could not do (a read of kernel or user memory, a map update), by kind",
+            program_errors.clone(),
+        );
+        for kind in watcher_common::ProgramError::ALL {
+            drop(program_errors.get_or_create(&KindLabels { kind: kind.name().to_owned() }));
+        }
         // Every event name has a series at 0 from the start, so that a rate
         // or an increase over the first one is right (a series born at 1
         // shows no increase in Prometheus).
@@ -128,7 +143,12 @@ impl Metrics {
             syslog,
             output_dropped,
             output_errors,
+            program_errors,
         }
+    }
+
+    pub fn program_errors(&self, kind: &str, count: u64) {
+        self.program_errors.get_or_create(&KindLabels { kind: kind.to_owned() }).inc_by(count);
     }
 
     /// Creates, at 0, the alert counters the configuration can raise.

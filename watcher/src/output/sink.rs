@@ -10,14 +10,17 @@ use crate::{
     output::format::Printer,
     record::decode::Record,
     snapshot::{holders::HolderInfo, sock_diag::ExistingSocket},
+    state::lifecycle::Change,
 };
 
 /// What the pipeline itself holds that a sink may report (the daemon's
 /// metrics).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct PipelineStats {
     /// Processes in the process table.
     pub processes: usize,
+    /// What the kernel programs could not do since the last tick, by kind.
+    pub program_errors: Vec<(watcher_common::ProgramError, u64)>,
 }
 
 pub trait Sink {
@@ -46,6 +49,16 @@ pub trait Sink {
         holders: &[HolderInfo],
         netns: Option<u64>,
     ) -> io::Result<()>;
+    /// Whether the pipeline should follow the holders of the listeners it
+    /// reports and say (`lifecycle`) when they all went and others hold one.
+    /// The daemon follows them in its own listener table.
+    fn follows_holders(&self) -> bool {
+        false
+    }
+    /// A change of the listeners' lifecycle the pipeline derived.
+    fn lifecycle(&mut self, _time: DateTime<Utc>, _change: &Change) -> io::Result<()> {
+        Ok(())
+    }
     /// A fork, exec or exit, once the process table has it.
     fn process(&mut self, _record: &Record) -> io::Result<()> {
         Ok(())
@@ -87,6 +100,14 @@ impl<W: Write> Sink for Printer<W> {
 
     fn lost(&mut self, count: u64, total: u64, time: DateTime<Utc>) -> io::Result<()> {
         Printer::lost(self, count, total, time)
+    }
+
+    fn follows_holders(&self) -> bool {
+        true
+    }
+
+    fn lifecycle(&mut self, time: DateTime<Utc>, change: &Change) -> io::Result<()> {
+        self.change(time, change)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -58,33 +58,44 @@ pub fn kill_holders(lookup: &mut ProcessLookup, listener: Option<(Proto, &Local)
         targets.retain(|pid| *pid > 1 && *pid != std::process::id() && !outcome.killed.contains(pid) && !failed(pid));
         stop_and_kill(&targets, &mut outcome);
         // Who holds it now: the children a holder forked before it stopped.
-        match holders::holding(lookup, proto, local, &[]) {
-            Ok((_, now)) => {
-                targets = now.iter().map(|h| h.pid).collect();
-                let failed = |pid: &u32| outcome.survivors.iter().any(|(p, _)| p == pid);
-                if targets.is_empty() || targets.iter().all(failed) {
-                    return outcome;
-                }
-            }
+        // /proc is read one process at a time, so a child forked while it
+        // is read can be missed: the socket is gone only when sock_diag no
+        // longer lists it, not when no holder was found.
+        let (open, now) = match holders::holding(lookup, proto, local, &[]) {
+            Ok(found) => found,
             Err(e) => {
                 outcome.survivors.push((0, format!("cannot tell who holds the socket: {e:#}")));
                 return outcome;
             }
+        };
+        if open.is_empty() {
+            return outcome;
         }
-        if targets.iter().all(|pid| outcome.killed.contains(pid)) {
-            // Killed but still listed: give them one more wait.
+        targets = now.iter().map(|h| h.pid).collect();
+        let failed = |pid: &u32| outcome.survivors.iter().any(|(p, _)| p == pid);
+        if !targets.is_empty() && targets.iter().all(failed) {
+            return outcome;
+        }
+        if targets.is_empty() {
+            // Open but held by none found: the killed may still be exiting
+            // (their files are closed late in exit), or a holder was missed.
+            wait_exited(&outcome.killed);
+        } else if targets.iter().all(|pid| outcome.killed.contains(pid)) {
             wait_exited(&targets);
         }
     }
-    let mut still = holders::holding(lookup, proto, local, &[]).map(|(_, h)| h).unwrap_or_default();
+    let (open, mut still) = holders::holding(lookup, proto, local, &[]).unwrap_or_default();
     still.retain(|h| !outcome.survivors.iter().any(|(p, _)| *p == h.pid));
-    for h in still {
+    for h in &still {
         let why = if outcome.killed.contains(&h.pid) {
             "still holds the socket after SIGKILL".to_owned()
         } else {
             "appeared after every round of kills".to_owned()
         };
         outcome.survivors.push((h.pid, why));
+    }
+    if !open.is_empty() && outcome.survivors.is_empty() {
+        outcome.survivors.push((0, "the socket is still open and no process holding it could be found".to_owned()));
     }
     outcome
 }

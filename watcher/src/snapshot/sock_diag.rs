@@ -40,7 +40,7 @@ use anyhow::Context as _;
 use log::debug;
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-    NetlinkSerializable, NlasIterator, ParseableParametrized as _,
+    NetlinkSerializable, Nla as _, NlasIterator, ParseableParametrized as _,
 };
 use netlink_packet_sock_diag::{
     SockDiagMessage,
@@ -52,6 +52,9 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
 use crate::model::socket::{Family, Local, Proto};
 
+/// unix_diag: ask for the socket's owner uid, and its attribute.
+const UDIAG_SHOW_UID: u32 = 0x40;
+const UNIX_DIAG_UID: u16 = 9;
 const TCP_CLOSE: u8 = 7;
 const TCP_LISTEN: u8 = 10;
 const SOCK_STREAM: u8 = 1;
@@ -78,7 +81,7 @@ pub struct ExistingSocket {
     pub inode: u64,
     /// The socket's owner (`sk_uid`): the uid of the task that created it,
     /// kept when that task later drops privileges. sock_diag tells it for
-    /// TCP, UDP and raw sockets; None for the others.
+    /// TCP, UDP, raw and (Linux 5.3 and later) UNIX sockets; None for the others.
     pub owner_uid: Option<u32>,
     /// The socket cookie (what `bpf_get_socket_cookie` returns in the
     /// kernel programs, and the live UDP events carry as their socket id):
@@ -392,7 +395,9 @@ impl Diag {
         let request = SockDiagMessage::UnixRequest(UnixRequest {
             state_flags: unix::StateFlags::from_bits_retain((1 << TCP_LISTEN) | (1 << TCP_CLOSE)),
             inode: 0,
-            show_flags: ShowFlags::NAME,
+            // NAME, and the socket's owner uid (UDIAG_SHOW_UID, Linux 5.3),
+            // which the crate has no flag for.
+            show_flags: ShowFlags::NAME | ShowFlags::from_bits_retain(UDIAG_SHOW_UID),
             cookie: [0xff; 8],
         });
         let answers = self.dump(request).context("sock_diag dump of UNIX sockets")?;
@@ -404,6 +409,14 @@ impl Diag {
                 continue;
             };
             let h = &response.header;
+            let owner_uid = response.nlas.iter().find_map(|nla| match nla {
+                unix::nlas::Nla::Other(other) if other.kind() == UNIX_DIAG_UID && other.value_len() == 4 => {
+                    let mut value = [0u8; 4];
+                    other.emit_value(&mut value);
+                    Some(u32::from_ne_bytes(value))
+                }
+                _ => None,
+            });
             let path = match response.name() {
                 Some(UnixDiagName::Pathname(p)) => Some(p.as_bytes().to_vec()),
                 Some(UnixDiagName::Abstract(name)) => Some([&[0][..], name].concat()),
@@ -424,7 +437,7 @@ impl Diag {
                 local: Local::Unix { path: path.unwrap_or_default() },
                 ifindex: 0,
                 inode: u64::from(h.inode),
-                owner_uid: None,
+                owner_uid,
                 cookie: cookie_of(&h.cookie),
             });
         }

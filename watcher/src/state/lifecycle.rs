@@ -60,7 +60,14 @@ pub struct Socket {
     pub named: Vec<u32>,
     /// The named holders that exited since the last event that named any.
     pub previous_named: Vec<Holder>,
+    /// Every process other than the creator that held it in its life (the
+    /// first [`HELD_BY_KEPT`]): forked children that exited on their own
+    /// are named by `listener_down`.
+    pub held_by: Vec<Holder>,
 }
+
+/// How many past holders a socket remembers.
+pub const HELD_BY_KEPT: usize = 32;
 
 impl Socket {
     pub fn new(id: Option<SocketId>, creator: Holder, mut holders: Vec<Holder>) -> Self {
@@ -68,7 +75,26 @@ impl Socket {
             holders.push(creator.clone());
         }
         let named = holders.iter().map(|h| h.pid).filter(|&p| p != 0).collect();
-        Self { id, creator, holders, named, previous_named: Vec::new() }
+        let mut socket =
+            Self { id, creator, holders: Vec::new(), named, previous_named: Vec::new(), held_by: Vec::new() };
+        for h in holders {
+            socket.add_holder(h);
+        }
+        socket
+    }
+
+    /// A holder now, and so one in its life.
+    fn add_holder(&mut self, holder: Holder) {
+        if holder.pid != 0
+            && holder.pid != self.creator.pid
+            && self.held_by.len() < HELD_BY_KEPT
+            && !self.held_by.iter().any(|h| h.pid == holder.pid)
+        {
+            self.held_by.push(holder.clone());
+        }
+        if !self.holders.iter().any(|h| h.pid == holder.pid) {
+            self.holders.push(holder);
+        }
     }
 
     fn holds(&self, pid: u32) -> bool {
@@ -168,7 +194,7 @@ impl ListenerTable {
                 known.id = known.id.or(socket.id);
                 for h in socket.holders {
                     if !known.holds(h.pid) {
-                        known.holders.push(h);
+                        known.add_holder(h);
                     }
                 }
                 return Vec::new();
@@ -233,9 +259,7 @@ impl ListenerTable {
         for key in keys {
             let Some(live) = self.live.get_mut(key) else { continue };
             for socket in live.sockets.iter_mut().filter(|s| s.holders.iter().any(|h| h.pid == parent)) {
-                if !socket.holders.iter().any(|h| h.pid == child.pid) {
-                    socket.holders.push(child.clone());
-                }
+                socket.add_holder(child.clone());
             }
         }
     }
@@ -293,7 +317,10 @@ impl ListenerTable {
         for socket in live.sockets.iter_mut().filter(|s| s.named.is_empty()) {
             let holders = holders_of(socket);
             let previous = std::mem::take(&mut socket.previous_named);
-            socket.holders = holders.clone();
+            socket.holders.clear();
+            for h in &holders {
+                socket.add_holder(h.clone());
+            }
             socket.named = holders.iter().map(|h| h.pid).collect();
             if !holders.is_empty() {
                 changes.push(Change::HoldersChanged { key: key.clone(), socket: socket.clone(), previous });

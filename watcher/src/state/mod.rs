@@ -1,2 +1,3 @@
 //! What the daemon remembers: the listener table and its lifecycle.
 pub mod lifecycle;
+pub mod tracker;

@@ -1,0 +1,379 @@
+//! Follows each listener's holders, for `watch` and the daemon alike: the
+//! listener table, fed by live events and the snapshot, and an index from
+//! pid to the listeners it holds, so that a fork (the child inherits) or an
+//! exit touches only those. When every process the events named for a
+//! socket is gone and the socket did not close, the few candidates (the
+//! children the holders forked), then if need be every process, are looked
+//! at in /proc: the change says who holds it now.
+use std::collections::HashMap;
+
+use log::warn;
+
+use crate::{
+    enrich::report::{Report, What},
+    host::process::ProcessLookup,
+    model::{
+        holder::Holder,
+        socket::{Local, Proto},
+    },
+    record::decode::{Record, SocketKind},
+    snapshot::{
+        holders::{self, HolderInfo},
+        sock_diag::{self, ExistingSocket},
+    },
+    state::lifecycle::{Change, ListenerKey, ListenerTable, Socket, SocketId},
+};
+
+/// A live event as the listener table sees it.
+pub struct Sighting {
+    pub key: ListenerKey,
+    pub id: Option<SocketId>,
+    /// Up (a TCP listen, a UDP or UNIX datagram bind, a UNIX listen) or down (a close).
+    pub up: bool,
+}
+
+impl Sighting {
+    /// TCP listeners, bound UDP sockets, UNIX listeners and bound UNIX
+    /// datagram sockets; None for every other event (a TCP bind: its listen
+    /// is what counts).
+    pub fn of(report: &Report<'_>) -> Option<Self> {
+        let netns = u64::from(report.task.netns);
+        match &report.what {
+            What::Socket { event, .. } => {
+                let up = match (event.kind, event.proto) {
+                    (SocketKind::Listen, Proto::Tcp) | (SocketKind::Bind, Proto::Udp) => true,
+                    (SocketKind::Close, Proto::Tcp | Proto::Udp) => false,
+                    _ => return None,
+                };
+                let key = ListenerKey {
+                    netns,
+                    proto: event.proto,
+                    local: Local::Inet { addr: event.addr, port: event.port },
+                };
+                // The socket cookie, which the snapshot knows too (a UDP
+                // event's always, a TCP one's when the socket had one);
+                // else the socket's kernel address.
+                let id = event.cookie.map_or(SocketId::Kernel(event.sock_id), SocketId::Cookie);
+                Some(Self { key, id: Some(id), up })
+            }
+            What::Unix { kind, path, .. } => {
+                let key = ListenerKey { netns, proto: Proto::Unix, local: Local::Unix { path: path.to_vec() } };
+                Some(Self { key, id: None, up: *kind != SocketKind::Close })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The process of a live event, as the table and the allowlist know it.
+pub fn holder_of(report: &Report<'_>) -> Holder {
+    let t = report.task;
+    Holder {
+        pid: t.pid,
+        uid: Some(t.uid),
+        user: report.user.map(str::to_owned),
+        comm: t.comm.clone(),
+        exe: report.process.exe.clone(),
+        cmdline: report.process.cmdline.clone(),
+    }
+}
+
+/// A snapshot socket as a listener key: TCP listeners, bound UDP and UNIX sockets.
+pub fn key_of_existing(socket: &ExistingSocket, netns: u64) -> Option<ListenerKey> {
+    match (&socket.local, socket.proto) {
+        (Local::Inet { .. }, Proto::Tcp | Proto::Udp) | (Local::Unix { .. }, _) => {
+            Some(ListenerKey { netns, proto: socket.proto, local: socket.local.clone() })
+        }
+        _ => None,
+    }
+}
+
+/// A socket of the snapshot, with every process that holds it.
+pub fn existing_socket(socket: &ExistingSocket, holders: &[HolderInfo], lookup: &mut ProcessLookup) -> Socket {
+    let creator = holders::creator(socket.owner_uid, holders, lookup);
+    let id = socket.cookie.map_or(SocketId::Inode(socket.inode), SocketId::Cookie);
+    Socket::new(Some(id), creator, holders.iter().map(HolderInfo::holder).collect())
+}
+
+#[derive(Default)]
+pub struct Tracker {
+    pub listeners: ListenerTable,
+    /// pid → the keys of the listeners it holds.
+    held: HashMap<u32, Vec<ListenerKey>>,
+    /// Keys whose named holders all exited (and the last of them to exit),
+    /// to be looked at in /proc once the records before this moment are in
+    /// (see [`Self::settle`]).
+    orphaned: Vec<(ListenerKey, u32)>,
+}
+
+impl Tracker {
+    /// A socket seen waiting; the holders it names are indexed.
+    pub fn up(&mut self, key: ListenerKey, socket: Socket, now_ns: u64) -> Vec<Change> {
+        let holders: Vec<u32> = socket.holders.iter().map(|h| h.pid).collect();
+        let changes = self.listeners.up(key.clone(), socket, now_ns);
+        // Indexed even when the socket joined a known one silently (a
+        // worker's sighting): its pid holds the key from now on.
+        self.index(&key, holders.into_iter());
+        changes
+    }
+
+    pub fn closed(&mut self, key: &ListenerKey, id: Option<SocketId>, pid: u32, now_ns: u64) -> Vec<Change> {
+        self.listeners.closed(key, id, pid, now_ns)
+    }
+
+    fn index(&mut self, key: &ListenerKey, pids: impl Iterator<Item = u32>) {
+        for pid in pids.filter(|&p| p != 0) {
+            let keys = self.held.entry(pid).or_default();
+            if !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        }
+    }
+
+    /// A fork, exec or exit. An exit may leave sockets whose named holders
+    /// are all gone: [`Self::settle`] then asks /proc who holds them now.
+    pub fn process(&mut self, record: &Record) {
+        match record {
+            Record::Fork { parent, child } => {
+                let Some(keys) = self.held.get(&parent.pid).cloned() else { return };
+                // A thread of the same process is not a new holder.
+                if *child == parent.pid || *child == parent.tid {
+                    return;
+                }
+                let named_after_parent = keys
+                    .iter()
+                    .flat_map(|k| self.listeners.sockets(k))
+                    .flat_map(|s| &s.holders)
+                    .find(|h| h.pid == parent.pid)
+                    .cloned()
+                    .unwrap_or_default();
+                let child_holder = Holder { pid: *child, ..named_after_parent };
+                self.listeners.forked(parent.pid, &child_holder, &keys);
+                self.held.insert(*child, keys);
+            }
+            Record::Exit { task, group_dead: true } => {
+                let Some(keys) = self.held.remove(&task.pid) else { return };
+                for key in self.listeners.exited(task.pid, &keys) {
+                    if !self.orphaned.iter().any(|(k, _)| *k == key) {
+                        self.orphaned.push((key, task.pid));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Once the ring buffer is drained: who holds the sockets whose named
+    /// holders exited. Not at the exit itself: the exiting process's sockets
+    /// close after its exit record, and a restarted daemon may already hold
+    /// new sockets on the same keys, whose records are still on their way;
+    /// once they are in, a closed socket is gone from the table and the new
+    /// ones are known, so /proc is not misread.
+    pub fn settle(&mut self, lookup: &mut ProcessLookup) -> Vec<Change> {
+        let keys = std::mem::take(&mut self.orphaned);
+        keys.iter().flat_map(|(key, gone)| self.find_holders(key, *gone, lookup)).collect()
+    }
+
+    /// The sockets of `key` lost every holder the events named (`gone`
+    /// exited last): who holds them now, first among the processes they
+    /// were handed to (forked children), then, if none of those does,
+    /// anywhere. A socket known by its cookie or inode gets the holders of
+    /// that socket only; one known by the kernel's pointer (live TCP) gets
+    /// those of the key's sockets that no process of another socket of the
+    /// key holds: a restarted service's new socket is not the old one's.
+    fn find_holders(&mut self, key: &ListenerKey, gone: u32, lookup: &mut ProcessLookup) -> Vec<Change> {
+        let Some(ours) = sock_diag::netns(lookup.proc_root()) else {
+            return Vec::new();
+        };
+        if key.netns != 0 && key.netns != ours {
+            return Vec::new(); // another namespace: the snapshot cannot see it
+        }
+        let candidates = self.listeners.unconfirmed_holders(key);
+        let mut found: Vec<holders::Held> = Vec::new();
+        for scope in [candidates, Vec::new()] {
+            if scope.is_empty() && !found.is_empty() {
+                break;
+            }
+            match holders::holding_each(lookup, key.proto, &key.local, &scope) {
+                Ok(mut sockets) => {
+                    // An exiting process may still show its fds.
+                    for held in &mut sockets {
+                        held.holders.retain(|h| h.pid != gone);
+                    }
+                    sockets.retain(|held| !held.holders.is_empty());
+                    found = sockets;
+                }
+                Err(e) => {
+                    warn!("finding who holds {:?} now: {e:#}", key.local);
+                    return Vec::new();
+                }
+            }
+            if !found.is_empty() {
+                break;
+            }
+        }
+        let others: Vec<u32> = self
+            .listeners
+            .sockets(key)
+            .iter()
+            .filter(|s| !s.named.is_empty())
+            .flat_map(|s| s.holders.iter().map(|h| h.pid))
+            .collect();
+        let changes = self.listeners.holders_now(key, |socket| {
+            let of = |held: &&holders::Held| match socket.id {
+                Some(SocketId::Cookie(c)) => held.cookie == Some(c),
+                Some(SocketId::Inode(i)) => held.inode == i,
+                // A live TCP socket's id means nothing to /proc: by key,
+                // leaving out the sockets other live entries hold.
+                _ => !held.holders.iter().any(|h| others.contains(&h.pid)),
+            };
+            let mut holders: Vec<Holder> =
+                found.iter().filter(of).flat_map(|held| held.holders.iter().map(HolderInfo::holder)).collect();
+            holders.sort_by_key(|h| h.pid);
+            holders.dedup_by_key(|h| h.pid);
+            holders
+        });
+        for change in &changes {
+            if let Change::HoldersChanged { socket, .. } = change {
+                let pids: Vec<u32> = socket.holders.iter().map(|h| h.pid).collect();
+                self.index(key, pids.into_iter());
+            }
+        }
+        changes
+    }
+
+    /// After a loss: the table made to agree with what listens now
+    /// (`now_there`, from a fresh snapshot of namespace `netns`), and what
+    /// changed while watcher was blind. A key held by none of its known
+    /// holders went down and came back in other hands; a key no longer
+    /// there went down. Keys of other namespaces (the snapshot cannot see
+    /// them) are kept as they are.
+    pub fn resync(&mut self, now_there: Vec<(ListenerKey, Socket)>, netns: u64, now_ns: u64) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let mut present = std::collections::HashSet::new();
+        for (key, socket) in now_there {
+            present.insert(key.clone());
+            let known = self.listeners.holder_pids(&key);
+            if !known.is_empty() && !socket.holders.iter().any(|h| known.contains(&h.pid)) {
+                while self.listeners.is_live(&key) {
+                    changes.extend(self.closed(&key, None, 0, now_ns));
+                }
+            }
+            if !self.listeners.is_live(&key) {
+                changes.extend(self.up(key, socket, now_ns));
+            }
+        }
+        for key in self.listeners.live_keys() {
+            if (key.netns == netns || key.netns == 0) && !present.contains(&key) {
+                while self.listeners.is_live(&key) {
+                    changes.extend(self.closed(&key, None, 0, now_ns));
+                }
+            }
+        }
+        changes
+    }
+
+    /// Index entries of processes whose exit was not seen (a lost record)
+    /// must not stay for ever.
+    pub fn tidy(&mut self) {
+        if self.held.len() > 4 * self.listeners.live_count().max(1024) {
+            let listeners = &self.listeners;
+            self.held.retain(|pid, keys| keys.iter().any(|k| listeners.holder_pids(k).contains(pid)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+
+    fn key(port: u16, netns: u64) -> ListenerKey {
+        ListenerKey { netns, proto: Proto::Tcp, local: Local::Inet { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), port } }
+    }
+
+    fn socket(pid: u32, exe: &str) -> Socket {
+        let holder = Holder { pid, uid: Some(0), exe: Some(exe.as_bytes().to_vec()), ..Holder::default() };
+        Socket::new(Some(SocketId::Inode(u64::from(pid))), holder, Vec::new())
+    }
+
+    fn names(changes: &[Change]) -> Vec<(&'static str, u16)> {
+        changes
+            .iter()
+            .map(|c| match c {
+                Change::Up { key, .. } => ("up", key),
+                Change::Down { key, .. } => ("down", key),
+                Change::Restarted { key, .. } => ("restarted", key),
+                Change::OwnerChanged { key, .. } => ("owner_changed", key),
+                Change::ReuseportJoined { key, .. } => ("reuseport_joined", key),
+                Change::HoldersChanged { key, .. } => ("holders_changed", key),
+            })
+            .map(|(n, k)| (n, if let Local::Inet { port, .. } = k.local { port } else { 0 }))
+            .collect()
+    }
+
+    /// While watcher was blind: one listener went away, one came up, one
+    /// went down and came back in another program's hands, one stayed;
+    /// another namespace's is kept.
+    #[test]
+    fn resync_reports_what_changed_while_blind() {
+        let mut t = Tracker::default();
+        t.up(key(1, 7), socket(10, "/stays"), 0);
+        t.up(key(2, 7), socket(20, "/goes"), 0);
+        t.up(key(3, 7), socket(30, "/usr/sbin/sshd"), 0);
+        t.up(key(4, 9), socket(40, "/in/a/container"), 0);
+        let now_there = vec![
+            (key(1, 7), socket(10, "/stays")),
+            (key(3, 7), socket(31, "/tmp/nc")),
+            (key(5, 7), socket(50, "/new")),
+        ];
+        let changes = t.resync(now_there, 7, 100);
+        let mut got = names(&changes);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![("down", 2), ("down", 3), ("owner_changed", 3), ("restarted", 3), ("up", 3), ("up", 5)],
+            "{changes:?}"
+        );
+        assert!(t.listeners.is_live(&key(4, 9)), "another namespace's listener is kept");
+        assert!(!t.listeners.is_live(&key(2, 7)));
+        assert_eq!(t.listeners.holder_pids(&key(3, 7)), vec![31]);
+        // Nothing more to say a second time.
+        let again = t.resync(
+            vec![
+                (key(1, 7), socket(10, "/stays")),
+                (key(3, 7), socket(31, "/tmp/nc")),
+                (key(5, 7), socket(50, "/new")),
+            ],
+            7,
+            200,
+        );
+        assert_eq!(again, vec![]);
+    }
+
+    /// A fork's child inherits the parent's sockets; once the parent has
+    /// exited, the look-up waits for the drained ring (settle).
+    #[test]
+    fn forks_are_followed_and_exits_settled_later() {
+        let mut t = Tracker::default();
+        t.up(key(111, 0), socket(100, "/sbin/rpcbind"), 0);
+        let task = |pid: u32| crate::record::decode::Task {
+            ktime_ns: 1,
+            cgroup_id: 0,
+            pid,
+            tid: pid,
+            uid: 0,
+            gid: 0,
+            netns: 0,
+            comm: b"rpcbind".to_vec(),
+        };
+        t.process(&Record::Fork { parent: task(100), child: 101 });
+        assert_eq!(t.listeners.holder_pids(&key(111, 0)), vec![100, 101]);
+        t.process(&Record::Fork { parent: task(100), child: 100 }); // a thread
+        assert_eq!(t.listeners.holder_pids(&key(111, 0)), vec![100, 101]);
+        t.process(&Record::Exit { task: task(100), group_dead: true });
+        assert_eq!(t.orphaned, vec![(key(111, 0), 100)], "looked up only once the ring is drained");
+        assert_eq!(t.listeners.unconfirmed_holders(&key(111, 0)), vec![101]);
+    }
+}
