@@ -430,14 +430,27 @@ pub struct Daemon {
     pub seen_pids: BTreeSet<u32>,
 }
 
-/// A free TCP port on loopback (v4 and v6 both free, for exim4).
+/// A free TCP port on loopback (v4 and v6 both free, for exim4), below the
+/// kernel's ephemeral range: a fixed port as a service's would be, which
+/// `baseline` must not take for one picked at random (it widens unnamed
+/// ephemeral ports into a range rule).
 fn free_tcp_port() -> u16 {
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("::1", port)).is_ok() {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    // Spread over 20000..low by pid and a counter, so parallel runs rarely try the same one.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let span = u32::from(low.saturating_sub(20000).max(1));
+    for _ in 0..span {
+        let n = NEXT.fetch_add(7919, std::sync::atomic::Ordering::Relaxed) + std::process::id();
+        let port = 20000 + (n % span) as u16;
+        let v4 = std::net::TcpListener::bind(("127.0.0.1", port));
+        if v4.is_ok() && std::net::TcpListener::bind(("::1", port)).is_ok() {
             return port;
         }
     }
+    panic!("no free TCP port in 20000..{low} on 127.0.0.1 and ::1");
 }
 
 impl Daemon {

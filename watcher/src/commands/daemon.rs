@@ -83,6 +83,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             .map_err(BadConfig)?,
         None => JsonOutput::stdout(fleet.output_counters("stdout")),
     };
+    out.set_format(config.output.format);
     let sink = DaemonSink {
         lines: DaemonLines::new(out.clone(), fleet, config.output.format),
         output: out,
@@ -349,6 +350,7 @@ impl<W: Write> Sink for DaemonSink<W> {
                 self.config.enforce |= enforce;
                 self.lines.fleet.reconfigure(&self.config);
                 self.lines.set_format(self.config.output.format);
+                self.output.set_format(self.config.output.format);
                 let rules = self.config.rules.len();
                 self.emit(&Event::ConfigReloaded { time: Utc::now(), path: &path, rules })
             }

@@ -63,14 +63,52 @@ impl KillOutcome {
 /// Everything that can be written, typed.
 pub enum Event<'a> {
     Live(&'a Report<'a>),
-    Existing { time: DateTime<Utc>, socket: &'a ExistingSocket, holder: Option<&'a HolderInfo>, netns: Option<u64> },
-    Lost { time: DateTime<Utc>, count: u64, total: u64 },
-    Lifecycle { time: DateTime<Utc>, change: &'a Change },
-    Alert { time: DateTime<Utc>, alert: &'a Alert },
-    Kill { time: DateTime<Utc>, outcome: &'a KillOutcome },
-    ConfigReloaded { time: DateTime<Utc>, path: &'a Path, rules: usize },
-    ConfigRejected { time: DateTime<Utc>, path: &'a Path, reason: &'a str },
-    Resynced { time: DateTime<Utc>, live_listeners: usize },
+    Existing {
+        time: DateTime<Utc>,
+        socket: &'a ExistingSocket,
+        holder: Option<&'a HolderInfo>,
+        netns: Option<u64>,
+    },
+    Lost {
+        time: DateTime<Utc>,
+        count: u64,
+        total: u64,
+    },
+    Lifecycle {
+        time: DateTime<Utc>,
+        change: &'a Change,
+    },
+    Alert {
+        time: DateTime<Utc>,
+        alert: &'a Alert,
+    },
+    Kill {
+        time: DateTime<Utc>,
+        outcome: &'a KillOutcome,
+    },
+    ConfigReloaded {
+        time: DateTime<Utc>,
+        path: &'a Path,
+        rules: usize,
+    },
+    ConfigRejected {
+        time: DateTime<Utc>,
+        path: &'a Path,
+        reason: &'a str,
+    },
+    Resynced {
+        time: DateTime<Utc>,
+        live_listeners: usize,
+    },
+    /// An output could not write: `dropped` lines lost since `since`
+    /// (written by the output itself, see `json_file`).
+    OutputDropped {
+        time: DateTime<Utc>,
+        output: &'a str,
+        dropped: u64,
+        since: DateTime<Utc>,
+        error: &'a str,
+    },
 }
 
 impl Event<'_> {
@@ -86,6 +124,7 @@ impl Event<'_> {
             Self::ConfigReloaded { .. } => EventName::ConfigReloaded,
             Self::ConfigRejected { .. } => EventName::ConfigRejected,
             Self::Resynced { .. } => EventName::Resynced,
+            Self::OutputDropped { .. } => EventName::OutputDropped,
         }
     }
 
@@ -156,6 +195,14 @@ impl Event<'_> {
             Self::Resynced { time, live_listeners } => serde_json::to_writer(
                 &mut *out,
                 &Line { time: rfc3339(*time), event, body: ResyncLine { live_listeners: *live_listeners } },
+            )?,
+            Self::OutputDropped { time, output, dropped, since, error } => serde_json::to_writer(
+                &mut *out,
+                &Line {
+                    time: rfc3339(*time),
+                    event,
+                    body: DroppedLine { output, dropped: *dropped, since: rfc3339(*since), error },
+                },
             )?,
         }
         out.write_all(b"\n")
@@ -395,6 +442,14 @@ struct ConfigLine<'a> {
     rules: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct DroppedLine<'a> {
+    output: &'a str,
+    dropped: u64,
+    since: String,
+    error: &'a str,
 }
 
 #[derive(Serialize)]

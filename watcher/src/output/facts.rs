@@ -229,6 +229,16 @@ impl Facts {
                 f.extra_set("live_listeners", *live_listeners);
                 f
             }
+            Event::OutputDropped { time, output, dropped, since, error } => {
+                let mut f = Self::new(*time, EventName::OutputDropped);
+                f.outcome = Some(Outcome::Failure);
+                f.reason = Some((*error).to_owned());
+                f.extra_set("output", *output);
+                f.extra_set("dropped", *dropped);
+                f.extra_set("since", crate::model::text::rfc3339(*since));
+                f.extra_set("error", *error);
+                f
+            }
         }
     }
 

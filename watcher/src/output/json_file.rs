@@ -35,8 +35,12 @@ use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 
 use crate::{
-    config::FileMode,
+    config::{FileMode, LineFormat},
     model::{escape::escape_bytes, event_name::EventName, text::rfc3339},
+    output::{
+        event::Event,
+        siem::{Schema, Siem},
+    },
 };
 
 /// A failing output is warned about at most this often.
@@ -197,6 +201,8 @@ struct Inner {
     /// The `output_dropped` lines written, for the other outputs
     /// ([`JsonOutput::take_notices`]).
     notices: Vec<Vec<u8>>,
+    /// `[output] format` ECS or OCSF: the notices are in it too.
+    siem: Option<Siem>,
     /// When a failure, and when a recovery, was last logged.
     warned: Option<Instant>,
     recovered: Option<Instant>,
@@ -229,6 +235,7 @@ impl JsonOutput {
             failed: false,
             counters,
             notices: Vec::new(),
+            siem: None,
             warned: None,
             recovered: None,
         })))
@@ -264,6 +271,15 @@ impl JsonOutput {
             inner.destination = Box::new(FileDestination { path: path.to_owned(), mode, file: None });
         }
         self.reopen()
+    }
+
+    /// `[output] format`: the schema of the `output_dropped` notices (the
+    /// other lines come written).
+    pub fn set_format(&self, format: LineFormat) {
+        let mut inner = self.0.borrow_mut();
+        if Schema::of(format) != inner.siem.as_ref().map(Siem::schema) {
+            inner.siem = Schema::of(format).map(Siem::new);
+        }
     }
 
     /// The `output_dropped` lines written since the last call (newline
@@ -325,7 +341,18 @@ impl Inner {
             out.push(b'\n');
         }
         let notice_start = out.len();
-        if let Some(gap) = &self.gap {
+        if let (Some(gap), Some(siem)) = (&self.gap, &self.siem) {
+            let output = escape_bytes(self.destination.name().as_bytes());
+            let notice = Event::OutputDropped {
+                time: Utc::now(),
+                output: &output,
+                dropped: gap.dropped,
+                since: gap.since,
+                error: &gap.error,
+            };
+            // Into a Vec: cannot fail.
+            let _ = siem.write(&notice, &mut out);
+        } else if let Some(gap) = &self.gap {
             let line = DroppedLine {
                 time: rfc3339(Utc::now()),
                 event: EventName::OutputDropped,
@@ -586,6 +613,40 @@ mod tests {
             (Some(EventName::OutputDropped.as_str()), Some(2))
         );
         assert_eq!(lines[1]["n"], 3);
+    }
+
+    /// With `[output] format = "ecs"` or `"ocsf"`, the notice is a line
+    /// of that schema too, the gap's facts in its native names.
+    #[test]
+    fn the_notice_is_in_the_configured_format() {
+        for format in [LineFormat::Ecs, LineFormat::Ocsf] {
+            let disk = Disk::default();
+            let mut out = JsonOutput::new(Box::new(disk.clone()), OutputCounters::default());
+            out.set_format(format);
+            disk.room(Some(0));
+            line(&mut out, 1);
+            out.flush().unwrap();
+            disk.room(None);
+            line(&mut out, 2);
+            out.flush().unwrap();
+            let lines = parsed(&disk.text());
+            assert_eq!(lines.len(), 2, "{lines:?}");
+            let notice = &lines[0];
+            let (extra, action) = match format {
+                LineFormat::Ecs => (&notice["watcher"], &notice["event"]["action"]),
+                _ => (&notice["unmapped"], &notice["metadata"]["event_code"]),
+            };
+            assert_eq!(action, "output_dropped", "{notice}");
+            assert_eq!(extra["dropped"], 1, "{notice}");
+            assert_eq!(extra["output"], "/var/log/test.jsonl", "{notice}");
+            assert!(extra["error"].as_str().unwrap().contains("No space left"), "{notice}");
+            if format == LineFormat::Ocsf {
+                assert_eq!((notice["class_uid"].as_u64(), notice["status_id"].as_u64()), (Some(4001), Some(2)));
+            } else {
+                assert_eq!(notice["event"]["outcome"], "failure", "{notice}");
+            }
+            assert_eq!(lines[1]["n"], 2);
+        }
     }
 
     #[test]

@@ -108,6 +108,11 @@ fn stop_and_kill(targets: &[u32], outcome: &mut Killing) {
     let mut waiting = Vec::new();
     for &pid in targets {
         let pidfd = pidfd_open(pid);
+        // Exited by itself already (a zombie not yet reaped): a SIGKILL would
+        // "succeed" on it, but nothing was killed.
+        if pidfd.as_ref().is_some_and(exited) {
+            continue;
+        }
         match kill(Pid::from_raw(pid as i32), Signal::SIGKILL) {
             Ok(()) => {
                 outcome.killed.push(pid);
@@ -140,6 +145,13 @@ fn wait_fds(fds: &[OwnedFd]) {
         // SAFETY: one valid pollfd for the duration of the call.
         unsafe { libc::poll(&mut poll, 1, left.as_millis().min(i32::MAX as u128) as i32) };
     }
+}
+
+/// Whether the process behind `pidfd` has exited (its pidfd is readable).
+fn exited(pidfd: &OwnedFd) -> bool {
+    let mut poll = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd for the duration of the call; no wait.
+    unsafe { libc::poll(&mut poll, 1, 0) == 1 }
 }
 
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {

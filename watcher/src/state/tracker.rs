@@ -104,12 +104,19 @@ pub struct Tracker {
     /// to be looked at in /proc once the records before this moment are in
     /// (see [`Self::settle`]).
     orphaned: Vec<(ListenerKey, u32)>,
+    /// Cookie → key of the sockets known by their cookie: a UDP socket's
+    /// release, run after its last holder's namespaces are gone, names no
+    /// namespace (0), so its key is found by its cookie.
+    by_cookie: HashMap<u64, ListenerKey>,
 }
 
 impl Tracker {
     /// A socket seen waiting; the holders it names are indexed.
     pub fn up(&mut self, key: ListenerKey, socket: Socket, now_ns: u64) -> Vec<Change> {
         let holders: Vec<u32> = socket.holders.iter().map(|h| h.pid).collect();
+        if let Some(SocketId::Cookie(c)) = socket.id {
+            self.by_cookie.insert(c, key.clone());
+        }
         let changes = self.listeners.up(key.clone(), socket, now_ns);
         // Indexed even when the socket joined a known one silently (a
         // worker's sighting): its pid holds the key from now on.
@@ -118,7 +125,11 @@ impl Tracker {
     }
 
     pub fn closed(&mut self, key: &ListenerKey, id: Option<SocketId>, pid: u32, now_ns: u64) -> Vec<Change> {
-        self.listeners.closed(key, id, pid, now_ns)
+        let known = match id {
+            Some(SocketId::Cookie(c)) => self.by_cookie.remove(&c),
+            _ => None,
+        };
+        self.listeners.closed(known.as_ref().unwrap_or(key), id, pid, now_ns)
     }
 
     fn index(&mut self, key: &ListenerKey, pids: impl Iterator<Item = u32>) {
