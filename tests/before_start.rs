@@ -148,3 +148,79 @@ fn sockets_from_before_the_daemon_go_down() {
         "{rest:?}"
     );
 }
+
+/// FINDINGS item 2: a service restarted beside its old instance (both on
+/// one address: SO_REUSEADDR and SO_REUSEPORT). When the old process is
+/// killed, the daemon must not hand the old socket to the new process
+/// (which holds a socket of its own on the same key), and each close takes
+/// down its own socket: the key goes down with the new process's close,
+/// named after it. The old socket is the snapshot's (by its sock_diag
+/// cookie) or a live one (by the cookie its bind or listen event carries).
+fn old_and_new_socket_on_one_key(proto: &str, old_before_the_daemon: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("watcher.toml");
+    std::fs::write(&config, format!("[[allow]]\nproto = \"{proto}\"\nport = \"1-65535\"\nscope = \"loopback\"\n"))
+        .unwrap();
+    let start_daemon = || Watcher::start(&["daemon", "--config", &config.display().to_string()]);
+    let mut watcher = (!old_before_the_daemon).then(start_daemon);
+    let mut old = SocketChild::spawn("reuse", &[proto, "0"]);
+    old.go();
+    let port: u16 = old.expect("ready")[0].parse().unwrap();
+    let mut watcher = watcher.take().unwrap_or_else(start_daemon);
+    let on = |e: &Value, event: &str| e["event"] == event && e["proto"] == proto && e["port"] == port;
+    let up = watcher.next_event(|e| on(e, "listener_up"));
+    assert_eq!(up["pid"], old.pid, "{up}");
+
+    let mut new = SocketChild::spawn("reuse", &[proto, &port.to_string()]);
+    new.go();
+    new.expect("ready");
+    let new_up = if proto == "tcp" { "listen" } else { "bind" };
+    watcher.next_event(|e| on(e, new_up) && e["pid"] == new.pid);
+    // The old instance is killed; its socket closes with it (after its
+    // exit, which is when the daemon looks in /proc for who holds it now).
+    let old_pid = old.pid;
+    old.child.kill().unwrap();
+    old.child.wait().unwrap();
+    let close = watcher.next_event(|e| on(e, "close") && e["pid"] == old_pid);
+    // Released after the process left its namespaces: the socket's is kept.
+    assert!(close["netns"].as_u64().is_some_and(|n| n > 0), "{close}");
+    // Then the new one closes its socket: now the key is down.
+    new.say("close");
+    new.expect("closed");
+    let down = watcher.next_event(|e| on(e, "listener_down"));
+    assert_eq!(down["pid"], new.pid, "the key's last socket was the new one: {down}");
+    let (_, rest) = watcher.stop();
+    let events: Vec<Value> = rest.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(!events.iter().any(|e| on(e, "holders_changed")), "{events:?}");
+    new.finish();
+}
+
+#[test]
+fn an_old_udp_socket_from_the_snapshot_and_a_new_one_are_told_apart() {
+    if require_bpf("an_old_udp_socket_from_the_snapshot_and_a_new_one_are_told_apart") {
+        old_and_new_socket_on_one_key("udp", true);
+    }
+}
+
+#[test]
+fn an_old_tcp_listener_from_the_snapshot_and_a_new_one_are_told_apart() {
+    if require_bpf("an_old_tcp_listener_from_the_snapshot_and_a_new_one_are_told_apart") {
+        old_and_new_socket_on_one_key("tcp", true);
+    }
+}
+
+#[test]
+fn an_old_live_udp_socket_and_a_new_one_are_told_apart() {
+    if require_bpf("an_old_live_udp_socket_and_a_new_one_are_told_apart") {
+        old_and_new_socket_on_one_key("udp", false);
+    }
+}
+
+/// Needs the cookie on TCP events: the tracepoint's socket address means
+/// nothing to /proc.
+#[test]
+fn an_old_live_tcp_listener_and_a_new_one_are_told_apart() {
+    if require_bpf("an_old_live_tcp_listener_and_a_new_one_are_told_apart") {
+        old_and_new_socket_on_one_key("tcp", false);
+    }
+}

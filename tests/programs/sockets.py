@@ -171,6 +171,25 @@ def inflight(addr):
     sys.stdin.read()
 
 
+def reuse(proto, port):
+    """A PROTO (udp, or tcp listening) socket on 127.0.0.1:PORT with
+    SO_REUSEADDR and SO_REUSEPORT, so that another process can bind the
+    same address beside it (a restarted daemon whose old instance is still
+    there). Prints "ready PORT"; on "close" closes it and prints "closed";
+    exits at the end of input."""
+    s = socket.socket(socket.AF_INET, TYPES[proto])
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", int(port)))
+    if proto == "tcp":
+        s.listen(4)
+    say("ready", s.getsockname()[1])
+    wait_for("close")
+    s.close()
+    say("closed")
+    sys.stdin.read()
+
+
 def before_start(directory):
     """Sockets meant to exist before watcher starts: a bound UDP socket on
     127.0.0.1, a UNIX stream listener at DIRECTORY/stream.sock and a UNIX
@@ -219,6 +238,7 @@ def main():
         "hostile": hostile,
         "inflight": inflight,
         "before_start": before_start,
+        "reuse": reuse,
     }[mode](*args)
 
 

@@ -48,9 +48,13 @@ pub struct BoundSocket {
     pub family: u16,
     /// Local port, host byte order.
     pub port: u16,
+    /// Inode of the socket's network namespace (its binder's at bind), 0
+    /// if unknown: the close is often seen at its holder's exit, when the
+    /// task has left its namespaces already.
+    pub netns: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<BoundSocket>() == 20);
+const _: () = assert!(core::mem::size_of::<BoundSocket>() == 24);
 #[cfg(feature = "user")]
 // SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
 unsafe impl aya::Pod for BoundSocket {}
@@ -173,9 +177,14 @@ pub struct KernelOffsets {
     /// tracepoint has no `group_dead`.
     pub task_signal: u32,
     pub signal_live: u32,
+    /// `struct sock`'s `sk_cookie`: the socket cookie, 0 until generated
+    /// (a bind's post_bind hook, a sock_diag dump). 0 here: not known.
+    pub sk_cookie: u32,
+    /// Reserved, 0 (keeps the size a multiple of 8).
+    pub reserved: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 24 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 26 * 4);
 #[cfg(feature = "user")]
 // SAFETY: repr(C), u32 fields only (no padding), every bit pattern valid.
 unsafe impl aya::Pod for KernelOffsets {}
@@ -351,6 +360,10 @@ pub struct SocketRecord {
     /// Identifies the socket across its events: the `struct sock` address
     /// for TCP state changes, the socket cookie for bind and UDP close.
     pub sock_id: u64,
+    /// The socket cookie (`bpf_get_socket_cookie`, what sock_diag reports),
+    /// or 0 when the socket has none yet (a TCP socket that was never bound
+    /// explicitly nor dumped) or it could not be read.
+    pub cookie: u64,
     /// `IPPROTO_TCP` or `IPPROTO_UDP`.
     pub protocol: u32,
     /// `SOCK_STREAM`, `SOCK_DGRAM`, … (0 where the hook does not say).
@@ -370,7 +383,7 @@ pub struct SocketRecord {
     pub port: u16,
 }
 
-const _: () = assert!(core::mem::size_of::<SocketRecord>() == 104);
+const _: () = assert!(core::mem::size_of::<SocketRecord>() == 112);
 // SAFETY: repr(C), starts with a RecordHeader, no padding (size asserted), any bits valid.
 unsafe impl Record for SocketRecord {}
 #[cfg(feature = "user")]

@@ -32,6 +32,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     mm_arg_end: 0,
     task_signal: 0,
     signal_live: 0,
+    sk_cookie: 0,
+    reserved: 0,
 };
 
 #[inline(always)]
@@ -70,6 +72,15 @@ pub fn current_netns() -> u32 {
         .and_then(|nsproxy| read::<u64>(nsproxy, o.nsproxy_net_ns))
         .and_then(|net| read::<u32>(net, o.net_ns_inum))
         .unwrap_or(0)
+}
+
+/// A socket's cookie, 0 if it has none yet or it is unknown.
+#[inline(always)]
+pub fn sock_cookie(sk: u64) -> u64 {
+    match offsets() {
+        Some(o) if o.sk_cookie != 0 => read::<u64>(sk, o.sk_cookie).unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// Inode of a socket's network namespace, 0 if unknown.

@@ -496,7 +496,9 @@ fn seed_closes(ebpf: &mut aya::Ebpf, snapshot: &Snapshot, unix: &mut UnixListene
         .iter()
         .filter(|s| s.proto == Proto::Udp)
         .filter_map(|s| match (&s.local, s.cookie) {
-            (Local::Inet { addr, port }, Some(cookie)) => Some((cookie, bound_socket(addr, *port))),
+            (Local::Inet { addr, port }, Some(cookie)) => {
+                Some((cookie, bound_socket(addr, *port, snapshot.netns.unwrap_or(0) as u32)))
+            }
             _ => None,
         })
         .collect();
@@ -558,7 +560,7 @@ fn warn_unseeded(seeded: &seed::Seeded, what: &str, when: &str) {
 }
 
 /// A bound UDP socket as post_bind records it.
-fn bound_socket(addr: &std::net::IpAddr, port: u16) -> BoundSocket {
+fn bound_socket(addr: &std::net::IpAddr, port: u16, netns: u32) -> BoundSocket {
     let mut bytes = [0u8; 16];
     let family = match addr {
         std::net::IpAddr::V4(v4) => {
@@ -570,7 +572,7 @@ fn bound_socket(addr: &std::net::IpAddr, port: u16) -> BoundSocket {
             AF_INET6
         }
     };
-    BoundSocket { addr: bytes, family, port }
+    BoundSocket { addr: bytes, family, port, netns }
 }
 
 /// Sockets the snapshot reported, by (pid, fd): a live bind, listen or
@@ -685,6 +687,7 @@ mod tests {
             kind: SocketKind::Listen,
             task: task(pid, ktime_ns),
             sock_id: 1,
+            cookie: None,
             proto: Proto::Tcp,
             family: Family::Ipv4,
             addr: IpAddr::V4(Ipv4Addr::LOCALHOST),

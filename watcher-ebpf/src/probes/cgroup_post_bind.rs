@@ -59,15 +59,17 @@ fn report_bind(ctx: &SockContext, family: u16, addr: [u8; 16], port: u32) {
     let (protocol, sock_type, sock_id) =
         unsafe { ((*ctx.sock).protocol, (*ctx.sock).type_, bpf_get_socket_cookie(ctx.sock.cast())) };
     let port = port as u16;
+    let netns = current_netns();
     if protocol == IPPROTO_UDP {
         // A full LRU table evicts its oldest entry rather than fail (that
         // socket's close then goes unreported, which the README states);
         // a failure here is something else, and counted.
-        BOUND_UDP.insert(&sock_id, &BoundSocket { addr, family, port }, 0).or_count();
+        BOUND_UDP.insert(&sock_id, &BoundSocket { addr, family, port, netns }, 0).or_count();
     }
     let fd = bind_fd();
-    emit_in(EventKind::Bind, current_netns(), |r: &mut SocketRecord| {
+    emit_in(EventKind::Bind, netns, |r: &mut SocketRecord| {
         r.sock_id = sock_id;
+        r.cookie = sock_id;
         r.protocol = protocol;
         r.sock_type = sock_type;
         r.fd = fd;

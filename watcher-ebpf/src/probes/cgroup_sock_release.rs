@@ -5,10 +5,7 @@ use aya_ebpf::{helpers::generated::bpf_get_socket_cookie, macros::cgroup_sock, p
 use watcher_common::{EventKind, IPPROTO_UDP, SocketRecord};
 
 use super::{ALLOW, cgroup_post_bind::BOUND_UDP};
-use crate::{
-    kernel::current_netns,
-    record::{emit_in, wanted_tgid},
-};
+use crate::record::{emit_in, wanted_tgid};
 
 #[cgroup_sock(sock_release)]
 pub fn sock_release(ctx: SockContext) -> i32 {
@@ -37,8 +34,12 @@ fn try_sock_release(ctx: &SockContext) {
     }
     // SAFETY: type is readable in every cgroup_sock attach type.
     let sock_type = unsafe { (*ctx.sock).type_ };
-    emit_in(EventKind::Close, current_netns(), |r: &mut SocketRecord| {
+    // The socket's namespace as its bind saw it: a close at its holder's
+    // exit comes after the task left its namespaces (fput's work runs after
+    // exit_task_namespaces), so the task's own would read 0.
+    emit_in(EventKind::Close, bound.netns, |r: &mut SocketRecord| {
         r.sock_id = sock_id;
+        r.cookie = sock_id;
         r.protocol = protocol;
         r.sock_type = sock_type;
         r.fd = -1;

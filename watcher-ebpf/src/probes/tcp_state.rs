@@ -6,7 +6,7 @@ use watcher_common::{AF_INET, AF_INET6, EventKind, IPPROTO_TCP, ProgramError, SO
 
 use super::syscall_bind_listen::listen_args;
 use crate::{
-    kernel::sock_netns,
+    kernel::{sock_cookie, sock_netns},
     record::{emit_in, failed, wanted_tgid},
     tracepoint::{field, layout},
 };
@@ -56,8 +56,10 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ProgramError> 
     }
     // Inside listen(), its fd and backlog; a close has neither.
     let listen = if kind == EventKind::Listen { listen_args() } else { None };
+    let cookie = sock_cookie(sock_id);
     emit_in(kind, sock_netns(sock_id), |r: &mut SocketRecord| {
         r.sock_id = sock_id;
+        r.cookie = cookie;
         r.protocol = IPPROTO_TCP;
         r.sock_type = SOCK_STREAM;
         r.fd = listen.map_or(-1, |l| l.fd);

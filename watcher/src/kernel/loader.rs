@@ -111,6 +111,15 @@ pub fn kernel_offsets() -> anyhow::Result<KernelOffsets> {
         mm_arg_end: btf.offset("mm_struct", &["arg_end"])?,
         task_signal: btf.offset("task_struct", &["signal"])?,
         signal_live: btf.offset("signal_struct", &["live"])?,
+        // Only names sockets better (the daemon tells an old socket from a
+        // new one on a key): a kernel without it is not refused.
+        // `sock_common.skc_cookie` on 6.18 (`sk_cookie` is a macro for it),
+        // `sock.sk_cookie` on older kernels such as 6.1.
+        sk_cookie: btf
+            .offset("sock_common", &["skc_cookie"])
+            .or_else(|_| btf.offset("sock", &["sk_cookie"]))
+            .unwrap_or(0),
+        reserved: 0,
     })
 }
 

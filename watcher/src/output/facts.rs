@@ -592,6 +592,7 @@ pub mod fixtures {
             kind,
             task: task(),
             sock_id: 2,
+            cookie: None,
             proto: Proto::Tcp,
             family: Family::Ipv4,
             addr: IpAddr::V4(Ipv4Addr::LOCALHOST),

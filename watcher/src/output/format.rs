@@ -584,6 +584,7 @@ mod tests {
             kind: SocketKind::Listen,
             task: task(comm),
             sock_id: 2,
+            cookie: None,
             proto: Proto::Tcp,
             family: Family::Ipv4,
             addr: IpAddr::V4(Ipv4Addr::LOCALHOST),

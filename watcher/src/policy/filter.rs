@@ -132,6 +132,7 @@ mod tests {
                 comm: b"socat".to_vec(),
             },
             sock_id: 1,
+            cookie: None,
             proto: Proto::Udp,
             family: Family::Ipv6,
             addr: IpAddr::V6(Ipv6Addr::UNSPECIFIED),

@@ -69,6 +69,8 @@ pub struct SocketEvent {
     pub kind: SocketKind,
     pub task: Task,
     pub sock_id: u64,
+    /// The socket cookie, when the socket had one (see `SocketRecord::cookie`).
+    pub cookie: Option<u64>,
     pub proto: Proto,
     pub family: Family,
     pub addr: IpAddr,
@@ -453,6 +455,7 @@ impl SocketEvent {
             kind,
             task,
             sock_id: record.sock_id,
+            cookie: (record.cookie != 0).then_some(record.cookie),
             proto: Proto::from_ipproto(record.protocol),
             family,
             addr,
@@ -502,6 +505,7 @@ mod tests {
         SocketRecord {
             header: header(EventKind::Listen),
             sock_id: 99,
+            cookie: 0,
             protocol: IPPROTO_TCP,
             sock_type: 1,
             fd: 3,
@@ -532,6 +536,9 @@ mod tests {
         let t = &event.task;
         assert_eq!((t.pid, t.tid, t.uid, t.gid), (1000, 1001, 65534, 65534));
         assert_eq!((t.ktime_ns, t.cgroup_id, event.sock_id, t.netns), (42, 7, 99, 4026531840));
+        assert_eq!(event.cookie, None, "0: the socket had no cookie");
+        let with_cookie = decode_socket(&SocketRecord { cookie: 5, ..socket() }).unwrap();
+        assert_eq!(with_cookie.cookie, Some(5));
         assert_eq!(t.comm, b"python");
         assert_eq!(event.addr, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(event.port, 8080);

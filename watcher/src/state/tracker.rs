@@ -50,12 +50,10 @@ impl Sighting {
                     proto: event.proto,
                     local: Local::Inet { addr: event.addr, port: event.port },
                 };
-                // A UDP event's socket id is the cgroup hooks' socket cookie,
-                // which the snapshot knows too; a TCP one the socket's address.
-                let id = match event.proto {
-                    Proto::Udp => SocketId::Cookie(event.sock_id),
-                    _ => SocketId::Kernel(event.sock_id),
-                };
+                // The socket cookie, which the snapshot knows too (a UDP
+                // event's always, a TCP one's when the socket had one);
+                // else the socket's kernel address.
+                let id = event.cookie.map_or(SocketId::Kernel(event.sock_id), SocketId::Cookie);
                 Some(Self { key, id: Some(id), up })
             }
             What::Unix { kind, path, .. } => {
