@@ -702,7 +702,11 @@ fn handed_over_listener_holders_follow() {
             && event_pids(e).contains(&receiver_pid)
     };
     sync_until(&mut watcher, &mut all, 0, Duration::from_secs(2), names_receiver);
-    let on_port = |e: &&Value| e["port"] == port && e["proto"] == "tcp";
+    // Events about this listener: the port, and the sender or the receiver
+    // among the pids named (a port probe's own listen and close on the same
+    // port, before the sender's, are another socket).
+    let ours = |e: &Value| event_pids(e).iter().any(|p| *p == sender_pid || *p == receiver_pid);
+    let on_port = |e: &&Value| e["port"] == port && e["proto"] == "tcp" && ours(e);
     let mut report = format!("sender {sender_pid}, receiver {}\n", receiver.pid);
     for e in all.iter().filter(on_port) {
         writeln!(report, "  {}", short(e)).unwrap();
