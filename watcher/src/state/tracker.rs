@@ -5,7 +5,7 @@
 //! socket is gone and the socket did not close, the few candidates (the
 //! children the holders forked), then if need be every process, are looked
 //! at in /proc: the change says who holds it now.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use log::warn;
 
@@ -99,7 +99,7 @@ pub fn existing_socket(socket: &ExistingSocket, holders: &[HolderInfo], lookup: 
 pub struct Tracker {
     pub listeners: ListenerTable,
     /// pid → the keys of the listeners it holds.
-    held: HashMap<u32, Vec<ListenerKey>>,
+    held: HashMap<u32, HashSet<ListenerKey>>,
     /// Keys whose named holders all exited (and the last of them to exit),
     /// to be looked at in /proc once the records before this moment are in
     /// (see [`Self::settle`]).
@@ -129,15 +129,30 @@ impl Tracker {
             Some(SocketId::Cookie(c)) => self.by_cookie.remove(&c),
             _ => None,
         };
-        self.listeners.closed(known.as_ref().unwrap_or(key), id, pid, now_ns)
+        let changes = self.listeners.closed(known.as_ref().unwrap_or(key), id, pid, now_ns);
+        // A key gone down is held by nobody: its holders' index entries go,
+        // so a process that opens and closes listeners all day keeps none.
+        for change in &changes {
+            if let Change::Down { key, socket, .. } = change {
+                let pids = std::iter::once(socket.creator.pid)
+                    .chain(socket.holders.iter().map(|h| h.pid))
+                    .chain(socket.held_by.iter().map(|h| h.pid));
+                for pid in pids {
+                    if let Some(keys) = self.held.get_mut(&pid) {
+                        keys.remove(key);
+                        if keys.is_empty() {
+                            self.held.remove(&pid);
+                        }
+                    }
+                }
+            }
+        }
+        changes
     }
 
     fn index(&mut self, key: &ListenerKey, pids: impl Iterator<Item = u32>) {
         for pid in pids.filter(|&p| p != 0) {
-            let keys = self.held.entry(pid).or_default();
-            if !keys.contains(key) {
-                keys.push(key.clone());
-            }
+            self.held.entry(pid).or_default().insert(key.clone());
         }
     }
 
@@ -146,7 +161,8 @@ impl Tracker {
     pub fn process(&mut self, record: &Record) {
         match record {
             Record::Fork { parent, child } => {
-                let Some(keys) = self.held.get(&parent.pid).cloned() else { return };
+                let Some(held) = self.held.get(&parent.pid).cloned() else { return };
+                let keys: Vec<ListenerKey> = held.iter().cloned().collect();
                 // A thread of the same process is not a new holder.
                 if *child == parent.pid || *child == parent.tid {
                     return;
@@ -160,10 +176,11 @@ impl Tracker {
                     .unwrap_or_default();
                 let child_holder = Holder { pid: *child, ..named_after_parent };
                 self.listeners.forked(parent.pid, &child_holder, &keys);
-                self.held.insert(*child, keys);
+                self.held.insert(*child, held);
             }
             Record::Exit { task, group_dead: true } => {
-                let Some(keys) = self.held.remove(&task.pid) else { return };
+                let Some(held) = self.held.remove(&task.pid) else { return };
+                let keys: Vec<ListenerKey> = held.into_iter().collect();
                 for key in self.listeners.exited(task.pid, &keys) {
                     if !self.orphaned.iter().any(|(k, _)| *k == key) {
                         self.orphaned.push((key, task.pid));
