@@ -267,11 +267,8 @@ impl<W: Write> Sink for DaemonSink<W> {
         holders: &[HolderInfo],
         netns: Option<u64>,
     ) -> io::Result<()> {
-        if holders.is_empty() {
-            self.emit(&Event::Existing { time, socket, holder: None, netns })?;
-        }
-        for holder in holders {
-            self.emit(&Event::Existing { time, socket, holder: Some(holder), netns })?;
+        for holder in holders::rows(holders) {
+            self.emit(&Event::Existing { time, socket, holder, netns })?;
         }
         let netns = netns.unwrap_or(0);
         if let Some((key, rule_proto)) = key_of_existing(socket, netns) {

@@ -16,7 +16,10 @@ use crate::{
         ocsf,
         sink::Sink,
     },
-    snapshot::{holders::HolderInfo, sock_diag::ExistingSocket},
+    snapshot::{
+        holders::{self, HolderInfo},
+        sock_diag::ExistingSocket,
+    },
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,11 +93,8 @@ impl<W: Write> Sink for SiemPrinter<W> {
         holders: &[HolderInfo],
         netns: Option<u64>,
     ) -> io::Result<()> {
-        if holders.is_empty() {
-            return self.siem.write(&Event::Existing { time, socket, holder: None, netns }, &mut self.out);
-        }
-        for holder in holders {
-            self.siem.write(&Event::Existing { time, socket, holder: Some(holder), netns }, &mut self.out)?;
+        for holder in holders::rows(holders) {
+            self.siem.write(&Event::Existing { time, socket, holder, netns }, &mut self.out)?;
         }
         Ok(())
     }

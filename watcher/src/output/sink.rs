@@ -9,7 +9,10 @@ use crate::{
     kernel::loader::Attached,
     output::format::Printer,
     record::decode::Record,
-    snapshot::{holders::HolderInfo, sock_diag::ExistingSocket},
+    snapshot::{
+        holders::{self, HolderInfo},
+        sock_diag::ExistingSocket,
+    },
     state::lifecycle::Change,
 };
 
@@ -92,10 +95,7 @@ impl<W: Write> Sink for Printer<W> {
         holders: &[HolderInfo],
         netns: Option<u64>,
     ) -> io::Result<()> {
-        if holders.is_empty() {
-            return self.existing_socket(time, socket, None, netns);
-        }
-        holders.iter().try_for_each(|h| self.existing_socket(time, socket, Some(h), netns))
+        holders::rows(holders).try_for_each(|holder| self.existing_socket(time, socket, holder, netns))
     }
 
     fn lost(&mut self, count: u64, total: u64, time: DateTime<Utc>) -> io::Result<()> {

@@ -10,7 +10,7 @@ use crate::{
     model::socket::{Family, Proto},
     record::decode::Task,
     snapshot::{
-        holders::HolderInfo,
+        holders::{self, HolderInfo},
         sock_diag::{ExistingSocket, Snapshot},
     },
 };
@@ -76,10 +76,8 @@ pub type Row<'a> = (&'a ExistingSocket, Option<&'a HolderInfo>);
 pub fn rows<'a>(snapshot: &'a Snapshot, holders: &'a HashMap<u64, Vec<HolderInfo>>, filter: &Filter) -> Vec<Row<'a>> {
     let mut rows = Vec::new();
     for socket in &snapshot.sockets {
-        match holders.get(&socket.inode) {
-            Some(infos) if !infos.is_empty() => rows.extend(infos.iter().map(|h| (socket, Some(h)))),
-            _ => rows.push((socket, None)),
-        }
+        let infos = holders.get(&socket.inode).map(Vec::as_slice).unwrap_or_default();
+        rows.extend(holders::rows(infos).map(|h| (socket, h)));
     }
     rows.retain(|(socket, holder)| matches(filter, socket, *holder));
     rows

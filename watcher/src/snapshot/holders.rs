@@ -72,6 +72,14 @@ pub(crate) fn parse_uid(status: &str) -> Option<u32> {
     status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
 }
 
+/// The rows of one socket: one per holder, or a single one without a
+/// holder for a socket no process holds (a kernel socket), as `list` and
+/// the `existing` events print them.
+pub fn rows(holders: &[HolderInfo]) -> impl Iterator<Item = Option<&HolderInfo>> {
+    let none = holders.is_empty().then_some(None);
+    holders.iter().map(Some).chain(none)
+}
+
 impl HolderInfo {
     /// The holder as every later stage knows it.
     pub fn holder(&self) -> Holder {
