@@ -13,6 +13,7 @@ use std::{
     process::{Child, ChildStdin, Command, Stdio},
     sync::{
         Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
         mpsc::{Receiver, RecvTimeoutError, channel},
     },
     thread,
@@ -331,14 +332,35 @@ impl Drop for SocketChild {
 }
 
 /// A free port on this family's loopback, for tests that bind an explicit
-/// port (the kernel picks it; a clash with another process is unlikely
-/// and would show as a failed bind in the child, not a wrong pass).
+/// port. It lies below the kernel's ephemeral range: a port the kernel
+/// hands out for a bind to port 0 (another test's listeners, any process
+/// on this shared host) could be taken between a test's close and its
+/// re-listen, and a daemon watching the whole host would then see a
+/// restart of someone else's listener. Ports are drawn from a sequence
+/// seeded by the pid, so that test binaries and their threads start far
+/// apart; a port found taken is skipped.
 pub fn free_port(family: &str, proto: &str) -> u16 {
-    let addr = if family == "4" { "127.0.0.1:0" } else { "[::1]:0" };
-    match proto {
-        "tcp" => std::net::TcpListener::bind(addr).unwrap().local_addr().unwrap().port(),
-        _ => std::net::UdpSocket::bind(addr).unwrap().local_addr().unwrap().port(),
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_low.max(10_001));
+    let start = std::process::id().wrapping_mul(2_654_435_761) % (high - low);
+    let ip = if family == "4" { "127.0.0.1" } else { "[::1]" };
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (low + (start + n.wrapping_mul(7919)) % (high - low)) as u16;
+        let addr = format!("{ip}:{port}");
+        let free = match proto {
+            "tcp" => std::net::TcpListener::bind(&addr).is_ok(),
+            _ => std::net::UdpSocket::bind(&addr).is_ok(),
+        };
+        if free {
+            return port;
+        }
     }
+    panic!("no free {proto} port on {ip} below {high} after 1000 tries");
 }
 
 pub fn is(value: &Value, event: &str, pid: u32) -> bool {

@@ -12,6 +12,7 @@ mangles long output, so everything xtask needs is in files: results.txt
 Nothing sleeps for readiness: watcher says "watcher: ready:" on stderr, the
 children say what they opened on stdout, and every wait is bounded.
 """
+import faulthandler
 import json
 import os
 import signal
@@ -25,8 +26,12 @@ PROGRAMS = os.path.join(HERE, "..", "programs")
 PYTHON = "/usr/bin/python3"
 # Everything in the guest is emulated (TCG): loading and verifying every
 # program takes minutes, an event a fraction of a second.
-READY_TIMEOUT = 900
+READY_TIMEOUT = 600
 EVENT_TIMEOUT = 60
+# The whole scenario's bound (xtask gives the guest 30 minutes in all):
+# past it, every thread's stack goes to scenario.log and the scenario exits,
+# so that a hang says where it is instead of eating CI's time.
+WATCHDOG_SECS = 20 * 60
 # What watcher's default mode attaches on Debian 12's kernel, by program
 # name: checked against bpftool, not against watcher's own word.
 EXPECTED_PROGRAMS = [
@@ -64,6 +69,10 @@ class Results:
 
     def note(self, text):
         self.file.write(f"NOTE {text}\n")
+
+    def step(self, name, started):
+        """A timestamped marker: where the time went, and where a hang was."""
+        self.file.write(f"NOTE t={time.monotonic() - started:.1f}s {name}\n")
 
     def done(self):
         self.file.write("DONE\n")
@@ -229,7 +238,7 @@ def tcp_udp(results, watcher, binary):
 
 def ss_sockets():
     """(proto, addr, port) of every TCP listener and bound UDP socket, as ss sees them."""
-    out = subprocess.run(["ss", "-Hlntu"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["ss", "-Hlntu"], capture_output=True, text=True, check=True, timeout=EVENT_TIMEOUT).stdout
     found = set()
     for line in out.splitlines():
         cols = line.split()
@@ -416,7 +425,7 @@ def packet_socket(results, watcher):
 
 
 def bpftool(*args):
-    out = subprocess.run(["bpftool", "-j", *args], capture_output=True, text=True)
+    out = subprocess.run(["bpftool", "-j", *args], capture_output=True, text=True, timeout=EVENT_TIMEOUT)
     if out.returncode != 0:
         raise RuntimeError(f"bpftool {' '.join(args)}: {out.stderr.strip()}")
     return json.loads(out.stdout or "[]")
@@ -494,6 +503,7 @@ def doctor(results, binary, ready_line):
 
 def main():
     binary, out_dir, flash = sys.argv[1:4]
+    faulthandler.dump_traceback_later(WATCHDOG_SECS, exit=True)
     expected = EXPECTED_PROGRAMS
     results = Results(os.path.join(out_dir, "results.txt"))
     with open("/proc/sys/kernel/osrelease") as f:
@@ -512,30 +522,35 @@ def main():
         results.done()
         return
     results.note(ready)
-    for step in [
-        lambda: programs_attached(results, watcher, expected),
-        lambda: tcp_udp(results, watcher, binary),
-        lambda: unix_listeners(results, watcher, tmpfs),
-        lambda: flash_exec(results, watcher, flash),
-        lambda: forked_worker(results, watcher),
-        lambda: udp_closed_by_exit(results, watcher),
-        lambda: bind_failed(results, watcher),
-        lambda: packet_socket(results, watcher),
+    for name, step in [
+        ("programs attached", lambda: programs_attached(results, watcher, expected)),
+        ("tcp and udp", lambda: tcp_udp(results, watcher, binary)),
+        ("unix listeners", lambda: unix_listeners(results, watcher, tmpfs)),
+        ("flash exec", lambda: flash_exec(results, watcher, flash)),
+        ("forked worker", lambda: forked_worker(results, watcher)),
+        ("udp closed by exit", lambda: udp_closed_by_exit(results, watcher)),
+        ("bind failed", lambda: bind_failed(results, watcher)),
+        ("packet socket", lambda: packet_socket(results, watcher)),
     ]:
+        results.step(name, started)
         try:
             step()
         except Exception as e:  # one broken step must not hide the others
-            results.check("scenario step", False, f"{type(e).__name__}: {e}")
+            results.check(f"{name} step", False, f"{type(e).__name__}: {e}")
+    results.step("stopping watcher", started)
     code = watcher.stop()
     results.check("watcher exits 0 on SIGTERM", code == 0, f"exit {code}")
+    results.step("accepts", started)
     try:
         accepts(results, binary, out_dir)
     except Exception as e:
         results.check("accept step", False, f"{type(e).__name__}: {e}")
+    results.step("doctor", started)
     try:
         doctor(results, binary, ready)
     except Exception as e:
         results.check("doctor step", False, f"{type(e).__name__}: {e}")
+    results.step("done", started)
     results.done()
 
 

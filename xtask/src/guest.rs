@@ -29,8 +29,12 @@ const KVM_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// other cores are busy building.
 const TCG_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The whole scenario: loading and verifying every program is emulated
-/// too (minutes), each check then takes seconds.
+/// too (minutes), each check then takes seconds. The scenario has its own
+/// watchdog at 20 minutes, which dumps where it hung and exits.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long the guest may take to power off once the scenario has written
+/// its last line: past it the results are in, and qemu is killed.
+const POWEROFF_GRACE: Duration = Duration::from_secs(90);
 
 /// Runs the scenario in the guest and fails unless every check passed.
 pub fn guest(ci: bool) -> anyhow::Result<()> {
@@ -42,31 +46,52 @@ pub fn guest(ci: bool) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.context("the guest kernel run cannot start, and CI=true")),
     };
+    let out = fresh_out_dir("guest")?;
+    // A space in its name checks that exe survives one.
+    let flash = compile_program(&out, "flash_listener.c", "flash listener")?;
+    let script = workspace_root().join("tests/guest/scenario.py");
+    run_script(&tools, &out, &script, &[&flash], scenario_finished)?;
+    check_results(&out)
+}
+
+/// target/NAME, emptied: the guest's one read-write folder.
+pub fn fresh_out_dir(name: &str) -> anyhow::Result<PathBuf> {
     let watcher = watcher_binary();
     if !watcher.is_file() {
         bail!("{} is missing: build it first (cargo xtask build)", watcher.display());
     }
-    let out = target_dir().join("guest");
+    let out = target_dir().join(name);
     if out.exists() {
         fs::remove_dir_all(&out).with_context(|| format!("removing {}", out.display()))?;
     }
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let flash = compile_flash_listener(&out)?;
-    let scenario = workspace_root().join("tests/guest/scenario.py");
+    Ok(out)
+}
 
+/// Boots the guest (KVM first, then TCG) and runs `python3 SCRIPT WATCHER
+/// OUT ARGS...` there, its output in OUT/scenario.log. `finished(out)` says
+/// the script has written its last result: a guest that then does not
+/// power off is killed, the results being in.
+pub fn run_script(
+    tools: &GuestTools,
+    out: &Path,
+    script: &Path,
+    args: &[&Path],
+    finished: fn(&Path) -> bool,
+) -> anyhow::Result<()> {
     // The guest runs one shell command; its first act says it is up.
     let booted = out.join("booted");
+    let args: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
     let command = format!(
-        "echo up > {booted} && /usr/bin/python3 {scenario} {watcher} {out} {flash} > {out}/scenario.log 2>&1",
+        "echo up > {booted} && /usr/bin/python3 {script} {watcher} {out} {args} > {out}/scenario.log 2>&1",
         booted = shell_quote(&booted),
-        scenario = shell_quote(&scenario),
-        watcher = shell_quote(&watcher),
-        out = shell_quote(&out),
-        flash = shell_quote(&flash),
+        script = shell_quote(script),
+        watcher = shell_quote(&watcher_binary()),
+        out = shell_quote(out),
+        args = args.join(" "),
     );
     let started = Instant::now();
     let kvm = Path::new("/dev/kvm").exists();
-    let mut ran = false;
     for use_kvm in [true, false] {
         if use_kvm && !kvm {
             continue;
@@ -74,10 +99,10 @@ pub fn guest(ci: bool) -> anyhow::Result<()> {
         let mode = if use_kvm { "KVM" } else { "TCG (--disable-kvm)" };
         eprintln!("xtask: booting {} under {mode}", tools.kernel.display());
         let boot_timeout = if use_kvm { KVM_BOOT_TIMEOUT } else { TCG_BOOT_TIMEOUT };
-        match run_vng(&tools.vng, &tools.kernel, &out, &command, use_kvm, boot_timeout)? {
+        match run_vng(tools, out, &command, use_kvm, boot_timeout, finished)? {
             Outcome::Finished => {
-                ran = true;
-                break;
+                eprintln!("xtask: guest run took {:.0} s", started.elapsed().as_secs_f64());
+                return Ok(());
             }
             Outcome::NoBoot => {
                 eprintln!("xtask: the {mode} guest did not come up (it must run its command within {boot_timeout:?})");
@@ -85,11 +110,7 @@ pub fn guest(ci: bool) -> anyhow::Result<()> {
             }
         }
     }
-    if !ran {
-        bail!("the guest kernel did not come up under KVM nor TCG (console: {})", out.join("vng.log").display());
-    }
-    eprintln!("xtask: guest run took {:.0} s", started.elapsed().as_secs_f64());
-    check_results(&out)
+    bail!("the guest kernel did not come up under KVM nor TCG (console: {})", out.join("vng.log").display())
 }
 
 /// Binaries the guest needs to find at the same path as here, and the kernel.
@@ -106,17 +127,18 @@ enum Outcome {
 }
 
 fn run_vng(
-    vng: &Path,
-    kernel: &Path,
+    tools: &GuestTools,
     out: &Path,
     command: &str,
     kvm: bool,
     boot_timeout: Duration,
+    finished: fn(&Path) -> bool,
 ) -> anyhow::Result<Outcome> {
+    let vng = &tools.vng;
     let log_path = out.join(if kvm { "vng-kvm.log" } else { "vng.log" });
     let log = fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let mut cmd = Command::new(vng);
-    cmd.arg("--run").arg(kernel);
+    cmd.arg("--run").arg(&tools.kernel);
     if !kvm {
         cmd.arg("--disable-kvm");
     }
@@ -134,6 +156,7 @@ fn run_vng(
     let mut child = cmd.spawn().with_context(|| format!("starting {}", vng.display()))?;
     let booted = out.join("booted");
     let started = Instant::now();
+    let mut done_since: Option<Instant> = None;
     loop {
         if let Some(status) = child.try_wait().context("waiting for vng")? {
             if !booted.exists() {
@@ -153,8 +176,19 @@ fn run_vng(
             kill_group(&mut child);
             return Ok(Outcome::NoBoot);
         }
+        if finished(out) {
+            let since = *done_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > POWEROFF_GRACE {
+                eprintln!(
+                    "xtask: the scenario finished but the guest did not power off within {POWEROFF_GRACE:?}; killed it"
+                );
+                kill_group(&mut child);
+                return Ok(Outcome::Finished);
+            }
+        }
         if waited > RUN_TIMEOUT {
             kill_group(&mut child);
+            print_diagnostics(out, &log_path);
             bail!("the guest run took longer than {RUN_TIMEOUT:?}; killed (console in {})", log_path.display());
         }
         // Polling two facts (a file, the child's exit) at a human pace:
@@ -169,13 +203,46 @@ fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Whether results.txt holds the scenario's last line.
+fn scenario_finished(out: &Path) -> bool {
+    fs::read_to_string(out.join("results.txt")).is_ok_and(|text| text.lines().any(|l| l == "DONE"))
+}
+
+/// What a failed or hung run leaves behind, printed so that CI's log alone
+/// says where it went wrong (the folder is gone with CI's checkout).
+pub fn print_diagnostics(out: &Path, console: &Path) {
+    print_tail(&out.join("results.txt"), 200);
+    print_tail(&out.join("scenario.log"), 80);
+    let mut stderrs: Vec<PathBuf> =
+        fs::read_dir(out).map(|dir| dir.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
+    stderrs.retain(|p| p.extension().is_some_and(|e| e == "stderr"));
+    stderrs.sort();
+    for path in &stderrs {
+        print_tail(path, 40);
+    }
+    print_tail(console, 40);
+}
+
+fn print_tail(path: &Path, lines: usize) {
+    let Ok(text) = fs::read_to_string(path) else {
+        eprintln!("xtask: {} is missing or unreadable", path.display());
+        return;
+    };
+    let all: Vec<&str> = text.lines().collect();
+    let from = all.len().saturating_sub(lines);
+    eprintln!("xtask: --- {} (last {} of {} lines) ---", path.display(), all.len() - from, all.len());
+    for line in &all[from..] {
+        eprintln!("  {line}");
+    }
+}
+
 /// The scenario's results: every line printed, the run failed on any
 /// FAIL, on no PASS at all, or when the scenario did not reach its end.
 fn check_results(out: &Path) -> anyhow::Result<()> {
     let path = out.join("results.txt");
     let Ok(text) = fs::read_to_string(&path) else {
-        let log = fs::read_to_string(out.join("scenario.log")).unwrap_or_default();
-        bail!("the guest wrote no {}; scenario output:\n{log}", path.display());
+        print_diagnostics(out, &out.join("vng.log"));
+        bail!("the guest wrote no {}", path.display());
     };
     eprintln!("xtask: guest results ({}):", path.display());
     for line in text.lines() {
@@ -185,6 +252,7 @@ fn check_results(out: &Path) -> anyhow::Result<()> {
     let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL ")).collect();
     let finished = text.lines().any(|l| l == "DONE");
     if !failed.is_empty() || !finished || passed == 0 {
+        print_diagnostics(out, &out.join("vng.log"));
         let stderr = out.join("watcher.stderr");
         bail!(
             "guest scenario on Debian 12's kernel: {passed} passed, {} failed{}; watcher's stderr in {}, scenario output in {}",
@@ -198,12 +266,11 @@ fn check_results(out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The host tests' short-lived listener, built here (the guest has no
-/// writable place for a compiler's output but `out`); a space in its name
-/// checks that exe survives one.
-fn compile_flash_listener(out: &Path) -> anyhow::Result<PathBuf> {
-    let src = workspace_root().join("tests/programs/flash_listener.c");
-    let bin = out.join("flash listener");
+/// A C program of tests/programs, built here (the guest has no writable
+/// place for a compiler's output but `out`).
+pub fn compile_program(out: &Path, source: &str, name: &str) -> anyhow::Result<PathBuf> {
+    let src = workspace_root().join("tests/programs").join(source);
+    let bin = out.join(name);
     let status = Command::new("cc").arg("-O2").arg("-o").arg(&bin).arg(&src).status().context("running cc")?;
     if !status.success() {
         bail!("compiling {} failed: {status}", src.display());

@@ -242,6 +242,24 @@ pub fn ensure_guest_tools() -> anyhow::Result<crate::guest::GuestTools> {
 }
 
 /// The newest Debian kernel image in /boot (`vmlinuz-6.1.0-NN-amd64`).
+/// The guest tools, and bcc's tools with the guest kernel's headers (bcc
+/// compiles its programs against them at start), for `bench guest-peers`.
+pub fn ensure_guest_peers() -> anyhow::Result<crate::guest::GuestTools> {
+    let tools = ensure_guest_tools()?;
+    let release = tools
+        .kernel
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("vmlinuz-"))
+        .with_context(|| format!("no kernel release in {}", tools.kernel.display()))?
+        .to_owned();
+    let headers = format!("linux-headers-{release}");
+    let build = format!("/lib/modules/{release}/build/Makefile");
+    ensure_packages(&[("bpfcc-tools", "/usr/sbin/bindsnoop-bpfcc"), (&headers, &build)])
+        .context("installing bcc's tools and the guest kernel's headers")?;
+    Ok(tools)
+}
+
 fn guest_kernel() -> Option<PathBuf> {
     let mut kernels: Vec<PathBuf> = fs::read_dir("/boot")
         .ok()?

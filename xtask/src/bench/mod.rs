@@ -6,6 +6,7 @@ mod background;
 mod catch_rate;
 mod child;
 mod forked;
+mod guest_peers;
 mod holder;
 mod latency;
 mod overhead;
@@ -51,6 +52,10 @@ pub enum Which {
     /// watcher's CPU and RSS at idle, at 10,000 events/s and with 100,000
     /// live listeners in its table, beside bpftrace's.
     Resources(resources::Args),
+    /// On Debian 12's kernel in the qemu guest: watcher beside bcc's
+    /// bindsnoop, solisten and tcpaccept on one workload (what each
+    /// reports, with which columns), and a getppid loop's cost with each.
+    GuestPeers,
     /// Launch to attached; time to snapshot 10,000 existing listeners,
     /// against `ss -lntup -p` and `lsof -i -n -P` on the same set.
     Start(start::Args),
@@ -104,6 +109,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Which::Throughput(a) => throughput::run(&a),
         Which::Resources(a) => resources::run(&a),
         Which::Start(a) => start::run(&a),
+        Which::GuestPeers => guest_peers::run(),
     }
 }
 
