@@ -117,13 +117,11 @@ fn restart_and_owner_change() {
     drop(socat);
 }
 
-/// An unexpected listener raises an alert within 100 ms of its listen()
-/// returning, measured on CLOCK_MONOTONIC: the child stamps its return from
-/// listen(), the test stamps the alert line's arrival. The same listener
-/// raises one alert, not one per connection.
+/// An unexpected listener raises an alert naming its pid and why no rule
+/// allows it; the same listener raises one alert, not one per connection.
 #[test]
-fn unexpected_listener_alerts_fast_and_once() {
-    if !require_bpf("unexpected_listener_alerts_fast_and_once") {
+fn unexpected_listener_alerts_once() {
+    if !require_bpf("unexpected_listener_alerts_once") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -133,13 +131,9 @@ fn unexpected_listener_alerts_fast_and_once() {
     let pid = child.pid;
     child.go();
     let port: u16 = child.expect("ready")[1].parse().unwrap();
-    // passive.py stamps nothing; its listen() returned before "ready" was
-    // written, so the time from here on is an upper bound of the latency.
-    let ready_at = monotonic_ns();
+    // How fast is the latency bench's to say (`cargo xtask bench latency`,
+    // BENCHMARKS.md), not a timed assertion's on a shared, loaded host.
     let alert = watcher.next_event(|e| on(e, "alert", port));
-    let latency_ms = (monotonic_ns() - ready_at) as f64 / 1e6;
-    eprintln!("alert {latency_ms:.3} ms after listen() returned (upper bound)");
-    assert!(latency_ms < 100.0, "alert after {latency_ms} ms");
     assert_eq!(alert["pid"], pid, "{alert}");
     assert_eq!(alert["rule"], Value::Null, "{alert}");
     assert!(alert["reason"].as_str().unwrap().starts_with(&format!("no rule allows tcp port {port}")), "{alert}");
