@@ -38,7 +38,7 @@ LINE_TIMEOUT = 60
 # came for this long (bcc reads per-CPU perf buffers: no order across CPUs).
 QUIET = 1.0
 GETPPID_CALLS = 200_000
-GETPPID_ROUNDS = 3
+GETPPID_ROUNDS = 5
 
 BCC = {
     "bindsnoop": ["/usr/sbin/bindsnoop-bpfcc", "-E", "-U", "-w"],
@@ -89,6 +89,8 @@ class LineTool:
             return [r for r in (parse(self.name, line) for line in self.lines) if r]
 
     def stop(self):
+        if self.proc.poll() is not None:
+            return
         self.proc.terminate()
         try:
             self.proc.wait(timeout=60)
@@ -134,9 +136,9 @@ def bcc_sees_canary(tool, port, timeout=LINE_TIMEOUT):
     return tool.wait(seen, timeout)
 
 
-def workload(tmpfs, flash):
+def workload(tmpfs, flash, tag):
     """Runs every case once; returns [(case, pid, port or None)]: what a tool's
-    lines are matched on."""
+    lines are matched on. `tag` keeps each run's UNIX names apart."""
     cases = []
     child = Child("sockets.py", "hold", "4", "tcp", "127.0.0.1", "0", "6", "tcp", "::1", "0",
                   "4", "udp", "127.0.0.1", "0", "6", "udp", "::1", "0")
@@ -148,8 +150,8 @@ def workload(tmpfs, flash):
     child.expect("closed")
     child.finish()
 
-    path = os.path.join(tmpfs, "peers.sock")
-    unix = Child("passive.py", "unix", path, f"peers-{os.getpid()}")
+    path = os.path.join(tmpfs, f"peers-{tag}.sock")
+    unix = Child("passive.py", "unix", path, f"peers-{tag}-{os.getpid()}")
     unix.say("go")
     unix.expect("ready")
     cases.append(("UNIX listener (path, abstract)", unix.pid, None))
@@ -210,7 +212,7 @@ def run_watcher(binary, out_dir, tmpfs, flash):
         watcher.proc.kill()
         return {"error": error or "no ready line"}
     started = time.monotonic()
-    cases = workload(tmpfs, flash)
+    cases = workload(tmpfs, flash, "watcher")
     took = time.monotonic() - started
     # The last case's listen is the last record the workload made.
     last_pid, last_port = cases[-1][1], cases[-1][2]
@@ -233,6 +235,14 @@ def run_watcher(binary, out_dir, tmpfs, flash):
 
 def run_bcc(name, out_dir, tmpfs, flash):
     tool = LineTool(name, BCC[name], out_dir)
+    try:
+        return measure_bcc(tool, tmpfs, flash)
+    finally:
+        tool.stop()
+
+
+def measure_bcc(tool, tmpfs, flash):
+    name = tool.name
     attached = False
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline and not tool.closed:
@@ -243,10 +253,9 @@ def run_bcc(name, out_dir, tmpfs, flash):
             attached = True
             break
     if not attached:
-        tool.stop()
         return {"error": f"not attached within {START_TIMEOUT} s (see peer-{name}.stderr)"}
     started = time.monotonic()
-    cases = workload(tmpfs, flash)
+    cases = workload(tmpfs, flash, name)
     took = time.monotonic() - started
     # bcc's Python reads its perf buffers slowly under emulation: the
     # closing canary may come minutes after the workload.
@@ -256,7 +265,7 @@ def run_bcc(name, out_dir, tmpfs, flash):
         count = len(tool.lines)
         if not tool.wait(lambda: len(tool.lines) > count, QUIET):
             break
-    tool.stop()
+    tool.stop()  # what it printed is now all there is
     records = tool.records()
     result = {
         "cases": {},
@@ -281,11 +290,12 @@ def getppid_ns(loop):
 
 def getppid_costs(binary, out_dir, loop):
     """ns per getppid() with nothing attached and with each tool attached
-    once (bcc compiles for minutes under emulation), GETPPID_ROUNDS runs
-    each, a run with nothing attached before and after each tool."""
+    once (bcc compiles for minutes under emulation): the fastest of
+    GETPPID_ROUNDS runs each, since the host's other work only ever slows
+    an emulated run down."""
     samples = {"off": []}
     for name in ["watcher", *BCC]:
-        samples["off"].append(getppid_ns(loop))
+        samples["off"] += [getppid_ns(loop) for _ in range(GETPPID_ROUNDS)]
         if name == "watcher":
             tool = Watcher(binary, out_dir, name="peer-watcher-getppid")
             attached = tool.wait_ready()[0] is not None
@@ -293,11 +303,12 @@ def getppid_costs(binary, out_dir, loop):
             tool = LineTool(name, BCC[name], out_dir)
             attached = tool.wait(lambda: tool.header is not None, START_TIMEOUT) and bcc_sees_canary(
                 tool, canary(name), timeout=START_TIMEOUT)
-        if attached:
-            samples[name] = [getppid_ns(loop) for _ in range(GETPPID_ROUNDS)]
-        tool.stop()
-    samples["off"].append(getppid_ns(loop))
-    return {k: sorted(v)[len(v) // 2] for k, v in samples.items() if v}
+        try:
+            if attached:
+                samples[name] = [getppid_ns(loop) for _ in range(GETPPID_ROUNDS)]
+        finally:
+            tool.stop()
+    return {k: min(v) for k, v in samples.items() if v}
 
 
 def main():

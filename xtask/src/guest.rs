@@ -142,7 +142,9 @@ fn run_vng(
     if !kvm {
         cmd.arg("--disable-kvm");
     }
-    cmd.args(["--user", "root", "--memory", "2G", "--cpus", "2", "--rwdir"])
+    // --verbose: the kernel's console goes to the log, so that a wedged
+    // guest's lockup, RCU stall or hung-task reports are there to read.
+    cmd.args(["--verbose", "--user", "root", "--memory", "2G", "--cpus", "2", "--rwdir"])
         .arg(out)
         .arg("--")
         .arg(command)
