@@ -508,18 +508,20 @@ def doctor(results, binary, ready_line):
 class GetppidCost:
     """The cost of a syscall no hook is about (getppid, raw), with and
     without watcher attached: what every other syscall on the host pays.
-    Under TCG absolute times mean little; the ratios hold."""
+    Under TCG absolute times mean little, and other work on the host's
+    cores stretches single runs (2-3x apart): the fastest of several short
+    runs is the figure, the median is printed beside it."""
 
-    RUNS = 3
+    RUNS = 7
 
     def __init__(self, results, tmpfs, out_dir):
         self.results = results
         self.exe = os.path.join(tmpfs, "getppid_loop")
         self.log = open(os.path.join(out_dir, "getppid.txt"), "w", buffering=1)
         subprocess.run(["cc", "-O2", "-o", self.exe, os.path.join(HERE, "getppid_loop.c")], check=True)
-        # About a second a run.
-        per_call = self._once(20000)
-        self.calls = max(20000, int(1e9 / per_call))
+        # About half a second a run.
+        per_call = min(self._once(20000) for _ in range(3))
+        self.calls = max(20000, int(0.5e9 / per_call))
         self.runs = {}
 
     def _once(self, calls):
@@ -537,12 +539,13 @@ class GetppidCost:
             xs = sorted(xs)
             return xs[len(xs) // 2]
 
-        base = median(self.runs.get("no watcher", [0])) or 1
+        base = min(self.runs.get("no watcher", [0])) or 1
+        base_median = median(self.runs.get("no watcher", [0])) or 1
         parts = []
         for label, per_call in self.runs.items():
-            m = median(per_call)
-            parts.append(f"{label} {m:.0f} ns ({m / base:.2f}x)")
-        line = "getppid in the guest (TCG), median ns per call: " + ", ".join(parts)
+            best, m = min(per_call), median(per_call)
+            parts.append(f"{label} {best:.0f} ns ({best / base:.2f}x; median {m:.0f} ns, {m / base_median:.2f}x)")
+        line = f"getppid in the guest (TCG), {self.calls} calls a run, fastest of {self.RUNS} runs: " + ", ".join(parts)
         self.log.write(line + "\n")
         self.results.note(line)
 
