@@ -163,6 +163,23 @@ pub const FACTS: &[Fact] = &[
     },
 ];
 
+/// The parameters an fentry/fexit program on `function` reads, by
+/// position, as the kernel declares them; checked against the kernel's
+/// BTF before loading, so that a kernel whose function takes other
+/// arguments gets the next rung rather than misread ones (the verifier
+/// only checks that a program reads no slot past the last).
+pub fn params(function: &str) -> &'static [&'static str] {
+    match function {
+        "__sys_bind" => &["fd", "umyaddr", "addrlen"],
+        "__sys_listen" => &["fd", "backlog"],
+        "close_fd" => &["fd"],
+        "__sys_socket" => &["family", "type", "protocol"],
+        "__sys_setsockopt" => &["fd", "level", "optname", "user_optval", "optlen"],
+        "__sys_accept4" => &["fd", "upeer_sockaddr", "upeer_addrlen", "flags"],
+        _ => &[],
+    }
+}
+
 /// Every tracepoint some rung may attach, optional facts included or not.
 pub fn tracepoints(optional: bool) -> Vec<(&'static str, &'static str)> {
     FACTS
@@ -214,6 +231,15 @@ mod tests {
                     "{}: a syscall tracepoint before the last rung",
                     fact.name
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn every_tracing_hook_says_what_it_reads() {
+        for hook in FACTS.iter().flat_map(|f| f.rungs.iter().flat_map(|r| r.iter())) {
+            if let Hook::FEntry { function, .. } | Hook::FExit { function, .. } = hook {
+                assert!(!params(function).is_empty(), "{function}");
             }
         }
     }

@@ -176,8 +176,9 @@ struct Host {
     tracefs: Option<anyhow::Error>,
     cgroup: anyhow::Result<(PathBuf, File)>,
     /// The kernel's BTF, which fentry and fexit programs are loaded
-    /// against; an error also when SKIP_TRACING_ENV asks to do without them.
-    btf: anyhow::Result<aya::Btf>,
+    /// against, and watcher's own reading of it (the functions'
+    /// parameters); an error also when SKIP_TRACING_ENV asks to do without them.
+    btf: anyhow::Result<(aya::Btf, Btf)>,
     layouts: tracepoint_format::Layouts,
 }
 
@@ -201,7 +202,9 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
     let btf = if std::env::var_os(SKIP_TRACING_ENV).is_some_and(|v| v == "1") {
         Err(anyhow::anyhow!("not tried: {SKIP_TRACING_ENV}=1"))
     } else {
-        aya::Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")
+        aya::Btf::from_sys_fs()
+            .context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")
+            .and_then(|aya_btf| Ok((aya_btf, Btf::from_sys_fs()?)))
     };
 
     let offsets = kernel_offsets().unwrap_or_else(|e| {
@@ -347,7 +350,7 @@ fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, host: &Host) -> anyhow::Result<Stri
             })?;
         }
         Hook::FEntry { program, function } => {
-            let btf = host.btf.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            let btf = tracing_btf(host, function)?;
             let p: &mut FEntry = program_mut(ebpf, program)?;
             let started = Instant::now();
             p.load(function, btf).with_context(|| format!("loading fentry {function}"))?;
@@ -355,7 +358,7 @@ fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, host: &Host) -> anyhow::Result<Stri
             p.attach().with_context(|| format!("attaching fentry {function}"))?;
         }
         Hook::FExit { program, function } => {
-            let btf = host.btf.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            let btf = tracing_btf(host, function)?;
             let p: &mut FExit = program_mut(ebpf, program)?;
             let started = Instant::now();
             p.load(function, btf).with_context(|| format!("loading fexit {function}"))?;
@@ -368,6 +371,18 @@ fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, host: &Host) -> anyhow::Result<Stri
         }
     }
     Ok(hook.describe())
+}
+
+/// The BTF to load an fentry/fexit program on `function` against, once
+/// the kernel's `function` is known to take the parameters the program reads.
+fn tracing_btf<'a>(host: &'a Host, function: &str) -> anyhow::Result<&'a aya::Btf> {
+    let (aya_btf, btf) = host.btf.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let want = hooks::params(function);
+    let have = btf.function_params(function)?;
+    if have != want {
+        bail!("this kernel's {function} takes ({}), the program reads ({})", have.join(", "), want.join(", "));
+    }
+    Ok(aya_btf)
 }
 
 /// Unloads a hook's program if it was loaded (detaching it); a program
