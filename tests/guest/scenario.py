@@ -7,7 +7,9 @@ as the host tests (tests/programs/*.py), and writes one line per check to
 OUT_DIR/results.txt: "PASS name" or "FAIL name: why". The guest console
 mangles long output, so everything xtask needs is in files: results.txt
 (ending with "DONE" once every check ran), watcher's stderr and its events
-(watcher.stderr, watcher.events.jsonl; watcher-accept.* for the --accept run).
+(watcher.stderr, watcher.events.jsonl; watcher-accept.* for the --accept run;
+getppid.txt, the cost of an unrelated syscall without watcher, with it, and
+with it on its syscall tracepoints).
 
 Nothing sleeps for readiness: watcher says "watcher: ready:" on stderr, the
 children say what they opened on stdout, and every wait is bounded.
