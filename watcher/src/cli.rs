@@ -183,6 +183,10 @@ pub struct DaemonArgs {
     /// Refuse binds the allowlist does not allow, as `enforce = true` does.
     #[arg(long)]
     pub enforce: bool,
+    /// Attach no syscall tracepoint, as `watch --light` (the ready line
+    /// names what that gives up on this kernel).
+    #[arg(long)]
+    pub light: bool,
     /// Write the daemon's pid to this file (removed at exit), for scripts
     /// that signal it without systemd (logrotate's postrotate: SIGHUP).
     #[arg(long, value_name = "FILE")]

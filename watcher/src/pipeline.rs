@@ -642,7 +642,7 @@ fn announce_ready(attached: &Attached) {
         String::new()
     } else {
         let names: Vec<&str> = attached.given_up.iter().map(|f| f.name).collect();
-        format!("; --light, not reported (only syscall tracepoints see them here): {}", names.join("; "))
+        format!("; --light, not reported (only syscall tracepoints see them here): {}", names.join(" | "))
     };
     eprintln!("watcher: ready: {} programs attached ({}){not_attached}{light}", hooks.len(), hooks.join(", "));
     if std::env::var_os("NOTIFY_SOCKET").is_some()

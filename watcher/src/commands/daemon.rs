@@ -96,7 +96,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let options = PipelineOptions {
         filter: Filter::default(),
         accept: false,
-        light: false,
+        light: args.light,
         snapshot: true,
         stop_when_stdout_closes: false,
     };
