@@ -1,7 +1,7 @@
 """watcher and bcc's tools side by side on Debian 12's kernel (run inside the
 guest by `cargo xtask bench guest-peers`, see xtask/src/bench/guest_peers.rs).
 
-    python3 peers.py WATCHER OUT_DIR FLASH_LISTENER SYSCALL_LOOP
+    python3 peers.py WATCHER OUT_DIR FLASH_LISTENER
 
 bcc's bindsnoop, solisten and tcpaccept need kprobes, which this machine's
 own kernel does not offer; Debian's kernel does. Each tool in turn is
@@ -13,9 +13,9 @@ bind, accepted connections, a listener exec'd and gone within a
 millisecond, a forked worker, and their closes. What each tool printed about
 the workload's pids is counted per case; the columns each tool prints come
 from its own header line (watcher: the JSON keys it wrote). Then a getppid
-loop (SYSCALL_LOOP) is timed with nothing attached and with each tool,
-runs with nothing attached between the tools: everything here is emulated (TCG), so compare counts
-and ratios, not times.
+loop is timed as the guest scenario times it (GetppidCost: the fastest of
+many short chunks) with nothing attached and with each tool attached:
+everything here is emulated (TCG), so compare counts and ratios, not times.
 
 Everything goes to OUT_DIR/peers.json; the console mangles output.
 """
@@ -28,7 +28,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from scenario import PYTHON, Child, Watcher  # noqa: E402
+from scenario import PYTHON, Child, GetppidCost, Watcher  # noqa: E402
 
 # bcc compiles its C with LLVM at start: slow under emulation.
 START_TIMEOUT = 600
@@ -37,8 +37,6 @@ LINE_TIMEOUT = 60
 # Output is judged complete once the closing canary is in and nothing more
 # came for this long (bcc reads per-CPU perf buffers: no order across CPUs).
 QUIET = 1.0
-GETPPID_CALLS = 200_000
-GETPPID_ROUNDS = 5
 
 BCC = {
     "bindsnoop": ["/usr/sbin/bindsnoop-bpfcc", "-E", "-U", "-w"],
@@ -283,21 +281,28 @@ def measure_bcc(tool, tmpfs, flash):
     return result
 
 
-def getppid_ns(loop):
-    out = subprocess.run([loop, str(GETPPID_CALLS)], capture_output=True, text=True, timeout=600, check=True)
-    return int(out.stdout.split()[0]) / GETPPID_CALLS
+class Notes:
+    """GetppidCost's results sink: its summary line goes into the report."""
+
+    def __init__(self):
+        self.lines = []
+
+    def note(self, text):
+        self.lines.append(text)
 
 
-def getppid_costs(binary, out_dir, loop):
-    """ns per getppid() with nothing attached and with each tool attached
-    once (bcc compiles for minutes under emulation): the fastest of
-    GETPPID_ROUNDS runs each, since the host's other work only ever slows
-    an emulated run down."""
-    samples = {"off": []}
-    for name in ["watcher", *BCC]:
-        samples["off"] += [getppid_ns(loop) for _ in range(GETPPID_ROUNDS)]
-        if name == "watcher":
-            tool = Watcher(binary, out_dir, name="peer-watcher-getppid")
+def getppid_costs(binary, out_dir, tmpfs):
+    """The fastest getppid chunk (ns per call) with nothing attached and with
+    each tool attached once (bcc compiles for minutes under emulation)."""
+    notes = Notes()
+    cost = GetppidCost(notes, tmpfs, out_dir)
+    for name in ["watcher", "watcher on syscall tracepoints", *BCC]:
+        cost.measure("no watcher")
+        if name.startswith("watcher"):
+            # The second: watcher made to use its syscall tracepoint rungs,
+            # as on a kernel that refuses tracing programs.
+            env = {"WATCHER_SKIP_TRACING": "1"} if name != "watcher" else {}
+            tool = Watcher(binary, out_dir, name=f"peer-{name.replace(' ', '-')}", env_extra=env)
             attached = tool.wait_ready()[0] is not None
         else:
             tool = LineTool(name, BCC[name], out_dir)
@@ -305,14 +310,18 @@ def getppid_costs(binary, out_dir, loop):
                 tool, canary(name), timeout=START_TIMEOUT)
         try:
             if attached:
-                samples[name] = [getppid_ns(loop) for _ in range(GETPPID_ROUNDS)]
+                cost.measure(name)
         finally:
             tool.stop()
-    return {k: min(v) for k, v in samples.items() if v}
+    cost.measure("no watcher")
+    cost.report()
+    best = {label: min(r[0] for r in runs) for label, runs in cost.runs.items()}
+    best["off"] = best.pop("no watcher")
+    return best, notes.lines
 
 
 def main():
-    binary, out_dir, flash, loop = sys.argv[1:5]
+    binary, out_dir, flash = sys.argv[1:4]
     tmpfs = "/run/watcher-peers"
     os.makedirs(tmpfs, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", tmpfs], check=True)
@@ -325,7 +334,7 @@ def main():
         except Exception as e:  # one tool's failure must not hide the others
             report["tools"][name] = {"error": f"{type(e).__name__}: {e}"}
     try:
-        report["getppid_ns"] = getppid_costs(binary, out_dir, loop)
+        report["getppid_ns"], report["getppid_notes"] = getppid_costs(binary, out_dir, tmpfs)
     except Exception as e:
         report["getppid_error"] = f"{type(e).__name__}: {e}"
     with open(os.path.join(out_dir, "peers.json"), "w") as f:

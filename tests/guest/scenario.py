@@ -7,7 +7,9 @@ as the host tests (tests/programs/*.py), and writes one line per check to
 OUT_DIR/results.txt: "PASS name" or "FAIL name: why". The guest console
 mangles long output, so everything xtask needs is in files: results.txt
 (ending with "DONE" once every check ran), watcher's stderr and its events
-(watcher.stderr, watcher.events.jsonl; watcher-accept.* for the --accept run).
+(watcher.stderr, watcher.events.jsonl; watcher-accept.* for the --accept run;
+getppid.txt, the cost of an unrelated syscall without watcher, with it, and
+with it on its syscall tracepoints).
 
 Nothing sleeps for readiness: watcher says "watcher: ready:" on stderr, the
 children say what they opened on stdout, and every wait is bounded.
@@ -33,17 +35,18 @@ EVENT_TIMEOUT = 60
 # so that a hang says where it is instead of eating CI's time.
 WATCHDOG_SECS = 20 * 60
 # What watcher's default mode attaches on Debian 12's kernel, by program
-# name: checked against bpftool, not against watcher's own word.
+# name: checked against bpftool, not against watcher's own word. 6.1 lets
+# tracing programs load, so the socket calls are seen by fentry/fexit on
+# their kernel functions and no syscall tracepoint is attached (each one
+# would slow every syscall on the host).
 EXPECTED_PROGRAMS = [
-    "sys_enter_bind",
-    "sys_enter_listen",
-    "sys_exit_bind",
-    "sys_exit_listen",
-    "sys_enter_close",
-    "sys_enter_socket",
-    "sys_enter_setsockopt",
-    "sys_exit_socket",
-    "sys_exit_setsockopt",
+    "fentry_bind",
+    "fexit_bind",
+    "fentry_listen",
+    "fexit_listen",
+    "fentry_close_fd",
+    "fexit_socket",
+    "fexit_sockopt",
     "sched_process_fork",
     "sched_process_exec",
     "sched_process_exit",
@@ -82,8 +85,8 @@ class Results:
 class Watcher:
     """A running `watcher watch --json`, its events collected by a thread."""
 
-    def __init__(self, binary, out_dir, *extra, name="watcher"):
-        env = dict(os.environ, RUST_LOG="debug")
+    def __init__(self, binary, out_dir, *extra, name="watcher", env_extra=None):
+        env = dict(os.environ, RUST_LOG="debug", **(env_extra or {}))
         self.stderr_file = open(os.path.join(out_dir, f"{name}.stderr"), "w", buffering=1)
         self.events_file = open(os.path.join(out_dir, f"{name}.events.jsonl"), "w", buffering=1)
         self.proc = subprocess.Popen(
@@ -371,6 +374,7 @@ def accepts(results, binary, out_dir):
         watcher.proc.kill()
         return
     try:
+        programs_attached(results, watcher, EXPECTED_PROGRAMS + ["fexit_accept"], label=" (--accept)")
         child = Child("passive.py", "accept_server")
         child.say("go")
         listen_fd, port = (int(w) for w in child.expect("ready"))
@@ -451,7 +455,11 @@ def held_bpf_objects(pid):
     return progs, links
 
 
-def programs_attached(results, watcher, expected):
+def is_syscall_tracepoint(name):
+    return name.startswith("sys_enter_") or name.startswith("sys_exit_")
+
+
+def programs_attached(results, watcher, expected, label=""):
     """What the kernel says is loaded and linked for watcher, not what watcher says."""
     try:
         progs = bpftool("prog", "list")
@@ -465,18 +473,25 @@ def programs_attached(results, watcher, expected):
     # that runs it.
     linked = {l.get("prog_id"): l.get("type") for l in links if l.get("id") in held_links}
     ours = {names.get(i, f"id {i}") for i in held_progs | set(held_links.values())}
-    results.note(f"bpftool: watcher holds {len(ours)} programs and {len(held_links)} links: {sorted(ours)}")
-    results.note(f"bpftool: link types {sorted({t for t in linked.values() if t})}")
+    results.note(f"bpftool{label}: watcher holds {len(ours)} programs and {len(held_links)} links: {sorted(ours)}")
+    results.note(f"bpftool{label}: link types {sorted({t for t in linked.values() if t})}")
     # The kernel keeps BPF_OBJ_NAME_LEN - 1 = 15 bytes of a program's name;
     # bpftool prints the whole name from the program's BTF when it has it.
     by_name = {names.get(i): i for i in held_progs | set(held_links.values())}
     for name in expected:
         prog = by_name.get(name, by_name.get(name[:15]))
-        if not results.check(f"program {name} loaded", prog is not None, "not among watcher's programs in bpftool prog list"):
+        if not results.check(f"program {name} loaded{label}", prog is not None, "not among watcher's programs in bpftool prog list"):
             continue
-        results.check(f"program {name} attached", prog in linked, "no bpftool link of watcher's runs it")
+        results.check(f"program {name} attached{label}", prog in linked, "no bpftool link of watcher's runs it")
+    # Every syscall on the host would pay for one of these.
+    syscall_linked = sorted(n for n in (names.get(i, "") for i in linked) if is_syscall_tracepoint(n))
+    syscall_loaded = sorted(n for n in ours if is_syscall_tracepoint(n))
+    results.check(f"no syscall tracepoint program linked{label} (bpftool link list)", not syscall_linked,
+                  f"linked: {syscall_linked}")
+    results.check(f"no syscall tracepoint program loaded{label} (bpftool prog list)", not syscall_loaded,
+                  f"loaded: {syscall_loaded}")
     not_attached = [l for l in watcher.stderr if "not attached" in l]
-    results.check("watcher warns of no missing hook", not not_attached, " | ".join(not_attached))
+    results.check(f"watcher warns of no missing hook{label}", not not_attached, " | ".join(not_attached))
 
 
 def doctor(results, binary, ready_line):
@@ -501,6 +516,78 @@ def doctor(results, binary, ready_line):
                  + ", ".join(f"{t['type']}={'yes' if t['loads'] else 'no'}" for t in report.get("program_types", [])))
 
 
+class GetppidCost:
+    """The cost of a syscall no hook is about (getppid, raw), with and
+    without watcher attached: what every other syscall on the host pays.
+    Under TCG on a shared host whole runs are 2-3x apart; the fastest of
+    many short chunks (getppid_loop.c) is steady, and is the figure. The
+    median chunk, and the median ratio of a chunk to user-space work timed
+    next to it, are printed beside it."""
+
+    RUNS = 3
+    CHUNKS = 100
+
+    def __init__(self, results, tmpfs, out_dir):
+        self.results = results
+        self.exe = os.path.join(tmpfs, "getppid_loop")
+        self.log = open(os.path.join(out_dir, "getppid.txt"), "w", buffering=1)
+        subprocess.run(["cc", "-O2", "-o", self.exe, os.path.join(HERE, "getppid_loop.c")], check=True)
+        # Chunks of about 5 ms.
+        per_call = min(self._once(5, 2000)[0] for _ in range(3))
+        self.calls = max(1000, int(5e6 / per_call))
+        self.runs = {}
+
+    def _once(self, chunks, calls):
+        out = subprocess.run([self.exe, str(chunks), str(calls)], capture_output=True, text=True, check=True,
+                             timeout=300)
+        _, best, median, ratio = out.stdout.split()
+        return float(best), float(median), float(ratio)
+
+    def measure(self, label):
+        for _ in range(self.RUNS):
+            best, median, ratio = self._once(self.CHUNKS, self.calls)
+            self.runs.setdefault(label, []).append((best, median, ratio))
+            self.log.write(f"{label}: {self.CHUNKS} chunks of {self.calls} calls: fastest {best:.0f} ns a call, "
+                           f"median {median:.0f} ns, median ratio to user work {ratio:.3f}\n")
+
+    def report(self):
+        def median(xs):
+            xs = sorted(xs)
+            return xs[len(xs) // 2]
+
+        base = self.runs.get("no watcher")
+        if not base:
+            return
+        b_best, b_median, b_ratio = (min(r[i] for r in base) if i == 0 else median([r[i] for r in base])
+                                     for i in range(3))
+        parts = []
+        for label, runs in self.runs.items():
+            best = min(r[0] for r in runs)
+            m = median([r[1] for r in runs])
+            ratio = median([r[2] for r in runs])
+            parts.append(f"{label} {best:.0f} ns ({best / b_best:.2f}x, +{best - b_best:.0f} ns; median chunk "
+                         f"{m / b_median:.2f}x; ratio to user work {ratio / b_ratio:.2f}x)")
+        line = (f"getppid in the guest (TCG), fastest chunk of {self.RUNS}x{self.CHUNKS} chunks of {self.calls} calls: "
+                + ", ".join(parts))
+        self.log.write(line + "\n")
+        self.results.note(line)
+
+
+def getppid_with_syscall_tracepoints(results, binary, out_dir, cost):
+    """watcher made to use its syscall tracepoint rungs (as on a kernel that
+    refuses tracing programs), for the comparison."""
+    watcher = Watcher(binary, out_dir, name="watcher-tracepoints", env_extra={"WATCHER_SKIP_TRACING": "1"})
+    ready, error = watcher.wait_ready()
+    try:
+        if not results.check("WATCHER_SKIP_TRACING=1: ready on the syscall tracepoints",
+                             ready is not None and "tracepoint syscalls/sys_enter_bind" in ready,
+                             error or ready or "no ready line"):
+            return
+        cost.measure("watcher on syscall tracepoints")
+    finally:
+        watcher.stop()
+
+
 def main():
     binary, out_dir, flash = sys.argv[1:4]
     faulthandler.dump_traceback_later(WATCHDOG_SECS, exit=True)
@@ -512,6 +599,14 @@ def main():
     tmpfs = "/run/watcher-scenario"
     os.makedirs(tmpfs, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", tmpfs], check=True)
+
+    cost = None
+    try:
+        cost = GetppidCost(results, tmpfs, out_dir)
+        cost.measure("no watcher")
+    except Exception as e:  # a measurement, not a check
+        results.note(f"getppid measurement skipped: {type(e).__name__}: {e}")
+        cost = None
 
     started = time.monotonic()
     watcher = Watcher(binary, out_dir)
@@ -531,6 +626,7 @@ def main():
         ("udp closed by exit", lambda: udp_closed_by_exit(results, watcher)),
         ("bind failed", lambda: bind_failed(results, watcher)),
         ("packet socket", lambda: packet_socket(results, watcher)),
+        ("getppid with watcher", lambda: cost and cost.measure("watcher (default)")),
     ]:
         results.step(name, started)
         try:
@@ -550,6 +646,15 @@ def main():
         doctor(results, binary, ready)
     except Exception as e:
         results.check("doctor step", False, f"{type(e).__name__}: {e}")
+    if cost:
+        results.step("getppid", started)
+        try:
+            cost.measure("no watcher")
+            getppid_with_syscall_tracepoints(results, binary, out_dir, cost)
+            cost.measure("no watcher")
+            cost.report()
+        except Exception as e:
+            results.check("getppid step", False, f"{type(e).__name__}: {e}")
     results.step("done", started)
     results.done()
 

@@ -29,7 +29,7 @@ use crate::{
     host::{cgroups::CgroupNames, process::ProcessLookup},
     kernel::{
         counters::ProgramErrors,
-        loader::{self, LoadOptions, MissingHook},
+        loader::{self, Attached, LoadOptions},
         ring::RingReader,
         seed,
     },
@@ -57,6 +57,8 @@ const LOST_CHECK_PERIOD: Duration = Duration::from_secs(1);
 pub struct PipelineOptions {
     pub filter: Filter,
     pub accept: bool,
+    /// Attach no syscall tracepoint (`watch --light`).
+    pub light: bool,
     /// Report the sockets already there (`existing`) before streaming.
     pub snapshot: bool,
     /// `watch`: a closed stdout (`watcher watch | head`) ends it at once,
@@ -72,6 +74,7 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
         tgid: options.filter.kernel_tgid(),
         accept: options.accept,
         enforce: sink.enforces(),
+        light: options.light,
     })?;
     sink.attached(&mut attached)?;
     let ring = RingReader::new(&mut attached.ebpf)?;
@@ -138,7 +141,7 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
     // Handlers first: a script that signals us as soon as it reads the ready
     // line must reach them, not the default action (SIGHUP would kill us).
     let signals = Signals::install(options.stop_when_stdout_closes)?;
-    announce_ready(&attached.hooks, &attached.missing);
+    announce_ready(&attached);
     let result = watch.stream(ring, signals).await;
     drop(attached); // detaches every program
     result
@@ -627,14 +630,21 @@ impl AlreadyReported {
 
 /// Says on stderr, once every program is attached, that events now flow;
 /// scripts and tests wait for this line instead of sleeping.
-fn announce_ready(hooks: &[String], missing: &[MissingHook]) {
+fn announce_ready(attached: &Attached) {
+    let (hooks, missing) = (&attached.hooks, &attached.missing);
     let not_attached = if missing.is_empty() {
         String::new()
     } else {
         let names: Vec<&str> = missing.iter().map(|m| m.hook.as_str()).collect();
         format!("; {} NOT attached, events they see are not reported ({})", missing.len(), names.join(", "))
     };
-    eprintln!("watcher: ready: {} programs attached ({}){not_attached}", hooks.len(), hooks.join(", "));
+    let light = if attached.given_up.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = attached.given_up.iter().map(|f| f.name).collect();
+        format!("; --light, not reported (only syscall tracepoints see them here): {}", names.join(" | "))
+    };
+    eprintln!("watcher: ready: {} programs attached ({}){not_attached}{light}", hooks.len(), hooks.join(", "));
     if std::env::var_os("NOTIFY_SOCKET").is_some()
         && let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready])
     {

@@ -9,11 +9,13 @@
 //! | `syscall_bind_listen.rs` | tracepoints `syscalls/sys_{enter,exit}_{bind,listen}`, `sys_enter_close` | failed binds and listens, UNIX listeners and named UNIX datagram sockets, the fd and backlog of the others |
 //! | `syscall_passive.rs` | tracepoints `syscalls/sys_{enter,exit}_{socket,setsockopt}` | raw and packet sockets, attached filters, listener options |
 //! | `syscall_accept.rs` | tracepoints `syscalls/sys_{enter,exit}_accept(4)` | accepted connections (opt-in) |
+//! | `fentry_sockets.rs` | fentry/fexit `__sys_bind`, `__sys_listen`, `close_fd`, `__sys_socket`, `__sys_setsockopt`, `__sys_accept4` | the same facts as the three `syscall_*` files above, where tracing programs load (the loader's first choice) |
 //! | `syscall_args.rs` | — | the per-thread arguments the syscall enter hooks keep for their exits |
 //! | `process.rs` | tracepoints `sched/sched_process_{fork,exec,exit}`, `syscalls/sys_enter_execve(at)` | the process table |
 mod cgroup_bind_enforce;
 mod cgroup_post_bind;
 mod cgroup_sock_release;
+mod fentry_sockets;
 mod process;
 mod syscall_accept;
 mod syscall_args;

@@ -63,10 +63,15 @@ fn exit(ctx: &TracePointContext) -> Result<(), ProgramError> {
     // Only fails when the entry is already gone (evicted meanwhile).
     let _ = PENDING_ACCEPT.remove(&key);
     let ret = arg(ctx, RET)?;
-    if (ret as i64) < 0 {
-        return Ok(());
+    if (ret as i64) >= 0 {
+        report_accept(&pending, ret as i32);
     }
-    let fd = ret as i32;
+    Ok(())
+}
+
+/// accept() on `pending.listen_fd` returned the connection `fd`.
+#[inline(always)]
+pub fn report_accept(pending: &PendingAccept, fd: i32) {
     // Without BTF offsets (said at start) the record goes without its ends;
     // a failed read on the way is counted by `read`.
     let sk = sock_of_fd(fd).unwrap_or(0);
@@ -99,5 +104,4 @@ fn exit(ctx: &TracePointContext) -> Result<(), ProgramError> {
             r.peer_addr = read::<[u8; 16]>(sk, o.skc_v6_daddr).unwrap_or([0; 16]);
         }
     });
-    Ok(())
 }

@@ -62,10 +62,17 @@ fn try_sys_enter_bind(ctx: &TracePointContext) -> Result<(), ProgramError> {
     if wanted_tgid().is_none() {
         return Ok(());
     }
-    let (fd, addr, addr_len) = (arg(ctx, ARG0)?, arg(ctx, ARG1)?, arg(ctx, ARG2)?);
-    let mut pending = PendingBind { addr: [0; SOCKADDR_BYTES], fd: fd as i32, addr_len: addr_len as u32 };
+    bind_entered(arg(ctx, ARG0)? as i32, arg(ctx, ARG1)?, arg(ctx, ARG2)? as u32)
+}
+
+/// bind(fd, addr, addr_len) entered: its arguments kept for its return,
+/// and for the post_bind hooks that run inside it (shared with the fentry
+/// hook of `fentry_sockets.rs`). The caller checked `wanted_tgid`.
+#[inline(always)]
+pub fn bind_entered(fd: i32, addr: u64, addr_len: u32) -> Result<(), ProgramError> {
+    let mut pending = PendingBind { addr: [0; SOCKADDR_BYTES], fd, addr_len };
     // A fault is counted there; the exit then reports the failure (EFAULT) without the address.
-    read_user_bytes(&mut pending.addr, addr, addr_len as u32);
+    read_user_bytes(&mut pending.addr, addr, addr_len);
     PENDING_BIND.insert(&thread_key(), &pending, 0).map_err(|_| ProgramError::MapUpdate)
 }
 
@@ -78,6 +85,12 @@ pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_exit_bind(ctx: &TracePointContext) -> Result<(), ProgramError> {
+    bind_returned(|| arg(ctx, RET).map(|ret| ret as i64))
+}
+
+/// bind() returned `ret()` (read only when this thread's bind was kept).
+#[inline(always)]
+pub fn bind_returned(ret: impl FnOnce() -> Result<i64, ProgramError>) -> Result<(), ProgramError> {
     let key = thread_key();
     // SAFETY: copied out before the entry is removed.
     let Some(pending) = (unsafe { PENDING_BIND.get(&key) }).copied() else {
@@ -85,7 +98,7 @@ fn try_sys_exit_bind(ctx: &TracePointContext) -> Result<(), ProgramError> {
     };
     // Only fails when the entry is already gone (evicted meanwhile).
     let _ = PENDING_BIND.remove(&key);
-    let ret = arg(ctx, RET)?;
+    let ret = ret()? as u64;
     if (ret as i64) < 0 {
         report(EventKind::BindFailed, pending.fd, ret, 0, 0, Some(&pending));
     } else if is_unix(&pending) {
@@ -118,7 +131,14 @@ fn try_sys_enter_listen(ctx: &TracePointContext) -> Result<(), ProgramError> {
     if wanted_tgid().is_none() {
         return Ok(());
     }
-    let pending = PendingListen { fd: arg(ctx, ARG0)? as i32, backlog: arg(ctx, ARG1)? as u32 };
+    listen_entered(arg(ctx, ARG0)? as i32, arg(ctx, ARG1)? as u32)
+}
+
+/// listen(fd, backlog) entered: kept for its return and for the LISTEN
+/// hook inside it. The caller checked `wanted_tgid`.
+#[inline(always)]
+pub fn listen_entered(fd: i32, backlog: u32) -> Result<(), ProgramError> {
+    let pending = PendingListen { fd, backlog };
     PENDING_LISTEN.insert(&thread_key(), &pending, 0).map_err(|_| ProgramError::MapUpdate)
 }
 
@@ -131,6 +151,12 @@ pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_exit_listen(ctx: &TracePointContext) -> Result<(), ProgramError> {
+    listen_returned(|| arg(ctx, RET).map(|ret| ret as i64))
+}
+
+/// listen() returned `ret()` (read only when this thread's listen was kept).
+#[inline(always)]
+pub fn listen_returned(ret: impl FnOnce() -> Result<i64, ProgramError>) -> Result<(), ProgramError> {
     let key = thread_key();
     // SAFETY: copied out before the entry is removed.
     let Some(pending) = (unsafe { PENDING_LISTEN.get(&key) }).copied() else {
@@ -138,7 +164,7 @@ fn try_sys_exit_listen(ctx: &TracePointContext) -> Result<(), ProgramError> {
     };
     // Only fails when the entry is already gone (evicted meanwhile).
     let _ = PENDING_LISTEN.remove(&key);
-    let ret = arg(ctx, RET)?;
+    let ret = ret()? as u64;
     if (ret as i64) < 0 {
         report(EventKind::ListenFailed, pending.fd, ret, pending.backlog, 0, None);
         return Ok(());
@@ -163,19 +189,24 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_enter_close(ctx: &TracePointContext) -> Result<(), ProgramError> {
-    let fd = arg(ctx, ARG0)? as i32;
+    fd_closing(arg(ctx, ARG0)? as i32);
+    Ok(())
+}
+
+/// close(fd) entered: the close of a UNIX socket this process bound.
+#[inline(always)]
+pub fn fd_closing(fd: i32) {
     let key = fd_key(fd);
     // Most closes are of other fds: one lookup each, nothing sent.
     // SAFETY: copied out before the entry is removed.
     let Some(socket) = unsafe { UNIX_SOCKETS.get(&key) }.copied() else {
-        return Ok(());
+        return;
     };
     // Only fails when the entry is already gone (evicted meanwhile).
     let _ = UNIX_SOCKETS.remove(&key);
     if socket.reported != 0 {
         report(EventKind::UnixClose, fd, 0, 0, socket.sock_type, Some(&bind_of(&socket)));
     }
-    Ok(())
 }
 
 #[inline(always)]

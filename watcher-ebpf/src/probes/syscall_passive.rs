@@ -34,15 +34,21 @@ fn try_sys_enter_socket(ctx: &TracePointContext) -> Result<(), ProgramError> {
         return Ok(());
     }
     let (family, sock_type, protocol) = (arg(ctx, ARG0)?, arg(ctx, ARG1)?, arg(ctx, ARG2)?);
-    let (family, sock_type) = (family as u32, sock_type as u32 & SOCK_TYPE_MASK);
-    // Raw IP sockets only: SOCK_RAW is also how every netlink socket (ss,
-    // ip, systemd) is opened, and those listen to the kernel, not the wire.
-    let raw_ip = sock_type == SOCK_RAW && (family == u32::from(AF_INET) || family == u32::from(AF_INET6));
-    if family == AF_PACKET || raw_ip {
-        let pending = PendingSocket { family, sock_type, protocol: protocol as u32 };
+    if let Some(pending) = passive_socket(family as u32, sock_type as u32, protocol as u32) {
         PENDING_SOCKET.insert(&thread_key(), &pending, 0).map_err(|_| ProgramError::MapUpdate)?;
     }
     Ok(())
+}
+
+/// socket(family, type, protocol) as a passive listener's, or `None` for
+/// any other socket.
+#[inline(always)]
+pub fn passive_socket(family: u32, sock_type: u32, protocol: u32) -> Option<PendingSocket> {
+    let sock_type = sock_type & SOCK_TYPE_MASK;
+    // Raw IP sockets only: SOCK_RAW is also how every netlink socket (ss,
+    // ip, systemd) is opened, and those listen to the kernel, not the wire.
+    let raw_ip = sock_type == SOCK_RAW && (family == u32::from(AF_INET) || family == u32::from(AF_INET6));
+    (family == AF_PACKET || raw_ip).then_some(PendingSocket { family, sock_type, protocol })
 }
 
 #[tracepoint]
@@ -62,16 +68,21 @@ fn try_sys_exit_socket(ctx: &TracePointContext) -> Result<(), ProgramError> {
     // Only fails when the entry is already gone (evicted meanwhile).
     let _ = PENDING_SOCKET.remove(&key);
     let ret = arg(ctx, RET)?;
-    if (ret as i64) < 0 {
-        return Ok(());
+    if (ret as i64) >= 0 {
+        report_socket(&pending, ret as i32);
     }
+    Ok(())
+}
+
+/// A passive listener's socket was made, as `fd`.
+#[inline(always)]
+pub fn report_socket(pending: &PendingSocket, fd: i32) {
     emit(EventKind::PassiveSocket, |r: &mut PassiveRecord| {
-        r.fd = ret as i32;
+        r.fd = fd;
         r.family = pending.family;
         r.sock_type = pending.sock_type;
         r.protocol = pending.protocol;
     });
-    Ok(())
 }
 
 #[tracepoint]
@@ -101,7 +112,7 @@ fn try_sys_enter_setsockopt(ctx: &TracePointContext) -> Result<(), ProgramError>
 }
 
 #[inline(always)]
-fn is_watched_option(level: u32, optname: u32) -> bool {
+pub fn is_watched_option(level: u32, optname: u32) -> bool {
     match level {
         SOL_SOCKET => matches!(
             optname,
@@ -139,12 +150,18 @@ fn try_sys_exit_setsockopt(ctx: &TracePointContext) -> Result<(), ProgramError> 
     if arg(ctx, RET)? != 0 {
         return Ok(());
     }
-    match (pending.level, pending.optname) {
-        (SOL_SOCKET, SO_ATTACH_FILTER | SO_ATTACH_REUSEPORT_CBPF) => classic_filter(&pending),
-        (SOL_SOCKET, SO_ATTACH_BPF | SO_ATTACH_REUSEPORT_EBPF) => extended_filter(&pending),
-        _ => plain_option(&pending),
-    }
+    report_sockopt(&pending);
     Ok(())
+}
+
+/// A watched socket option was set (the call succeeded).
+#[inline(always)]
+pub fn report_sockopt(pending: &PendingSockopt) {
+    match (pending.level, pending.optname) {
+        (SOL_SOCKET, SO_ATTACH_FILTER | SO_ATTACH_REUSEPORT_CBPF) => classic_filter(pending),
+        (SOL_SOCKET, SO_ATTACH_BPF | SO_ATTACH_REUSEPORT_EBPF) => extended_filter(pending),
+        _ => plain_option(pending),
+    }
 }
 
 /// `struct sock_fprog { unsigned short len; struct sock_filter *filter; }`

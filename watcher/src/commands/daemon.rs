@@ -93,8 +93,13 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         lookup: ProcessLookup::default(),
         enforcement,
     };
-    let options =
-        PipelineOptions { filter: Filter::default(), accept: false, snapshot: true, stop_when_stdout_closes: false };
+    let options = PipelineOptions {
+        filter: Filter::default(),
+        accept: false,
+        light: args.light,
+        snapshot: true,
+        stop_when_stdout_closes: false,
+    };
     run_pipeline(options, sink).await
 }
 

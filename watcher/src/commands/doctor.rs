@@ -16,33 +16,10 @@ use serde_json::{Value, json};
 use crate::{
     cli::DoctorArgs,
     kernel::{
-        loader::{self, LoadOptions, MissingHook},
+        loader::{self, LoadOptions},
         privileges,
     },
 };
-
-/// The facts watcher reports and the programs that carry each; `optional`
-/// ones are off by default (`--accept`) and do not make the set incomplete.
-const FACTS: &[(&str, &[&str], bool)] = &[
-    ("TCP listen up / down", &["inet_sock_set_state"], false),
-    ("bind success (v4/v6, the port the kernel chose)", &["post_bind4", "post_bind6"], false),
-    ("close of bound UDP sockets", &["sock_release"], false),
-    (
-        "bind/listen failures and errno; UNIX bind and listen; fd and backlog",
-        &["sys_enter_bind", "sys_exit_bind", "sys_enter_listen", "sys_exit_listen"],
-        false,
-    ),
-    ("close of UNIX listeners", &["sys_enter_close"], false),
-    ("raw and packet sockets created", &["sys_enter_socket", "sys_exit_socket"], false),
-    ("filters attached; listener socket options", &["sys_enter_setsockopt", "sys_exit_setsockopt"], false),
-    ("exec: exe and argv", &["sched_process_exec"], false),
-    ("fork and exit (the process table)", &["sched_process_fork", "sched_process_exit"], false),
-    (
-        "accepted connections (opt-in: --accept)",
-        &["sys_enter_accept", "sys_exit_accept", "sys_enter_accept4", "sys_exit_accept4"],
-        true,
-    ),
-];
 
 /// Program types worth knowing about for the hooks watcher could use.
 const PROGRAM_TYPES: &[(&str, ProgramType)] = &[
@@ -55,15 +32,9 @@ const PROGRAM_TYPES: &[(&str, ProgramType)] = &[
     ("lsm", ProgramType::Lsm(LsmAttachType::Mac)),
 ];
 
-/// The program's name in a hook's description: `tracepoint sock/x` → `x`,
-/// `cgroup/post_bind4 on /sys/fs/cgroup` → `post_bind4`.
-fn program_name(hook: &str) -> &str {
-    hook.split_whitespace().find(|w| w.contains('/')).and_then(|w| w.rsplit('/').next()).unwrap_or(hook)
-}
-
 pub fn run(args: &DoctorArgs) -> anyhow::Result<()> {
     privileges::check()?;
-    let report = report()?;
+    let report = report(args.light)?;
     if args.json {
         println!("{report}");
     } else {
@@ -75,7 +46,7 @@ pub fn run(args: &DoctorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report() -> anyhow::Result<Value> {
+fn report(light: bool) -> anyhow::Result<Value> {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
         .context("reading /proc/sys/kernel/osrelease")?
         .trim()
@@ -104,25 +75,46 @@ fn report() -> anyhow::Result<Value> {
     let kprobes_attach = std::path::Path::new("/sys/kernel/tracing/kprobe_events").exists();
 
     // The real programs, attached as `watch` attaches them, then dropped.
-    let attached = loader::load_and_attach(LoadOptions { accept: true, ..LoadOptions::default() })
+    let attached = loader::load_and_attach(LoadOptions { accept: true, light, ..LoadOptions::default() })
         .context("loading and attaching watcher's programs")?;
-    let facts: Vec<Value> = FACTS
+    let facts: Vec<Value> = attached
+        .facts
         .iter()
-        .map(|&(fact, programs, optional)| {
-            let hooks: Vec<&str> =
-                attached.hooks.iter().filter(|h| programs.contains(&program_name(h))).map(String::as_str).collect();
-            let missing: Vec<&MissingHook> =
-                attached.missing.iter().filter(|m| programs.contains(&program_name(&m.hook))).collect();
+        .map(|f| {
+            let given_up = attached.given_up.iter().any(|g| std::ptr::eq(*g, f.fact));
+            let not_reported: Vec<&str> = if f.hooks.is_empty() {
+                let mut unseen: Vec<&str> = Vec::new();
+                for m in &f.refused {
+                    if !unseen.contains(&m.not_covered()) {
+                        unseen.push(m.not_covered());
+                    }
+                }
+                unseen
+            } else {
+                Vec::new()
+            };
             json!({
-                "fact": fact,
-                "optional": optional,
-                "hooks": hooks,
-                "refused": missing.iter().map(|m| json!({"hook": m.hook, "reason": m.reason})).collect::<Vec<_>>(),
-                "not_reported": missing.iter().map(|m| m.not_covered()).collect::<Vec<_>>(),
+                "fact": f.fact.name,
+                "optional": f.fact.optional,
+                "hooks": f.hooks,
+                // Cheaper hooks refused on the way (this kernel's reasons).
+                "refused": f
+                    .refused
+                    .iter()
+                    .map(|m| json!({"hook": m.hook, "reason": m.reason, "tried": m.tried}))
+                    .collect::<Vec<_>>(),
+                // Every syscall on the host pays for these (see --light).
+                "syscall_tracepoints": f.syscall_tracepoints,
+                "given_up_by_light": given_up,
+                "not_reported": not_reported,
             })
         })
         .collect();
-    let complete = facts.iter().all(|f| f["optional"] == true || f["refused"].as_array().is_some_and(Vec::is_empty));
+    // Complete: every default fact has its hooks (`--light`: every fact
+    // it does not give up on purpose).
+    let complete = facts.iter().all(|f| {
+        f["optional"] == true || f["given_up_by_light"] == true || f["hooks"].as_array().is_some_and(|h| !h.is_empty())
+    });
     Ok(json!({
         "kernel": kernel,
         "btf": btf,
@@ -132,6 +124,7 @@ fn report() -> anyhow::Result<Value> {
         "lsm": lsm,
         "bpf_lsm": lsm.as_ref().is_some_and(|l| l.iter().any(|m| m == "bpf")),
         "program_types": program_types,
+        "light": light,
         "facts": facts,
         "complete": complete,
     }))
@@ -180,31 +173,21 @@ fn print_text(r: &Value) {
             println!("      hook: {}", s(h));
         }
         for m in f["refused"].as_array().into_iter().flatten() {
-            println!("      REFUSED: {}: {}", s(&m["hook"]), s(&m["reason"]));
+            let label = if f["hooks"].as_array().is_some_and(|h| !h.is_empty()) { "refused" } else { "REFUSED" };
+            let untried = if m["tried"] == false { " (not tried: its rung was refused)" } else { "" };
+            println!("      {label}: {}{untried}: {}", s(&m["hook"]), s(&m["reason"]));
+        }
+        if f["syscall_tracepoints"] == true {
+            println!(
+                "      (syscall tracepoints: every syscall on the host pays for them; --light gives this fact up)"
+            );
+        }
+        if f["given_up_by_light"] == true {
+            println!("      given up by --light: only syscall tracepoints carry it on this kernel");
         }
         for n in f["not_reported"].as_array().into_iter().flatten() {
             println!("      not reported: {}", s(n));
         }
     }
     println!("complete: {}", if r["complete"] == true { "yes, every default hook is attached" } else { "NO" });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_programs_in_hook_descriptions() {
-        assert_eq!(program_name("tracepoint sock/inet_sock_set_state"), "inet_sock_set_state");
-        assert_eq!(program_name("cgroup/post_bind4 on /sys/fs/cgroup/unified"), "post_bind4");
-        assert_eq!(program_name("cgroup/sock_release"), "sock_release");
-    }
-
-    #[test]
-    fn every_default_program_belongs_to_a_fact() {
-        let named: Vec<&str> = FACTS.iter().flat_map(|(_, p, _)| p.iter().copied()).collect();
-        for (_, name) in loader::default_tracepoints() {
-            assert!(named.contains(name), "{name} has no fact");
-        }
-    }
 }

@@ -18,6 +18,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let options = PipelineOptions {
         filter: args.filter(),
         accept: args.accept,
+        light: args.light,
         snapshot: !args.no_snapshot,
         stop_when_stdout_closes: true,
     };

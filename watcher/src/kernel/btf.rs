@@ -18,6 +18,7 @@ const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
 const KIND_TYPEDEF: u32 = 8;
+const KIND_FUNC: u32 = 12;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
@@ -49,6 +50,7 @@ pub struct Btf {
     types: Vec<Type>,
     strings: Vec<u8>,
     structs_by_name: HashMap<String, u32>,
+    functions_by_name: HashMap<String, u32>,
 }
 
 fn u16_at(data: &[u8], at: usize) -> anyhow::Result<u16> {
@@ -102,7 +104,19 @@ impl Btf {
                     }
                     at += vlen * 12;
                 }
-                KIND_ENUM | KIND_FUNC_PROTO => at += vlen * 8,
+                KIND_FUNC_PROTO => {
+                    // Parameters: name and type, kept as members at offset 0.
+                    for i in 0..vlen {
+                        let p = at + i * 8;
+                        members.push(Member {
+                            name: u32_at(types_data, p)?,
+                            type_id: u32_at(types_data, p + 4)?,
+                            bit_offset: 0,
+                        });
+                    }
+                    at += vlen * 8;
+                }
+                KIND_ENUM => at += vlen * 8,
                 KIND_DATASEC | KIND_ENUM64 => at += vlen * 12,
                 0..=19 => {}
                 other => bail!("unknown BTF kind {other}"),
@@ -110,11 +124,14 @@ impl Btf {
             types.push(Type { kind, name, type_id: size_or_type, members });
         }
 
-        let mut btf = Self { types, strings, structs_by_name: HashMap::new() };
+        let mut btf = Self { types, strings, structs_by_name: HashMap::new(), functions_by_name: HashMap::new() };
         for (id, t) in btf.types.iter().enumerate() {
             if t.kind == KIND_STRUCT && !t.members.is_empty() {
                 let name = btf.string(t.name)?.to_owned();
                 btf.structs_by_name.entry(name).or_insert(id as u32);
+            } else if t.kind == KIND_FUNC {
+                let name = btf.string(t.name)?.to_owned();
+                btf.functions_by_name.entry(name).or_insert(id as u32);
             }
         }
         Ok(btf)
@@ -137,6 +154,18 @@ impl Btf {
             }
         }
         id
+    }
+
+    /// The parameter names of kernel function `name`, in order: what an
+    /// fentry/fexit program reads as its arguments 0, 1, … (and, for
+    /// fexit, the return value after the last).
+    pub fn function_params(&self, name: &str) -> anyhow::Result<Vec<&str>> {
+        let id =
+            *self.functions_by_name.get(name).with_context(|| format!("no function {name} in the kernel's BTF"))?;
+        let proto =
+            self.types.get(self.types[id as usize].type_id as usize).context("BTF function without a prototype")?;
+        ensure!(proto.kind == KIND_FUNC_PROTO, "BTF function {name} has no prototype");
+        proto.members.iter().map(|p| self.string(p.name)).collect()
     }
 
     /// Byte offset of `struct name`'s field at `path` (nested embedded
@@ -182,7 +211,7 @@ mod tests {
     /// A tiny BTF blob: struct outer { int a; union { int b; struct inner c; }; }
     /// with struct inner { int x; int y; }.
     fn blob() -> Vec<u8> {
-        let strings = b"\0int\0outer\0a\0b\0c\0inner\0x\0y\0";
+        let strings = b"\0int\0outer\0a\0b\0c\0inner\0x\0y\0f\0";
         let s = |name: &str| {
             let needle = format!("\0{name}\0");
             (strings.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap() + 1) as u32
@@ -203,6 +232,9 @@ mod tests {
         push(&[s("inner"), KIND_TYPEDEF << 24, 2]);
         // 5: struct outer { int a @0; union @64 }
         push(&[s("outer"), (KIND_STRUCT << 24) | 2, 16, s("a"), 1, 0, 0, 3, 64]);
+        // 6: int (int x, int y); 7: f, of that prototype
+        push(&[0, (KIND_FUNC_PROTO << 24) | 2, 1, s("x"), 1, s("y"), 1]);
+        push(&[s("f"), KIND_FUNC << 24, 6]);
         let mut data = Vec::new();
         data.extend_from_slice(&MAGIC.to_le_bytes());
         data.extend_from_slice(&[1, 0]);
@@ -212,6 +244,15 @@ mod tests {
         data.extend_from_slice(&types);
         data.extend_from_slice(strings);
         data
+    }
+
+    #[test]
+    fn function_parameters_in_order() {
+        let btf = Btf::parse(&blob()).unwrap();
+        assert_eq!(btf.function_params("f").unwrap(), ["x", "y"]);
+        assert!(btf.function_params("g").is_err());
+        // A FUNC_PROTO's parameters are not taken for struct members.
+        assert_eq!(btf.offset("outer", &["c", "y"]).unwrap(), 12);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{CgroupAttachMode, CgroupSock, TracePoint},
+    programs::{CgroupAttachMode, CgroupSock, FEntry, FExit, TracePoint},
 };
 use log::{debug, warn};
 use watcher_common::{
@@ -17,47 +17,16 @@ use watcher_common::{
     OFFSETS_GLOBAL, TRACEPOINT_OFFSETS_GLOBAL,
 };
 
-use crate::kernel::{btf::Btf, tracepoint_format};
+use crate::kernel::{
+    btf::Btf,
+    hooks::{self, Fact, Hook},
+    tracepoint_format,
+};
 
 /// The object built by aya-build from watcher-ebpf (see build.rs).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watcher"));
 
 const TRACEFS: &str = "/sys/kernel/tracing";
-
-/// (category, name) of each tracepoint program; the program is named after
-/// its tracepoint.
-/// In attach order: the syscall-entry hooks first, since they only gather
-/// arguments (argv, an fd, a backlog) for the hooks that report, which
-/// then find them from their first event on.
-const TRACEPOINTS: [(&str, &str); 13] = [
-    // Syscall tracepoints put every task on the syscall slow path while
-    // enabled; BENCHMARKS.md measures what that costs.
-    // Failed binds and listens; the fd and backlog of successful ones.
-    ("syscalls", "sys_enter_bind"),
-    ("syscalls", "sys_enter_listen"),
-    ("syscalls", "sys_exit_bind"),
-    ("syscalls", "sys_exit_listen"),
-    // The close of a UNIX listener: one map lookup per close() on the host.
-    ("syscalls", "sys_enter_close"),
-    // Passive listeners: raw and packet sockets, attached BPF filters, and
-    // the socket options that matter for listeners.
-    ("syscalls", "sys_enter_socket"),
-    ("syscalls", "sys_enter_setsockopt"),
-    ("syscalls", "sys_exit_socket"),
-    ("syscalls", "sys_exit_setsockopt"),
-    // The process table: who forks, execs (with argv, read from the new
-    // program's memory) and exits.
-    ("sched", "sched_process_fork"),
-    ("sched", "sched_process_exec"),
-    ("sched", "sched_process_exit"),
-    // TCP listeners up and down.
-    ("sock", "inet_sock_set_state"),
-];
-
-/// The tracepoints attached by default, as (category, name).
-pub fn default_tracepoints() -> &'static [(&'static str, &'static str)] {
-    &TRACEPOINTS
-}
 
 /// What to load and attach, and the run-time settings passed to the
 /// kernel programs as globals.
@@ -71,15 +40,11 @@ pub struct LoadOptions {
     /// Size the enforcement maps, for the daemon to fill and attach its
     /// bind programs (see `enforce`); nothing is attached here for it.
     pub enforce: bool,
+    /// Attach no syscall tracepoint: a fact only one of them carries on
+    /// this kernel goes unreported (named in `Attached::given_up`), and no
+    /// syscall of the host pays for watcher.
+    pub light: bool,
 }
-
-/// Tracepoints attached only with `LoadOptions::accept`.
-const ACCEPT_TRACEPOINTS: [(&str, &str); 4] = [
-    ("syscalls", "sys_enter_accept"),
-    ("syscalls", "sys_exit_accept"),
-    ("syscalls", "sys_enter_accept4"),
-    ("syscalls", "sys_exit_accept4"),
-];
 
 /// The kernel struct offsets the programs follow, from the kernel's BTF.
 /// Without BTF, `valid` stays 0: events then carry netns 0 (printed as
@@ -127,26 +92,48 @@ pub struct Attached {
     pub ebpf: Ebpf,
     /// One line per attached program, e.g. `cgroup/post_bind4 on /sys/fs/cgroup/unified`.
     pub hooks: Vec<String>,
-    /// The programs the kernel or this host refused; watcher runs without them.
+    /// The programs the kernel or this host refused, of facts that got no
+    /// hook at all; watcher runs without them.
     pub missing: Vec<MissingHook>,
+    /// Per fact of the hook table (optional ones only when asked for):
+    /// what carries it, and every hook refused on the way.
+    pub facts: Vec<FactHooks>,
+    /// Facts left out by `LoadOptions::light`: only a syscall tracepoint
+    /// carries them on this kernel.
+    pub given_up: Vec<&'static Fact>,
     /// Where cgroup v2 is mounted, if it is.
     pub cgroup_root: Option<PathBuf>,
+}
+
+/// How one fact of the hook table is carried on this kernel.
+pub struct FactHooks {
+    pub fact: &'static Fact,
+    /// The attached hooks (one rung), as in `Attached::hooks`; empty when none could be.
+    pub hooks: Vec<String>,
+    /// Every hook refused, cheapest rung first, and why.
+    pub refused: Vec<MissingHook>,
+    /// Whether the attached rung is made of syscall tracepoints.
+    pub syscall_tracepoints: bool,
 }
 
 /// A program that could not be attached, why, and what goes unseen for it.
 pub struct MissingHook {
     pub hook: String,
     pub reason: String,
+    /// False for a hook not tried because another of its rung was refused
+    /// (`reason` is that one's).
+    pub tried: bool,
 }
 
 impl MissingHook {
     fn new(hook: String, reason: &anyhow::Error) -> Self {
-        Self { hook, reason: format!("{reason:#}") }
+        Self { hook, reason: format!("{reason:#}"), tried: true }
     }
 
     /// What watcher cannot report without this hook, in a user's words.
     pub fn not_covered(&self) -> &'static str {
-        // "tracepoint syscalls/sys_enter_bind" or "cgroup/post_bind4": the program's name.
+        // "tracepoint syscalls/sys_enter_bind", "cgroup/post_bind4" or
+        // "fexit __sys_bind": the program's name, or the kernel function's.
         let name = self.hook.split_whitespace().last().and_then(|w| w.rsplit('/').next()).unwrap_or_default();
         match name {
             "inet_sock_set_state" => "TCP listen events and listener closes",
@@ -158,46 +145,79 @@ impl MissingHook {
             "sched_process_fork" | "sched_process_exit" => {
                 "the process table (names then come from /proc, and a process gone by then is unknown)"
             }
-            "sys_enter_bind" | "sys_exit_bind" => "failed binds, the fd of binds, UNIX binds",
-            "sys_enter_listen" | "sys_exit_listen" => "failed listens, the backlog, UNIX listeners",
-            "sys_enter_close" => "closes of UNIX listeners (until their process exits)",
-            "sys_enter_socket" | "sys_exit_socket" => "raw and packet sockets",
-            "sys_enter_setsockopt" | "sys_exit_setsockopt" => "attached socket filters and listener socket options",
-            "sys_enter_accept" | "sys_exit_accept" | "sys_enter_accept4" | "sys_exit_accept4" => "accepted connections",
+            "sys_enter_bind" | "sys_exit_bind" | "__sys_bind" => "failed binds, the fd of binds, UNIX binds",
+            "sys_enter_listen" | "sys_exit_listen" | "__sys_listen" => "failed listens, the backlog, UNIX listeners",
+            "sys_enter_close" | "close_fd" => "closes of UNIX listeners (until their process exits)",
+            "sys_enter_socket" | "sys_exit_socket" | "__sys_socket" => "raw and packet sockets",
+            "sys_enter_setsockopt" | "sys_exit_setsockopt" | "__sys_setsockopt" => {
+                "attached socket filters and listener socket options"
+            }
+            "sys_enter_accept" | "sys_exit_accept" | "sys_enter_accept4" | "sys_exit_accept4" | "__sys_accept4" => {
+                "accepted connections"
+            }
             _ => "its events",
         }
     }
 }
 
+/// Set to 1, fentry and fexit programs are not tried, as on a kernel that
+/// refuses them: the guest scenario measures and tests the tracepoint
+/// rungs on a kernel that would take the cheaper ones.
+pub const SKIP_TRACING_ENV: &str = "WATCHER_SKIP_TRACING";
+
 /// Programs that see listeners at all: without one of them watcher would
 /// run blind, so it exits instead.
 const SEES_LISTENERS: [&str; 3] = ["tracepoint sock/inet_sock_set_state", "cgroup/post_bind4", "cgroup/post_bind6"];
 
-/// Loads the programs and attaches each one it can. A hook the kernel or
-/// the host refuses (no tracefs, no cgroup v2, a missing tracepoint) is
-/// left out and named in [`Attached::missing`]; only when nothing that
-/// sees listeners could be attached does this fail.
+/// What the attach of each hook needs from the host, found once.
+struct Host {
+    /// Why tracefs is missing, if it is (tracepoints are still tried: aya
+    /// also looks under debugfs).
+    tracefs: Option<anyhow::Error>,
+    cgroup: anyhow::Result<(PathBuf, File)>,
+    /// The kernel's BTF, which fentry and fexit programs are loaded
+    /// against, and watcher's own reading of it (the functions'
+    /// parameters); an error also when SKIP_TRACING_ENV asks to do without them.
+    btf: anyhow::Result<(aya::Btf, Btf)>,
+    layouts: tracepoint_format::Layouts,
+}
+
+/// Loads the programs and attaches, for each fact of the hook table, the
+/// cheapest rung the kernel and host allow. A hook refused (tracing
+/// programs refused, no tracefs, no cgroup v2, a missing tracepoint) is
+/// named in [`FactHooks::refused`], and in [`Attached::missing`] when its
+/// fact got nothing; only when nothing that sees listeners could be
+/// attached does this fail.
 pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
     if EBPF_OBJECT.is_empty() {
         bail!(
             "this watcher binary was built without its eBPF programs (bpf-linker was missing); run `cargo xtask setup`, then rebuild"
         );
     }
-    // Tracepoints are still tried without it: aya also looks under debugfs.
     let tracefs = ensure_tracefs().err();
     let cgroup = cgroup2_mount().and_then(|root| {
         let file = File::open(&root).with_context(|| format!("opening the cgroup v2 root {}", root.display()))?;
         Ok((root, file))
     });
+    let btf = if std::env::var_os(SKIP_TRACING_ENV).is_some_and(|v| v == "1") {
+        Err(anyhow::anyhow!("not tried: {SKIP_TRACING_ENV}=1"))
+    } else {
+        aya::Btf::from_sys_fs()
+            .context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")
+            .and_then(|aya_btf| Ok((aya_btf, Btf::from_sys_fs()?)))
+    };
 
     let offsets = kernel_offsets().unwrap_or_else(|e| {
         warn!("network namespaces, accept addresses and the argv of short-lived processes will be unknown: {e:#}");
         KernelOffsets::default()
     });
-    let optional: &[(&str, &str)] = if options.accept { &ACCEPT_TRACEPOINTS } else { &[] };
-    let tracepoints: Vec<(&str, &str)> = TRACEPOINTS.iter().chain(optional).copied().collect();
-    // Record layouts from this kernel's format files; a tracepoint whose
-    // record lacks a field its program reads is left out below.
+    // Record layouts from this kernel's format files, for every tracepoint
+    // a rung may attach; one whose record lacks a field its program reads
+    // is refused below.
+    let tracepoints: Vec<(&str, &str)> = hooks::tracepoints(options.accept)
+        .into_iter()
+        .filter(|(category, _)| !(options.light && *category == "syscalls"))
+        .collect();
     let layouts = tracepoint_format::layouts(&tracepoints, |category, name| {
         tracepoint_format::read(Path::new(TRACEFS), category, name)
     });
@@ -216,45 +236,49 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
             .map_max_entries(ENFORCE_CLASSES_MAP, ENFORCE_CLASS_SLOTS);
     }
     let mut ebpf = loader.load(EBPF_OBJECT).context("loading the eBPF object into the kernel")?;
+    let host = Host { tracefs, cgroup, btf, layouts };
+
     let mut hooks = Vec::new();
     let mut missing = Vec::new();
-
-    for &(category, name) in &tracepoints {
-        let hook = format!("tracepoint {category}/{name}");
-        let attached = match layouts.unusable_reason(category, name) {
-            Some(reason) => Err(anyhow::anyhow!("tracepoint {category}/{name}: {reason}")),
-            None => attach_tracepoint(&mut ebpf, category, name),
-        };
-        match attached {
-            Ok(()) => hooks.push(hook),
-            Err(e) => {
-                // Without tracefs every tracepoint fails alike: say the cause once.
-                let e = match &tracefs {
-                    Some(t) => anyhow::anyhow!("no tracefs: {t:#}"),
-                    None => e,
-                };
-                missing.push(MissingHook::new(hook, &e));
+    let mut facts = Vec::new();
+    let mut given_up = Vec::new();
+    for fact in hooks::FACTS.iter().filter(|f| options.accept || !f.optional) {
+        let mut carried = FactHooks { fact, hooks: Vec::new(), refused: Vec::new(), syscall_tracepoints: false };
+        let mut last_refused = Vec::new();
+        for rung in fact.rungs {
+            let syscall = rung.iter().any(Hook::is_syscall_tracepoint);
+            if syscall && options.light {
+                continue;
             }
-        }
-    }
-
-    let cgroup_root = match &cgroup {
-        Ok((root, file)) => {
-            for name in ["post_bind4", "post_bind6", "sock_release"] {
-                match attach_cgroup_sock(&mut ebpf, name, root, file) {
-                    Ok(hook) => hooks.push(hook),
-                    Err(e) => missing.push(MissingHook::new(format!("cgroup/{name}"), &e)),
+            match attach_rung(&mut ebpf, rung, &host) {
+                Ok(attached) => {
+                    carried.hooks = attached;
+                    carried.syscall_tracepoints = syscall;
+                    break;
+                }
+                Err(refused) => {
+                    if let Some(first) = refused.first() {
+                        debug!("{}: {} refused ({}); trying the next hook", fact.name, first.hook, first.reason);
+                    }
+                    last_refused = refused
+                        .iter()
+                        .map(|m| MissingHook { hook: m.hook.clone(), reason: m.reason.clone(), tried: m.tried })
+                        .collect();
+                    carried.refused.extend(refused);
                 }
             }
-            Some(root.clone())
         }
-        Err(e) => {
-            for name in ["post_bind4", "post_bind6", "sock_release"] {
-                missing.push(MissingHook::new(format!("cgroup/{name}"), e));
+        if carried.hooks.is_empty() {
+            if options.light && fact.has_syscall_rung() {
+                given_up.push(fact);
+            } else {
+                missing.extend(last_refused);
             }
-            None
         }
-    };
+        hooks.extend(carried.hooks.iter().cloned());
+        facts.push(carried);
+    }
+    let cgroup_root = host.cgroup.as_ref().ok().map(|(root, _)| root.clone());
 
     if !hooks.iter().any(|h| SEES_LISTENERS.iter().any(|s| h.starts_with(s))) {
         let reasons: Vec<String> = missing
@@ -285,7 +309,94 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
         }
         warn!("not attached ({reason}): {}; not reported: {}", names.join(", "), unseen.join("; "));
     }
-    Ok(Attached { ebpf, hooks, missing, cgroup_root })
+    Ok(Attached { ebpf, hooks, missing, facts, given_up, cgroup_root })
+}
+
+/// Attaches every hook of one rung, in order, or none: on the first
+/// refusal the ones already attached are unloaded (which detaches them),
+/// and the refusal is returned.
+fn attach_rung(ebpf: &mut Ebpf, rung: &[Hook], host: &Host) -> Result<Vec<String>, Vec<MissingHook>> {
+    let mut attached = Vec::new();
+    for (i, hook) in rung.iter().enumerate() {
+        match attach_hook(ebpf, hook, host) {
+            Ok(description) => attached.push(description),
+            Err(e) => {
+                for done in &rung[..=i] {
+                    unload(ebpf, done);
+                }
+                // The hooks after it go with it, untried, for the same reason.
+                let mut refused = vec![MissingHook::new(hook.describe(), &e)];
+                refused.extend(
+                    rung[i + 1..].iter().map(|h| MissingHook { tried: false, ..MissingHook::new(h.describe(), &e) }),
+                );
+                return Err(refused);
+            }
+        }
+    }
+    Ok(attached)
+}
+
+fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, host: &Host) -> anyhow::Result<String> {
+    match *hook {
+        Hook::Tracepoint { category, name } => {
+            let attached = match host.layouts.unusable_reason(category, name) {
+                Some(reason) => Err(anyhow::anyhow!("tracepoint {category}/{name}: {reason}")),
+                None => attach_tracepoint(ebpf, category, name),
+            };
+            // Without tracefs every tracepoint fails alike: say the cause once.
+            attached.map_err(|e| match &host.tracefs {
+                Some(t) => anyhow::anyhow!("no tracefs: {t:#}"),
+                None => e,
+            })?;
+        }
+        Hook::FEntry { program, function } => {
+            let btf = tracing_btf(host, function)?;
+            let p: &mut FEntry = program_mut(ebpf, program)?;
+            let started = Instant::now();
+            p.load(function, btf).with_context(|| format!("loading fentry {function}"))?;
+            debug!("loaded fentry {function} in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+            p.attach().with_context(|| format!("attaching fentry {function}"))?;
+        }
+        Hook::FExit { program, function } => {
+            let btf = tracing_btf(host, function)?;
+            let p: &mut FExit = program_mut(ebpf, program)?;
+            let started = Instant::now();
+            p.load(function, btf).with_context(|| format!("loading fexit {function}"))?;
+            debug!("loaded fexit {function} in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+            p.attach().with_context(|| format!("attaching fexit {function}"))?;
+        }
+        Hook::CgroupSock { program } => {
+            let (root, file) = host.cgroup.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            return attach_cgroup_sock(ebpf, program, root, file);
+        }
+    }
+    Ok(hook.describe())
+}
+
+/// The BTF to load an fentry/fexit program on `function` against, once
+/// the kernel's `function` is known to take the parameters the program reads.
+fn tracing_btf<'a>(host: &'a Host, function: &str) -> anyhow::Result<&'a aya::Btf> {
+    let (aya_btf, btf) = host.btf.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let want = hooks::params(function);
+    let have = btf.function_params(function)?;
+    if have != want {
+        bail!("this kernel's {function} takes ({}), the program reads ({})", have.join(", "), want.join(", "));
+    }
+    Ok(aya_btf)
+}
+
+/// Unloads a hook's program if it was loaded (detaching it); a program
+/// never loaded has nothing to undo.
+fn unload(ebpf: &mut Ebpf, hook: &Hook) {
+    let result = match *hook {
+        Hook::Tracepoint { name, .. } => program_mut::<TracePoint>(ebpf, name).map(|p| p.unload()),
+        Hook::FEntry { program, .. } => program_mut::<FEntry>(ebpf, program).map(|p| p.unload()),
+        Hook::FExit { program, .. } => program_mut::<FExit>(ebpf, program).map(|p| p.unload()),
+        Hook::CgroupSock { program } => program_mut::<CgroupSock>(ebpf, program).map(|p| p.unload()),
+    };
+    if let Ok(Err(e)) = result {
+        debug!("unloading {}: {e}", hook.describe());
+    }
 }
 
 fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, name: &str) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 //! programs' error counters.
 pub mod btf;
 pub mod counters;
+pub mod hooks;
 pub mod loader;
 pub mod privileges;
 pub mod ring;
