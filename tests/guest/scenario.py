@@ -140,6 +140,19 @@ class Watcher:
                     return None
                 self.cond.wait(left)
 
+    def wait_stderr(self, keep, timeout=EVENT_TIMEOUT):
+        """The first stderr line (already read or yet to come) that `keep` accepts."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for line in self.stderr:
+                    if keep(line):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or self.stderr_closed:
+                    return None
+                self.cond.wait(left)
+
     def signal(self, sig):
         self.proc.send_signal(sig)
 
@@ -404,6 +417,34 @@ def bind_failed(results, watcher):
     holder.finish()
 
 
+def kernel_log(results, watcher):
+    """RUST_LOG=debug attaches the kernel programs' log (aya-log), and a
+    failure in a program reaches it: a bind() given a pointer that cannot
+    be read fails with EFAULT, and sys_enter_bind counts (and logs) a
+    read_user failure. The programs log once a second per kind and CPU, so
+    another process's failure just before ours may take the line: we try
+    again, each try after that second."""
+    attached = watcher.wait_stderr(lambda l: "kernel programs' log attached" in l, timeout=1)
+    if not results.check("kernel log attached under RUST_LOG=debug", attached is not None, "no line says so"):
+        return
+    import ctypes
+    import socket as socketlib
+    libc = ctypes.CDLL(None, use_errno=True)
+    mine = f"tgid {os.getpid()}:"
+    line, outcomes = None, set()
+    for _ in range(5):
+        with socketlib.socket() as s:
+            ret = libc.bind(s.fileno(), ctypes.c_void_p(8), 16)
+            outcomes.add((ret, ctypes.get_errno()))
+        line = watcher.wait_stderr(lambda l: "read_user" in l and mine in l, timeout=1.5)
+        if line:
+            break
+    results.check("bind() with a bad pointer fails with EFAULT", outcomes == {(-1, 14)}, f"(ret, errno): {outcomes}")
+    results.check("a kernel program's failure reaches the log", line is not None, f"no read_user line with {mine}")
+    if line:
+        results.note(line)
+
+
 def packet_socket(results, watcher):
     child = Child("passive.py", "packet_filter")
     child.say("go")
@@ -520,6 +561,7 @@ def main():
         lambda: forked_worker(results, watcher),
         lambda: udp_closed_by_exit(results, watcher),
         lambda: bind_failed(results, watcher),
+        lambda: kernel_log(results, watcher),
         lambda: packet_socket(results, watcher),
     ]:
         try:

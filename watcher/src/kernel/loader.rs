@@ -17,7 +17,11 @@ use watcher_common::{
     OFFSETS_GLOBAL, TRACEPOINT_OFFSETS_GLOBAL,
 };
 
-use crate::kernel::{btf::Btf, tracepoint_format};
+use crate::kernel::{
+    btf::Btf,
+    kernel_log::{self, KernelLog, KernelLogLevel},
+    tracepoint_format,
+};
 
 /// The object built by aya-build from watcher-ebpf (see build.rs).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watcher"));
@@ -131,6 +135,8 @@ pub struct Attached {
     pub missing: Vec<MissingHook>,
     /// Where cgroup v2 is mounted, if it is.
     pub cgroup_root: Option<PathBuf>,
+    /// The reader of the programs' own log, when RUST_LOG asks for it.
+    pub kernel_log: Option<KernelLog>,
 }
 
 /// A program that could not be attached, why, and what goes unseen for it.
@@ -204,7 +210,9 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
     for note in &layouts.notes {
         warn!("{note}");
     }
+    let kernel_log_level = KernelLogLevel::from_env();
     let mut loader = EbpfLoader::new();
+    kernel_log::configure(&mut loader, &kernel_log_level);
     loader
         .override_global(FILTER_TGID_GLOBAL, &options.tgid, true)
         .override_global(OFFSETS_GLOBAL, &offsets, true)
@@ -285,7 +293,11 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
         }
         warn!("not attached ({reason}): {}; not reported: {}", names.join(", "), unseen.join("; "));
     }
-    Ok(Attached { ebpf, hooks, missing, cgroup_root })
+    // Without it the programs still run, their lines unread.
+    let kernel_log = kernel_log::attach(&mut ebpf, kernel_log_level)
+        .inspect_err(|e| warn!("the kernel programs' log will not be read: {e:#}"))
+        .unwrap_or(None);
+    Ok(Attached { ebpf, hooks, missing, cgroup_root, kernel_log })
 }
 
 fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, name: &str) -> anyhow::Result<()> {
