@@ -512,7 +512,10 @@ def programs_attached(results, watcher, expected):
 
 
 def doctor(results, binary, ready_line):
-    out = subprocess.run([binary, "doctor", "--json"], capture_output=True, text=True, timeout=READY_TIMEOUT)
+    # RUST_LOG=info: the programs load with the kernel log off too (the
+    # watchers above ran with it on).
+    out = subprocess.run([binary, "doctor", "--json"], capture_output=True, text=True, timeout=READY_TIMEOUT,
+                         env=dict(os.environ, RUST_LOG="info"))
     results.check("doctor exits 0", out.returncode == 0, f"exit {out.returncode}: {out.stderr.strip()[-500:]}")
     try:
         report = json.loads(out.stdout)
