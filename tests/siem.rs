@@ -7,11 +7,18 @@ use std::process::Command;
 
 use common::{SocketChild, Watcher, require_bpf};
 use serde_json::Value;
+use watcher::output::ocsf::schema;
 
 /// A JSON value at a dotted path (`event.kind`); Null when absent.
 fn at<'a>(value: &'a Value, path: &str) -> &'a Value {
     static NULL: Value = Value::Null;
     path.split('.').try_fold(value, |v, name| v.get(name)).unwrap_or(&NULL)
+}
+
+/// What OCSF 1.3.0's files require of a real line, and no attribute
+/// where the schema has none (see `schema`, which cites them).
+fn meets_ocsf(v: &Value) {
+    assert_eq!(schema::violations(v), Vec::<String>::new(), "{v}");
 }
 
 /// A python3 child holding a TCP listener on 127.0.0.1 (port chosen by the
@@ -75,6 +82,7 @@ fn watch_format_ocsf() {
         }
     };
     let check = |v: &Value, activity: u64, name: &str| {
+        meets_ocsf(v);
         assert_eq!(at(v, "class_uid"), 4001, "{v}");
         assert_eq!(at(v, "category_uid"), 4, "{v}");
         assert_eq!(at(v, "activity_name"), name, "{v}");
@@ -118,10 +126,12 @@ fn daemon_writes_ocsf_and_alerts_are_findings() {
             && at(v, "dst_endpoint.port") == port
     });
     assert_eq!((at(&up, "class_uid"), at(&up, "activity_id")), (&4001.into(), &7.into()), "{up}");
+    meets_ocsf(&up);
     let finding = daemon.next_event(|v| {
         at(v, "class_uid") == 2004 && at(v, "evidences").get(0).is_some_and(|e| at(e, "dst_endpoint.port") == port)
     });
     assert_eq!(at(&finding, "type_uid"), 200401, "{finding}");
+    meets_ocsf(&finding);
     assert_eq!((at(&finding, "severity_id"), at(&finding, "severity")), (&5.into(), &"Critical".into()), "{finding}");
     assert!(at(&finding, "finding_info.title").as_str().is_some_and(|t| !t.is_empty()), "{finding}");
     assert_eq!(at(&finding["evidences"][0], "process.pid"), pid, "{finding}");
@@ -130,6 +140,7 @@ fn daemon_writes_ocsf_and_alerts_are_findings() {
     let down =
         daemon.next_event(|v| at(v, "metadata.event_code") == "listener_down" && at(v, "dst_endpoint.port") == port);
     assert_eq!(at(&down, "activity_id"), 2, "{down}");
+    meets_ocsf(&down);
     child.finish();
 }
 

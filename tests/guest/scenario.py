@@ -152,6 +152,19 @@ class Watcher:
                     return None
                 self.cond.wait(left)
 
+    def wait_stderr(self, keep, timeout=EVENT_TIMEOUT):
+        """The first stderr line (already read or yet to come) that `keep` accepts."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for line in self.stderr:
+                    if keep(line):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or self.stderr_closed:
+                    return None
+                self.cond.wait(left)
+
     def signal(self, sig):
         self.proc.send_signal(sig)
 
@@ -417,6 +430,34 @@ def bind_failed(results, watcher):
     holder.finish()
 
 
+def kernel_log(results, watcher):
+    """RUST_LOG=debug attaches the kernel programs' log (aya-log), and a
+    failure in a program reaches it: a bind() given a pointer that cannot
+    be read fails with EFAULT, and sys_enter_bind counts (and logs) a
+    read_user failure. The programs log once a second per kind and CPU, so
+    another process's failure just before ours may take the line: we try
+    again, each try after that second."""
+    attached = watcher.wait_stderr(lambda l: "kernel programs' log attached" in l, timeout=1)
+    if not results.check("kernel log attached under RUST_LOG=debug", attached is not None, "no line says so"):
+        return
+    import ctypes
+    import socket as socketlib
+    libc = ctypes.CDLL(None, use_errno=True)
+    mine = f"tgid {os.getpid()}:"
+    line, outcomes = None, set()
+    for _ in range(5):
+        with socketlib.socket() as s:
+            ret = libc.bind(s.fileno(), ctypes.c_void_p(8), 16)
+            outcomes.add((ret, ctypes.get_errno()))
+        line = watcher.wait_stderr(lambda l: "read_user" in l and mine in l, timeout=1.5)
+        if line:
+            break
+    results.check("bind() with a bad pointer fails with EFAULT", outcomes == {(-1, 14)}, f"(ret, errno): {outcomes}")
+    results.check("a kernel program's failure reaches the log", line is not None, f"no read_user line with {mine}")
+    if line:
+        results.note(line)
+
+
 def packet_socket(results, watcher):
     child = Child("passive.py", "packet_filter")
     child.say("go")
@@ -495,7 +536,10 @@ def programs_attached(results, watcher, expected, label=""):
 
 
 def doctor(results, binary, ready_line):
-    out = subprocess.run([binary, "doctor", "--json"], capture_output=True, text=True, timeout=READY_TIMEOUT)
+    # RUST_LOG=info: the programs load with the kernel log off too (the
+    # watchers above ran with it on).
+    out = subprocess.run([binary, "doctor", "--json"], capture_output=True, text=True, timeout=READY_TIMEOUT,
+                         env=dict(os.environ, RUST_LOG="info"))
     results.check("doctor exits 0", out.returncode == 0, f"exit {out.returncode}: {out.stderr.strip()[-500:]}")
     try:
         report = json.loads(out.stdout)
@@ -625,6 +669,7 @@ def main():
         ("forked worker", lambda: forked_worker(results, watcher)),
         ("udp closed by exit", lambda: udp_closed_by_exit(results, watcher)),
         ("bind failed", lambda: bind_failed(results, watcher)),
+        ("kernel log", lambda: kernel_log(results, watcher)),
         ("packet socket", lambda: packet_socket(results, watcher)),
         ("getppid with watcher", lambda: cost and cost.measure("watcher (default)")),
     ]:

@@ -135,6 +135,22 @@ impl ProgramError {
 /// while records that were reserved are not yet readable, poll on a timer.
 pub const RING_WAKEUP_OFF: u64 = 0;
 
+/// The `log` target of the kernel programs' own lines (aya-log): the
+/// loader attaches aya-log's reader only when `RUST_LOG` enables debug for
+/// it, and the programs write nothing unless it is attached (aya-log's
+/// `AYA_LOG_LEVEL` global, set by the loader, is then 0).
+pub const KERNEL_LOG_TARGET: &str = "watcher::ebpf";
+/// Name of the per-CPU array of when each kind of failure was last logged
+/// (one slot per [`ProgramError`], then one for LOST), so that a failure
+/// repeated by the thousand logs at most once a second per CPU.
+pub const LOGGED_AT_MAP: &str = "LOGGED_AT";
+/// Slots of [`LOGGED_AT_MAP`]: [`ProgramError`]'s, then [`LOGGED_AT_LOST`].
+pub const LOGGED_AT_SLOTS: u32 = PROGRAM_ERROR_KINDS + 1;
+/// The slot of [`LOGGED_AT_MAP`] for records lost to a full ring buffer.
+pub const LOGGED_AT_LOST: u32 = PROGRAM_ERROR_KINDS;
+/// At most one kernel log line per kind of failure, per CPU, this often.
+pub const KERNEL_LOG_EVERY_NS: u64 = 1_000_000_000;
+
 /// Global set by the loader: report only this tgid (0 = every process).
 pub const FILTER_TGID_GLOBAL: &str = "FILTER_TGID";
 /// Global set by the loader: [`KernelOffsets`] of the running kernel.

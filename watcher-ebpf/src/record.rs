@@ -2,7 +2,8 @@
 //! kernel: [`emit`] reserves a zeroed record in the ring buffer, writes its
 //! header, lets the hook fill the rest and submits it, counting it lost when
 //! the ring is full. What a program could not do is counted by kind in
-//! ERRORS ([`count_error`]), so that neither loss nor errors are silent.
+//! ERRORS ([`count_error`]), so that neither loss nor errors are silent;
+//! both also go to the kernel log when it is attached (`log`).
 use core::ptr;
 
 use aya_ebpf::{
@@ -18,7 +19,7 @@ use watcher_common::{
     EVENTS_BYTES, EventKind, PROGRAM_ERROR_KINDS, ProgramError, RING_WAKEUP_OFF, Record, RecordHeader, TASK_COMM_LEN,
 };
 
-use crate::kernel::current_netns;
+use crate::{kernel::current_netns, log};
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
@@ -128,19 +129,31 @@ pub fn header_in(kind: EventKind, netns: u32) -> RecordHeader {
     }
 }
 
+/// Counts a record lost to a full ring buffer (and says so, when the
+/// kernel log is attached: see `log`).
 #[inline(always)]
 pub fn count_lost() {
     if let Some(lost) = LOST.get_ptr_mut(0) {
         // SAFETY: per-CPU slot, so no other CPU writes it concurrently.
-        unsafe { *lost += 1 };
+        let count = unsafe {
+            *lost += 1;
+            *lost
+        };
+        log::lost(count);
     }
 }
 
+/// Counts what a program could not do (and says so, when the kernel log
+/// is attached: see `log`). Every failure of every program comes here.
 #[inline(always)]
 pub fn count_error(kind: ProgramError) {
-    if let Some(count) = ERRORS.get_ptr_mut(kind as u32) {
+    if let Some(slot) = ERRORS.get_ptr_mut(kind as u32) {
         // SAFETY: per-CPU slot, so no other CPU writes it concurrently.
-        unsafe { *count += 1 };
+        let count = unsafe {
+            *slot += 1;
+            *slot
+        };
+        log::error(kind, count);
     }
 }
 

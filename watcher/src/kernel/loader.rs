@@ -20,6 +20,7 @@ use watcher_common::{
 use crate::kernel::{
     btf::Btf,
     hooks::{self, Fact, Hook},
+    kernel_log::{self, KernelLog, KernelLogLevel},
     tracepoint_format,
 };
 
@@ -103,6 +104,8 @@ pub struct Attached {
     pub given_up: Vec<&'static Fact>,
     /// Where cgroup v2 is mounted, if it is.
     pub cgroup_root: Option<PathBuf>,
+    /// The reader of the programs' own log, when RUST_LOG asks for it.
+    pub kernel_log: Option<KernelLog>,
 }
 
 /// How one fact of the hook table is carried on this kernel.
@@ -224,7 +227,9 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
     for note in &layouts.notes {
         warn!("{note}");
     }
+    let kernel_log_level = KernelLogLevel::from_env();
     let mut loader = EbpfLoader::new();
+    kernel_log::configure(&mut loader, &kernel_log_level);
     loader
         .override_global(FILTER_TGID_GLOBAL, &options.tgid, true)
         .override_global(OFFSETS_GLOBAL, &offsets, true)
@@ -309,7 +314,11 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
         }
         warn!("not attached ({reason}): {}; not reported: {}", names.join(", "), unseen.join("; "));
     }
-    Ok(Attached { ebpf, hooks, missing, facts, given_up, cgroup_root })
+    // Without it the programs still run, their lines unread.
+    let kernel_log = kernel_log::attach(&mut ebpf, kernel_log_level)
+        .inspect_err(|e| warn!("the kernel programs' log will not be read: {e:#}"))
+        .unwrap_or(None);
+    Ok(Attached { ebpf, hooks, missing, facts, given_up, cgroup_root, kernel_log })
 }
 
 /// Attaches every hook of one rung, in order, or none: on the first

@@ -4,7 +4,8 @@
 //! a Detection Finding (class 2004), which is where a SIEM built on OCSF
 //! (Security Lake, Splunk's OCSF add-on) looks for what to act on. The
 //! mapping is in the README; native fields OCSF has no place for are in
-//! `unmapped`, with their native names.
+//! `unmapped`, with their native names. What the schema requires of each
+//! class and object is in [`schema`], read from the schema's own files.
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 
 use serde_json::{Map, Value, json};
@@ -88,7 +89,7 @@ fn network_activity(f: &Facts, ctx: &Context) -> Value {
     if let Some(reason) = &f.reason {
         e.insert("status_detail".into(), reason.as_str().into());
     }
-    let mut profiles = vec!["host"];
+    let mut profiles = profiles(f);
     if f.name == EventName::Denied {
         // The security_control profile: the kernel refused the bind.
         e.insert("action_id".into(), 2.into());
@@ -161,9 +162,27 @@ fn detection_finding(f: &Facts, ctx: &Context) -> Value {
     }
     e.insert("evidences".into(), json!([evidence]));
     e.insert("device".into(), device(ctx));
-    e.insert("metadata".into(), metadata(f, &["host"]));
+    e.insert("metadata".into(), metadata(f, &profiles(f)));
     e.insert("unmapped".into(), unmapped(f));
     Value::Object(e)
+}
+
+/// The profiles an event uses: `host` (its `actor` and `device`), and
+/// `container` when the process is in one (`process.container` is that
+/// profile's attribute).
+fn profiles(f: &Facts) -> Vec<&'static str> {
+    let mut profiles = vec!["host"];
+    if f.container_id.is_some() && f.process.as_ref().is_some_and(|p| p.pid.is_some()) {
+        profiles.push("container");
+    }
+    profiles
+}
+
+/// This host's name, for `device` and the listening endpoint, which OCSF
+/// wants named by at least one of a few attributes (ip, name, hostname…):
+/// "localhost" when the host's name could not be read.
+fn host_name(ctx: &Context) -> &str {
+    ctx.host_name.as_deref().unwrap_or("localhost")
 }
 
 /// The listening side: this host, and the address, port or path it waits on.
@@ -181,9 +200,7 @@ fn dst_endpoint(f: &Facts, ctx: &Context) -> Value {
     if let Some(path) = &f.path {
         endpoint.insert("name".into(), path.as_str().into());
     }
-    if let Some(host) = &ctx.host_name {
-        endpoint.insert("hostname".into(), host.as_str().into());
-    }
+    endpoint.insert("hostname".into(), host_name(ctx).into());
     Value::Object(endpoint)
 }
 
@@ -214,14 +231,17 @@ fn connection_info(f: &Facts) -> Option<Value> {
     Some(Value::Object(info))
 }
 
-/// `actor`: the process (with its user) and the user.
+/// `actor`: the process (with its user) and the user. OCSF's process
+/// needs a pid (or a uid, which watcher has none of): without one, the
+/// actor is the user alone, or there is none.
 fn actor(f: &Facts) -> Option<Value> {
     let p: &Process = f.process.as_ref()?;
     let user = user(p);
+    let Some(pid) = p.pid else {
+        return user.map(|user| json!({ "user": user }));
+    };
     let mut process = Map::new();
-    if let Some(pid) = p.pid {
-        process.insert("pid".into(), pid.into());
-    }
+    process.insert("pid".into(), pid.into());
     if let Some(tid) = p.tid {
         process.insert("tid".into(), tid.into());
     }
@@ -267,11 +287,7 @@ fn user(p: &Process) -> Option<Value> {
 }
 
 fn device(ctx: &Context) -> Value {
-    let mut device = json!({ "type_id": 0, "type": "Unknown" });
-    if let Some(host) = &ctx.host_name {
-        device["hostname"] = host.as_str().into();
-    }
-    device
+    json!({ "type_id": 0, "type": "Unknown", "hostname": host_name(ctx) })
 }
 
 fn metadata(f: &Facts, profiles: &[&str]) -> Value {
@@ -320,6 +336,349 @@ fn finding_uid(f: &Facts) -> String {
     (f.addr, f.port, &f.path, f.proto.map(|p| p.name())).hash(&mut hasher);
     f.reason.hash(&mut hasher);
     format!("watcher-{:016x}", hasher.finish())
+}
+
+/// What OCSF 1.3.0 asks of the events watcher writes, as the schema's
+/// own files say it: read at tag `1.3.0` of github.com/ocsf/ocsf-schema
+/// (events/base_event.json, events/network/network.json,
+/// events/network/network_activity.json and its
+/// includes/network/network_activities.json, events/findings/finding.json,
+/// events/findings/detection_finding.json, profiles/host.json,
+/// profiles/security_control.json, profiles/container.json, and the
+/// objects/*.json named below with what each `extends`), each attribute's
+/// `"requirement": "required"` and each object's `"constraints"`. Also the
+/// attributes watcher writes in each, every one of them checked there to
+/// be that object's (or a profile's it declares), so that a name written
+/// from memory fails [`violations`]. The tests run every event through it.
+pub mod schema {
+    use serde_json::Value;
+
+    /// One class or object of the schema.
+    pub struct Shape {
+        /// The schema file that defines it (with what it extends).
+        pub file: &'static str,
+        /// Attributes whose `requirement` is `required`.
+        pub required: &'static [&'static str],
+        /// Its `constraints.at_least_one`, if any.
+        pub at_least_one: &'static [&'static str],
+        /// The attributes watcher writes in it.
+        pub attributes: &'static [Attribute],
+    }
+
+    /// An attribute watcher writes: its name, the object it holds (for an
+    /// object or an array of them), the profile it belongs to (to be
+    /// named in `metadata.profiles`), and the ids its enum allows.
+    pub struct Attribute {
+        pub name: &'static str,
+        pub object: Option<&'static Shape>,
+        pub profile: Option<&'static str>,
+        pub ids: &'static [u64],
+    }
+
+    const fn plain(name: &'static str) -> Attribute {
+        Attribute { name, object: None, profile: None, ids: &[] }
+    }
+    const fn object(name: &'static str, shape: &'static Shape) -> Attribute {
+        Attribute { name, object: Some(shape), profile: None, ids: &[] }
+    }
+    const fn ids(name: &'static str, ids: &'static [u64]) -> Attribute {
+        Attribute { name, object: None, profile: None, ids }
+    }
+    const fn of_profile(profile: &'static str, attribute: Attribute) -> Attribute {
+        Attribute { profile: Some(profile), ..attribute }
+    }
+
+    /// severity_id (base_event.json): 0-6 and 99 Other.
+    const SEVERITY_IDS: &[u64] = &[0, 1, 2, 3, 4, 5, 6, 99];
+    /// status_id (base_event.json).
+    const STATUS_IDS: &[u64] = &[0, 1, 2, 99];
+
+    pub static NETWORK_ACTIVITY: Shape = Shape {
+        file: "events/network/network_activity.json (extends network.json, base_event.json)",
+        required: &[
+            "activity_id",
+            "category_uid",
+            "class_uid",
+            "dst_endpoint",
+            "metadata",
+            "severity_id",
+            "time",
+            "type_uid",
+        ],
+        at_least_one: &[],
+        attributes: &[
+            // network_activities.json: 1 Open … 7 Listen; 0 and 99 from base_event.
+            ids("activity_id", &[0, 1, 2, 3, 4, 5, 6, 7, 99]),
+            plain("activity_name"),
+            ids("category_uid", &[4]),
+            plain("category_name"),
+            ids("class_uid", &[4001]),
+            plain("class_name"),
+            plain("type_uid"),
+            plain("type_name"),
+            plain("time"),
+            ids("severity_id", SEVERITY_IDS),
+            plain("severity"),
+            plain("message"),
+            ids("status_id", STATUS_IDS),
+            plain("status"),
+            plain("status_code"),
+            plain("status_detail"),
+            of_profile("security_control", ids("action_id", &[0, 1, 2, 99])),
+            of_profile("security_control", plain("action")),
+            of_profile(
+                "security_control",
+                ids(
+                    "disposition_id",
+                    &[
+                        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+                        26, 27, 99,
+                    ],
+                ),
+            ),
+            of_profile("security_control", plain("disposition")),
+            object("dst_endpoint", &NETWORK_ENDPOINT),
+            object("src_endpoint", &NETWORK_ENDPOINT),
+            object("connection_info", &NETWORK_CONNECTION_INFO),
+            of_profile("host", object("actor", &ACTOR)),
+            of_profile("host", object("device", &DEVICE)),
+            object("metadata", &METADATA),
+            plain("unmapped"),
+        ],
+    };
+
+    pub static DETECTION_FINDING: Shape = Shape {
+        file: "events/findings/detection_finding.json (extends finding.json, base_event.json)",
+        required: &[
+            "activity_id",
+            "category_uid",
+            "class_uid",
+            "finding_info",
+            "metadata",
+            "severity_id",
+            "time",
+            "type_uid",
+        ],
+        at_least_one: &[],
+        attributes: &[
+            // finding.json: 1 Create, 2 Update, 3 Close; 0 and 99 from base_event.
+            ids("activity_id", &[0, 1, 2, 3, 99]),
+            plain("activity_name"),
+            ids("category_uid", &[2]),
+            plain("category_name"),
+            ids("class_uid", &[2004]),
+            plain("class_name"),
+            plain("type_uid"),
+            plain("type_name"),
+            plain("time"),
+            ids("severity_id", SEVERITY_IDS),
+            plain("severity"),
+            // finding.json's own: 1 New … 4 Resolved.
+            ids("status_id", &[0, 1, 2, 3, 4, 99]),
+            plain("status"),
+            plain("message"),
+            object("finding_info", &FINDING_INFO),
+            object("evidences", &EVIDENCES),
+            object("device", &DEVICE),
+            object("metadata", &METADATA),
+            plain("unmapped"),
+        ],
+    };
+
+    static NETWORK_ENDPOINT: Shape = Shape {
+        file: "objects/network_endpoint.json (extends endpoint.json)",
+        required: &[],
+        at_least_one: &["ip", "uid", "name", "hostname", "svc_name", "instance_uid", "interface_uid", "interface_name"],
+        attributes: &[plain("ip"), plain("port"), plain("svc_name"), plain("name"), plain("hostname")],
+    };
+
+    static NETWORK_CONNECTION_INFO: Shape = Shape {
+        file: "objects/network_connection_info.json",
+        required: &["direction_id"],
+        at_least_one: &[],
+        attributes: &[
+            ids("direction_id", &[0, 1, 2, 3, 99]),
+            plain("direction"),
+            plain("protocol_name"),
+            plain("protocol_num"),
+            ids("protocol_ver_id", &[0, 4, 6, 99]),
+            plain("protocol_ver"),
+        ],
+    };
+
+    static ACTOR: Shape = Shape {
+        file: "objects/actor.json",
+        required: &[],
+        at_least_one: &["process", "user", "invoked_by", "session", "app_name", "app_uid"],
+        attributes: &[object("process", &PROCESS), object("user", &USER)],
+    };
+
+    static PROCESS: Shape = Shape {
+        file: "objects/process.json (extends _entity.json)",
+        required: &[],
+        at_least_one: &["pid", "uid"],
+        attributes: &[
+            plain("pid"),
+            plain("tid"),
+            plain("name"),
+            plain("cmd_line"),
+            object("file", &FILE),
+            object("parent_process", &PROCESS),
+            object("user", &USER),
+            of_profile("container", object("container", &CONTAINER)),
+        ],
+    };
+
+    static USER: Shape = Shape {
+        file: "objects/user.json (extends _entity.json)",
+        required: &[],
+        at_least_one: &["account", "name", "uid"],
+        attributes: &[plain("uid"), plain("name")],
+    };
+
+    static FILE: Shape = Shape {
+        file: "objects/file.json (extends _entity.json)",
+        required: &["name", "type_id"],
+        at_least_one: &["name", "uid"],
+        attributes: &[plain("name"), plain("path"), ids("type_id", &[0, 1, 2, 3, 4, 5, 6, 7, 99]), plain("type")],
+    };
+
+    static CONTAINER: Shape = Shape {
+        file: "objects/container.json",
+        required: &[],
+        at_least_one: &["uid", "name"],
+        attributes: &[plain("uid")],
+    };
+
+    static DEVICE: Shape = Shape {
+        file: "objects/device.json (extends endpoint.json)",
+        required: &["type_id"],
+        at_least_one: &["ip", "uid", "name", "hostname", "instance_uid", "interface_uid", "interface_name"],
+        // endpoint.json's type_id: 1 Server … 15; watcher writes 0 Unknown
+        // (a host running it may be a server, a desktop, a Domain-0…).
+        attributes: &[
+            ids("type_id", &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 99]),
+            plain("type"),
+            plain("hostname"),
+        ],
+    };
+
+    static METADATA: Shape = Shape {
+        file: "objects/metadata.json",
+        required: &["product", "version"],
+        at_least_one: &[],
+        attributes: &[object("product", &PRODUCT), plain("version"), plain("event_code"), plain("profiles")],
+    };
+
+    static PRODUCT: Shape = Shape {
+        file: "objects/product.json (extends _entity.json)",
+        required: &["vendor_name"],
+        at_least_one: &["name", "uid"],
+        attributes: &[plain("name"), plain("vendor_name"), plain("version")],
+    };
+
+    static FINDING_INFO: Shape = Shape {
+        file: "objects/finding_info.json",
+        required: &["title", "uid"],
+        at_least_one: &[],
+        attributes: &[plain("uid"), plain("title"), plain("desc"), plain("types"), object("analytic", &ANALYTIC)],
+    };
+
+    static ANALYTIC: Shape = Shape {
+        file: "objects/analytic.json (extends _entity.json)",
+        required: &["type_id"],
+        at_least_one: &["name", "uid"],
+        attributes: &[plain("name"), ids("type_id", &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 99]), plain("type")],
+    };
+
+    static EVIDENCES: Shape = Shape {
+        file: "objects/evidences.json",
+        required: &[],
+        at_least_one: &[
+            "actor",
+            "api",
+            "connection_info",
+            "data",
+            "database",
+            "databucket",
+            "device",
+            "dst_endpoint",
+            "email",
+            "file",
+            "process",
+            "query",
+            "src_endpoint",
+            "url",
+            "user",
+            "job",
+        ],
+        attributes: &[
+            object("dst_endpoint", &NETWORK_ENDPOINT),
+            object("connection_info", &NETWORK_CONNECTION_INFO),
+            object("process", &PROCESS),
+            object("actor", &ACTOR),
+        ],
+    };
+
+    /// Every way `event` falls short of OCSF 1.3.0 as read above (empty
+    /// when it does not): a required attribute or a constraint missing,
+    /// an attribute the schema does not define where it is, an id outside
+    /// its enum, a profile's attribute without the profile declared, and
+    /// a profile's required attribute missing (security_control: action_id).
+    pub fn violations(event: &Value) -> Vec<String> {
+        let mut found = Vec::new();
+        let class = match event.get("class_uid").and_then(Value::as_u64) {
+            Some(4001) => &NETWORK_ACTIVITY,
+            Some(2004) => &DETECTION_FINDING,
+            other => return vec![format!("class_uid {other:?} is neither 4001 nor 2004")],
+        };
+        let profiles: Vec<&str> = event
+            .pointer("/metadata/profiles")
+            .and_then(Value::as_array)
+            .map(|p| p.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if profiles.contains(&"security_control") && event.get("action_id").is_none() {
+            found.push("action_id: required by the security_control profile".to_owned());
+        }
+        check(event, class, "", &profiles, &mut found);
+        found
+    }
+
+    fn check(value: &Value, shape: &Shape, path: &str, profiles: &[&str], found: &mut Vec<String>) {
+        let Some(fields) = value.as_object() else {
+            found.push(format!("{path}: not an object ({})", shape.file));
+            return;
+        };
+        for name in shape.required {
+            if !fields.contains_key(*name) {
+                found.push(format!("{path}{name}: required ({})", shape.file));
+            }
+        }
+        if !shape.at_least_one.is_empty() && !shape.at_least_one.iter().any(|name| fields.contains_key(*name)) {
+            found.push(format!("{path}: none of {:?} ({})", shape.at_least_one, shape.file));
+        }
+        for (name, v) in fields {
+            let Some(attribute) = shape.attributes.iter().find(|a| a.name == name) else {
+                found.push(format!("{path}{name}: not an attribute watcher writes in {}", shape.file));
+                continue;
+            };
+            if let Some(profile) = attribute.profile
+                && !profiles.contains(&profile)
+            {
+                found.push(format!("{path}{name}: of the {profile} profile, not in metadata.profiles"));
+            }
+            if !attribute.ids.is_empty() && !v.as_u64().is_some_and(|id| attribute.ids.contains(&id)) {
+                found.push(format!("{path}{name}: {v} is not one of {:?}", attribute.ids));
+            }
+            if let Some(object) = attribute.object {
+                let inner = format!("{path}{name}.");
+                match v.as_array() {
+                    Some(items) => items.iter().for_each(|item| check(item, object, &inner, profiles, found)),
+                    None => check(v, object, &inner, profiles, found),
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -439,7 +798,7 @@ mod tests {
         assert_eq!(at(&v, "status_code"), "EPERM");
         assert_eq!(at(&v, "status_detail"), "tcp port 22 belongs to rule sshd");
         assert_eq!((at(&v, "action_id"), at(&v, "disposition_id")), (&json!(2), &json!(2)));
-        assert_eq!(at(&v, "metadata.profiles"), &json!(["host", "security_control"]));
+        assert_eq!(at(&v, "metadata.profiles"), &json!(["host", "container", "security_control"]));
         assert_eq!(at(&v, "dst_endpoint.ip"), "0.0.0.0");
         assert_eq!(at(&v, "dst_endpoint.port"), 22);
         assert_eq!(at(&v, "unmapped.rule"), "sshd");
@@ -493,30 +852,17 @@ mod tests {
         assert_eq!(at(&v, "unmapped.lived_ms"), 2.5);
     }
 
-    /// The attributes OCSF 1.3.0 requires, written down from the schema:
-    ///
-    /// - Network Activity [4001], <https://schema.ocsf.io/1.3.0/classes/network_activity>:
-    ///   activity_id, category_uid, class_uid, metadata, severity_id, time,
-    ///   type_uid; and at least one of dst_endpoint, src_endpoint.
-    /// - Detection Finding [2004], <https://schema.ocsf.io/1.3.0/classes/detection_finding>:
-    ///   activity_id, category_uid, class_uid, finding_info, metadata,
-    ///   severity_id, time, type_uid.
-    /// - Metadata, <https://schema.ocsf.io/1.3.0/objects/metadata>: product, version.
-    /// - Product, <https://schema.ocsf.io/1.3.0/objects/product>: vendor_name.
-    /// - Finding Information, <https://schema.ocsf.io/1.3.0/objects/finding_info>: uid, title.
-    /// - Network Connection Information, <https://schema.ocsf.io/1.3.0/objects/network_connection_info>: direction_id.
-    /// - Device, <https://schema.ocsf.io/1.3.0/objects/device>: type_id.
-    /// - File, <https://schema.ocsf.io/1.3.0/objects/file>: name, type_id.
+    /// Every kind of event, run through [`schema::violations`] (OCSF 1.3.0
+    /// as its files say, see there), and the class-wide rules it leaves to
+    /// the tests: integers where the schema has integer_t, type_uid.
     #[test]
-    fn every_event_has_what_the_schema_requires() {
-        const BASE: &[&str] =
-            &["activity_id", "category_uid", "class_uid", "metadata", "severity_id", "time", "type_uid"];
-        const METADATA: &[&str] = &["metadata.product", "metadata.version", "metadata.product.vendor_name"];
-        const FINDING: &[&str] = &["finding_info", "finding_info.uid", "finding_info.title"];
+    fn every_event_meets_the_published_schema() {
         let mut events = Vec::new();
         for kind in [SocketKind::Listen, SocketKind::Bind, SocketKind::Close] {
             events.push(socket(kind));
         }
+        let addr = fixtures::bind_failed_addr();
+        events.push(fixtures::live(What::BindFailed { fd: 3, errno: 98, addr: Some(&addr) }, ocsf));
         let (event, why) = (fixtures::denied_event(), fixtures::denial());
         events.push(fixtures::live(What::Denied { event: &event, why: Some(&why) }, ocsf));
         let down = fixtures::listener_down();
@@ -525,41 +871,54 @@ mod tests {
         events.push(ocsf(&Event::Resynced { time: fixtures::time(), live_listeners: 2 }));
         let alert = fixtures::alert();
         events.push(ocsf(&Event::Alert { time: fixtures::time(), alert: &alert }));
+        // A host whose name could not be read: device and the endpoint
+        // still name it (their at_least_one constraints).
+        let nameless = Context::named(None);
+        let lost = Event::Lost { time: fixtures::time(), count: 1, total: 1 };
+        let v = super::event(&Facts::of(&lost, &nameless), &nameless);
+        assert_eq!(
+            (at(&v, "device.hostname"), at(&v, "dst_endpoint.hostname")),
+            (&json!("localhost"), &json!("localhost"))
+        );
+        events.push(v);
         for v in &events {
-            for field in BASE.iter().chain(METADATA) {
-                assert!(!at(v, field).is_null(), "{field} in {v}");
-            }
+            assert_eq!(schema::violations(v), Vec::<String>::new(), "{v}");
             for field in ["activity_id", "category_uid", "class_uid", "severity_id", "time", "type_uid"] {
                 assert!(at(v, field).is_i64(), "{field} is an integer in {v}");
             }
             let (class, activity) = (at(v, "class_uid").as_u64().unwrap(), at(v, "activity_id").as_u64().unwrap());
             assert_eq!(at(v, "type_uid").as_u64().unwrap(), class * 100 + activity, "{v}");
-            assert!(!at(v, "device.type_id").is_null(), "{v}");
-            match class {
-                4001 => {
-                    assert_eq!(at(v, "category_uid"), 4);
-                    assert!([0, 1, 2, 3, 4, 5, 6, 7, 99].contains(&activity), "{v}");
-                    assert!(!at(v, "dst_endpoint").is_null() || !at(v, "src_endpoint").is_null(), "{v}");
-                    if !at(v, "connection_info").is_null() {
-                        assert!(!at(v, "connection_info.direction_id").is_null(), "{v}");
-                    }
-                    if !at(v, "actor.process.file").is_null() {
-                        assert!(
-                            !at(v, "actor.process.file.name").is_null()
-                                && !at(v, "actor.process.file.type_id").is_null()
-                        );
-                    }
-                }
-                2004 => {
-                    assert_eq!(at(v, "category_uid"), 2);
-                    assert!([0, 1, 2, 3, 99].contains(&activity), "{v}");
-                    for field in FINDING {
-                        assert!(!at(v, field).is_null(), "{field} in {v}");
-                    }
-                }
-                _ => panic!("class {class}: {v}"),
-            }
-            assert!([0, 1, 2, 3, 4, 5, 6, 99].contains(&at(v, "severity_id").as_u64().unwrap()), "{v}");
         }
+        // The container profile is declared where process.container is written.
+        assert_eq!(at(&events[0], "metadata.profiles"), &json!(["host", "container"]));
+    }
+
+    /// The check finds what it must: each rule broken once.
+    #[test]
+    fn the_schema_check_finds_what_is_missing_or_invented() {
+        let good = socket(SocketKind::Listen);
+        assert!(schema::violations(&good).is_empty());
+        let broken = |edit: &dyn Fn(&mut Value)| {
+            let mut v = good.clone();
+            edit(&mut v);
+            schema::violations(&v)
+        };
+        let one = |found: Vec<String>, what: &str| {
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert!(found[0].contains(what), "{found:?} lacks {what}");
+        };
+        one(broken(&|v| drop(v.as_object_mut().unwrap().remove("dst_endpoint"))), "dst_endpoint: required");
+        one(broken(&|v| v["dst_endpoint"] = json!({"port": 8080})), "dst_endpoint.: none of");
+        one(broken(&|v| drop(v["metadata"]["product"].as_object_mut().unwrap().remove("vendor_name"))), "vendor_name");
+        one(broken(&|v| v["actor"]["process"] = json!({"name": "x"})), "actor.process.: none of [\"pid\", \"uid\"]");
+        one(
+            broken(&|v| drop(v["actor"]["process"]["file"].as_object_mut().unwrap().remove("type_id"))),
+            "file.type_id",
+        );
+        one(broken(&|v| v["connection_info"]["direction_id"] = json!(7)), "direction_id: 7");
+        one(broken(&|v| v["dst_endpoint"]["address"] = json!("x")), "dst_endpoint.address: not an attribute");
+        one(broken(&|v| v["metadata"]["profiles"] = json!(["host"])), "container profile");
+        one(broken(&|v| v["metadata"]["profiles"] = json!(["host", "container", "security_control"])), "action_id");
+        one(broken(&|v| v["class_uid"] = json!(4002)), "class_uid");
     }
 }

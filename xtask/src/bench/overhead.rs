@@ -2,8 +2,9 @@
 //! watched. Three workloads a server runs — (a) socket/bind/listen/close,
 //! (b) a loopback server accepting connections, (c) a syscall no hook is
 //! about (getppid) — each timed in a forked worker, with nothing attached,
-//! with watcher (default hooks; then with --accept, every optional hook)
-//! and with bpftrace one-liners on the same hooks, rounds interleaved.
+//! with watcher (default hooks; with RUST_LOG=debug, which attaches the
+//! kernel programs' log; then with --accept, every optional hook) and with
+//! bpftrace one-liners on the same hooks, rounds interleaved.
 #[path = "overhead_worker.rs"]
 mod worker;
 
@@ -56,6 +57,9 @@ pub enum Mode {
     Off,
     /// `watcher watch --json --no-snapshot`: the default hooks.
     Watcher,
+    /// The same under `RUST_LOG=debug`: the kernel programs' log (aya-log)
+    /// attached and read (RUST_LOG=info otherwise).
+    WatcherDebug,
     /// `watcher watch --json --no-snapshot --accept`: every optional hook.
     WatcherAccept,
     /// bpftrace on the TCP listen tracepoint watcher uses, printing.
@@ -80,12 +84,18 @@ const SETTLE_QUIET: Duration = Duration::from_millis(300);
 const SETTLE_MAX: Duration = Duration::from_secs(30);
 
 impl Mode {
-    const ALL: [Self; 5] = [Self::Off, Self::Watcher, Self::WatcherAccept, Self::BpftraceListen, Self::BpftraceAccept];
+    const ALL: [Self; 6] =
+        [Self::Off, Self::Watcher, Self::WatcherDebug, Self::WatcherAccept, Self::BpftraceListen, Self::BpftraceAccept];
+
+    fn is_watcher(self) -> bool {
+        matches!(self, Self::Watcher | Self::WatcherDebug | Self::WatcherAccept)
+    }
 
     fn label(self) -> &'static str {
         match self {
             Self::Off => "off (nothing attached)",
             Self::Watcher => "watcher (default hooks)",
+            Self::WatcherDebug => "watcher, RUST_LOG=debug (kernel log attached)",
             Self::WatcherAccept => "watcher --accept",
             Self::BpftraceListen => "bpftrace, listen one-liner",
             Self::BpftraceAccept => "bpftrace, accept one-liner",
@@ -96,6 +106,7 @@ impl Mode {
         match self {
             Self::Off => "off",
             Self::Watcher => "watcher",
+            Self::WatcherDebug => "watcher debug",
             Self::WatcherAccept => "watcher --accept",
             Self::BpftraceListen => "bpftrace listen",
             Self::BpftraceAccept => "bpftrace accept",
@@ -108,9 +119,9 @@ impl Mode {
         match (self, work) {
             (Self::Off, _) | (_, Work::Getppid) | (Self::BpftraceAccept, Work::Bind) => 0,
             // bind, listen, close per listener.
-            (Self::Watcher | Self::WatcherAccept, Work::Bind) => 3 * ops,
+            (Self::Watcher | Self::WatcherDebug | Self::WatcherAccept, Work::Bind) => 3 * ops,
             // The server's own listener: bind, listen, close.
-            (Self::Watcher, Work::Accept) => 3,
+            (Self::Watcher | Self::WatcherDebug, Work::Accept) => 3,
             (Self::WatcherAccept, Work::Accept) => ops + 3,
             (Self::BpftraceListen, Work::Bind) | (Self::BpftraceAccept, Work::Accept) => ops,
             (Self::BpftraceListen, Work::Accept) => 1,
@@ -236,9 +247,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         args.rounds, args.bind_ops, args.connections, args.getppid_calls
     );
     print_machine(&machine);
-    if modes.iter().any(|m| matches!(m, Mode::Watcher | Mode::WatcherAccept)) {
+    if modes.iter().any(|m| m.is_watcher()) {
         println!(
-            "- watcher: `{} watch --json --no-snapshot [--accept]` (the whole host, no --pid)",
+            "- watcher: `RUST_LOG=info {} watch --json --no-snapshot [--accept]` (the whole host, no --pid); \
+             watcher debug: the same with `RUST_LOG=debug`",
             watcher_binary().display()
         );
     }
@@ -304,7 +316,7 @@ fn measure(mode: Mode, seq: usize, worker: &mut Worker, args: &Args) -> anyhow::
         // Returns once both reader threads have seen the end of their pipe
         // (an error, which is expected): the stderr tail is then complete.
         let _ = t.wait_for_line(|_| false, Duration::from_secs(5));
-        if matches!(mode, Mode::Watcher | Mode::WatcherAccept) {
+        if mode.is_watcher() {
             run.lost = t.stderr_tail().lines().filter_map(watcher_lost_total).max().unwrap_or(0);
         } else {
             run.lost += t.take_lines().iter().filter_map(|l| bpftrace_lost(l)).sum::<u64>();
@@ -320,9 +332,11 @@ fn measure(mode: Mode, seq: usize, worker: &mut Worker, args: &Args) -> anyhow::
 fn start_tool(mode: Mode, worker: &mut Worker) -> anyhow::Result<Option<Background>> {
     let (program, probe) = match mode {
         Mode::Off => return Ok(None),
-        Mode::Watcher | Mode::WatcherAccept => {
+        Mode::Watcher | Mode::WatcherDebug | Mode::WatcherAccept => {
             let mut cmd = Command::new(watcher_binary());
             cmd.args(["watch", "--json", "--no-snapshot"]);
+            // Not the bench's own RUST_LOG: debug attaches the kernel log.
+            cmd.env("RUST_LOG", if mode == Mode::WatcherDebug { "debug" } else { "info" });
             if mode == Mode::WatcherAccept {
                 cmd.arg("--accept");
             }
@@ -660,5 +674,6 @@ mod tests {
         assert_eq!(extra(1500.0, 1000.0), "+500 ns");
         assert_eq!(extra(900.0, 1000.0), "−100 ns");
         assert_eq!(Mode::WatcherAccept.expected_lines(Work::Accept, 10), 13);
+        assert_eq!(Mode::WatcherDebug.expected_lines(Work::Bind, 10), 30);
     }
 }
