@@ -1,5 +1,5 @@
 //! `cargo xtask bench latency | catch-rate | overhead | throughput |
-//! resources | start`: watcher measured against its peers (bpftrace
+//! resources | start | kill`: watcher measured against its peers (bpftrace
 //! one-liners, `ss` and `lsof`) in the same run, on sockets opened by
 //! separate processes. See BENCHMARKS.md.
 mod background;
@@ -7,6 +7,7 @@ mod catch_rate;
 mod child;
 mod forked;
 mod holder;
+mod kill;
 mod latency;
 mod overhead;
 mod resources;
@@ -54,6 +55,9 @@ pub enum Which {
     /// Launch to attached; time to snapshot 10,000 existing listeners,
     /// against `ss -lntup -p` and `lsof -i -n -P` on the same set.
     Start(start::Args),
+    /// kill_unexpected on a listener that daemonizes: listen() to its port
+    /// closed, beside bpftrace's in-kernel signal() on the same tracepoint.
+    Kill(kill::Args),
 }
 
 #[derive(Args)]
@@ -104,6 +108,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Which::Throughput(a) => throughput::run(&a),
         Which::Resources(a) => resources::run(&a),
         Which::Start(a) => start::run(&a),
+        Which::Kill(a) => kill::run(&a),
     }
 }
 
