@@ -405,7 +405,6 @@ impl Enforcement {
         let settings = exe_offsets().context(
             "enforcement needs the kernel's BTF (/sys/kernel/btf/vmlinux) to tell kernel threads and executables apart",
         )?;
-        let settings = EnforceSettings { flags: self.flags(), ..settings };
         let mut settings_map: Array<MapData, EnforceSettings> = Array::try_from(
             attached
                 .ebpf
@@ -433,8 +432,8 @@ impl Enforcement {
         self.install(plan)?;
         self.write_flags()?;
         if self.stop_at_listen {
+            // The tracepoint is attached already (watcher's own); it is no new hook.
             info!("kill_unexpected: a TCP listen no rule allows is stopped in the kernel before listen() returns");
-            attached.hooks.push("tracepoint sock/inet_sock_set_state stops unexpected listens".to_owned());
         }
         if !self.binds {
             return Ok(());
