@@ -261,3 +261,77 @@ fn enforce_cgroup_outside_cgroup2_exits_2() {
     assert!(stderr.contains("not a directory of the cgroup v2 file system"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+/// Every TCP port but `port` allowed, and every other kind of socket: a
+/// `kill_unexpected` daemon touches nothing else on the host.
+fn allow_all_but(port: u16) -> String {
+    let mut rules = format!(
+        "[[allow]]\nname = \"below\"\nproto = \"tcp\"\nport = \"1-{}\"\n\n\
+         [[allow]]\nname = \"above\"\nproto = \"tcp\"\nport = \"{}-65535\"\n",
+        port - 1,
+        port + 1
+    );
+    for proto in ["udp", "unix", "raw", "packet"] {
+        rules.push_str(&format!("\n[[allow]]\nname = \"any {proto}\"\nproto = \"{proto}\"\n"));
+    }
+    rules
+}
+
+/// `kill_unexpected` stops a listen in the kernel when its maps allow it
+/// to no one, and the daemon lets it go on (SIGCONT) when its own
+/// allowlist allows it after all. Here the rule names an executable by
+/// path, and the file is replaced after the daemon loaded the rules (a new
+/// inode, as a package upgrade writes): the kernel, matching by inode,
+/// stops the listen; the allowlist, matching by path, allows it. The
+/// listener runs on past listen(), and nothing is killed.
+#[test]
+fn a_listen_stopped_in_the_kernel_that_the_allowlist_allows_goes_on() {
+    if !require_bpf("a_listen_stopped_in_the_kernel_that_the_allowlist_allows_goes_on") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("python3");
+    std::fs::copy(python_exe(), &exe).unwrap();
+    let port = free_port("4", "tcp");
+    let rule = format!("[[allow]]\nname = \"by path\"\nproto = \"tcp\"\nport = {port}\nexe = \"{}\"\n", exe.display());
+    let config = config_file(&dir, &format!("kill_unexpected = true\n\n{rule}\n{}", allow_all_but(port)));
+    let mut watcher = Watcher::start(&["daemon", "--config", &config]);
+    let replacement = dir.path().join("python3.new");
+    std::fs::copy(python_exe(), &replacement).unwrap();
+    std::fs::rename(&replacement, &exe).unwrap();
+
+    let script = format!(
+        "import socket, sys\ns = socket.socket()\ns.bind(('127.0.0.1', {port}))\ns.listen()\n\
+         print('listening', flush=True)\nsys.stdin.read()\n"
+    );
+    let mut child = Command::new(&exe)
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    let up = watcher.next_event(|e| e["event"] == "listener_up" && e["pid"] == pid && e["port"] == port);
+    let line = said.recv_timeout(std::time::Duration::from_secs(10));
+    // Everything the daemon wrote before a listener of the test's own (one
+    // ring buffer, read in order): the alert and kill, had there been any.
+    let marker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (me, marker_port) = (std::process::id(), marker.local_addr().unwrap().port());
+    let events = watcher.events_until(|e| e["event"] == "listen" && e["pid"] == me && e["port"] == marker_port);
+    let stderr = watcher.stderr_lines();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(line.as_deref().map(str::trim), Ok("listening"), "the listener did not run on past listen(): {up}");
+    let continued = format!("pid {pid} was stopped at its listen and is allowed: SIGCONT");
+    assert!(stderr.iter().any(|l| l.contains(&continued)), "not stopped in the kernel, or not let go: {stderr:#?}");
+    let bad: Vec<&Value> =
+        events.iter().filter(|e| e["pid"] == pid && matches!(e["event"].as_str(), Some("alert" | "killed"))).collect();
+    assert!(bad.is_empty(), "{bad:?}");
+}

@@ -298,6 +298,9 @@ pub enum EventKind {
     /// bind() of a UNIX datagram socket to a path or an abstract name
     /// succeeded (a stream or seqpacket socket is reported at listen()). [`SyscallRecord`]
     UnixBind = 17,
+    /// socket() returned an fd whose options a [`EventKind::SockoptSet`]
+    /// reported: they were another socket's. [`SockoptRecord`] (its fd only)
+    SocketOnFd = 18,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -322,6 +325,7 @@ impl TryFrom<u32> for EventKind {
             15 => Self::Accept,
             16 => Self::Denied,
             17 => Self::UnixBind,
+            18 => Self::SocketOnFd,
             other => return Err(other),
         })
     }
@@ -389,8 +393,8 @@ pub struct SocketRecord {
     pub fd: i32,
     /// listen()'s backlog, for a listen event from listen(); else 0.
     pub backlog: u32,
-    /// Reserved, 0.
-    pub reserved: u32,
+    /// [`SOCKET_STOPPED`], or 0.
+    pub flags: u32,
     /// IPv4 addresses use the first four bytes, in network order.
     pub addr: [u8; 16],
     /// `AF_INET` or `AF_INET6`.
@@ -723,9 +727,24 @@ pub struct EnforceSettings {
     pub inode_i_ino: u32,
     pub inode_i_sb: u32,
     pub super_block_s_dev: u32,
+    /// `ENFORCE_*` bits: what the kernel side does with these rules.
+    pub flags: u32,
+    /// The daemon's own tgid: never stopped (its metrics listener).
+    pub daemon_tgid: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<EnforceSettings>() == 6 * 4);
+/// [`EnforceSettings::flags`]: the daemon has `kill_unexpected` on, so a
+/// TCP listen no rule allows is stopped (SIGSTOP to the caller) at the
+/// `sock/inet_sock_set_state` tracepoint, before listen() returns; the
+/// listen's record then has [`SOCKET_STOPPED`].
+pub const ENFORCE_STOP_AT_LISTEN: u32 = 1;
+
+/// [`SocketRecord::flags`]: the kernel sent SIGSTOP to the caller (see
+/// [`ENFORCE_STOP_AT_LISTEN`]); userspace kills it, or lets it go on
+/// (SIGCONT) if its own allowlist allows the listener.
+pub const SOCKET_STOPPED: u32 = 1;
+
+const _: () = assert!(core::mem::size_of::<EnforceSettings>() == 8 * 4);
 #[cfg(feature = "user")]
 // SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
 unsafe impl aya::Pod for EnforceSettings {}

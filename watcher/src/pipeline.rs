@@ -333,7 +333,7 @@ impl<S: Sink> Watch<S> {
                 self.reporter.processes.apply(record);
                 return self.reporter.process(record);
             }
-            Record::SockoptSet { .. } => return Ok(()),
+            Record::SockoptSet { .. } | Record::SocketOnFd { .. } => return Ok(()),
         };
         if self.already_reported.covers(task, &what) {
             return Ok(());
@@ -704,6 +704,7 @@ mod tests {
             port,
             fd,
             backlog: None,
+            stopped: false,
         }
     }
 

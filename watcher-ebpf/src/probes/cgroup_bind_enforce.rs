@@ -9,15 +9,18 @@
 //! ephemeral port), protocols other than TCP and UDP, binds made by kernel
 //! threads (nfsd, lockd: they have no executable to judge).
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_uid_gid, generated::bpf_get_current_task},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::{bpf_get_current_task, bpf_send_signal},
+    },
     macros::{cgroup_sock_addr, map},
     maps::Array,
     programs::SockAddrContext,
 };
 use watcher_common::{
-    AF_INET, AF_INET6, DeniedRecord, ENFORCE_NO_RULE, ENFORCE_OWNERS_PER_CLASS, ENFORCE_TCP_BASE, ENFORCE_UDP_BASE,
-    EnforceClass, EnforceOwner, EnforceSettings, EventKind, IPPROTO_TCP, IPPROTO_UDP, OWNER_COMM, OWNER_EXE,
-    OWNER_LOOPBACK, OWNER_NEVER, OWNER_UID, ProgramError, TASK_COMM_LEN,
+    AF_INET, AF_INET6, DeniedRecord, ENFORCE_NO_RULE, ENFORCE_OWNERS_PER_CLASS, ENFORCE_STOP_AT_LISTEN,
+    ENFORCE_TCP_BASE, ENFORCE_UDP_BASE, EnforceClass, EnforceOwner, EnforceSettings, EventKind, IPPROTO_TCP,
+    IPPROTO_UDP, OWNER_COMM, OWNER_EXE, OWNER_LOOPBACK, OWNER_NEVER, OWNER_UID, ProgramError, TASK_COMM_LEN,
 };
 
 use super::ALLOW;
@@ -43,15 +46,16 @@ static ENFORCE_CLASSES: Array<EnforceClass> = Array::with_max_entries(1, 0);
 #[map(name = "ENFORCE_SETTINGS")]
 static ENFORCE_SETTINGS: Array<EnforceSettings> = Array::with_max_entries(1, 0);
 
-/// A bind() as the hook sees it, before the kernel does anything with it.
-struct Bind {
-    family: u16,
+/// A bind() as the hook sees it, before the kernel does anything with it
+/// (or a TCP listen, as `sock/inet_sock_set_state` sees it).
+pub struct Bind {
+    pub family: u16,
     /// Host byte order.
-    port: u16,
-    protocol: u32,
-    sock_type: u32,
+    pub port: u16,
+    pub protocol: u32,
+    pub sock_type: u32,
     /// IPv4 in the first four bytes; network order.
-    addr: [u8; 16],
+    pub addr: [u8; 16],
 }
 
 impl Bind {
@@ -141,23 +145,59 @@ fn try_enforce_bind6(ctx: &SockAddrContext) -> Result<i32, ProgramError> {
 
 #[inline(always)]
 fn try_verdict(bind: &Bind) -> Result<i32, ProgramError> {
+    let settings = ENFORCE_SETTINGS.get(0).ok_or(ProgramError::MapLookup)?;
+    match refused(bind, settings)? {
+        Some((caller, class_slot)) => {
+            report(bind, &caller, class_slot);
+            Ok(REFUSE)
+        }
+        None => Ok(ALLOW),
+    }
+}
+
+/// `kill_unexpected` (ENFORCE_STOP_AT_LISTEN): a TCP socket entering LISTEN
+/// that no rule allows to the caller. The tracepoint runs in the caller's
+/// context, inside listen(): SIGSTOP to its process is delivered before
+/// listen() returns, so it forks no child before userspace kills it.
+/// Whether it was sent; the listen's record says so.
+#[inline(always)]
+pub fn stop_unallowed_listen(bind: &Bind) -> Result<bool, ProgramError> {
+    // One lookup for every TCP listen on the host; nothing else without the flag.
+    let Some(settings) = ENFORCE_SETTINGS.get(0) else {
+        return Ok(false);
+    };
+    if settings.flags & ENFORCE_STOP_AT_LISTEN == 0
+        || (bpf_get_current_pid_tgid() >> 32) as u32 == settings.daemon_tgid
+        || refused(bind, settings)?.is_none()
+    {
+        return Ok(false);
+    }
+    // SAFETY: a helper that takes a signal number; it refuses (non-zero)
+    // for kernel threads, init and an exiting task.
+    Ok(unsafe { bpf_send_signal(SIGSTOP) } == 0)
+}
+
+const SIGSTOP: u32 = 19;
+
+/// The caller and the port's class when no rule allows it this socket.
+#[inline(always)]
+fn refused(bind: &Bind, settings: &EnforceSettings) -> Result<Option<(Caller, u32)>, ProgramError> {
     // Port 0 asks the kernel for an ephemeral port: always allowed.
     if bind.port == 0 {
-        return Ok(ALLOW);
+        return Ok(None);
     }
     let base = match bind.protocol {
         IPPROTO_TCP => ENFORCE_TCP_BASE,
         IPPROTO_UDP => ENFORCE_UDP_BASE,
         // SCTP, UDP-Lite…: the allowlist speaks of TCP and UDP only.
-        _ => return Ok(ALLOW),
+        _ => return Ok(None),
     };
-    let settings = ENFORCE_SETTINGS.get(0).ok_or(ProgramError::MapLookup)?;
     // SAFETY: a helper without arguments.
     let task = unsafe { bpf_get_current_task() };
     let mm = read::<u64>(task, settings.task_mm).unwrap_or(0);
     if mm == 0 {
         // A kernel thread binding for an in-kernel service.
-        return Ok(ALLOW);
+        return Ok(None);
     }
     let class_slot = *ENFORCE_PORTS.get(base + u32::from(bind.port)).ok_or(ProgramError::MapLookup)?;
     let (exe_dev, exe_ino) = exe_identity(settings, mm);
@@ -171,12 +211,11 @@ fn try_verdict(bind: &Bind) -> Result<i32, ProgramError> {
                 break;
             }
             if owner_allows(&class.owners[i], &caller, bind) {
-                return Ok(ALLOW);
+                return Ok(None);
             }
         }
     }
-    report(bind, &caller, class_slot);
-    Ok(REFUSE)
+    Ok(Some((caller, class_slot)))
 }
 
 /// (device, inode) of the caller's executable: task → mm → exe_file →

@@ -21,7 +21,7 @@ use super::{
     syscall_accept::report_accept,
     syscall_args::{PendingAccept, PendingSockopt},
     syscall_bind_listen::{bind_entered, bind_returned, fd_closing, listen_entered, listen_returned},
-    syscall_passive::{is_watched_option, passive_socket, report_socket, report_sockopt},
+    syscall_passive::{is_watched_option, passive_socket, report_sockopt, socket_returned},
 };
 use crate::record::{failed, wanted_tgid};
 
@@ -86,9 +86,8 @@ pub fn fexit_socket(ctx: FExitContext) -> u32 {
     if fd < 0 {
         return 0;
     }
-    if let Some(pending) = passive_socket(ctx.arg::<u32>(0), ctx.arg::<u32>(1), ctx.arg::<u32>(2)) {
-        report_socket(&pending, fd);
-    }
+    let pending = passive_socket(ctx.arg::<u32>(0), ctx.arg::<u32>(1), ctx.arg::<u32>(2));
+    socket_returned(pending.as_ref(), fd);
     0
 }
 

@@ -5,7 +5,17 @@
 //! to a socket (with the classic program's bytes, so userspace can hash
 //! them). Also the socket options that matter for listeners, which
 //! userspace puts on their bind and listen events.
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+//!
+//! Those options are keyed by (tgid, fd) and close() is not followed here,
+//! so a socket() that returns an fd whose options were reported says so
+//! (`SocketOnFd`): a throwaway socket's options (apache2 probes
+//! SO_REUSEPORT on a socket it closes at once, and its listener then gets
+//! the same fd) must not show on the next socket of that fd.
+use aya_ebpf::{
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
 use watcher_common::{
     AF_INET, AF_INET6, AF_PACKET, EventKind, IP_FREEBIND, IP_TRANSPARENT, IPV6_FREEBIND, IPV6_TRANSPARENT,
     PassiveRecord, ProgramError, SO_ATTACH_BPF, SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF, SO_ATTACH_REUSEPORT_EBPF,
@@ -20,6 +30,18 @@ use crate::record::{emit, failed, wanted_tgid};
 
 /// socket()'s type argument carries SOCK_NONBLOCK / SOCK_CLOEXEC above these bits.
 const SOCK_TYPE_MASK: u32 = 0xf;
+
+/// (tgid, fd) of the fds whose options were reported: at most one lookup
+/// per socket() on the host, and a record only for these.
+#[map(name = "OPTIONED_FDS")]
+static OPTIONED_FDS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(OPTIONED_FDS_MAX, 0);
+const OPTIONED_FDS_MAX: u32 = 8_192;
+
+/// (tgid, fd): an fd names a socket within one process.
+#[inline(always)]
+fn fd_key(fd: i32) -> u64 {
+    (thread_key() & 0xffff_ffff_0000_0000) | u64::from(fd as u32)
+}
 
 #[tracepoint]
 pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
@@ -62,27 +84,51 @@ pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
 fn try_sys_exit_socket(ctx: &TracePointContext) -> Result<(), ProgramError> {
     let key = thread_key();
     // SAFETY: copied out before the entry is removed.
-    let Some(pending) = (unsafe { PENDING_SOCKET.get(&key) }).copied() else {
-        return Ok(());
-    };
-    // Only fails when the entry is already gone (evicted meanwhile).
-    let _ = PENDING_SOCKET.remove(&key);
+    let pending = (unsafe { PENDING_SOCKET.get(&key) }).copied();
+    if pending.is_some() {
+        // Only fails when the entry is already gone (evicted meanwhile).
+        let _ = PENDING_SOCKET.remove(&key);
+    }
     let ret = arg(ctx, RET)?;
     if (ret as i64) >= 0 {
-        report_socket(&pending, ret as i32);
+        socket_returned(pending.as_ref(), ret as i32);
     }
     Ok(())
 }
 
+/// socket() returned `fd`: a passive listener's socket (`pending`) is
+/// reported, and that record also tells userspace the fd is a new socket;
+/// for any other, userspace is told only if the fd had options reported,
+/// since they were another socket's (closed since).
+#[inline(always)]
+pub fn socket_returned(pending: Option<&PendingSocket>, fd: i32) {
+    match pending {
+        Some(pending) => report_socket(pending, fd),
+        None => new_socket_on_fd(fd),
+    }
+}
+
 /// A passive listener's socket was made, as `fd`.
 #[inline(always)]
-pub fn report_socket(pending: &PendingSocket, fd: i32) {
+fn report_socket(pending: &PendingSocket, fd: i32) {
     emit(EventKind::PassiveSocket, |r: &mut PassiveRecord| {
         r.fd = fd;
         r.family = pending.family;
         r.sock_type = pending.sock_type;
         r.protocol = pending.protocol;
     });
+}
+
+#[inline(always)]
+fn new_socket_on_fd(fd: i32) {
+    let key = fd_key(fd);
+    // SAFETY: a plain read of this process's entry.
+    if unsafe { OPTIONED_FDS.get(&key) }.is_none() {
+        return;
+    }
+    // Only fails when the entry is already gone (evicted meanwhile).
+    let _ = OPTIONED_FDS.remove(&key);
+    emit(EventKind::SocketOnFd, |r: &mut SockoptRecord| r.fd = fd);
 }
 
 #[tracepoint]
@@ -205,6 +251,8 @@ fn filter_header(r: &mut PassiveRecord, pending: &PendingSockopt, len: u32) {
 }
 
 fn plain_option(pending: &PendingSockopt) {
+    // A full map evicts its oldest entry: that fd's options may then show on its next socket.
+    let _ = OPTIONED_FDS.insert(&fd_key(pending.fd), &1, 0);
     emit(EventKind::SockoptSet, |r: &mut SockoptRecord| {
         r.fd = pending.fd;
         r.level = pending.level;

@@ -1,13 +1,20 @@
 //! TCP listeners going up and down, from `sock/inet_sock_set_state`. The
 //! tracepoint runs in the context of the task that called listen() or
-//! close(), so the record names that task.
+//! close(), so the record names that task; under `kill_unexpected` a
+//! listen no rule allows stops that task here (see
+//! `cgroup_bind_enforce::stop_unallowed_listen`).
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use watcher_common::{AF_INET, AF_INET6, EventKind, IPPROTO_TCP, ProgramError, SOCK_STREAM, SocketRecord};
+use watcher_common::{
+    AF_INET, AF_INET6, EventKind, IPPROTO_TCP, ProgramError, SOCK_STREAM, SOCKET_STOPPED, SocketRecord,
+};
 
-use super::syscall_bind_listen::listen_args;
+use super::{
+    cgroup_bind_enforce::{Bind, stop_unallowed_listen},
+    syscall_bind_listen::listen_args,
+};
 use crate::{
     kernel::{sock_cookie, sock_netns},
-    record::{emit_in, failed, wanted_tgid},
+    record::{count_error, emit_in, failed, wanted_tgid},
     tracepoint::{field, layout},
 };
 
@@ -56,6 +63,14 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ProgramError> 
     }
     // Inside listen(), its fd and backlog; a close has neither.
     let listen = if kind == EventKind::Listen { listen_args() } else { None };
+    let stopped = kind == EventKind::Listen && {
+        let listen = Bind { family, port, protocol: IPPROTO_TCP, sock_type: SOCK_STREAM, addr };
+        // A failure is counted; the listener is then left to userspace.
+        stop_unallowed_listen(&listen).unwrap_or_else(|e| {
+            count_error(e);
+            false
+        })
+    };
     let cookie = sock_cookie(sock_id);
     emit_in(kind, sock_netns(sock_id), |r: &mut SocketRecord| {
         r.sock_id = sock_id;
@@ -64,6 +79,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ProgramError> 
         r.sock_type = SOCK_STREAM;
         r.fd = listen.map_or(-1, |l| l.fd);
         r.backlog = listen.map_or(0, |l| l.backlog);
+        r.flags = if stopped { SOCKET_STOPPED } else { 0 };
         r.addr = addr;
         r.family = family;
         r.port = port;

@@ -70,7 +70,19 @@ impl std::error::Error for BadConfig {}
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let mut config = Config::load(&args.config).map_err(BadConfig)?;
     config.enforce |= args.enforce;
-    let enforcement = if config.enforce { Some(Enforcement::new(&config).map_err(BadConfig)?) } else { None };
+    let enforcement = if config.enforce {
+        Some(Enforcement::new(&config).map_err(BadConfig)?)
+    } else if config.kill_unexpected && privileges::can_kill() {
+        // The maps also let the kernel stop a listen no rule allows; rules
+        // they cannot hold leave the kills to userspace alone. Without
+        // CAP_KILL nothing is stopped: the kill would fail, and so would
+        // the SIGCONT that lets a stopped process go on.
+        Enforcement::new(&config)
+            .inspect_err(|e| warn!("kill_unexpected: {e:#}; listens are killed, not stopped in the kernel"))
+            .ok()
+    } else {
+        None
+    };
     privileges::check()?;
     let _pid_file = args.pid_file.as_deref().map(PidFile::create).transpose()?;
     info!("{} allowlist rules from {}", config.rules.len(), args.config.display());
@@ -92,6 +104,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         tracker: Tracker::default(),
         lookup: ProcessLookup::default(),
         enforcement,
+        killed: Vec::new(),
     };
     let options = PipelineOptions {
         filter: Filter::default(),
@@ -112,8 +125,11 @@ pub struct DaemonSink<W: Write> {
     /// The listener table, and who holds each listener.
     tracker: Tracker,
     lookup: ProcessLookup,
-    /// Binds refused in the kernel, when `enforce` is on (see `enforce`).
+    /// Binds refused in the kernel, when `enforce` is on (see `enforce`);
+    /// with `kill_unexpected`, TCP listens stopped in the kernel.
     enforcement: Option<Enforcement>,
+    /// The pids killed while the current record was handled.
+    killed: Vec<u32>,
 }
 
 /// When a socket came up, as far as kill_unexpected is concerned: what
@@ -182,6 +198,7 @@ impl<W: Write> DaemonSink<W> {
         let pid = socket.creator.pid;
         if self.config.kill_unexpected && start == Start::New && pid > 1 {
             let killing = kill::kill_holders(&mut self.lookup, key.map(|k| (k.proto, &k.local)), pid);
+            self.killed.extend(&killing.killed);
             let outcome = KillOutcome {
                 reason: alert.reason,
                 key: alert.key,
@@ -250,7 +267,22 @@ impl<W: Write> Sink for DaemonSink<W> {
             } else {
                 self.tracker.closed(&s.key, s.id, report.task.pid, report.task.ktime_ns)
             };
-            return self.changes(changes, rule_proto, time, Start::New);
+            self.killed.clear();
+            let judged = self.changes(changes, rule_proto, time, Start::New);
+            if let What::Socket { event, .. } = &report.what
+                && event.stopped
+                && !self.killed.contains(&event.task.pid)
+            {
+                // The kernel stopped it, and userspace's judgment (the rules
+                // by path, a reload since) let it be, or it was the same
+                // socket again: it goes on.
+                info!("kill_unexpected: pid {} was stopped at its listen and is allowed: SIGCONT", event.task.pid);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(event.task.pid as i32),
+                    nix::sys::signal::Signal::SIGCONT,
+                );
+            }
+            return judged;
         }
         // Passive sockets: judged as they come, no lifecycle.
         let proto = match &report.what {

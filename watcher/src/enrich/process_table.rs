@@ -85,6 +85,7 @@ impl ProcessTable {
             | Record::PassiveSocket { .. }
             | Record::FilterAttached { .. }
             | Record::SockoptSet { .. }
+            | Record::SocketOnFd { .. }
             | Record::BindFailed { .. }
             | Record::ListenFailed { .. }
             | Record::UnixBind { .. }

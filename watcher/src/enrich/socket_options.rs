@@ -5,9 +5,11 @@
 //! (pid, fd) from setsockopt()/socket() records and put on the events of
 //! that fd.
 //!
-//! Known limit: close() of an fd is not watched, so an option set on a
-//! socket that was closed without a bind can show on a later socket that
-//! gets the same fd number in the same process. Entries go when the process
+//! close() of an fd is not watched: a socket() that returns an fd with
+//! options known (`SocketOnFd`, from the kernel) forgets them, so a socket
+//! closed without a bind does not lend its options to the next socket on
+//! its fd (apache2's SO_REUSEPORT probe). Known limit: an fd that dup2(),
+//! accept() or socketpair() reuses keeps them. Entries go when the process
 //! exits.
 use std::collections::HashMap;
 
@@ -81,6 +83,11 @@ impl SocketOptions {
                     },
                 );
             }
+            Record::SocketOnFd { task, fd } => {
+                if let Some(fds) = self.by_pid.get_mut(&task.pid) {
+                    fds.remove(fd);
+                }
+            }
             Record::Exit { task, group_dead: true } => {
                 self.by_pid.remove(&task.pid);
             }
@@ -132,5 +139,16 @@ mod tests {
         assert_eq!(t.get(8, Some(3)), None);
         t.apply(&Record::Exit { task: task(7), group_dead: true });
         assert!(t.is_empty());
+    }
+
+    /// apache2: SO_REUSEPORT on a probe socket, closed; the listener gets
+    /// its fd and only SO_REUSEADDR.
+    #[test]
+    fn a_new_socket_on_an_fd_does_not_inherit_its_options() {
+        let mut t = SocketOptions::default();
+        set(&mut t, 3, SOL_SOCKET, SO_REUSEPORT, &1i32.to_ne_bytes());
+        t.apply(&Record::SocketOnFd { task: task(7), fd: 3 });
+        set(&mut t, 3, SOL_SOCKET, SO_REUSEADDR, &1i32.to_ne_bytes());
+        assert_eq!(t.get(7, Some(3)).unwrap().options, ["SO_REUSEADDR"]);
     }
 }

@@ -58,11 +58,18 @@ impl UnixListeners {
                 }
                 Vec::new()
             }
-            Record::Exit { task, group_dead: true } => {
-                let fds: Vec<i32> =
-                    self.holders.get(&task.pid).map(|m| m.keys().copied().collect()).unwrap_or_default();
-                let closed = fds.into_iter().filter_map(|fd| self.drop_holder(task, fd)).collect();
-                self.holders.remove(&task.pid);
+            Record::Exit { task, group_dead } => {
+                // The kernel reports a new thread as a fork (its tid as the
+                // child), so a thread was counted as a holder at its clone:
+                // its exit takes that count back. Otherwise a multithreaded
+                // daemon (rsyslogd) never closes what it bound live.
+                let mut closed = Vec::new();
+                if task.tid != task.pid {
+                    closed.extend(self.drop_all(task, task.tid));
+                }
+                if *group_dead {
+                    closed.extend(self.drop_all(task, task.pid));
+                }
                 closed
             }
             _ => Vec::new(),
@@ -87,8 +94,19 @@ impl UnixListeners {
         }
     }
 
+    /// Every fd `pid` holds, let go (its exit); `task` names who let go.
+    fn drop_all(&mut self, task: &Task, pid: u32) -> Vec<UnixClosed> {
+        let held = self.holders.remove(&pid).unwrap_or_default();
+        held.into_iter().filter_map(|(fd, id)| self.release(task, fd, id)).collect()
+    }
+
     fn drop_holder(&mut self, task: &Task, fd: i32) -> Option<UnixClosed> {
         let id = self.holders.get_mut(&task.pid)?.remove(&fd)?;
+        self.release(task, fd, id)
+    }
+
+    /// One hold on socket `id` ends; the socket closes with its last holder.
+    fn release(&mut self, task: &Task, fd: i32, id: u64) -> Option<UnixClosed> {
         let (_, count) = self.sockets.get_mut(&id)?;
         *count -= 1;
         if *count > 0 {
@@ -173,6 +191,34 @@ mod tests {
         assert_eq!(closed.len(), 1);
         assert_eq!((closed[0].task.pid, closed[0].fd, closed[0].path.as_slice()), (11, 3, b"/dev/printer".as_slice()));
         assert!(t.is_empty());
+    }
+
+    /// rsyslogd: binds /dev/log, then starts threads (each reported as a
+    /// fork whose child is the thread's tid). Its close() at the stop, or
+    /// its exit with another thread last, closes the socket.
+    #[test]
+    fn a_multithreaded_binder_closes_once_its_threads_are_gone() {
+        let thread = |tid: u32| Task { tid, ..task(1) };
+        let bind = || Record::UnixBind { task: task(1), fd: 3, sock_type: 2, path: b"/dev/log".to_vec() };
+        let mut t = UnixListeners::default();
+        t.apply(&bind());
+        t.apply(&Record::Fork { parent: task(1), child: 5 });
+        t.apply(&Record::Fork { parent: thread(5), child: 6 });
+        assert!(t.apply(&Record::UnixClose { task: task(1), fd: 3, sock_type: 2, path: vec![] }).is_empty());
+        assert!(t.apply(&Record::Exit { task: thread(6), group_dead: false }).is_empty());
+        let closed = t.apply(&Record::Exit { task: thread(5), group_dead: false });
+        assert_eq!(closed.len(), 1, "closed once the last thread that shared the fd table is gone");
+        assert_eq!(closed[0].path, b"/dev/log");
+        assert!(t.is_empty());
+        assert!(!t.holders.contains_key(&5) && !t.holders.contains_key(&6), "the threads hold nothing");
+
+        // No close(): the process exits, a thread other than the main one last.
+        t.apply(&bind());
+        t.apply(&Record::Fork { parent: task(1), child: 7 });
+        assert!(t.apply(&Record::Exit { task: task(1), group_dead: false }).is_empty());
+        let closed = t.apply(&Record::Exit { task: thread(7), group_dead: true });
+        assert_eq!(closed.len(), 1);
+        assert!(t.is_empty() && t.holders.is_empty());
     }
 
     #[test]

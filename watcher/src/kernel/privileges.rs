@@ -23,6 +23,16 @@ pub fn missing_capabilities() -> Vec<&'static str> {
     REQUIRED.iter().filter(|(bit, _)| effective & (1u64 << bit) == 0).map(|&(_, name)| name).collect()
 }
 
+const CAP_KILL: u32 = 5;
+
+/// Whether this process may signal any process (CAP_KILL): without it
+/// `kill_unexpected`'s kills fail, and the kernel must not stop a
+/// listener that userspace could then neither kill nor let go on.
+pub fn can_kill() -> bool {
+    let effective = fs::read_to_string("/proc/self/status").ok().and_then(|status| parse_cap_eff(&status)).unwrap_or(0);
+    effective & (1u64 << CAP_KILL) != 0
+}
+
 const CAP_DAC_READ_SEARCH: u32 = 2;
 const CAP_SYS_PTRACE: u32 = 19;
 

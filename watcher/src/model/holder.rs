@@ -34,8 +34,16 @@ impl Holder {
         same(&self.exe, &other.exe)
     }
 
+    /// The same arguments; or one side's is a title the process wrote
+    /// over its argv (setproctitle: sshd's `/proc/PID/cmdline` reads `sshd:
+    /// /usr/sbin/sshd -p 22 [listener] 0 of 10-100 startups`) that holds
+    /// the other's arguments. The snapshot reads /proc, a live exec's
+    /// argv is read at the exec, before any rewrite.
     pub fn same_cmdline(&self, other: &Self) -> bool {
-        same(&self.cmdline, &other.cmdline)
+        match (&self.cmdline, &other.cmdline) {
+            (Some(a), Some(b)) => a == b || retitled(a, b) || retitled(b, a),
+            _ => true,
+        }
     }
 
     pub fn same_user(&self, other: &Self) -> bool {
@@ -50,5 +58,35 @@ fn same<T: PartialEq>(a: &Option<T>, b: &Option<T>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => a == b,
         _ => true,
+    }
+}
+
+/// Whether `title` is one argument (what a rewritten argv reads as) that
+/// contains `argv` joined by spaces.
+fn retitled(title: &[Vec<u8>], argv: &[Vec<u8>]) -> bool {
+    let [title] = title else { return false };
+    let joined = argv.join(&b' ');
+    !joined.is_empty() && title.len() > joined.len() && title.windows(joined.len()).any(|w| w == joined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_cmdline(args: &[&str]) -> Holder {
+        Holder { cmdline: Some(args.iter().map(|a| a.as_bytes().to_vec()).collect()), ..Holder::default() }
+    }
+
+    /// sshd after a restart: the old one's cmdline from /proc (its title),
+    /// the new one's from its exec.
+    #[test]
+    fn a_rewritten_title_holding_the_arguments_is_the_same_cmdline() {
+        let exec = with_cmdline(&["/usr/sbin/sshd", "-o", "ListenAddress=127.0.0.1", "-p", "2222"]);
+        let title =
+            with_cmdline(&["sshd: /usr/sbin/sshd -o ListenAddress=127.0.0.1 -p 2222 [listener] 0 of 10-100 startups"]);
+        assert!(title.same_cmdline(&exec) && exec.same_cmdline(&title));
+        let other = with_cmdline(&["/usr/sbin/sshd", "-p", "2223"]);
+        assert!(!title.same_cmdline(&other) && !other.same_cmdline(&title));
+        assert!(!exec.same_cmdline(&other));
     }
 }

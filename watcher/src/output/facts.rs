@@ -599,6 +599,7 @@ pub mod fixtures {
             port: 8080,
             fd: Some(3),
             backlog: (kind == SocketKind::Listen).then_some(128),
+            stopped: false,
         }
     }
 

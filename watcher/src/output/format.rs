@@ -591,6 +591,7 @@ mod tests {
             port: 8080,
             fd: Some(3),
             backlog: Some(128),
+            stopped: false,
         }
     }
 

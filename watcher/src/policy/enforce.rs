@@ -43,9 +43,9 @@ use aya::{
 use log::{info, warn};
 use watcher_common::{
     ENFORCE_CLASS_SLOTS, ENFORCE_CLASSES_MAP, ENFORCE_CLASSES_PER_GENERATION, ENFORCE_NO_RULE,
-    ENFORCE_OWNERS_PER_CLASS, ENFORCE_PORT_SLOTS, ENFORCE_PORTS_MAP, ENFORCE_SETTINGS_MAP, ENFORCE_TCP_BASE,
-    ENFORCE_UDP_BASE, EnforceClass, EnforceOwner, EnforceSettings, OWNER_COMM, OWNER_EXE, OWNER_LOOPBACK, OWNER_NEVER,
-    OWNER_UID, TASK_COMM_LEN,
+    ENFORCE_OWNERS_PER_CLASS, ENFORCE_PORT_SLOTS, ENFORCE_PORTS_MAP, ENFORCE_SETTINGS_MAP, ENFORCE_STOP_AT_LISTEN,
+    ENFORCE_TCP_BASE, ENFORCE_UDP_BASE, EnforceClass, EnforceOwner, EnforceSettings, OWNER_COMM, OWNER_EXE,
+    OWNER_LOOPBACK, OWNER_NEVER, OWNER_UID, TASK_COMM_LEN,
 };
 
 use crate::{
@@ -54,6 +54,7 @@ use crate::{
     kernel::{
         btf::Btf,
         loader::{self, Attached},
+        privileges,
     },
     model::escape::escape_bytes,
     record::decode::DeniedEvent,
@@ -333,6 +334,8 @@ fn exe_offsets() -> anyhow::Result<EnforceSettings> {
         inode_i_ino: btf.offset("inode", &["i_ino"])?,
         inode_i_sb: btf.offset("inode", &["i_sb"])?,
         super_block_s_dev: btf.offset("super_block", &["s_dev"])?,
+        flags: 0,
+        daemon_tgid: std::process::id(),
     })
 }
 
@@ -340,6 +343,9 @@ fn exe_offsets() -> anyhow::Result<EnforceSettings> {
 struct Maps {
     ports: Array<MapData, u32>,
     classes: Array<MapData, EnforceClass>,
+    settings: Array<MapData, EnforceSettings>,
+    /// What `settings` holds.
+    written: EnforceSettings,
 }
 
 /// Enforcement while the daemon runs: the cgroup it covers, the plans in
@@ -356,6 +362,12 @@ pub struct Enforcement {
     maps: Option<Maps>,
     /// The plan to install at attach time.
     pending: Option<Plan>,
+    /// `enforce`: the bind programs refuse what the rules do not allow.
+    /// Without it the maps serve `kill_unexpected` alone.
+    binds: bool,
+    /// `kill_unexpected`: a TCP listen the rules do not allow is stopped
+    /// in the kernel (ENFORCE_STOP_AT_LISTEN).
+    stop_at_listen: bool,
 }
 
 impl Enforcement {
@@ -377,7 +389,14 @@ impl Enforcement {
             ports: vec![ENFORCE_NO_RULE; ENFORCE_PORT_SLOTS as usize],
             maps: None,
             pending: Some(plan),
+            binds: config.enforce,
+            stop_at_listen: config.kill_unexpected && privileges::can_kill(),
         })
+    }
+
+    /// The flags the kernel side reads from ENFORCE_SETTINGS.
+    fn flags(&self) -> u32 {
+        if self.stop_at_listen { ENFORCE_STOP_AT_LISTEN } else { 0 }
     }
 
     /// Fills the maps, then attaches the bind programs to the cgroup: in
@@ -386,11 +405,13 @@ impl Enforcement {
         let settings = exe_offsets().context(
             "enforcement needs the kernel's BTF (/sys/kernel/btf/vmlinux) to tell kernel threads and executables apart",
         )?;
-        let mut settings_map: Array<&mut MapData, EnforceSettings> = Array::try_from(
-            attached.ebpf.map_mut(ENFORCE_SETTINGS_MAP).context("map ENFORCE_SETTINGS missing from the eBPF object")?,
+        let mut settings_map: Array<MapData, EnforceSettings> = Array::try_from(
+            attached
+                .ebpf
+                .take_map(ENFORCE_SETTINGS_MAP)
+                .context("map ENFORCE_SETTINGS missing from the eBPF object")?,
         )
         .context("opening ENFORCE_SETTINGS")?;
-        settings_map.set(0, settings, 0).context("writing ENFORCE_SETTINGS")?;
         let ports = Array::try_from(
             attached.ebpf.take_map(ENFORCE_PORTS_MAP).context("map ENFORCE_PORTS missing from the eBPF object")?,
         )
@@ -403,9 +424,20 @@ impl Enforcement {
             ports.len() == ENFORCE_PORT_SLOTS && classes.len() == ENFORCE_CLASS_SLOTS,
             "the enforcement maps were not sized for enforcing (LoadOptions::enforce)"
         );
-        self.maps = Some(Maps { ports, classes });
+        // The rules first, then the settings that let the listen hook use them.
+        let written = EnforceSettings { flags: 0, ..settings };
+        settings_map.set(0, written, 0).context("writing ENFORCE_SETTINGS")?;
+        self.maps = Some(Maps { ports, classes, settings: settings_map, written });
         let plan = self.pending.take().context("enforcement attached twice")?;
         self.install(plan)?;
+        self.write_flags()?;
+        if self.stop_at_listen {
+            // The tracepoint is attached already (watcher's own); it is no new hook.
+            info!("kill_unexpected: a TCP listen no rule allows is stopped in the kernel before listen() returns");
+        }
+        if !self.binds {
+            return Ok(());
+        }
 
         let cgroup =
             File::open(&self.cgroup).with_context(|| format!("opening the cgroup {}", self.cgroup.display()))?;
@@ -427,7 +459,21 @@ impl Enforcement {
     /// SIGHUP: the new rules replace the old in the kernel, or, when they
     /// cannot be compiled, nothing changes and the error says why.
     pub fn reload(&mut self, config: &Config) -> anyhow::Result<()> {
-        let plan = Plan::compile(config)?;
+        if !self.binds && config.enforce {
+            warn!("enforce = true in the reloaded configuration takes effect at the next start");
+        }
+        let plan = match Plan::compile(config) {
+            Ok(plan) => plan,
+            // Only kill_unexpected uses the maps: the rules still hold for
+            // userspace's kills; the kernel no longer stops listens.
+            Err(e) if !self.binds => {
+                warn!("kill_unexpected: {e:#}; listens are no longer stopped in the kernel, only killed");
+                self.stop_at_listen = false;
+                return self.write_flags();
+            }
+            Err(e) => return Err(e),
+        };
+        self.stop_at_listen = config.kill_unexpected && privileges::can_kill();
         if config.enforce_cgroup.as_ref().is_some_and(|c| *c != self.cgroup) {
             warn!(
                 "enforce_cgroup changed to {}; enforcement stays on {} until a restart",
@@ -435,7 +481,25 @@ impl Enforcement {
                 self.cgroup.display()
             );
         }
-        self.install(plan)
+        self.install(plan)?;
+        self.write_flags()
+    }
+
+    /// Writes the settings' flags when they changed.
+    fn write_flags(&mut self) -> anyhow::Result<()> {
+        let flags = self.flags();
+        let maps = self.maps.as_mut().context("enforcement maps not attached")?;
+        if maps.written.flags != flags {
+            let settings = EnforceSettings { flags, ..maps.written };
+            maps.settings.set(0, settings, 0).context("writing ENFORCE_SETTINGS")?;
+            maps.written = settings;
+        }
+        Ok(())
+    }
+
+    /// Whether the kernel stops TCP listens the rules do not allow.
+    pub fn stops_at_listen(&self) -> bool {
+        self.stop_at_listen && self.maps.is_some()
     }
 
     /// Writes `plan`'s classes into the generation not in use, then points
@@ -521,6 +585,9 @@ pub fn on_reload(enforcement: Option<&mut Enforcement>, config: &Config) -> anyh
         None => {
             if config.enforce {
                 warn!("enforce = true in the reloaded configuration takes effect at the next start");
+            }
+            if config.kill_unexpected {
+                warn!("kill_unexpected: listens are stopped in the kernel from the next start; until then only killed");
             }
             Ok(())
         }
@@ -698,6 +765,8 @@ mod tests {
             ports: Vec::new(),
             maps: None,
             pending: None,
+            binds: true,
+            stop_at_listen: false,
         }
     }
 

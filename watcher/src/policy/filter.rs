@@ -137,6 +137,7 @@ mod tests {
             port: 53,
             fd: None,
             backlog: None,
+            stopped: false,
         }
     }
 

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use watcher_common::{
     AF_INET, AF_INET6, AF_UNIX, ARGV_BYTES, AcceptRecord, DeniedRecord, EventKind, ExecArgsRecord, ExecRecord,
     FILTER_BYTES, OPTVAL_BYTES, PassiveRecord, ProcessRecord, RecordHeader, SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF,
-    SocketRecord, SockoptRecord, SyscallRecord,
+    SOCKET_STOPPED, SocketRecord, SockoptRecord, SyscallRecord,
 };
 
 use crate::model::{
@@ -79,6 +79,9 @@ pub struct SocketEvent {
     pub fd: Option<i32>,
     /// listen()'s backlog, on a listen event from listen().
     pub backlog: Option<u32>,
+    /// The kernel stopped the caller at this listen (`kill_unexpected`,
+    /// see `SOCKET_STOPPED`).
+    pub stopped: bool,
 }
 
 /// A local address as a bind() call gave it.
@@ -180,6 +183,12 @@ pub enum Record {
         level: u32,
         optname: u32,
         value: Vec<u8>,
+    },
+    /// socket() returned `fd`, whose options a `SockoptSet` reported:
+    /// they belonged to a socket closed since.
+    SocketOnFd {
+        task: Task,
+        fd: i32,
     },
     BindFailed {
         task: Task,
@@ -283,7 +292,7 @@ fn record_size(kind: EventKind) -> usize {
         EventKind::ExecArgs => size_of::<ExecArgsRecord>(),
         EventKind::Exec => size_of::<ExecRecord>(),
         EventKind::PassiveSocket | EventKind::FilterAttached => size_of::<PassiveRecord>(),
-        EventKind::SockoptSet => size_of::<SockoptRecord>(),
+        EventKind::SockoptSet | EventKind::SocketOnFd => size_of::<SockoptRecord>(),
         EventKind::BindFailed
         | EventKind::ListenFailed
         | EventKind::UnixBind
@@ -385,6 +394,10 @@ impl Record {
                 let len = (r.optlen as usize).min(OPTVAL_BYTES);
                 Self::SockoptSet { task, fd: r.fd, level: r.level, optname: r.optname, value: r.value[..len].to_vec() }
             }
+            EventKind::SocketOnFd => {
+                let r: SockoptRecord = unsafe { read_record(bytes) };
+                Self::SocketOnFd { task, fd: r.fd }
+            }
             EventKind::BindFailed => {
                 let r: SyscallRecord = unsafe { read_record(bytes) };
                 Self::BindFailed { task, fd: r.fd, errno: r.errno, addr: SockAddr::parse(&r.addr, r.addr_len as usize) }
@@ -462,6 +475,7 @@ impl SocketEvent {
             port: record.port,
             fd: (record.fd >= 0).then_some(record.fd),
             backlog: (kind == SocketKind::Listen && record.fd >= 0).then_some(record.backlog),
+            stopped: record.flags & SOCKET_STOPPED != 0,
         })
     }
 }
@@ -510,7 +524,7 @@ mod tests {
             sock_type: 1,
             fd: 3,
             backlog: 128,
-            reserved: 0,
+            flags: 0,
             addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             family: AF_INET,
             port: 8080,

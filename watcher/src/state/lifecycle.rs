@@ -85,15 +85,17 @@ impl Socket {
 
     /// A holder now, and so one in its life.
     fn add_holder(&mut self, holder: Holder) {
-        if holder.pid != 0
-            && holder.pid != self.creator.pid
-            && self.held_by.len() < HELD_BY_KEPT
-            && !self.held_by.iter().any(|h| h.pid == holder.pid)
-        {
+        if let Some(known) = self.held_by.iter_mut().find(|h| h.pid == holder.pid) {
+            // Named again, as it is now: a forked child was first named
+            // after its parent, before it dropped privileges (rpcbind's
+            // child, root at its fork, `_rpc` when /proc is read).
+            *known = holder.clone();
+        } else if holder.pid != 0 && holder.pid != self.creator.pid && self.held_by.len() < HELD_BY_KEPT {
             self.held_by.push(holder.clone());
         }
-        if !self.holders.iter().any(|h| h.pid == holder.pid) {
-            self.holders.push(holder);
+        match self.holders.iter_mut().find(|h| h.pid == holder.pid) {
+            Some(known) => *known = holder,
+            None => self.holders.push(holder),
         }
     }
 
@@ -285,6 +287,34 @@ impl ListenerTable {
             }
         }
         orphaned
+    }
+
+    /// Process `pid` exits as `uid`: a holder first named after its parent
+    /// (at its fork) that changed user since (exim4's and apache2's
+    /// children drop root) is named as it was last, `user` its name.
+    pub fn exits_as(&mut self, pid: u32, uid: u32, user: impl Fn() -> Option<String>, keys: &[ListenerKey]) {
+        for key in keys {
+            let Some(live) = self.live.get_mut(key) else { continue };
+            for socket in &mut live.sockets {
+                for h in socket.holders.iter_mut().chain(socket.held_by.iter_mut()) {
+                    if h.pid == pid && h.uid != Some(uid) {
+                        (h.uid, h.user) = (Some(uid), user());
+                    }
+                }
+            }
+        }
+    }
+
+    /// `tid` was a thread, not a process: whatever it was taken to hold
+    /// (at its clone, reported as a fork) it never held on its own.
+    pub fn not_a_holder(&mut self, tid: u32, keys: &[ListenerKey]) {
+        for key in keys {
+            let Some(live) = self.live.get_mut(key) else { continue };
+            for socket in &mut live.sockets {
+                socket.holders.retain(|h| h.pid != tid);
+                socket.held_by.retain(|h| h.pid != tid);
+            }
+        }
     }
 
     /// The processes that may hold the sockets of `key` whose named holders
@@ -497,6 +527,42 @@ mod tests {
         assert_eq!(t.holder_pids(&key(111)), vec![101]);
         // Now 101 is named: its exit orphans the socket again.
         assert_eq!(t.exited(101, &[key(111)]), vec![key(111)]);
+        // Its listener_down names the child as /proc found it, after it
+        // dropped privileges, not as it was at its fork (root).
+        let down = t.closed(&key(111), Some(SocketId::Kernel(1)), 101, 10);
+        let [Change::Down { socket, .. }] = &down[..] else { panic!("{down:?}") };
+        let child: Vec<(u32, Option<u32>)> = socket.held_by.iter().map(|h| (h.pid, h.uid)).collect();
+        assert_eq!(child, vec![(101, Some(111))]);
+    }
+
+    /// A worker forked as root drops to www-data and exits: the listener's
+    /// down names it as www-data.
+    #[test]
+    fn a_holder_is_named_with_its_user_at_its_exit() {
+        let mut t = ListenerTable::default();
+        t.up(key(80), live(1, owner(10, "/usr/sbin/apache2", 0)), 0);
+        t.forked(10, &owner(11, "/usr/sbin/apache2", 0), &[key(80)]);
+        t.exits_as(11, 33, || Some("www-data".into()), &[key(80)]);
+        t.exited(11, &[key(80)]);
+        let down = t.closed(&key(80), Some(SocketId::Kernel(1)), 10, 10);
+        let [Change::Down { socket, .. }] = &down[..] else { panic!("{down:?}") };
+        let worker: Vec<(u32, Option<u32>, Option<&str>)> =
+            socket.held_by.iter().map(|h| (h.pid, h.uid, h.user.as_deref())).collect();
+        assert_eq!(worker, vec![(11, Some(33), Some("www-data"))]);
+    }
+
+    /// A thread's clone, reported as a fork, was taken for a holder; at the
+    /// thread's exit it is none, and the socket's down does not name it.
+    #[test]
+    fn a_thread_is_not_a_holder() {
+        let mut t = ListenerTable::default();
+        t.up(key(514), live(1, owner(100, "/usr/sbin/rsyslogd", 0)), 0);
+        t.forked(100, &owner(103, "/usr/sbin/rsyslogd", 0), &[key(514)]);
+        t.not_a_holder(103, &[key(514)]);
+        assert_eq!(t.holder_pids(&key(514)), vec![100]);
+        let down = t.closed(&key(514), Some(SocketId::Kernel(1)), 100, 10);
+        let [Change::Down { socket, .. }] = &down[..] else { panic!("{down:?}") };
+        assert!(socket.held_by.is_empty(), "{:?}", socket.held_by);
     }
 
     /// A daemon restarted while the old one's socket (from the snapshot,

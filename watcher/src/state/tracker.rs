@@ -178,9 +178,23 @@ impl Tracker {
                 self.listeners.forked(parent.pid, &child_holder, &keys);
                 self.held.insert(*child, held);
             }
-            Record::Exit { task, group_dead: true } => {
+            Record::Exit { task, group_dead } => {
+                // A thread's clone comes as a fork with its tid as the
+                // child, indistinguishable then from a process: it was
+                // taken for a holder, and is none now.
+                if task.tid != task.pid
+                    && let Some(held) = self.held.remove(&task.tid)
+                {
+                    self.listeners.not_a_holder(task.tid, &held.into_iter().collect::<Vec<_>>());
+                }
+                if !*group_dead {
+                    return;
+                }
                 let Some(held) = self.held.remove(&task.pid) else { return };
                 let keys: Vec<ListenerKey> = held.into_iter().collect();
+                // Rare (a child that changed user since its fork): no cache.
+                let user = || nix::unistd::User::from_uid(task.uid.into()).ok().flatten().map(|u| u.name);
+                self.listeners.exits_as(task.pid, task.uid, user, &keys);
                 for key in self.listeners.exited(task.pid, &keys) {
                     if !self.orphaned.iter().any(|(k, _)| *k == key) {
                         self.orphaned.push((key, task.pid));
@@ -399,6 +413,11 @@ mod tests {
         t.process(&Record::Fork { parent: task(100), child: 101 });
         assert_eq!(t.listeners.holder_pids(&key(111, 0)), vec![100, 101]);
         t.process(&Record::Fork { parent: task(100), child: 100 }); // a thread
+        assert_eq!(t.listeners.holder_pids(&key(111, 0)), vec![100, 101]);
+        // A thread's clone comes as a fork to its tid: taken for a holder
+        // until the thread's exit says otherwise.
+        t.process(&Record::Fork { parent: task(100), child: 102 });
+        t.process(&Record::Exit { task: crate::record::decode::Task { tid: 102, ..task(100) }, group_dead: false });
         assert_eq!(t.listeners.holder_pids(&key(111, 0)), vec![100, 101]);
         t.process(&Record::Exit { task: task(100), group_dead: true });
         assert_eq!(t.orphaned, vec![(key(111, 0), 100)], "looked up only once the ring is drained");

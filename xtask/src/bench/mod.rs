@@ -1,5 +1,5 @@
 //! `cargo xtask bench latency | catch-rate | overhead | throughput |
-//! resources | start`: watcher measured against its peers (bpftrace
+//! resources | start | kill`: watcher measured against its peers (bpftrace
 //! one-liners, `ss` and `lsof`) in the same run, on sockets opened by
 //! separate processes. See BENCHMARKS.md.
 mod background;
@@ -8,6 +8,7 @@ mod child;
 mod forked;
 mod guest_peers;
 mod holder;
+mod kill;
 mod latency;
 mod overhead;
 mod resources;
@@ -59,6 +60,9 @@ pub enum Which {
     /// Launch to attached; time to snapshot 10,000 existing listeners,
     /// against `ss -lntup -p` and `lsof -i -n -P` on the same set.
     Start(start::Args),
+    /// kill_unexpected on a listener that daemonizes: listen() to its port
+    /// closed, beside bpftrace's in-kernel signal() on the same tracepoint.
+    Kill(kill::Args),
 }
 
 #[derive(Args)]
@@ -110,6 +114,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Which::Resources(a) => resources::run(&a),
         Which::Start(a) => start::run(&a),
         Which::GuestPeers => guest_peers::run(),
+        Which::Kill(a) => kill::run(&a),
     }
 }
 
