@@ -454,20 +454,6 @@ fn compile(program: &str, dir: &Path) -> PathBuf {
     bin
 }
 
-/// Rules that allow every socket but a TCP listener on `port`.
-fn allow_all_but(port: u16) -> String {
-    let mut rules = format!(
-        "[[allow]]\nname = \"below\"\nproto = \"tcp\"\nport = \"1-{}\"\n\n\
-         [[allow]]\nname = \"above\"\nproto = \"tcp\"\nport = \"{}-65535\"\n",
-        port - 1,
-        port + 1
-    );
-    for proto in ["udp", "unix", "raw", "packet"] {
-        rules.push_str(&format!("\n[[allow]]\nname = \"any {proto}\"\nproto = \"{proto}\"\n"));
-    }
-    rules
-}
-
 /// Kills the pids a helper program wrote to its pid file, when dropped.
 struct PidFileKiller(PathBuf);
 
@@ -524,7 +510,7 @@ fn daemonizing_listener_leaves_no_survivor() {
     // Every other listener of the host is allowed: on a shared host the
     // daemon must kill nothing but the test's program (nor the test).
     let config = dir.path().join("watcher.toml");
-    std::fs::write(&config, format!("kill_unexpected = true\n\n{}", allow_all_but(port))).unwrap();
+    std::fs::write(&config, format!("kill_unexpected = true\n\n{}", common::allow_all_but(&[port]))).unwrap();
     let mut watcher = Watcher::start(&["daemon", "--config", config.to_str().unwrap()]);
     let pidfile = dir.path().join("pids");
     let killer = PidFileKiller(pidfile.clone());

@@ -262,21 +262,6 @@ fn enforce_cgroup_outside_cgroup2_exits_2() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
-/// Every TCP port but `port` allowed, and every other kind of socket: a
-/// `kill_unexpected` daemon touches nothing else on the host.
-fn allow_all_but(port: u16) -> String {
-    let mut rules = format!(
-        "[[allow]]\nname = \"below\"\nproto = \"tcp\"\nport = \"1-{}\"\n\n\
-         [[allow]]\nname = \"above\"\nproto = \"tcp\"\nport = \"{}-65535\"\n",
-        port - 1,
-        port + 1
-    );
-    for proto in ["udp", "unix", "raw", "packet"] {
-        rules.push_str(&format!("\n[[allow]]\nname = \"any {proto}\"\nproto = \"{proto}\"\n"));
-    }
-    rules
-}
-
 /// `kill_unexpected` stops a listen in the kernel when its maps allow it
 /// to no one, and the daemon lets it go on (SIGCONT) when its own
 /// allowlist allows it after all. Here the rule names an executable by
@@ -294,7 +279,7 @@ fn a_listen_stopped_in_the_kernel_that_the_allowlist_allows_goes_on() {
     std::fs::copy(python_exe(), &exe).unwrap();
     let port = free_port("4", "tcp");
     let rule = format!("[[allow]]\nname = \"by path\"\nproto = \"tcp\"\nport = {port}\nexe = \"{}\"\n", exe.display());
-    let config = config_file(&dir, &format!("kill_unexpected = true\n\n{rule}\n{}", allow_all_but(port)));
+    let config = config_file(&dir, &format!("kill_unexpected = true\n\n{rule}\n{}", common::allow_all_but(&[port])));
     let mut watcher = Watcher::start(&["daemon", "--config", &config]);
     let replacement = dir.path().join("python3.new");
     std::fs::copy(python_exe(), &replacement).unwrap();

@@ -6,7 +6,7 @@ mod common;
 
 use std::{os::unix::net::UnixDatagram, process::Command};
 
-use common::{SocketChild, Watcher, require_bpf};
+use common::{SocketChild, Watcher, allow_all_but, free_port, require_bpf};
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/watcher.service");
 
@@ -67,11 +67,15 @@ fn daemon_with(capabilities: &[String], config: &std::path::Path, notify: &std::
 
 /// A listener opened by user nobody, which no rule allows: the alert names
 /// the user and exe, then the process is killed (or not, without CAP_KILL).
-fn unexpected_listener_as_nobody(watcher: &mut Watcher) -> (serde_json::Value, serde_json::Value, SocketChild) {
+fn unexpected_listener_as_nobody(
+    watcher: &mut Watcher,
+    port: u16,
+) -> (serde_json::Value, serde_json::Value, SocketChild) {
+    let port = port.to_string();
     let mut child = SocketChild::spawn_with(
         &["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"],
         "hold",
-        &["4", "tcp", "127.0.0.1", "0"],
+        &["4", "tcp", "127.0.0.1", &port],
     );
     let pid = child.pid;
     child.go();
@@ -90,17 +94,21 @@ fn daemon_works_with_the_units_capabilities_and_no_more() {
     let capabilities = unit_capabilities();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("watcher.toml");
-    std::fs::write(&config, "kill_unexpected = true\n\n[[allow]]\nproto = \"udp\"\nport = 53\n").unwrap();
+    // Only the test's own two ports are unexpected: a daemon that kills
+    // must judge nothing else on this shared host.
+    let (before_port, nobody_port) = (free_port("4", "tcp"), free_port("4", "tcp"));
+    std::fs::write(&config, format!("kill_unexpected = true\n\n{}", allow_all_but(&[before_port, nobody_port])))
+        .unwrap();
 
     // Already listening when the daemon starts: alerted on, never killed
     // (an incomplete allowlist at start must not take down a running service).
-    let mut before = SocketChild::spawn_with(&[], "hold", &["4", "tcp", "127.0.0.1", "0"]);
+    let mut before = SocketChild::spawn_with(&[], "hold", &["4", "tcp", "127.0.0.1", &before_port.to_string()]);
     before.go();
-    let before_port: u16 = before.expect("ready")[0].parse().unwrap();
+    assert_eq!(before.expect("ready")[0].parse::<u16>().unwrap(), before_port);
     let mut watcher = daemon_with(&capabilities, &config, &dir.path().join("notify"));
     let before_pid = before.pid;
     watcher.next_event(|e| e["event"] == "alert" && e["port"] == before_port && e["pid"] == before_pid);
-    let (alert, outcome, mut child) = unexpected_listener_as_nobody(&mut watcher);
+    let (alert, outcome, mut child) = unexpected_listener_as_nobody(&mut watcher, nobody_port);
     // Its alert came before the new listener's kill: a kill of it would be done by now.
     before.say("close");
     before.finish();
@@ -115,7 +123,7 @@ fn daemon_works_with_the_units_capabilities_and_no_more() {
     let without_kill: Vec<String> = capabilities.iter().filter(|c| *c != "kill").cloned().collect();
     assert_eq!(without_kill.len() + 1, capabilities.len(), "the unit grants CAP_KILL");
     let mut watcher = daemon_with(&without_kill, &config, &dir.path().join("notify2"));
-    let (_, outcome, mut child) = unexpected_listener_as_nobody(&mut watcher);
+    let (_, outcome, mut child) = unexpected_listener_as_nobody(&mut watcher, nobody_port);
     assert_eq!(outcome["event"], "kill_failed", "{outcome}");
     assert!(outcome["error"].as_str().is_some_and(|e| e.contains("EPERM")), "{outcome}");
     assert_eq!(child.child.try_wait().unwrap(), None, "the listener still runs");

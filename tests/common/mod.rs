@@ -366,6 +366,29 @@ pub fn free_port(family: &str, proto: &str) -> u16 {
     panic!("no free {proto} port on {ip} below {high} after 1000 tries");
 }
 
+/// Rules that allow every socket but TCP listeners on `ports`: a daemon
+/// under test with `kill_unexpected` must judge, stop and kill nothing on
+/// this shared host but the test's own listeners.
+pub fn allow_all_but(ports: &[u16]) -> String {
+    let mut ports = ports.to_vec();
+    ports.sort_unstable();
+    let mut rules = String::new();
+    let mut from = 1u32;
+    for &port in &ports {
+        if u32::from(port) > from {
+            rules.push_str(&format!("[[allow]]\nproto = \"tcp\"\nport = \"{from}-{}\"\n\n", port - 1));
+        }
+        from = u32::from(port) + 1;
+    }
+    if from <= 65535 {
+        rules.push_str(&format!("[[allow]]\nproto = \"tcp\"\nport = \"{from}-65535\"\n\n"));
+    }
+    for proto in ["udp", "unix", "raw", "packet"] {
+        rules.push_str(&format!("[[allow]]\nname = \"any {proto}\"\nproto = \"{proto}\"\n\n"));
+    }
+    rules
+}
+
 pub fn is(value: &Value, event: &str, pid: u32) -> bool {
     value["event"] == event && value["pid"] == pid
 }
