@@ -100,7 +100,7 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
                 .map(CgroupNames::open)
                 .and_then(|opened| opened.inspect_err(|e| warn!("events will not name their cgroup: {e:#}")).ok()),
             clock: WallClock::new()?,
-            tracker: sink_follows.then(Tracker::default),
+            tracker: sink_follows.then(Tracker::holders_only),
             lookup: ProcessLookup::default(),
         },
         socket_options: SocketOptions::default(),
@@ -396,7 +396,7 @@ impl<S: Sink> Reporter<S> {
             return Ok(());
         }
         let process = self.processes.get(task.pid);
-        let user = self.processes.user_name(task.uid);
+        let user = self.processes.shared_user_name(task.uid);
         let report = Report {
             task,
             process: &process,

@@ -78,6 +78,10 @@ impl ProcessTable {
         self.lookup.user_name(uid)
     }
 
+    pub fn shared_user_name(&mut self, uid: u32) -> Option<std::sync::Arc<str>> {
+        self.lookup.shared_user_name(uid)
+    }
+
     /// Applies a process record; other records pass through untouched.
     pub fn apply(&mut self, record: &Record) {
         match record {
@@ -133,12 +137,12 @@ impl ProcessTable {
             // the path execve() was given, made canonical, when it is
             // already gone: /sbin/rpc.statd and /usr/sbin/rpc.statd are one
             // program (merged /usr), and the allowlist must see one name.
-            exe: from_proc.exe.or_else(|| Some(canonical_path(filename))),
+            exe: from_proc.exe.or_else(|| Some(canonical_path(filename).into())),
             // argv from the kernel is exact even when /proc is gone; when
             // it was cut short, /proc (if there) has all of it.
             cmdline: match captured {
-                Some((args, true)) if !args.is_empty() => Some(args),
-                Some((args, false)) if !args.is_empty() => from_proc.cmdline.or(Some(args)),
+                Some((args, true)) if !args.is_empty() => Some(args.into()),
+                Some((args, false)) if !args.is_empty() => from_proc.cmdline.or(Some(args.into())),
                 _ => from_proc.cmdline,
             },
         };
@@ -213,8 +217,8 @@ mod tests {
         t.apply(&Record::Exec { task: task(20, 20, 3), old_tid: 20, filename: b"/bin/nc".to_vec() });
         let info = t.get(20);
         assert_eq!(info.ppid, Some(10));
-        assert_eq!(info.exe, Some(canonical_path(b"/bin/nc")));
-        assert_eq!(info.cmdline, Some(vec![b"nc".to_vec(), b"-l".to_vec()]));
+        assert_eq!(info.exe, Some(canonical_path(b"/bin/nc").into()));
+        assert_eq!(info.cmdline, Some(vec![b"nc".to_vec(), b"-l".to_vec()].into()));
     }
 
     #[test]

@@ -470,8 +470,8 @@ mod tests {
             uid: Some(uid),
             user: Some(if uid == 0 { "root".into() } else { "www-data".into() }),
             comm: b"apache2".to_vec(),
-            exe: Some(b"/usr/sbin/apache2".to_vec()),
-            cmdline: Some(vec![b"/usr/sbin/apache2".to_vec(), b"-k\nstart".to_vec()]),
+            exe: Some(b"/usr/sbin/apache2".to_vec().into()),
+            cmdline: Some(vec![b"/usr/sbin/apache2".to_vec(), b"-k\nstart".to_vec()].into()),
         }
     }
 

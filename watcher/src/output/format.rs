@@ -619,8 +619,8 @@ mod tests {
     fn hostile_comm_and_argv_stay_on_one_line() {
         let process = ProcessInfo {
             ppid: Some(1),
-            exe: Some(b"/tmp/x\nFAKE".to_vec()),
-            cmdline: Some(vec![b"a\nb".to_vec(), b"\x1b[2J".to_vec()]),
+            exe: Some(b"/tmp/x\nFAKE".to_vec().into()),
+            cmdline: Some(vec![b"a\nb".to_vec(), b"\x1b[2J".to_vec()].into()),
         };
         let e = event(b"evil\n12:00 listen");
         let table = print_socket(Format::Table, &e, &process);

@@ -111,6 +111,11 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// For `watch`: holders followed, nothing else (see [`ListenerTable::holders_only`]).
+    pub fn holders_only() -> Self {
+        Self { listeners: ListenerTable::holders_only(), ..Self::default() }
+    }
+
     /// A socket seen waiting; the holders it names are indexed.
     pub fn up(&mut self, key: ListenerKey, socket: Socket, now_ns: u64) -> Vec<Change> {
         let holders: Vec<u32> = socket.holders.iter().map(|h| h.pid).collect();
@@ -322,7 +327,7 @@ mod tests {
     }
 
     fn socket(pid: u32, exe: &str) -> Socket {
-        let holder = Holder { pid, uid: Some(0), exe: Some(exe.as_bytes().to_vec()), ..Holder::default() };
+        let holder = Holder { pid, uid: Some(0), exe: Some(exe.as_bytes().to_vec().into()), ..Holder::default() };
         Socket::new(Some(SocketId::Inode(u64::from(pid))), holder, Vec::new())
     }
 
