@@ -7,10 +7,11 @@
 //! records keep it current. Exited processes stay a short while — their
 //! sockets close after the exit record (the kernel closes files after it
 //! reports the exit) — then go, so memory stays bounded.
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::{
     host::process::{ProcessInfo, ProcessLookup},
+    model::fast_map::FastMap,
     record::decode::{Record, Task},
 };
 
@@ -28,17 +29,17 @@ struct Entry {
 
 pub struct ProcessTable {
     lookup: ProcessLookup,
-    processes: HashMap<u32, Entry>,
+    processes: FastMap<u32, Entry>,
     /// argv captured at execve() entry, by calling tid, until the exec
     /// succeeds (or the task exits).
-    pending_args: HashMap<u32, (Vec<Vec<u8>>, bool)>,
+    pending_args: FastMap<u32, (Vec<Vec<u8>>, bool)>,
     /// (exit time, pid) in exit order, for eviction.
     exited: VecDeque<(u64, u32)>,
 }
 
 impl ProcessTable {
     pub fn new(lookup: ProcessLookup) -> Self {
-        Self { lookup, processes: HashMap::new(), pending_args: HashMap::new(), exited: VecDeque::new() }
+        Self { lookup, processes: FastMap::default(), pending_args: FastMap::default(), exited: VecDeque::new() }
     }
 
     /// One pass over /proc for the processes already running.

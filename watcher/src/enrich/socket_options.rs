@@ -9,7 +9,6 @@
 //! socket that was closed without a bind can show on a later socket that
 //! gets the same fd number in the same process. Entries go when the process
 //! exits.
-use std::collections::HashMap;
 
 use watcher_common::{
     IP_FREEBIND, IP_TRANSPARENT, IPV6_FREEBIND, IPV6_TRANSPARENT, SO_BINDTODEVICE, SO_REUSEADDR, SO_REUSEPORT, SOL_IP,
@@ -17,7 +16,7 @@ use watcher_common::{
 };
 
 use crate::{
-    model::{escape::trim_nul, socket::Family},
+    model::{escape::trim_nul, fast_map::FastMap, socket::Family},
     record::decode::Record,
 };
 
@@ -40,7 +39,7 @@ pub struct FdFacts {
 
 #[derive(Default)]
 pub struct SocketOptions {
-    by_pid: HashMap<u32, HashMap<i32, FdFacts>>,
+    by_pid: FastMap<u32, FastMap<i32, FdFacts>>,
 }
 
 const BOOLEAN_OPTIONS: [(u32, u32, &str); 6] = [

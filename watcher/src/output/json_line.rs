@@ -196,16 +196,30 @@ impl SecondsCache {
     }
 }
 
+/// "00" to "99": two digits a division, as itoa does.
+const PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
 fn unsigned(out: &mut Vec<u8>, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
-    loop {
+    while value >= 100 {
+        let pair = (value % 100) as usize * 2;
+        value /= 100;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if value >= 10 {
+        let pair = value as usize * 2;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
         at -= 1;
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
+        digits[at] = b'0' + value as u8;
     }
     out.extend_from_slice(&digits[at..]);
 }
@@ -285,7 +299,7 @@ mod tests {
             escaped_string(&mut out, bytes);
             assert_eq!(out, serde_json::to_vec(&escape(bytes)).unwrap(), "{bytes:?}");
         }
-        for n in [0, 7, 10, 4_294_967_295, u64::MAX] {
+        for n in [0, 7, 9, 10, 99, 100, 101, 12_345, 4_294_967_295, u64::MAX] {
             let mut out = Vec::new();
             unsigned(&mut out, n);
             assert_eq!(out, n.to_string().into_bytes());

@@ -13,9 +13,10 @@
 //!
 //! Keys that went down are remembered (the most recent ones, bounded) so a
 //! comeback can be recognised.
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::model::{
+    fast_map::FastMap,
     holder::Holder,
     socket::{Local, Proto},
 };
@@ -167,8 +168,8 @@ pub struct ListenerTable {
     /// `holders_changed`): no remembered downs, and no changes built for
     /// sockets coming up or going down, nobody would read them.
     holders_only: bool,
-    live: HashMap<ListenerKey, Live>,
-    down: HashMap<ListenerKey, Down>,
+    live: FastMap<ListenerKey, Live>,
+    down: FastMap<ListenerKey, Down>,
     /// Downs in the order they happened, with their `Down::seq`; entries
     /// whose key came back up (or went down again since) are stale.
     down_order: VecDeque<(ListenerKey, u64)>,
