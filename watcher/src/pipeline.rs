@@ -103,7 +103,7 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
                 .map(CgroupNames::open)
                 .and_then(|opened| opened.inspect_err(|e| warn!("events will not name their cgroup: {e:#}")).ok()),
             clock: WallClock::new()?,
-            tracker: sink_follows.then(Tracker::default),
+            tracker: sink_follows.then(Tracker::holders_only),
             lookup: ProcessLookup::default(),
         },
         socket_options: SocketOptions::default(),
@@ -138,6 +138,7 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
         }
         started => started?,
     }
+    give_back_setup_memory();
     // Handlers first: a script that signals us as soon as it reads the ready
     // line must reach them, not the default action (SIGHUP would kill us).
     let signals = Signals::install(options.stop_when_stdout_closes)?;
@@ -399,7 +400,7 @@ impl<S: Sink> Reporter<S> {
             return Ok(());
         }
         let process = self.processes.get(task.pid);
-        let user = self.processes.user_name(task.uid);
+        let user = self.processes.shared_user_name(task.uid);
         let report = Report {
             task,
             process: &process,
@@ -649,6 +650,19 @@ fn announce_ready(attached: &Attached) {
         && let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready])
     {
         warn!("telling systemd READY=1: {e}");
+    }
+}
+
+/// The kernel's BTF parsed at load (about 10 MiB at its peak) and the
+/// snapshot are freed by now, but malloc keeps freed pages that lie below
+/// live allocations (the process table, filled after the BTF was parsed):
+/// measured, an idle `watch` kept 11 MiB more with a 25,000-argument
+/// process on the host. Handing them back costs one call, once.
+fn give_back_setup_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -7,10 +7,11 @@
 //! records keep it current. Exited processes stay a short while — their
 //! sockets close after the exit record (the kernel closes files after it
 //! reports the exit) — then go, so memory stays bounded.
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::{
     host::process::{ProcessInfo, ProcessLookup},
+    model::fast_map::FastMap,
     record::decode::{Record, Task},
 };
 
@@ -28,17 +29,17 @@ struct Entry {
 
 pub struct ProcessTable {
     lookup: ProcessLookup,
-    processes: HashMap<u32, Entry>,
+    processes: FastMap<u32, Entry>,
     /// argv captured at execve() entry, by calling tid, until the exec
     /// succeeds (or the task exits).
-    pending_args: HashMap<u32, (Vec<Vec<u8>>, bool)>,
+    pending_args: FastMap<u32, (Vec<Vec<u8>>, bool)>,
     /// (exit time, pid) in exit order, for eviction.
     exited: VecDeque<(u64, u32)>,
 }
 
 impl ProcessTable {
     pub fn new(lookup: ProcessLookup) -> Self {
-        Self { lookup, processes: HashMap::new(), pending_args: HashMap::new(), exited: VecDeque::new() }
+        Self { lookup, processes: FastMap::default(), pending_args: FastMap::default(), exited: VecDeque::new() }
     }
 
     /// One pass over /proc for the processes already running.
@@ -76,6 +77,10 @@ impl ProcessTable {
 
     pub fn user_name(&mut self, uid: u32) -> Option<String> {
         self.lookup.user_name(uid)
+    }
+
+    pub fn shared_user_name(&mut self, uid: u32) -> Option<std::sync::Arc<str>> {
+        self.lookup.shared_user_name(uid)
     }
 
     /// Applies a process record; other records pass through untouched.
@@ -134,12 +139,12 @@ impl ProcessTable {
             // the path execve() was given, made canonical, when it is
             // already gone: /sbin/rpc.statd and /usr/sbin/rpc.statd are one
             // program (merged /usr), and the allowlist must see one name.
-            exe: from_proc.exe.or_else(|| Some(canonical_path(filename))),
+            exe: from_proc.exe.or_else(|| Some(canonical_path(filename).into())),
             // argv from the kernel is exact even when /proc is gone; when
             // it was cut short, /proc (if there) has all of it.
             cmdline: match captured {
-                Some((args, true)) if !args.is_empty() => Some(args),
-                Some((args, false)) if !args.is_empty() => from_proc.cmdline.or(Some(args)),
+                Some((args, true)) if !args.is_empty() => Some(args.into()),
+                Some((args, false)) if !args.is_empty() => from_proc.cmdline.or(Some(args.into())),
                 _ => from_proc.cmdline,
             },
         };
@@ -214,8 +219,8 @@ mod tests {
         t.apply(&Record::Exec { task: task(20, 20, 3), old_tid: 20, filename: b"/bin/nc".to_vec() });
         let info = t.get(20);
         assert_eq!(info.ppid, Some(10));
-        assert_eq!(info.exe, Some(canonical_path(b"/bin/nc")));
-        assert_eq!(info.cmdline, Some(vec![b"nc".to_vec(), b"-l".to_vec()]));
+        assert_eq!(info.exe, Some(canonical_path(b"/bin/nc").into()));
+        assert_eq!(info.cmdline, Some(vec![b"nc".to_vec(), b"-l".to_vec()].into()));
     }
 
     #[test]

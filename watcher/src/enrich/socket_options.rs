@@ -11,7 +11,6 @@
 //! its fd (apache2's SO_REUSEPORT probe). Known limit: an fd that dup2(),
 //! accept() or socketpair() reuses keeps them. Entries go when the process
 //! exits.
-use std::collections::HashMap;
 
 use watcher_common::{
     IP_FREEBIND, IP_TRANSPARENT, IPV6_FREEBIND, IPV6_TRANSPARENT, SO_BINDTODEVICE, SO_REUSEADDR, SO_REUSEPORT, SOL_IP,
@@ -19,7 +18,7 @@ use watcher_common::{
 };
 
 use crate::{
-    model::{escape::trim_nul, socket::Family},
+    model::{escape::trim_nul, fast_map::FastMap, socket::Family},
     record::decode::Record,
 };
 
@@ -42,7 +41,7 @@ pub struct FdFacts {
 
 #[derive(Default)]
 pub struct SocketOptions {
-    by_pid: HashMap<u32, HashMap<i32, FdFacts>>,
+    by_pid: FastMap<u32, FastMap<i32, FdFacts>>,
 }
 
 const BOOLEAN_OPTIONS: [(u32, u32, &str); 6] = [

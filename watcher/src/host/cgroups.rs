@@ -6,13 +6,14 @@
 //! directly, and /proc/self/fd names it. No walk of the hierarchy, one
 //! syscall pair per new id, cached.
 use std::{
-    collections::HashMap,
     fs::File,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
 };
 
 use anyhow::Context as _;
+
+use crate::model::fast_map::FastMap;
 
 /// FILEID_KERNFS: the handle type of kernfs (cgroupfs) file handles.
 const FILEID_KERNFS: i32 = 0xfe;
@@ -29,13 +30,13 @@ pub struct CgroupName {
 pub struct CgroupNames {
     mount: PathBuf,
     mount_fd: OwnedFd,
-    cache: HashMap<u64, Option<CgroupName>>,
+    cache: FastMap<u64, Option<CgroupName>>,
 }
 
 impl CgroupNames {
     pub fn open(mount: &Path) -> anyhow::Result<Self> {
         let dir = File::open(mount).with_context(|| format!("opening the cgroup v2 root {}", mount.display()))?;
-        Ok(Self { mount: mount.to_path_buf(), mount_fd: dir.into(), cache: HashMap::new() })
+        Ok(Self { mount: mount.to_path_buf(), mount_fd: dir.into(), cache: FastMap::default() })
     }
 
     /// The cgroup's name, or None when it is gone (or was never there).

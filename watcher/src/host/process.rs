@@ -7,25 +7,26 @@ use std::{
     fs,
     os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use nix::unistd::{Uid, User};
+
+use crate::model::holder::{Argv, Exe};
 
 /// What /proc told about a process; `None` fields were unknowable (the
 /// process was gone, or hid them).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProcessInfo {
     pub ppid: Option<u32>,
-    /// The executable's path, as bytes (a path need not be UTF-8).
-    pub exe: Option<Vec<u8>>,
-    /// argv, each argument as bytes.
-    pub cmdline: Option<Vec<Vec<u8>>>,
+    pub exe: Option<Exe>,
+    pub cmdline: Option<Argv>,
 }
 
 pub struct ProcessLookup {
     proc_root: PathBuf,
     /// uid → user name; the passwd database rarely changes while watching.
-    users: HashMap<u32, Option<String>>,
+    users: HashMap<u32, Option<Arc<str>>>,
 }
 
 impl Default for ProcessLookup {
@@ -43,15 +44,23 @@ impl ProcessLookup {
         let dir = self.proc_root.join(pid.to_string());
         ProcessInfo {
             ppid: fs::read(dir.join("stat")).ok().and_then(|stat| parse_ppid(&stat)),
-            exe: fs::read_link(dir.join("exe")).ok().map(|p| p.as_os_str().as_bytes().to_vec()),
-            cmdline: fs::read(dir.join("cmdline")).ok().filter(|raw| !raw.is_empty()).map(|raw| split_cmdline(&raw)),
+            exe: fs::read_link(dir.join("exe")).ok().map(|p| p.as_os_str().as_bytes().into()),
+            cmdline: fs::read(dir.join("cmdline"))
+                .ok()
+                .filter(|raw| !raw.is_empty())
+                .map(|raw| split_cmdline(&raw).into()),
         }
     }
 
     pub fn user_name(&mut self, uid: u32) -> Option<String> {
+        self.shared_user_name(uid).map(|name| name.to_string())
+    }
+
+    /// [`Self::user_name`] without a copy, for the per-event path.
+    pub fn shared_user_name(&mut self, uid: u32) -> Option<Arc<str>> {
         self.users
             .entry(uid)
-            .or_insert_with(|| User::from_uid(Uid::from_raw(uid)).ok().flatten().map(|u| u.name))
+            .or_insert_with(|| User::from_uid(Uid::from_raw(uid)).ok().flatten().map(|u| u.name.into()))
             .clone()
     }
 

@@ -9,6 +9,15 @@
 //! is not a SO_REUSEPORT group, where several sockets share one address;
 //! the listener table ([`crate::state::lifecycle`]) keeps the two apart.
 
+use std::sync::Arc;
+
+/// An executable's path, as bytes (a path need not be UTF-8), shared: every
+/// event of a process, its forked children and the listeners it holds name
+/// the same one, so a copy is a reference count, not an allocation.
+pub type Exe = Arc<[u8]>;
+/// argv, each argument as bytes, shared like [`Exe`].
+pub type Argv = Arc<[Vec<u8>]>;
+
 /// A process, as far as it could be named; `None` fields were unknowable
 /// (the process was gone before /proc could be read, or hid them).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -20,8 +29,8 @@ pub struct Holder {
     pub user: Option<String>,
     /// The kernel's comm, as bytes; empty when unknown.
     pub comm: Vec<u8>,
-    pub exe: Option<Vec<u8>>,
-    pub cmdline: Option<Vec<Vec<u8>>>,
+    pub exe: Option<Exe>,
+    pub cmdline: Option<Argv>,
 }
 
 impl Holder {

@@ -1,7 +1,7 @@
 //! What a socket is and where it waits: its protocol, its address family,
 //! and its local address. One type each, used by live events, the
 //! snapshot, the listener table, the allowlist and every output.
-use std::net::IpAddr;
+use std::{borrow::Cow, net::IpAddr};
 
 use watcher_common::{AF_INET, AF_INET6, AF_PACKET, AF_UNIX, IPPROTO_TCP, IPPROTO_UDP};
 
@@ -29,13 +29,18 @@ impl Proto {
     }
 
     pub fn name(self) -> String {
+        self.known_name().into_owned()
+    }
+
+    /// [`Self::name`], allocating only for a protocol known by number.
+    pub fn known_name(self) -> Cow<'static, str> {
         match self {
             Self::Tcp => "tcp".into(),
             Self::Udp => "udp".into(),
             Self::Raw => "raw".into(),
             Self::Packet => "packet".into(),
             Self::Unix => "unix".into(),
-            Self::Other(n) => format!("ipproto-{n}"),
+            Self::Other(n) => format!("ipproto-{n}").into(),
         }
     }
 }
@@ -61,12 +66,17 @@ impl Family {
     }
 
     pub fn name(self) -> String {
+        self.known_name().into_owned()
+    }
+
+    /// [`Self::name`], allocating only for a family known by number.
+    pub fn known_name(self) -> Cow<'static, str> {
         match self {
             Self::Ipv4 => "ipv4".into(),
             Self::Ipv6 => "ipv6".into(),
             Self::Unix => "unix".into(),
             Self::Packet => "packet".into(),
-            Self::Other(n) => format!("af-{n}"),
+            Self::Other(n) => format!("af-{n}").into(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! changes, alerts, actions, reloads). Sinks take an [`Event`]; none reads
 //! another's text. [`Event::write_json`] is the JSON line of each, with the
 //! field names the README documents.
-use std::{io, path::Path};
+use std::{borrow::Cow, io, path::Path};
 
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer, ser::SerializeMap};
@@ -13,7 +13,7 @@ use crate::{
     enrich::report::Report,
     host::services,
     model::{
-        escape::escape_bytes,
+        escape::{escape, escape_bytes},
         event_name::EventName,
         holder::Holder,
         socket::Local,
@@ -278,17 +278,29 @@ struct HolderFields<'a> {
 
 impl Serialize for HolderFields<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (p, h) = (self.prefix, self.holder);
+        let h = self.holder;
+        // Two or three of these per listener in the daemon's lines: the
+        // keys of the prefixes in use are spelled out, not formatted.
+        let keys = match self.prefix {
+            "" => ["pid", "comm", "exe", "cmdline", "uid", "user"].map(Cow::Borrowed),
+            "previous_" => {
+                ["previous_pid", "previous_comm", "previous_exe", "previous_cmdline", "previous_uid", "previous_user"]
+                    .map(Cow::Borrowed)
+            }
+            "existing_" => {
+                ["existing_pid", "existing_comm", "existing_exe", "existing_cmdline", "existing_uid", "existing_user"]
+                    .map(Cow::Borrowed)
+            }
+            p => ["pid", "comm", "exe", "cmdline", "uid", "user"].map(|k| Cow::Owned(format!("{p}{k}"))),
+        };
+        let [pid, comm, exe, cmdline, uid, user] = &keys;
         let mut m = s.serialize_map(Some(6))?;
-        m.serialize_entry(&format!("{p}pid"), &(h.pid != 0).then_some(h.pid))?;
-        m.serialize_entry(&format!("{p}comm"), &(!h.comm.is_empty()).then(|| escape_bytes(&h.comm)))?;
-        m.serialize_entry(&format!("{p}exe"), &h.exe.as_deref().map(escape_bytes))?;
-        m.serialize_entry(
-            &format!("{p}cmdline"),
-            &h.cmdline.as_ref().map(|a| a.iter().map(|x| escape_bytes(x)).collect::<Vec<_>>()),
-        )?;
-        m.serialize_entry(&format!("{p}uid"), &h.uid)?;
-        m.serialize_entry(&format!("{p}user"), &h.user)?;
+        m.serialize_entry(pid, &(h.pid != 0).then_some(h.pid))?;
+        m.serialize_entry(comm, &(!h.comm.is_empty()).then(|| escape(&h.comm)))?;
+        m.serialize_entry(exe, &h.exe.as_deref().map(escape))?;
+        m.serialize_entry(cmdline, &h.cmdline.as_ref().map(|a| a.iter().map(|x| escape(x)).collect::<Vec<_>>()))?;
+        m.serialize_entry(uid, &h.uid)?;
+        m.serialize_entry(user, &h.user)?;
         m.end()
     }
 }
@@ -470,8 +482,8 @@ mod tests {
             uid: Some(uid),
             user: Some(if uid == 0 { "root".into() } else { "www-data".into() }),
             comm: b"apache2".to_vec(),
-            exe: Some(b"/usr/sbin/apache2".to_vec()),
-            cmdline: Some(vec![b"/usr/sbin/apache2".to_vec(), b"-k\nstart".to_vec()]),
+            exe: Some(b"/usr/sbin/apache2".to_vec().into()),
+            cmdline: Some(vec![b"/usr/sbin/apache2".to_vec(), b"-k\nstart".to_vec()].into()),
         }
     }
 

@@ -254,8 +254,8 @@ mod tests {
             user: Some("root".into()),
             process: ProcessInfo {
                 ppid: Some(1),
-                exe: Some(b"/usr/sbin/evil\nd".to_vec()),
-                cmdline: Some(vec![b"evil".to_vec(), b"\x1b[2J".to_vec()]),
+                exe: Some(b"/usr/sbin/evil\nd".to_vec().into()),
+                cmdline: Some(vec![b"evil".to_vec(), b"\x1b[2J".to_vec()].into()),
             },
         }
     }

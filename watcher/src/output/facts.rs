@@ -582,8 +582,8 @@ pub mod fixtures {
     fn process() -> ProcessInfo {
         ProcessInfo {
             ppid: Some(1),
-            exe: Some(b"/usr/bin/python3.11".to_vec()),
-            cmdline: Some(vec![b"python3".to_vec(), b"-m".to_vec(), b"http.server\n".to_vec()]),
+            exe: Some(b"/usr/bin/python3.11".to_vec().into()),
+            cmdline: Some(vec![b"python3".to_vec(), b"-m".to_vec(), b"http.server\n".to_vec()].into()),
         }
     }
 
@@ -659,8 +659,8 @@ pub mod fixtures {
             uid: Some(33),
             user: Some("www-data".into()),
             comm: b"nc".to_vec(),
-            exe: Some(b"/usr/bin/nc.openbsd".to_vec()),
-            cmdline: Some(vec![b"nc".to_vec(), b"-l".to_vec(), b"4444".to_vec()]),
+            exe: Some(b"/usr/bin/nc.openbsd".to_vec().into()),
+            cmdline: Some(vec![b"nc".to_vec(), b"-l".to_vec(), b"4444".to_vec()].into()),
         }
     }
 

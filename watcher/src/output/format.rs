@@ -2,7 +2,6 @@
 //! Everything a process chooses (comm, exe, argv, paths, device names) goes
 //! through [`escape_bytes`] first, so no process can forge or break a line.
 use std::{
-    borrow::Cow,
     hash::{BuildHasher as _, RandomState},
     io::{self, Write},
     net::IpAddr,
@@ -18,63 +17,18 @@ use crate::{
     },
     host::services,
     model::{
-        escape::{escape, escape_bytes},
+        escape::escape_bytes,
         event_name::EventName,
         socket::{Family, Local as Place},
         text::{attach_name, errno_name, rfc3339, sha256_hex, sock_type_name, socket_address, unix_path},
     },
-    output::event::{Event, change_name},
+    output::{
+        event::{Event, change_name},
+        json_line::{ObjectWriter, SecondsCache},
+    },
     record::decode::{Filter, SockAddr},
     state::lifecycle::Change,
 };
-
-/// The fields every JSON line has.
-#[derive(Serialize)]
-struct Common<'a> {
-    time: String,
-    ktime_ns: u64,
-    seen_ktime_ns: u64,
-    event: EventName,
-    pid: u32,
-    tid: u32,
-    ppid: Option<u32>,
-    comm: Cow<'a, str>,
-    exe: Option<Cow<'a, str>>,
-    cmdline: Option<Vec<Cow<'a, str>>>,
-    uid: u32,
-    gid: u32,
-    user: Option<&'a str>,
-    cgroup_id: u64,
-    cgroup: Option<&'a str>,
-    container_id: Option<&'a str>,
-    /// Network namespace inode; null when the kernel's BTF was unreadable.
-    netns: Option<u32>,
-}
-
-#[derive(Serialize)]
-struct Line<'a, D: Serialize> {
-    #[serde(flatten)]
-    common: Common<'a>,
-    #[serde(flatten)]
-    detail: D,
-}
-
-#[derive(Serialize)]
-struct SocketDetail {
-    proto: String,
-    family: String,
-    addr: String,
-    port: u16,
-    /// The port's well-known name from /etc/services (ssh, smtp…), if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    service: Option<&'static str>,
-    sock_id: u64,
-    fd: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    backlog: Option<u32>,
-    options: Vec<&'static str>,
-    bind_device: Option<String>,
-}
 
 #[derive(Serialize)]
 struct PassiveDetail {
@@ -171,6 +125,9 @@ pub enum Format {
 pub struct Printer<W: Write> {
     format: Format,
     out: W,
+    /// The JSON line being written, kept from one line to the next.
+    line: Vec<u8>,
+    seconds: SecondsCache,
     /// Keys the hash that turns kernel socket identities into `sock_id`:
     /// a TCP socket's identity is its kernel address, which must not reach
     /// a log (it would undo KASLR). Equal within one run, random across runs.
@@ -184,7 +141,13 @@ const HEADERS: [&str; 7] = ["TIME", "EVENT", "USER", "COMMAND", "PID", "PROTO", 
 
 impl<W: Write> Printer<W> {
     pub fn new(format: Format, out: W) -> Self {
-        Self { format, out, sock_id_key: RandomState::new() }
+        Self {
+            format,
+            out,
+            line: Vec::with_capacity(1024),
+            seconds: SecondsCache::default(),
+            sock_id_key: RandomState::new(),
+        }
     }
 
     pub fn header(&mut self) -> io::Result<()> {
@@ -216,33 +179,49 @@ impl<W: Write> Printer<W> {
     }
 
     fn json(&mut self, report: &Report<'_>) -> io::Result<()> {
-        let common = common_fields(report);
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        let written = self.json_into(report, &mut line).and_then(|()| {
+            line.push(b'\n');
+            self.out.write_all(&line)
+        });
+        self.line = line;
+        written
+    }
+
+    /// The line of a live event: the common fields and a socket event's
+    /// own written by hand (most lines are those), any other event's
+    /// fields by serde, after them.
+    fn json_into(&mut self, report: &Report<'_>, line: &mut Vec<u8>) -> io::Result<()> {
+        let mut fields = ObjectWriter::start(line);
+        common_fields(&mut fields, report, &mut self.seconds);
         match &report.what {
-            What::Socket { event, fd_facts } => self.write_json(&Line {
-                common,
-                detail: SocketDetail {
-                    proto: event.proto.name(),
-                    family: event.family.name(),
-                    addr: event.addr.to_string(),
-                    port: event.port,
-                    service: services::name(event.proto.name().as_str(), event.port),
-                    sock_id: self.sock_id_key.hash_one(event.sock_id),
-                    fd: event.fd,
-                    backlog: event.backlog,
-                    options: fd_facts.map(|f| f.options.clone()).unwrap_or_default(),
-                    bind_device: fd_facts.and_then(|f| f.bind_device.as_deref()).map(escape_bytes),
-                },
-            }),
-            What::PassiveSocket { fd, socket } => self.write_json(&Line {
-                common,
-                detail: PassiveDetail {
-                    proto: passive_proto(socket).name(),
-                    family: socket.family.name(),
-                    fd: *fd,
-                    sock_type: sock_type_name(socket.sock_type),
-                    protocol: socket.protocol,
-                    protocol_name: protocol_name(socket),
-                },
+            What::Socket { event, fd_facts } => {
+                let proto = event.proto.known_name();
+                fields.str("proto", &proto);
+                fields.str("family", &event.family.known_name());
+                fields.addr("addr", event.addr);
+                fields.u64("port", u64::from(event.port));
+                if let Some(service) = services::name(&proto, event.port) {
+                    fields.str("service", service);
+                }
+                fields.u64("sock_id", self.sock_id_key.hash_one(event.sock_id));
+                fields.opt_i64("fd", event.fd.map(i64::from));
+                if let Some(backlog) = event.backlog {
+                    fields.u64("backlog", u64::from(backlog));
+                }
+                fields.str_list("options", fd_facts.map_or(&[], |f| f.options.as_slice()));
+                fields.escaped("bind_device", fd_facts.and_then(|f| f.bind_device.as_deref()));
+                fields.end();
+                Ok(())
+            }
+            What::PassiveSocket { fd, socket } => fields.then(&PassiveDetail {
+                proto: passive_proto(socket).name(),
+                family: socket.family.name(),
+                fd: *fd,
+                sock_type: sock_type_name(socket.sock_type),
+                protocol: socket.protocol,
+                protocol_name: protocol_name(socket),
             }),
             What::FilterAttached { fd, optname, filter, socket } => {
                 let (instructions, sha256, complete, prog_fd) = match filter {
@@ -254,19 +233,16 @@ impl<W: Write> Printer<W> {
                     ),
                     Filter::Extended { prog_fd } => (None, None, None, Some(*prog_fd)),
                 };
-                self.write_json(&Line {
-                    common,
-                    detail: FilterDetail {
-                        fd: *fd,
-                        attach: attach_name(*optname),
-                        filter: if prog_fd.is_some() { "extended" } else { "classic" },
-                        instructions,
-                        sha256,
-                        filter_complete: complete,
-                        prog_fd,
-                        proto: socket.as_ref().map(|s| passive_proto(s).name()),
-                        family: socket.map(|s| s.family.name()),
-                    },
+                fields.then(&FilterDetail {
+                    fd: *fd,
+                    attach: attach_name(*optname),
+                    filter: if prog_fd.is_some() { "extended" } else { "classic" },
+                    instructions,
+                    sha256,
+                    filter_complete: complete,
+                    prog_fd,
+                    proto: socket.as_ref().map(|s| passive_proto(s).name()),
+                    family: socket.map(|s| s.family.name()),
                 })
             }
             What::BindFailed { fd, errno, addr } => {
@@ -275,70 +251,55 @@ impl<W: Write> Printer<W> {
                     Some(SockAddr::Unix(path)) => (None, None, Some(unix_path(path))),
                     _ => (None, None, None),
                 };
-                self.write_json(&Line {
-                    common,
-                    detail: FailureDetail {
-                        fd: *fd,
-                        errno: errno_name(*errno),
-                        errno_code: *errno,
-                        family: report.what.family().map(Family::name),
-                        addr: addr_text,
-                        port,
-                        path,
-                        backlog: None,
-                    },
-                })
-            }
-            What::Unix { fd, backlog, sock_type, path, .. } => self.write_json(&Line {
-                common,
-                detail: UnixDetail {
-                    proto: "unix",
-                    family: "unix",
-                    path: unix_path(path),
-                    sock_type: (*sock_type != 0).then(|| sock_type_name(*sock_type)),
-                    fd: *fd,
-                    backlog: *backlog,
-                },
-            }),
-            What::Accept(a) => self.write_json(&Line {
-                common,
-                detail: AcceptDetail {
-                    proto: "tcp",
-                    family: report.what.family().map(Family::name),
-                    listen_fd: a.listen_fd,
-                    fd: a.fd,
-                    addr: a.local.map(|(addr, _)| addr.to_string()),
-                    port: a.local.map(|(_, port)| port),
-                    peer_addr: a.peer.map(|(addr, _)| addr.to_string()),
-                    peer_port: a.peer.map(|(_, port)| port),
-                    peer_requested: a.peer_requested,
-                },
-            }),
-            What::Denied { event, why } => self.write_json(&Line {
-                common,
-                detail: DeniedDetail {
-                    proto: event.proto.name(),
-                    family: event.family.name(),
-                    addr: event.addr.to_string(),
-                    port: event.port,
-                    sock_type: sock_type_name(event.sock_type),
-                    errno: "EPERM",
-                    rule: why.and_then(|w| w.rule.as_deref()),
-                    reason: why.map(|w| w.reason.as_str()),
-                },
-            }),
-            What::ListenFailed { fd, errno, backlog } => self.write_json(&Line {
-                common,
-                detail: FailureDetail {
+                fields.then(&FailureDetail {
                     fd: *fd,
                     errno: errno_name(*errno),
                     errno_code: *errno,
-                    family: None,
-                    addr: None,
-                    port: None,
-                    path: None,
-                    backlog: Some(*backlog),
-                },
+                    family: report.what.family().map(Family::name),
+                    addr: addr_text,
+                    port,
+                    path,
+                    backlog: None,
+                })
+            }
+            What::Unix { fd, backlog, sock_type, path, .. } => fields.then(&UnixDetail {
+                proto: "unix",
+                family: "unix",
+                path: unix_path(path),
+                sock_type: (*sock_type != 0).then(|| sock_type_name(*sock_type)),
+                fd: *fd,
+                backlog: *backlog,
+            }),
+            What::Accept(a) => fields.then(&AcceptDetail {
+                proto: "tcp",
+                family: report.what.family().map(Family::name),
+                listen_fd: a.listen_fd,
+                fd: a.fd,
+                addr: a.local.map(|(addr, _)| addr.to_string()),
+                port: a.local.map(|(_, port)| port),
+                peer_addr: a.peer.map(|(addr, _)| addr.to_string()),
+                peer_port: a.peer.map(|(_, port)| port),
+                peer_requested: a.peer_requested,
+            }),
+            What::Denied { event, why } => fields.then(&DeniedDetail {
+                proto: event.proto.name(),
+                family: event.family.name(),
+                addr: event.addr.to_string(),
+                port: event.port,
+                sock_type: sock_type_name(event.sock_type),
+                errno: "EPERM",
+                rule: why.and_then(|w| w.rule.as_deref()),
+                reason: why.map(|w| w.reason.as_str()),
+            }),
+            What::ListenFailed { fd, errno, backlog } => fields.then(&FailureDetail {
+                fd: *fd,
+                errno: errno_name(*errno),
+                errno_code: *errno,
+                family: None,
+                addr: None,
+                port: None,
+                path: None,
+                backlog: Some(*backlog),
             }),
         }
     }
@@ -436,28 +397,28 @@ impl<W: Write> Printer<W> {
     }
 }
 
-fn common_fields<'a>(report: &Report<'a>) -> Common<'a> {
+/// The fields every live event's JSON line has, in the README's order.
+fn common_fields(fields: &mut ObjectWriter<'_>, report: &Report<'_>, seconds: &mut SecondsCache) {
     let t = report.task;
     let p = report.process;
-    Common {
-        time: rfc3339(report.time),
-        ktime_ns: t.ktime_ns,
-        seen_ktime_ns: report.seen_ktime_ns,
-        event: report.what.event_name(),
-        pid: t.pid,
-        tid: t.tid,
-        ppid: p.ppid,
-        comm: escape(&t.comm),
-        exe: p.exe.as_deref().map(escape),
-        cmdline: p.cmdline.as_ref().map(|argv| argv.iter().map(|a| escape(a)).collect()),
-        uid: t.uid,
-        gid: t.gid,
-        user: report.user,
-        cgroup_id: t.cgroup_id,
-        cgroup: report.cgroup.map(|c| c.path.as_str()),
-        container_id: report.cgroup.and_then(|c| c.container_id.as_deref()),
-        netns: (t.netns != 0).then_some(t.netns),
-    }
+    fields.time("time", report.time, seconds);
+    fields.u64("ktime_ns", t.ktime_ns);
+    fields.u64("seen_ktime_ns", report.seen_ktime_ns);
+    fields.str("event", report.what.event_name().as_str());
+    fields.u64("pid", u64::from(t.pid));
+    fields.u64("tid", u64::from(t.tid));
+    fields.opt_u64("ppid", p.ppid.map(u64::from));
+    fields.escaped("comm", Some(&t.comm));
+    fields.escaped("exe", p.exe.as_deref());
+    fields.escaped_list("cmdline", p.cmdline.as_ref().map(|argv| argv.iter().map(Vec::as_slice)));
+    fields.u64("uid", u64::from(t.uid));
+    fields.u64("gid", u64::from(t.gid));
+    fields.opt_str("user", report.user);
+    fields.u64("cgroup_id", t.cgroup_id);
+    fields.opt_str("cgroup", report.cgroup.map(|c| c.path.as_str()));
+    fields.opt_str("container_id", report.cgroup.and_then(|c| c.container_id.as_deref()));
+    // Network namespace inode; null when the kernel's BTF was unreadable.
+    fields.opt_u64("netns", (t.netns != 0).then_some(u64::from(t.netns)));
 }
 
 fn table_proto(what: &What<'_>) -> String {
@@ -620,8 +581,8 @@ mod tests {
     fn hostile_comm_and_argv_stay_on_one_line() {
         let process = ProcessInfo {
             ppid: Some(1),
-            exe: Some(b"/tmp/x\nFAKE".to_vec()),
-            cmdline: Some(vec![b"a\nb".to_vec(), b"\x1b[2J".to_vec()]),
+            exe: Some(b"/tmp/x\nFAKE".to_vec().into()),
+            cmdline: Some(vec![b"a\nb".to_vec(), b"\x1b[2J".to_vec()].into()),
         };
         let e = event(b"evil\n12:00 listen");
         let table = print_socket(Format::Table, &e, &process);
@@ -632,6 +593,155 @@ mod tests {
         assert_eq!(value["comm"], "evil\\n12:00 listen");
         assert_eq!(value["exe"], "/tmp/x\\nFAKE");
         assert_eq!(value["cmdline"][1], "\\x1b[2J");
+    }
+
+    /// The line as serde wrote it before the hand-written writer, field
+    /// for field: the bytes must not change.
+    fn serde_line(report: &Report<'_>, printer: &Printer<Vec<u8>>) -> Vec<u8> {
+        use std::borrow::Cow;
+
+        use crate::model::escape::escape;
+        #[derive(Serialize)]
+        struct Common<'a> {
+            time: String,
+            ktime_ns: u64,
+            seen_ktime_ns: u64,
+            event: EventName,
+            pid: u32,
+            tid: u32,
+            ppid: Option<u32>,
+            comm: Cow<'a, str>,
+            exe: Option<Cow<'a, str>>,
+            cmdline: Option<Vec<Cow<'a, str>>>,
+            uid: u32,
+            gid: u32,
+            user: Option<&'a str>,
+            cgroup_id: u64,
+            cgroup: Option<&'a str>,
+            container_id: Option<&'a str>,
+            netns: Option<u32>,
+        }
+        #[derive(Serialize)]
+        struct SocketDetail {
+            proto: String,
+            family: String,
+            addr: String,
+            port: u16,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            service: Option<&'static str>,
+            sock_id: u64,
+            fd: Option<i32>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            backlog: Option<u32>,
+            options: Vec<&'static str>,
+            bind_device: Option<String>,
+        }
+        #[derive(Serialize)]
+        struct Line<'a, D: Serialize> {
+            #[serde(flatten)]
+            common: Common<'a>,
+            #[serde(flatten)]
+            detail: D,
+        }
+        let (t, p) = (report.task, report.process);
+        let What::Socket { event, fd_facts } = &report.what else { panic!("a socket event") };
+        let line = Line {
+            common: Common {
+                time: rfc3339(report.time),
+                ktime_ns: t.ktime_ns,
+                seen_ktime_ns: report.seen_ktime_ns,
+                event: report.what.event_name(),
+                pid: t.pid,
+                tid: t.tid,
+                ppid: p.ppid,
+                comm: escape(&t.comm),
+                exe: p.exe.as_deref().map(escape),
+                cmdline: p.cmdline.as_ref().map(|argv| argv.iter().map(|a| escape(a)).collect()),
+                uid: t.uid,
+                gid: t.gid,
+                user: report.user,
+                cgroup_id: t.cgroup_id,
+                cgroup: report.cgroup.map(|c| c.path.as_str()),
+                container_id: report.cgroup.and_then(|c| c.container_id.as_deref()),
+                netns: (t.netns != 0).then_some(t.netns),
+            },
+            detail: SocketDetail {
+                proto: event.proto.name(),
+                family: event.family.name(),
+                addr: event.addr.to_string(),
+                port: event.port,
+                service: services::name(event.proto.name().as_str(), event.port),
+                sock_id: printer.sock_id_key.hash_one(event.sock_id),
+                fd: event.fd,
+                backlog: event.backlog,
+                options: fd_facts.map(|f| f.options.clone()).unwrap_or_default(),
+                bind_device: fd_facts.and_then(|f| f.bind_device.as_deref()).map(escape_bytes),
+            },
+        };
+        let mut out = serde_json::to_vec(&line).unwrap();
+        out.push(b'\n');
+        out
+    }
+
+    /// The hand-written line is byte for byte what serde wrote: hostile
+    /// and plain names, known and unknown fields, IPv4 and IPv6, a cgroup,
+    /// socket options, times within one second and across seconds.
+    #[test]
+    fn socket_lines_are_the_bytes_serde_wrote() {
+        use crate::{enrich::socket_options::FdFacts, host::cgroups::CgroupName};
+        let hostile = ProcessInfo {
+            ppid: Some(1),
+            exe: Some(b"/tmp/x\nFAKE \"quoted\" \xff".to_vec().into()),
+            cmdline: Some(vec![b"a\nb".to_vec(), b"\x1b[2J".to_vec(), b"".to_vec(), b"back\\slash".to_vec()].into()),
+        };
+        let plain = ProcessInfo {
+            ppid: None,
+            exe: Some(b"/usr/sbin/sshd".to_vec().into()),
+            cmdline: Some(vec![b"sshd: /usr/sbin/sshd -D".to_vec()].into()),
+        };
+        let cgroup = CgroupName { path: "/system.slice/ssh\"d.service".into(), container_id: Some("abc123".into()) };
+        let facts = FdFacts {
+            options: vec!["SO_REUSEADDR", "SO_REUSEPORT"],
+            bind_device: Some(b"eth\n0".to_vec()),
+            ..FdFacts::default()
+        };
+        let mut printer = Printer::new(Format::Json, Vec::new());
+        let mut udp6 = event(b"plain");
+        udp6.proto = Proto::Udp;
+        udp6.family = Family::Ipv6;
+        udp6.addr = IpAddr::V6(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x2a));
+        udp6.port = 53;
+        udp6.fd = None;
+        udp6.backlog = None;
+        udp6.task.netns = 0;
+        let tcp = event(b"evil\n\"comm\"");
+        for (i, (event, process, user, cgroup, facts)) in [
+            (&tcp, &hostile, Some("alice"), None, None),
+            (&udp6, &plain, None, Some(&cgroup), Some(&facts)),
+            (&tcp, &ProcessInfo::default(), Some("a\"b"), Some(&cgroup), None),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for time in [
+                DateTime::from_timestamp(1_700_000_000, 123_456_789),
+                DateTime::from_timestamp(1_700_000_000 + i as i64, 5_000),
+            ] {
+                let report = Report {
+                    task: &event.task,
+                    process,
+                    user,
+                    time: time.unwrap(),
+                    seen_ktime_ns: 6,
+                    cgroup,
+                    what: What::Socket { event, fd_facts: facts },
+                };
+                printer.out.clear();
+                printer.report(&report).unwrap();
+                let want = serde_line(&report, &printer);
+                assert_eq!(String::from_utf8_lossy(&printer.out), String::from_utf8_lossy(&want));
+            }
+        }
     }
 
     #[test]

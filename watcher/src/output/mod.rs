@@ -7,6 +7,7 @@ pub mod facts;
 pub mod fleet;
 pub mod format;
 pub mod json_file;
+pub mod json_line;
 pub mod metrics;
 pub mod ocsf;
 pub mod siem;

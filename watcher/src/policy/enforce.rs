@@ -797,8 +797,11 @@ mod tests {
     fn the_denied_line() {
         let e = enforcing(plan(RULES));
         let event = denied(class_slot(1, 0), 22);
-        let process =
-            crate::host::process::ProcessInfo { ppid: Some(1), exe: Some(b"/usr/bin/nc".to_vec()), cmdline: None };
+        let process = crate::host::process::ProcessInfo {
+            ppid: Some(1),
+            exe: Some(b"/usr/bin/nc".to_vec().into()),
+            cmdline: None,
+        };
         let report = Report {
             task: &event.task,
             process: &process,

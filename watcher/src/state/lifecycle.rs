@@ -13,9 +13,10 @@
 //!
 //! Keys that went down are remembered (the most recent ones, bounded) so a
 //! comeback can be recognised.
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::model::{
+    fast_map::FastMap,
     holder::Holder,
     socket::{Local, Proto},
 };
@@ -165,8 +166,12 @@ struct Down {
 
 #[derive(Default)]
 pub struct ListenerTable {
-    live: HashMap<ListenerKey, Live>,
-    down: HashMap<ListenerKey, Down>,
+    /// Only who holds what is kept (`watch`, whose one lifecycle event is
+    /// `holders_changed`): no remembered downs, and no changes built for
+    /// sockets coming up or going down, nobody would read them.
+    holders_only: bool,
+    live: FastMap<ListenerKey, Live>,
+    down: FastMap<ListenerKey, Down>,
     /// Downs in the order they happened, with their `Down::seq`; entries
     /// whose key came back up (or went down again since) are stale.
     down_order: VecDeque<(ListenerKey, u64)>,
@@ -174,6 +179,11 @@ pub struct ListenerTable {
 }
 
 impl ListenerTable {
+    /// The table `watch` keeps: see [`ListenerTable::holders_only`].
+    pub fn holders_only() -> Self {
+        Self { holders_only: true, ..Self::default() }
+    }
+
     /// A socket seen waiting on `key` at `now_ns` (CLOCK_MONOTONIC): a live
     /// bind or listen (one holder), or a snapshot row (every holder).
     pub fn up(&mut self, key: ListenerKey, socket: Socket, now_ns: u64) -> Vec<Change> {
@@ -201,10 +211,18 @@ impl ListenerTable {
                 }
                 return Vec::new();
             }
+            if self.holders_only {
+                live.sockets.push(socket);
+                return Vec::new();
+            }
             let existing = live.sockets[0].creator.clone();
             let joined = !live.sockets.iter().any(|s| s.creator.same_service(&socket.creator));
             live.sockets.push(socket.clone());
             return if joined { vec![Change::ReuseportJoined { key, socket, existing }] } else { Vec::new() };
+        }
+        if self.holders_only {
+            self.live.insert(key, Live { since_ns: now_ns, sockets: vec![socket] });
+            return Vec::new();
         }
         let mut changes = vec![Change::Up { key: key.clone(), socket: socket.clone() }];
         if let Some(down) = self.down.remove(&key) {
@@ -250,7 +268,9 @@ impl ListenerTable {
         if self.live.capacity() > 4096 && self.live.len() * 4 < self.live.capacity() {
             self.live.shrink_to(self.live.len() * 2);
         }
-        self.remember_down(key.clone(), now_ns, socket.creator.clone());
+        if !self.holders_only {
+            self.remember_down(key.clone(), now_ns, socket.creator.clone());
+        }
         vec![Change::Down { key: key.clone(), socket, lived_ns: now_ns.saturating_sub(since) }]
     }
 
@@ -425,8 +445,8 @@ mod tests {
         Holder {
             pid,
             uid: Some(uid),
-            exe: Some(exe.as_bytes().to_vec()),
-            cmdline: Some(vec![exe.as_bytes().to_vec()]),
+            exe: Some(exe.as_bytes().to_vec().into()),
+            cmdline: Some(vec![exe.as_bytes().to_vec()].into()),
             ..Holder::default()
         }
     }
@@ -629,6 +649,22 @@ mod tests {
                 [Change::Up { .. }, Change::Restarted { gap_ns: 3, .. }]
             ));
         }
+    }
+
+    /// `watch`'s table follows sockets and holders only: a restart is not
+    /// recognised (nothing is remembered of a key gone down), and a socket
+    /// coming up says nothing, but closing still names the socket closed.
+    #[test]
+    fn a_holders_only_table_keeps_no_downs_and_says_nothing_on_up() {
+        let mut t = ListenerTable::holders_only();
+        assert_eq!(t.up(key(80), live(1, owner(1, "/usr/sbin/httpd", 0)), 0), vec![]);
+        assert_eq!(t.holder_pids(&key(80)), vec![1]);
+        assert_eq!(t.up(key(80), live(2, owner(2, "/tmp/x", 0)), 1), vec![], "a second socket");
+        assert_eq!(t.sockets(&key(80)).len(), 2);
+        assert_eq!(t.closed(&key(80), Some(SocketId::Kernel(2)), 2, 2), vec![]);
+        assert!(matches!(t.closed(&key(80), Some(SocketId::Kernel(1)), 1, 3)[..], [Change::Down { .. }]));
+        assert!(t.down.is_empty() && t.down_order.is_empty());
+        assert_eq!(t.up(key(80), live(3, owner(3, "/tmp/x", 0)), 4), vec![], "no restart to report");
     }
 
     /// The table gives memory back after a burst of listeners closes.

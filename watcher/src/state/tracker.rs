@@ -5,7 +5,6 @@
 //! socket is gone and the socket did not close, the few candidates (the
 //! children the holders forked), then if need be every process, are looked
 //! at in /proc: the change says who holds it now.
-use std::collections::{HashMap, HashSet};
 
 use log::warn;
 
@@ -13,6 +12,7 @@ use crate::{
     enrich::report::{Report, What},
     host::process::ProcessLookup,
     model::{
+        fast_map::{FastMap, FastSet},
         holder::Holder,
         socket::{Local, Proto},
     },
@@ -99,7 +99,7 @@ pub fn existing_socket(socket: &ExistingSocket, holders: &[HolderInfo], lookup: 
 pub struct Tracker {
     pub listeners: ListenerTable,
     /// pid → the keys of the listeners it holds.
-    held: HashMap<u32, HashSet<ListenerKey>>,
+    held: FastMap<u32, FastSet<ListenerKey>>,
     /// Keys whose named holders all exited (and the last of them to exit),
     /// to be looked at in /proc once the records before this moment are in
     /// (see [`Self::settle`]).
@@ -107,10 +107,15 @@ pub struct Tracker {
     /// Cookie → key of the sockets known by their cookie: a UDP socket's
     /// release, run after its last holder's namespaces are gone, names no
     /// namespace (0), so its key is found by its cookie.
-    by_cookie: HashMap<u64, ListenerKey>,
+    by_cookie: FastMap<u64, ListenerKey>,
 }
 
 impl Tracker {
+    /// For `watch`: holders followed, nothing else (see [`ListenerTable::holders_only`]).
+    pub fn holders_only() -> Self {
+        Self { listeners: ListenerTable::holders_only(), ..Self::default() }
+    }
+
     /// A socket seen waiting; the holders it names are indexed.
     pub fn up(&mut self, key: ListenerKey, socket: Socket, now_ns: u64) -> Vec<Change> {
         let holders: Vec<u32> = socket.holders.iter().map(|h| h.pid).collect();
@@ -336,7 +341,7 @@ mod tests {
     }
 
     fn socket(pid: u32, exe: &str) -> Socket {
-        let holder = Holder { pid, uid: Some(0), exe: Some(exe.as_bytes().to_vec()), ..Holder::default() };
+        let holder = Holder { pid, uid: Some(0), exe: Some(exe.as_bytes().to_vec().into()), ..Holder::default() };
         Socket::new(Some(SocketId::Inode(u64::from(pid))), holder, Vec::new())
     }
 
