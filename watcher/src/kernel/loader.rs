@@ -247,6 +247,7 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
             .map_max_entries(ENFORCE_CLASSES_MAP, ENFORCE_CLASS_SLOTS);
     }
     let mut ebpf = loader.load(EBPF_OBJECT).context("loading the eBPF object into the kernel")?;
+    release_embedded_object();
     let host = Host { tracefs, cgroup, btf, layouts };
 
     let mut hooks = Vec::new();
@@ -448,6 +449,26 @@ where
 
 /// aya finds tracepoints under /sys/kernel/tracing, which this host does
 /// not mount at boot.
+/// The embedded object (about 2 MiB, most of it BTF and debug info) is
+/// read once, by the load above, which copies what it keeps: its pages
+/// are dropped from this process's RSS. They are the binary's own
+/// read-only file pages, never written, so a later read (none is made)
+/// would fault the same bytes back in from the page cache.
+fn release_embedded_object() {
+    const PAGE: usize = 4096;
+    let start = EBPF_OBJECT.as_ptr() as usize;
+    let first = start.div_ceil(PAGE) * PAGE;
+    let end = (start + EBPF_OBJECT.len()) / PAGE * PAGE;
+    if end > first {
+        // SAFETY: whole pages inside a static, read-only, file-backed
+        // mapping; MADV_DONTNEED on such pages keeps their contents.
+        let ret = unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED) };
+        if ret != 0 {
+            debug!("the embedded eBPF object stays resident: madvise: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
 pub fn ensure_tracefs() -> anyhow::Result<()> {
     if Path::new(TRACEFS).join("events").is_dir() {
         return Ok(());
