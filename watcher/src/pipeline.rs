@@ -706,7 +706,16 @@ mod tests {
     };
 
     fn task(pid: u32, ktime_ns: u64) -> Task {
-        Task { ktime_ns, cgroup_id: 1, pid, tid: pid, uid: 0, gid: 0, netns: 1, comm: b"x".to_vec() }
+        Task {
+            ktime_ns,
+            cgroup_id: 1,
+            pid,
+            tid: pid,
+            uid: 0,
+            gid: 0,
+            netns: 1,
+            comm: crate::model::holder::Comm::from(b"x"),
+        }
     }
 
     fn listen(pid: u32, fd: Option<i32>, port: u16, ktime_ns: u64) -> SocketEvent {

@@ -183,7 +183,16 @@ mod tests {
     use super::*;
 
     fn task(pid: u32, tid: u32, ktime_ns: u64) -> Task {
-        Task { ktime_ns, cgroup_id: 1, pid, tid, uid: 0, gid: 0, netns: 0, comm: b"x".to_vec() }
+        Task {
+            ktime_ns,
+            cgroup_id: 1,
+            pid,
+            tid,
+            uid: 0,
+            gid: 0,
+            netns: 0,
+            comm: crate::model::holder::Comm::from(b"x"),
+        }
     }
 
     /// /proc of a folder that holds no process: everything comes from records.

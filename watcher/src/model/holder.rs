@@ -9,7 +9,7 @@
 //! is not a SO_REUSEPORT group, where several sockets share one address;
 //! the listener table ([`crate::state::lifecycle`]) keeps the two apart.
 
-use std::sync::Arc;
+use std::{fmt, ops::Deref, sync::Arc};
 
 /// An executable's path, as bytes (a path need not be UTF-8), shared: every
 /// event of a process, its forked children and the listeners it holds name
@@ -17,6 +17,73 @@ use std::sync::Arc;
 pub type Exe = Arc<[u8]>;
 /// argv, each argument as bytes, shared like [`Exe`].
 pub type Argv = Arc<[Vec<u8>]>;
+
+/// A task's comm as the kernel keeps it (at most 15 bytes and a NUL), held
+/// inline: every record and every holder has one, and a heap allocation
+/// each was a fifth of a listener's memory in the daemon's table. Raw
+/// bytes, a process chooses them: escaped only when printed.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Comm {
+    bytes: [u8; COMM_MAX],
+    len: u8,
+}
+
+/// The kernel's TASK_COMM_LEN.
+const COMM_MAX: usize = 16;
+
+impl Comm {
+    /// The first 16 bytes of `bytes` (a kernel comm is never longer).
+    pub fn new(bytes: &[u8]) -> Self {
+        let len = bytes.len().min(COMM_MAX);
+        let mut comm = Self { bytes: [0; COMM_MAX], len: len as u8 };
+        comm.bytes[..len].copy_from_slice(&bytes[..len]);
+        comm
+    }
+}
+
+impl Deref for Comm {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl From<&[u8]> for Comm {
+    fn from(bytes: &[u8]) -> Self {
+        Self::new(bytes)
+    }
+}
+
+impl<const N: usize> From<&[u8; N]> for Comm {
+    fn from(bytes: &[u8; N]) -> Self {
+        Self::new(bytes)
+    }
+}
+
+impl<const N: usize> PartialEq<[u8; N]> for Comm {
+    fn eq(&self, other: &[u8; N]) -> bool {
+        **self == other[..]
+    }
+}
+
+impl<const N: usize> PartialEq<&[u8; N]> for Comm {
+    fn eq(&self, other: &&[u8; N]) -> bool {
+        **self == other[..]
+    }
+}
+
+impl PartialEq<[u8]> for Comm {
+    fn eq(&self, other: &[u8]) -> bool {
+        **self == *other
+    }
+}
+
+impl fmt::Debug for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&String::from_utf8_lossy(self), f)
+    }
+}
 
 /// A process, as far as it could be named; `None` fields were unknowable
 /// (the process was gone before /proc could be read, or hid them).
@@ -27,8 +94,8 @@ pub struct Holder {
     /// The real uid.
     pub uid: Option<u32>,
     pub user: Option<String>,
-    /// The kernel's comm, as bytes; empty when unknown.
-    pub comm: Vec<u8>,
+    /// The kernel's comm; empty when unknown.
+    pub comm: Comm,
     pub exe: Option<Exe>,
     pub cmdline: Option<Argv>,
 }

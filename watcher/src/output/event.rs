@@ -481,7 +481,7 @@ mod tests {
             pid,
             uid: Some(uid),
             user: Some(if uid == 0 { "root".into() } else { "www-data".into() }),
-            comm: b"apache2".to_vec(),
+            comm: crate::model::holder::Comm::from(b"apache2"),
             exe: Some(b"/usr/sbin/apache2".to_vec().into()),
             cmdline: Some(vec![b"/usr/sbin/apache2".to_vec(), b"-k\nstart".to_vec()].into()),
         }

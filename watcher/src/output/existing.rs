@@ -249,7 +249,7 @@ mod tests {
         HolderInfo {
             pid,
             fd: 3,
-            comm: Some(comm.to_vec()),
+            comm: Some(crate::model::holder::Comm::new(comm)),
             uid: Some(0),
             user: Some("root".into()),
             process: ProcessInfo {

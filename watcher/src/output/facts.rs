@@ -575,7 +575,7 @@ pub mod fixtures {
             uid: 1000,
             gid: 1001,
             netns: 4026531840,
-            comm: b"python3".to_vec(),
+            comm: crate::model::holder::Comm::from(b"python3"),
         }
     }
 
@@ -658,7 +658,7 @@ pub mod fixtures {
             pid: 4242,
             uid: Some(33),
             user: Some("www-data".into()),
-            comm: b"nc".to_vec(),
+            comm: crate::model::holder::Comm::from(b"nc"),
             exe: Some(b"/usr/bin/nc.openbsd".to_vec().into()),
             cmdline: Some(vec![b"nc".to_vec(), b"-l".to_vec(), b"4444".to_vec()].into()),
         }

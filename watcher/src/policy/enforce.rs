@@ -746,7 +746,16 @@ mod tests {
 
     fn denied(class: u32, port: u16) -> DeniedEvent {
         DeniedEvent {
-            task: Task { ktime_ns: 1, cgroup_id: 1, pid: 7, tid: 7, uid: 0, gid: 0, netns: 0, comm: b"nc\n".to_vec() },
+            task: Task {
+                ktime_ns: 1,
+                cgroup_id: 1,
+                pid: 7,
+                tid: 7,
+                uid: 0,
+                gid: 0,
+                netns: 0,
+                comm: crate::model::holder::Comm::from(b"nc\n"),
+            },
             proto: Proto::Tcp,
             family: Family::Ipv4,
             addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),

@@ -45,7 +45,7 @@ impl Filter {
     /// failed bind) passes a protocol filter rather than hide a port fight.
     pub fn matches(&self, task: &Task, what: &What<'_>) -> bool {
         (self.pids.is_empty() || self.pids.contains(&task.pid))
-            && (self.comms.is_empty() || self.comms.iter().any(|c| c.as_bytes() == task.comm))
+            && (self.comms.is_empty() || self.comms.iter().any(|c| c.as_bytes() == &*task.comm))
             && (self.ports.is_empty() || what.port().is_some_and(|p| self.ports.contains(&p)))
             && self.proto.is_none_or(|want| {
                 what.proto().is_none_or(|proto| match want {
@@ -127,7 +127,7 @@ mod tests {
                 uid: 0,
                 gid: 0,
                 netns: 4026531840,
-                comm: b"socat".to_vec(),
+                comm: crate::model::holder::Comm::from(b"socat"),
             },
             sock_id: 1,
             cookie: None,

@@ -11,6 +11,7 @@ use watcher_common::{
 use crate::model::{
     escape::trim_nul,
     event_name::EventName,
+    holder::Comm,
     socket::{Family, Proto},
 };
 
@@ -27,7 +28,7 @@ pub struct Task {
     pub netns: u32,
     /// Raw bytes of the task's comm: a process chooses it, so it is
     /// escaped only when printed.
-    pub comm: Vec<u8>,
+    pub comm: Comm,
 }
 
 impl Task {
@@ -40,7 +41,7 @@ impl Task {
             uid: h.uid,
             gid: h.gid,
             netns: h.netns,
-            comm: trim_nul(&h.comm).to_vec(),
+            comm: Comm::new(trim_nul(&h.comm)),
         }
     }
 }

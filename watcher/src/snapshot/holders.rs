@@ -5,7 +5,7 @@ use std::{collections::HashMap, fs, path::Path};
 use crate::{
     host::process::{ProcessInfo, ProcessLookup},
     model::{
-        holder::Holder,
+        holder::{Comm, Holder},
         socket::{Local, Proto},
     },
     snapshot::sock_diag::{Holder as HeldBy, Snapshot},
@@ -18,7 +18,7 @@ pub struct HolderInfo {
     pub pid: u32,
     pub fd: i32,
     /// The kernel's comm, as bytes.
-    pub comm: Option<Vec<u8>>,
+    pub comm: Option<Comm>,
     /// The real uid, as watch's events give it.
     pub uid: Option<u32>,
     pub user: Option<String>,
@@ -54,12 +54,9 @@ pub fn name_holders(snapshot: &Snapshot, lookup: &mut ProcessLookup) -> HashMap<
 }
 
 /// /proc/<pid>/comm without its newline (a comm may hold one of its own).
-fn read_comm(dir: &Path) -> Option<Vec<u8>> {
-    let mut comm = fs::read(dir.join("comm")).ok()?;
-    if comm.last() == Some(&b'\n') {
-        comm.pop();
-    }
-    Some(comm)
+fn read_comm(dir: &Path) -> Option<Comm> {
+    let comm = fs::read(dir.join("comm")).ok()?;
+    Some(Comm::new(comm.strip_suffix(b"\n").unwrap_or(&comm)))
 }
 
 /// The real uid: the first number of /proc/<pid>/status's `Uid:` line.
@@ -87,7 +84,7 @@ impl HolderInfo {
             pid: self.pid,
             uid: self.uid,
             user: self.user.clone(),
-            comm: self.comm.clone().unwrap_or_default(),
+            comm: self.comm.unwrap_or_default(),
             exe: self.process.exe.clone(),
             cmdline: self.process.cmdline.clone(),
         }

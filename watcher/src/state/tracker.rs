@@ -72,7 +72,7 @@ pub fn holder_of(report: &Report<'_>) -> Holder {
         pid: t.pid,
         uid: Some(t.uid),
         user: report.user.map(str::to_owned),
-        comm: t.comm.clone(),
+        comm: t.comm,
         exe: report.process.exe.clone(),
         cmdline: report.process.cmdline.clone(),
     }
@@ -413,7 +413,7 @@ mod tests {
             uid: 0,
             gid: 0,
             netns: 0,
-            comm: b"rpcbind".to_vec(),
+            comm: crate::model::holder::Comm::from(b"rpcbind"),
         };
         t.process(&Record::Fork { parent: task(100), child: 101 });
         assert_eq!(t.listeners.holder_pids(&key(111, 0)), vec![100, 101]);
