@@ -50,6 +50,9 @@ use crate::{
     },
 };
 
+/// Records after which a quiet second trims the heap.
+const TRIM_AFTER_RECORDS: u64 = 10_000;
+
 /// How often the per-CPU loss counter is read.
 const LOST_CHECK_PERIOD: Duration = Duration::from_secs(1);
 
@@ -117,6 +120,8 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
         program_errors,
         errors_unsaid: Vec::new(),
         errors_said_at: None,
+        read_since_trim: 0,
+        read_at_last_check: 0,
     };
     let started = (|| {
         watch.reporter.sink.start()?;
@@ -190,6 +195,10 @@ struct Watch<S: Sink> {
     /// Errors counted since the last warning, said at most every 10 s.
     errors_unsaid: Vec<(ProgramError, u64)>,
     errors_said_at: Option<std::time::Instant>,
+    /// Records read since the heap was last trimmed, and at the last loss
+    /// check: see [`Watch::trim_after_a_burst`].
+    read_since_trim: u64,
+    read_at_last_check: u64,
 }
 
 /// Names the process of an event, filters, and hands it to the sink.
@@ -226,6 +235,7 @@ impl<S: Sink> Watch<S> {
                     }
                 }
                 _ = lost_check.tick() => {
+                    self.trim_after_a_burst();
                     let mut stats = self.reporter.stats();
                     stats.program_errors = self.program_errors_since_last();
                     let reported = self.report_lost().and_then(|()| self.reporter.sink.tick(&stats));
@@ -277,9 +287,24 @@ impl<S: Sink> Watch<S> {
                 }
             };
             drop(item);
+            self.read_since_trim += 1;
             self.handle(&record, seen_ktime_ns)?;
         }
         Ok(true)
+    }
+
+    /// Once a burst of records is over (a second without one), the memory
+    /// its passing allocations (events, lines, changes) freed is handed
+    /// back: glibc keeps freed pages that lie between live ones, and after
+    /// 100,000 listeners came up the daemon kept about a third more than
+    /// it used. One walk of the heap per burst, none while idle.
+    fn trim_after_a_burst(&mut self) {
+        let quiet = self.read_since_trim == self.read_at_last_check;
+        self.read_at_last_check = self.read_since_trim;
+        if quiet && self.read_since_trim >= TRIM_AFTER_RECORDS {
+            give_back_freed_memory();
+            (self.read_since_trim, self.read_at_last_check) = (0, 0);
+        }
     }
 
     /// Folds a record into the process and socket-option tables, and
@@ -662,6 +687,11 @@ fn announce_ready(attached: &Attached) {
 /// measured, an idle `watch` kept 11 MiB more with a 25,000-argument
 /// process on the host. Handing them back costs one call, once.
 fn give_back_setup_memory() {
+    give_back_freed_memory();
+}
+
+/// Freed heap pages back to the kernel (malloc_trim walks the free lists).
+fn give_back_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free memory; it has no preconditions.
     unsafe {
