@@ -239,18 +239,23 @@ def run_bcc(name, out_dir, tmpfs, flash):
         tool.stop()
 
 
-def measure_bcc(tool, tmpfs, flash):
-    name = tool.name
-    attached = False
+def attach_bcc(tool):
+    """Whether the tool reported one of our canaries within START_TIMEOUT: a
+    new canary every LINE_TIMEOUT, since bcc prints its header before its
+    probes are all attached and may miss the first."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline and not tool.closed:
         if tool.header is None:
             tool.wait(lambda: tool.header is not None, 5)
             continue
-        if bcc_sees_canary(tool, canary(name)):
-            attached = True
-            break
-    if not attached:
+        if bcc_sees_canary(tool, canary(tool.name)):
+            return True
+    return False
+
+
+def measure_bcc(tool, tmpfs, flash):
+    name = tool.name
+    if not attach_bcc(tool):
         return {"error": f"not attached within {START_TIMEOUT} s (see peer-{name}.stderr)"}
     started = time.monotonic()
     cases = workload(tmpfs, flash, name)
@@ -306,8 +311,7 @@ def getppid_costs(binary, out_dir, tmpfs):
             attached = tool.wait_ready()[0] is not None
         else:
             tool = LineTool(name, BCC[name], out_dir)
-            attached = tool.wait(lambda: tool.header is not None, START_TIMEOUT) and bcc_sees_canary(
-                tool, canary(name), timeout=START_TIMEOUT)
+            attached = attach_bcc(tool)
         try:
             if attached:
                 cost.measure(name)

@@ -32,13 +32,14 @@ const TCG_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// too (minutes), each check then takes seconds. The scenario has its own
 /// watchdog at 20 minutes, which dumps where it hung and exits.
 const RUN_TIMEOUT: Duration = Duration::from_secs(22 * 60);
-/// How long the guest may write nothing at all into its folder (results,
-/// watcher's logs copied every 15 s, measurements) before it is taken for
-/// wedged. A healthy run writes something every few seconds; the slowest
-/// quiet stretch, a watcher verifying its programs, still logs each one.
-/// Seen twice in about ten runs under TCG (once in CI): qemu busy, the
-/// guest silent, for the rest of the budget.
-const STALL_TIMEOUT: Duration = Duration::from_secs(8 * 60);
+/// How long the scenario's guest may write nothing at all into its folder
+/// (results, watcher's logs copied every 15 s, measurements) before it is
+/// taken for wedged. A healthy run writes something every few seconds; the
+/// slowest quiet stretch, a watcher verifying its programs, still logs
+/// each one. Seen twice in about ten runs under TCG (once in CI): qemu
+/// busy, the guest silent, for the rest of the budget. A script with
+/// longer quiet waits of its own passes its bound to [`run_script`].
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(8 * 60);
 /// A wedged TCG guest is booted again this many times, each try's files
 /// kept in OUT/stalled-N and its diagnostics printed; checks that fail are
 /// never retried.
@@ -61,7 +62,7 @@ pub fn guest(ci: bool) -> anyhow::Result<()> {
     // A space in its name checks that exe survives one.
     let flash = compile_program(&out, "flash_listener.c", "flash listener")?;
     let script = workspace_root().join("tests/guest/scenario.py");
-    run_script(&tools, &out, &script, &[&flash], scenario_finished)?;
+    run_script(&tools, &out, &script, &[&flash], scenario_finished, STALL_TIMEOUT)?;
     check_results(&out)
 }
 
@@ -82,13 +83,15 @@ pub fn fresh_out_dir(name: &str) -> anyhow::Result<PathBuf> {
 /// Boots the guest (KVM first, then TCG) and runs `python3 SCRIPT WATCHER
 /// OUT ARGS...` there, its output in OUT/scenario.log. `finished(out)` says
 /// the script has written its last result: a guest that then does not
-/// power off is killed, the results being in.
+/// power off is killed, the results being in. A guest that writes nothing
+/// for `stall_timeout` is taken for wedged (see [`STALL_TIMEOUT`]).
 pub fn run_script(
     tools: &GuestTools,
     out: &Path,
     script: &Path,
     args: &[&Path],
     finished: fn(&Path) -> bool,
+    stall_timeout: Duration,
 ) -> anyhow::Result<()> {
     // The guest runs one shell command; its first act says it is up.
     let booted = out.join("booted");
@@ -109,7 +112,7 @@ pub fn run_script(
         let mode = if use_kvm { "KVM" } else { "TCG (--disable-kvm)" };
         eprintln!("xtask: booting {} under {mode}", tools.kernel.display());
         let boot_timeout = if use_kvm { KVM_BOOT_TIMEOUT } else { TCG_BOOT_TIMEOUT };
-        match run_vng(tools, out, &command, use_kvm, boot_timeout, finished)? {
+        match run_vng(tools, out, &command, use_kvm, (boot_timeout, stall_timeout), finished)? {
             Outcome::Finished => {
                 eprintln!("xtask: guest run took {:.0} s", started.elapsed().as_secs_f64());
                 return Ok(());
@@ -126,13 +129,13 @@ pub fn run_script(
                 stalls += 1;
                 let kept = set_aside(out, stalls)?;
                 eprintln!(
-                    "xtask: RETRY {stalls} of {STALL_RETRIES}: the guest wrote nothing for {STALL_TIMEOUT:?} and was \
+                    "xtask: RETRY {stalls} of {STALL_RETRIES}: the guest wrote nothing for {stall_timeout:?} and was \
                      killed; its files are in {}; booting it again",
                     kept.display()
                 );
             }
             Outcome::Stalled => bail!(
-                "the guest wrote nothing for {STALL_TIMEOUT:?}, {} times; killed (console in {})",
+                "the guest wrote nothing for {stall_timeout:?}, {} times; killed (console in {})",
                 stalls + 1,
                 out.join("vng.log").display()
             ),
@@ -151,7 +154,7 @@ enum Outcome {
     Finished,
     /// The guest did not start the command in time; it was killed.
     NoBoot,
-    /// The guest started, then wrote nothing for STALL_TIMEOUT; it was
+    /// The guest started, then wrote nothing for its stall timeout; it was
     /// killed and its diagnostics printed.
     Stalled,
 }
@@ -195,7 +198,7 @@ fn run_vng(
     out: &Path,
     command: &str,
     kvm: bool,
-    boot_timeout: Duration,
+    (boot_timeout, stall_timeout): (Duration, Duration),
     finished: fn(&Path) -> bool,
 ) -> anyhow::Result<Outcome> {
     let vng = &tools.vng;
@@ -256,9 +259,9 @@ fn run_vng(
         let now_written = written(out);
         if now_written != last_written {
             (last_written, last_growth) = (now_written, Instant::now());
-        } else if booted.exists() && last_growth.elapsed() > STALL_TIMEOUT {
+        } else if booted.exists() && last_growth.elapsed() > stall_timeout {
             kill_group(&mut child);
-            eprintln!("xtask: the guest has written nothing for {STALL_TIMEOUT:?}: wedged; what it left:");
+            eprintln!("xtask: the guest has written nothing for {stall_timeout:?}: wedged; what it left:");
             print_diagnostics(out, &log_path);
             return Ok(Outcome::Stalled);
         }

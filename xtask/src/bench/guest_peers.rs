@@ -4,12 +4,16 @@
 //! guest side is tests/guest/peers.py; this side boots it and prints what it
 //! found as the Markdown tables of BENCHMARKS.md. The guest is emulated:
 //! its figures are counts and ratios, not times.
-use std::fs;
+use std::{fs, time::Duration};
 
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
 use crate::{guest, setup, util::workspace_root};
+
+/// peers.py's longest quiet wait is START_TIMEOUT (600 s: bcc compiling,
+/// or reading its perf buffers slowly under emulation), with margin.
+const QUIET_MAX: Duration = Duration::from_secs(12 * 60);
 
 /// The tools in the order of the tables' columns.
 const TOOLS: [&str; 4] = ["watcher", "bindsnoop", "solisten", "tcpaccept"];
@@ -19,7 +23,7 @@ pub fn run() -> anyhow::Result<()> {
     let out = guest::fresh_out_dir("guest-peers")?;
     let flash = guest::compile_program(&out, "flash_listener.c", "flash listener")?;
     let script = workspace_root().join("tests/guest/peers.py");
-    guest::run_script(&tools, &out, &script, &[&flash], |out| out.join("peers.json").exists())?;
+    guest::run_script(&tools, &out, &script, &[&flash], |out| out.join("peers.json").exists(), QUIET_MAX)?;
     let path = out.join("peers.json");
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
