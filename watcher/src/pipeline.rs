@@ -74,6 +74,7 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
         tgid: options.filter.kernel_tgid(),
         accept: options.accept,
         enforce: sink.enforces(),
+        enforce_lsm: sink.enforces_calls(),
         light: options.light,
     })?;
     sink.attached(&mut attached)?;
