@@ -355,3 +355,25 @@ fn watch_exits_0_at_once_when_its_reader_goes() {
     let status = exit_within(&mut child, std::time::Duration::from_secs(5)).expect("watch went on with no reader");
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn ring_buffer_sizes_that_cannot_be_are_refused() {
+    for (asked, says) in [
+        ("3", "3 MiB: the ring buffer must be a power of two from 1 to 256 MiB"),
+        ("512", "512 MiB: the ring buffer must be a power of two from 1 to 256 MiB"),
+        ("0", "0 MiB: the ring buffer must be a power of two from 1 to 256 MiB"),
+        ("2M", "\"2M\" is not a number of MiB"),
+    ] {
+        for command in ["watch", "daemon"] {
+            let mut args = vec![command, "--ring-buffer-mib", asked];
+            if command == "daemon" {
+                args.extend(["--config", "/nonexistent"]);
+            }
+            let out = Command::new(common::watcher_bin()).args(&args).output().expect("running watcher");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(stderr.contains(says), "{args:?}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        }
+    }
+}

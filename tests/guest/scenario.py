@@ -17,6 +17,7 @@ children say what they opened on stdout, and every wait is bounded.
 import faulthandler
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,10 +31,17 @@ PYTHON = "/usr/bin/python3"
 # program takes minutes, an event a fraction of a second.
 READY_TIMEOUT = 600
 EVENT_TIMEOUT = 60
+# A watcher not ready by then has its threads' kernel stacks and the
+# guest's blocked tasks dumped (then it is waited for to READY_TIMEOUT).
+STUCK_AFTER = 180
 # The whole scenario's bound (xtask gives the guest 30 minutes in all):
 # past it, every thread's stack goes to scenario.log and the scenario exits,
 # so that a hang says where it is instead of eating CI's time.
 WATCHDOG_SECS = 20 * 60
+# watcher's logs in the guest: aya's own debug lines (one per relocation,
+# thousands) are not needed; watcher's are (per-program load times, the
+# kernel programs' log).
+WATCHER_RUST_LOG = "debug,aya=info,aya_obj=info"
 # What watcher's default mode attaches on Debian 12's kernel, by program
 # name: checked against bpftool, not against watcher's own word. 6.1 lets
 # tracing programs load, so the socket calls are seen by fentry/fexit on
@@ -57,38 +65,76 @@ EXPECTED_PROGRAMS = [
 ]
 
 
+def to_console(line):
+    """A line on the guest's kernel console too, which qemu writes to the
+    host's vng.log without 9p: should the 9p share stall, the console still
+    says how far the scenario got."""
+    try:
+        with open("/dev/kmsg", "w") as kmsg:
+            kmsg.write(f"<5>scenario: {line[:800]}\n")
+    except OSError:
+        pass
+
+
 class Results:
     def __init__(self, path):
         self.file = open(path, "w", buffering=1)
         self.failed = 0
 
+    def _line(self, line):
+        to_console(line)
+        self.file.write(line + "\n")
+
     def check(self, name, ok, detail=""):
         if ok:
-            self.file.write(f"PASS {name}\n")
+            self._line(f"PASS {name}")
         else:
             self.failed += 1
-            self.file.write(f"FAIL {name}: {detail}\n")
+            self._line(f"FAIL {name}: {detail}")
         return ok
 
     def note(self, text):
-        self.file.write(f"NOTE {text}\n")
+        self._line(f"NOTE {text}")
 
     def step(self, name, started):
         """A timestamped marker: where the time went, and where a hang was."""
-        self.file.write(f"NOTE t={time.monotonic() - started:.1f}s {name}\n")
+        self._line(f"NOTE t={time.monotonic() - started:.1f}s {name}")
 
     def done(self):
-        self.file.write("DONE\n")
+        self._line("DONE")
         self.file.close()
+
+
+class LogShipper:
+    """watcher's logs are written to a tmpfs in the guest and copied to the
+    9p folder every few seconds and at the end: a slow or stalled 9p write
+    then never blocks the threads that drain watcher's pipes (a full pipe
+    would stop watcher itself)."""
+
+    def __init__(self, log_dir, out_dir):
+        self.log_dir, self.out_dir = log_dir, out_dir
+        self.stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while not self.stop.wait(15):
+            self.copy()
+
+    def copy(self):
+        for name in os.listdir(self.log_dir):
+            try:
+                shutil.copyfile(os.path.join(self.log_dir, name), os.path.join(self.out_dir, name))
+            except OSError as e:
+                to_console(f"copying {name}: {e}")
 
 
 class Watcher:
     """A running `watcher watch --json`, its events collected by a thread."""
 
-    def __init__(self, binary, out_dir, *extra, name="watcher", env_extra=None):
-        env = dict(os.environ, RUST_LOG="debug", **(env_extra or {}))
-        self.stderr_file = open(os.path.join(out_dir, f"{name}.stderr"), "w", buffering=1)
-        self.events_file = open(os.path.join(out_dir, f"{name}.events.jsonl"), "w", buffering=1)
+    def __init__(self, binary, log_dir, *extra, name="watcher", env_extra=None):
+        env = dict(os.environ, RUST_LOG=WATCHER_RUST_LOG, **(env_extra or {}))
+        self.stderr_file = open(os.path.join(log_dir, f"{name}.stderr"), "w", buffering=1)
+        self.events_file = open(os.path.join(log_dir, f"{name}.events.jsonl"), "w", buffering=1)
         self.proc = subprocess.Popen(
             [binary, "watch", "--json", *extra],
             stdin=subprocess.DEVNULL,
@@ -131,12 +177,13 @@ class Watcher:
             self.stderr_closed = True
             self.cond.notify_all()
 
-    def wait_ready(self):
+    def wait_ready(self, results=None):
+        settled = lambda: self.ready_line or self.error_line or self.stderr_closed  # noqa: E731
         with self.cond:
-            self.cond.wait_for(
-                lambda: self.ready_line or self.error_line or self.stderr_closed,
-                timeout=READY_TIMEOUT,
-            )
+            if not self.cond.wait_for(settled, timeout=STUCK_AFTER) and results:
+                # Quick (reads of /proc): the pipes' readers wait meanwhile.
+                dump_stuck(results, self.proc.pid, f"watcher not ready after {STUCK_AFTER} s")
+            self.cond.wait_for(settled, timeout=READY_TIMEOUT - STUCK_AFTER)
             return self.ready_line, self.error_line
 
     def wait_event(self, keep, timeout=EVENT_TIMEOUT):
@@ -175,6 +222,39 @@ class Watcher:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return None
+
+
+def dump_stuck(results, pid, why):
+    """Where a process that should have moved on is: each thread's state,
+    wait channel and kernel stack, as NOTE lines; and the guest's blocked
+    tasks into the kernel log (the console, vng.log)."""
+    results.note(f"{why}: pid {pid}")
+    try:
+        tids = sorted(os.listdir(f"/proc/{pid}/task"), key=int)
+    except OSError as e:
+        results.note(f"  /proc/{pid}/task: {e}")
+        tids = []
+    for tid in tids:
+        base = f"/proc/{pid}/task/{tid}"
+        facts = []
+        for name in ("comm", "wchan", "stack"):
+            try:
+                with open(f"{base}/{name}") as f:
+                    facts.append(f"{name}={f.read().strip()!r}")
+            except OSError as e:
+                facts.append(f"{name}: {e.strerror}")
+        try:
+            with open(f"{base}/stat") as f:
+                facts.append("state=" + f.read().rsplit(")", 1)[1].split()[0])
+        except (OSError, IndexError):
+            pass
+        results.note(f"  tid {tid}: " + " ".join(facts))
+    try:
+        with open("/proc/sysrq-trigger", "w") as f:
+            f.write("w")
+        results.note("  blocked tasks written to the kernel log (sysrq w, in vng.log)")
+    except OSError as e:
+        results.note(f"  sysrq: {e}")
 
 
 class Child:
@@ -376,13 +456,13 @@ def udp_closed_by_exit(results, watcher):
     check_event(results, watcher, "udp close by process exit", ev("close", pid, proto="udp", port=port))
 
 
-def accepts(results, binary, out_dir):
+def accepts(results, binary, log_dir):
     """With --accept (a second watcher): accept events with both ends, the
     peer asked for and not."""
     import socket
 
-    watcher = Watcher(binary, out_dir, "--accept", name="watcher-accept")
-    ready, error = watcher.wait_ready()
+    watcher = Watcher(binary, log_dir, "--accept", name="watcher-accept")
+    ready, error = watcher.wait_ready(results)
     if not results.check("watcher --accept ready", ready is not None, error or "no ready line"):
         watcher.proc.kill()
         return
@@ -617,11 +697,11 @@ class GetppidCost:
         self.results.note(line)
 
 
-def getppid_with_syscall_tracepoints(results, binary, out_dir, cost):
+def getppid_with_syscall_tracepoints(results, binary, log_dir, cost):
     """watcher made to use its syscall tracepoint rungs (as on a kernel that
     refuses tracing programs), for the comparison."""
-    watcher = Watcher(binary, out_dir, name="watcher-tracepoints", env_extra={"WATCHER_SKIP_TRACING": "1"})
-    ready, error = watcher.wait_ready()
+    watcher = Watcher(binary, log_dir, name="watcher-tracepoints", env_extra={"WATCHER_SKIP_TRACING": "1"})
+    ready, error = watcher.wait_ready(results)
     try:
         if not results.check("WATCHER_SKIP_TRACING=1: ready on the syscall tracepoints",
                              ready is not None and "tracepoint syscalls/sys_enter_bind" in ready,
@@ -635,14 +715,39 @@ def getppid_with_syscall_tracepoints(results, binary, out_dir, cost):
 def main():
     binary, out_dir, flash = sys.argv[1:4]
     faulthandler.dump_traceback_later(WATCHDOG_SECS, exit=True)
-    expected = EXPECTED_PROGRAMS
+    to_console("started")
     results = Results(os.path.join(out_dir, "results.txt"))
     with open("/proc/sys/kernel/osrelease") as f:
         results.note(f"kernel {f.read().strip()}")
     # UNIX sockets cannot be created on the 9p root: a tmpfs of our own.
     tmpfs = "/run/watcher-scenario"
     os.makedirs(tmpfs, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", tmpfs], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", tmpfs], check=True, timeout=EVENT_TIMEOUT)
+    log_dir = os.path.join(tmpfs, "logs")
+    os.makedirs(log_dir)
+    shipper = LogShipper(log_dir, out_dir)
+
+    def overdue():
+        # A minute before faulthandler's exit: the logs and a FAIL are in.
+        results.check("scenario within its watchdog", False, f"still running after {WATCHDOG_SECS - 60} s")
+        shipper.copy()
+
+    timer = threading.Timer(WATCHDOG_SECS - 60, overdue)
+    timer.daemon = True  # the scenario's normal end does not wait for it
+    timer.start()
+    try:
+        run_steps(results, binary, out_dir, log_dir, tmpfs, flash)
+    except BaseException as e:
+        results.check("scenario ran to its end", False, f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        shipper.stop.set()
+        shipper.copy()
+        results.done()
+
+
+def run_steps(results, binary, out_dir, log_dir, tmpfs, flash):
+    expected = EXPECTED_PROGRAMS
 
     cost = None
     try:
@@ -653,12 +758,11 @@ def main():
         cost = None
 
     started = time.monotonic()
-    watcher = Watcher(binary, out_dir)
-    ready, error = watcher.wait_ready()
+    watcher = Watcher(binary, log_dir)
+    ready, error = watcher.wait_ready(results)
     results.note(f"watcher took {time.monotonic() - started:.1f} s to attach")
     if not results.check("watcher ready", ready is not None, error or "no ready line (see watcher.stderr)"):
         watcher.proc.kill()
-        results.done()
         return
     results.note(ready)
     for name, step in [
@@ -683,7 +787,7 @@ def main():
     results.check("watcher exits 0 on SIGTERM", code == 0, f"exit {code}")
     results.step("accepts", started)
     try:
-        accepts(results, binary, out_dir)
+        accepts(results, binary, log_dir)
     except Exception as e:
         results.check("accept step", False, f"{type(e).__name__}: {e}")
     results.step("doctor", started)
@@ -695,13 +799,12 @@ def main():
         results.step("getppid", started)
         try:
             cost.measure("no watcher")
-            getppid_with_syscall_tracepoints(results, binary, out_dir, cost)
+            getppid_with_syscall_tracepoints(results, binary, log_dir, cost)
             cost.measure("no watcher")
             cost.report()
         except Exception as e:
             results.check("getppid step", False, f"{type(e).__name__}: {e}")
     results.step("done", started)
-    results.done()
 
 
 if __name__ == "__main__":

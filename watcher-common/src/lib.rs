@@ -18,8 +18,11 @@ pub const ERRORS_MAP: &str = "ERRORS";
 /// Name of the one-slot array that tells the programs how to wake the ring
 /// buffer's reader (see [`RING_WAKEUP_MAP`]'s contract below).
 pub const RING_WAKEUP_MAP: &str = "RING_WAKEUP";
-/// Bytes in the ring buffer (a power of two, a multiple of the page size).
-pub const EVENTS_BYTES: u32 = 8 << 20;
+/// Bytes in the ring buffer as the object declares it, and the loader's
+/// default (`--ring-buffer-mib`); a power of two, a multiple of the page
+/// size. Userspace maps the data area twice (records that wrap read on),
+/// so it counts twice in the reader's RSS: 8 MiB of it at this size.
+pub const EVENTS_BYTES: u32 = 4 << 20;
 /// How many bound and listening UNIX sockets the kernel side remembers.
 pub const UNIX_SOCKETS_MAX: u32 = 16_384;
 /// How many bound UDP sockets the kernel side remembers, so that it reports

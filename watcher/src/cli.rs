@@ -1,5 +1,6 @@
 //! Command line (clap).
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use watcher_common::EVENTS_BYTES;
 
 use crate::{
     model::socket::Family,
@@ -136,6 +137,33 @@ pub struct WatchArgs {
     /// same as the default.
     #[arg(long)]
     pub light: bool,
+    #[command(flatten)]
+    pub ring: RingArgs,
+}
+
+/// The kernel's ring buffer, between the programs and this process.
+#[derive(Debug, Args)]
+pub struct RingArgs {
+    /// Size of the ring buffer the kernel programs write records into, in
+    /// MiB (a power of two, 1 to 256). It is mapped twice into watcher, so
+    /// its RSS holds twice this; a larger ring rides out longer bursts
+    /// without loss (what is lost is counted and said).
+    #[arg(long = "ring-buffer-mib", value_name = "MIB", default_value_t = EVENTS_BYTES >> 20, value_parser = ring_mib)]
+    pub mib: u32,
+}
+
+impl RingArgs {
+    pub fn bytes(&self) -> u32 {
+        self.mib << 20
+    }
+}
+
+fn ring_mib(text: &str) -> Result<u32, String> {
+    let mib: u32 = text.parse().map_err(|_| format!("{text:?} is not a number of MiB"))?;
+    if !(1..=256).contains(&mib) || !mib.is_power_of_two() {
+        return Err(format!("{mib} MiB: the ring buffer must be a power of two from 1 to 256 MiB"));
+    }
+    Ok(mib)
 }
 
 /// `watch --format`.
@@ -187,6 +215,8 @@ pub struct DaemonArgs {
     /// names what that gives up on this kernel).
     #[arg(long)]
     pub light: bool,
+    #[command(flatten)]
+    pub ring: RingArgs,
     /// Write the daemon's pid to this file (removed at exit), for scripts
     /// that signal it without systemd (logrotate's postrotate: SIGHUP).
     #[arg(long, value_name = "FILE")]

@@ -61,6 +61,8 @@ pub struct PipelineOptions {
     pub light: bool,
     /// Report the sockets already there (`existing`) before streaming.
     pub snapshot: bool,
+    /// Bytes in the kernel's ring buffer (`--ring-buffer-mib`).
+    pub ring_bytes: u32,
     /// `watch`: a closed stdout (`watcher watch | head`) ends it at once,
     /// exit 0. The daemon goes on (its outputs count what they drop).
     pub stop_when_stdout_closes: bool,
@@ -76,9 +78,10 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
         enforce: sink.enforces(),
         enforce_lsm: sink.enforces_calls(),
         light: options.light,
+        ring_bytes: options.ring_bytes,
     })?;
     sink.attached(&mut attached)?;
-    let ring = RingReader::new(&mut attached.ebpf)?;
+    let ring = RingReader::new(&mut attached.ebpf, options.ring_bytes)?;
     let lost = PerCpuArray::<MapData, u64>::try_from(
         attached.ebpf.take_map(LOST_MAP).context("map LOST missing from the eBPF object")?,
     )

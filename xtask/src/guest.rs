@@ -31,7 +31,18 @@ const TCG_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The whole scenario: loading and verifying every program is emulated
 /// too (minutes), each check then takes seconds. The scenario has its own
 /// watchdog at 20 minutes, which dumps where it hung and exits.
-const RUN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const RUN_TIMEOUT: Duration = Duration::from_secs(22 * 60);
+/// How long the guest may write nothing at all into its folder (results,
+/// watcher's logs copied every 15 s, measurements) before it is taken for
+/// wedged. A healthy run writes something every few seconds; the slowest
+/// quiet stretch, a watcher verifying its programs, still logs each one.
+/// Seen twice in about ten runs under TCG (once in CI): qemu busy, the
+/// guest silent, for the rest of the budget.
+const STALL_TIMEOUT: Duration = Duration::from_secs(8 * 60);
+/// A wedged TCG guest is booted again this many times, each try's files
+/// kept in OUT/stalled-N and its diagnostics printed; checks that fail are
+/// never retried.
+const STALL_RETRIES: u32 = 1;
 /// How long the guest may take to power off once the scenario has written
 /// its last line: past it the results are in, and qemu is killed.
 const POWEROFF_GRACE: Duration = Duration::from_secs(90);
@@ -92,10 +103,9 @@ pub fn run_script(
     );
     let started = Instant::now();
     let kvm = Path::new("/dev/kvm").exists();
-    for use_kvm in [true, false] {
-        if use_kvm && !kvm {
-            continue;
-        }
+    let mut stalls = 0;
+    let mut use_kvm = kvm;
+    loop {
         let mode = if use_kvm { "KVM" } else { "TCG (--disable-kvm)" };
         eprintln!("xtask: booting {} under {mode}", tools.kernel.display());
         let boot_timeout = if use_kvm { KVM_BOOT_TIMEOUT } else { TCG_BOOT_TIMEOUT };
@@ -104,13 +114,30 @@ pub fn run_script(
                 eprintln!("xtask: guest run took {:.0} s", started.elapsed().as_secs_f64());
                 return Ok(());
             }
-            Outcome::NoBoot => {
+            Outcome::NoBoot if use_kvm => {
                 eprintln!("xtask: the {mode} guest did not come up (it must run its command within {boot_timeout:?})");
                 let _ = fs::remove_file(&booted);
+                use_kvm = false;
             }
+            Outcome::NoBoot => {
+                bail!("the guest kernel did not come up under KVM nor TCG (console: {})", out.join("vng.log").display())
+            }
+            Outcome::Stalled if stalls < STALL_RETRIES => {
+                stalls += 1;
+                let kept = set_aside(out, stalls)?;
+                eprintln!(
+                    "xtask: RETRY {stalls} of {STALL_RETRIES}: the guest wrote nothing for {STALL_TIMEOUT:?} and was \
+                     killed; its files are in {}; booting it again",
+                    kept.display()
+                );
+            }
+            Outcome::Stalled => bail!(
+                "the guest wrote nothing for {STALL_TIMEOUT:?}, {} times; killed (console in {})",
+                stalls + 1,
+                out.join("vng.log").display()
+            ),
         }
     }
-    bail!("the guest kernel did not come up under KVM nor TCG (console: {})", out.join("vng.log").display())
 }
 
 /// Binaries the guest needs to find at the same path as here, and the kernel.
@@ -124,6 +151,43 @@ enum Outcome {
     Finished,
     /// The guest did not start the command in time; it was killed.
     NoBoot,
+    /// The guest started, then wrote nothing for STALL_TIMEOUT; it was
+    /// killed and its diagnostics printed.
+    Stalled,
+}
+
+/// What the guest has written so far, as one number that grows: the sizes
+/// of the files in its folder (the console excepted, which a wedged
+/// kernel may go on filling with its own reports).
+fn written(out: &Path) -> u64 {
+    let Ok(dir) = fs::read_dir(out) else { return 0 };
+    dir.filter_map(Result::ok)
+        .filter(|e| !e.file_name().to_string_lossy().starts_with("vng"))
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Moves a stalled try's files (console included) into OUT/stalled-N.
+fn set_aside(out: &Path, n: u32) -> anyhow::Result<PathBuf> {
+    let kept = out.join(format!("stalled-{n}"));
+    fs::create_dir_all(&kept).with_context(|| format!("creating {}", kept.display()))?;
+    for entry in fs::read_dir(out).with_context(|| format!("reading {}", out.display()))? {
+        let entry = entry?;
+        let path = entry.path();
+        // The programs the guest runs (built here) stay in place.
+        if path.is_file() && !is_executable(&path) {
+            let to = kept.join(entry.file_name());
+            fs::rename(&path, &to).with_context(|| format!("moving {} to {}", path.display(), to.display()))?;
+        }
+    }
+    Ok(kept)
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
 }
 
 fn run_vng(
@@ -159,6 +223,7 @@ fn run_vng(
     let booted = out.join("booted");
     let started = Instant::now();
     let mut done_since: Option<Instant> = None;
+    let (mut last_written, mut last_growth) = (written(out), Instant::now());
     loop {
         if let Some(status) = child.try_wait().context("waiting for vng")? {
             if !booted.exists() {
@@ -187,6 +252,15 @@ fn run_vng(
                 kill_group(&mut child);
                 return Ok(Outcome::Finished);
             }
+        }
+        let now_written = written(out);
+        if now_written != last_written {
+            (last_written, last_growth) = (now_written, Instant::now());
+        } else if booted.exists() && last_growth.elapsed() > STALL_TIMEOUT {
+            kill_group(&mut child);
+            eprintln!("xtask: the guest has written nothing for {STALL_TIMEOUT:?}: wedged; what it left:");
+            print_diagnostics(out, &log_path);
+            return Ok(Outcome::Stalled);
         }
         if waited > RUN_TIMEOUT {
             kill_group(&mut child);

@@ -83,15 +83,24 @@ pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
 
 fn try_sys_exit_socket(ctx: &TracePointContext) -> Result<(), ProgramError> {
     let key = thread_key();
+    // Two paths, each with every value it carries defined: an
+    // Option<PendingSocket> held across the fallible read below has an
+    // undefined payload when None, which LLVM may spill to the stack, and
+    // the verifier refuses a read of an uninitialised register ("R9
+    // !read_ok" on 6.18).
     // SAFETY: copied out before the entry is removed.
-    let pending = (unsafe { PENDING_SOCKET.get(&key) }).copied();
-    if pending.is_some() {
-        // Only fails when the entry is already gone (evicted meanwhile).
-        let _ = PENDING_SOCKET.remove(&key);
-    }
+    let Some(pending) = (unsafe { PENDING_SOCKET.get(&key) }).copied() else {
+        let ret = arg(ctx, RET)?;
+        if (ret as i64) >= 0 {
+            new_socket_on_fd(ret as i32);
+        }
+        return Ok(());
+    };
+    // Only fails when the entry is already gone (evicted meanwhile).
+    let _ = PENDING_SOCKET.remove(&key);
     let ret = arg(ctx, RET)?;
     if (ret as i64) >= 0 {
-        socket_returned(pending.as_ref(), ret as i32);
+        report_socket(&pending, ret as i32);
     }
     Ok(())
 }

@@ -111,6 +111,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         accept: false,
         light: args.light,
         snapshot: true,
+        ring_bytes: args.ring.bytes(),
         stop_when_stdout_closes: false,
     };
     run_pipeline(options, sink).await

@@ -20,6 +20,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         accept: args.accept,
         light: args.light,
         snapshot: !args.no_snapshot,
+        ring_bytes: args.ring.bytes(),
         stop_when_stdout_closes: true,
     };
     let (native, schema) = match args.output_format() {

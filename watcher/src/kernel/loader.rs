@@ -14,7 +14,7 @@ use aya::{
 use log::{debug, warn};
 use watcher_common::{
     ENFORCE_CLASS_SLOTS, ENFORCE_CLASSES_MAP, ENFORCE_PORT_SLOTS, ENFORCE_PORTS_MAP, ENFORCE_UNIX_MAP,
-    ENFORCE_UNIX_PATHS, FILTER_TGID_GLOBAL, KernelOffsets, OFFSETS_GLOBAL, TRACEPOINT_OFFSETS_GLOBAL,
+    ENFORCE_UNIX_PATHS, EVENTS_MAP, FILTER_TGID_GLOBAL, KernelOffsets, OFFSETS_GLOBAL, TRACEPOINT_OFFSETS_GLOBAL,
 };
 
 use crate::kernel::{
@@ -49,6 +49,9 @@ pub struct LoadOptions {
     /// this kernel goes unreported (named in `Attached::given_up`), and no
     /// syscall of the host pays for watcher.
     pub light: bool,
+    /// Bytes in the EVENTS ring buffer (a power of two, at least a page);
+    /// 0 for the object's own EVENTS_BYTES.
+    pub ring_bytes: u32,
 }
 
 /// The kernel struct offsets the programs follow, from the kernel's BTF.
@@ -249,6 +252,9 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
         .override_global(FILTER_TGID_GLOBAL, &options.tgid, true)
         .override_global(OFFSETS_GLOBAL, &offsets, true)
         .override_global(TRACEPOINT_OFFSETS_GLOBAL, &layouts.offsets, true);
+    if options.ring_bytes != 0 {
+        loader.map_max_entries(EVENTS_MAP, options.ring_bytes);
+    }
     if options.enforce {
         // One entry each in the object, so that `watch` holds no memory for them.
         loader

@@ -24,7 +24,7 @@
 //! ring (`ready` is cancel-safe):
 //!
 //! ```ignore
-//! let mut ring = RingReader::new(&mut attached.ebpf)?;
+//! let mut ring = RingReader::new(&mut attached.ebpf, ring_bytes)?;
 //! loop {
 //!     tokio::select! {
 //!         ready = ring.ready() => {
@@ -51,7 +51,7 @@ use nix::sys::{
     timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags},
 };
 use tokio::io::{Interest, unix::AsyncFd};
-use watcher_common::{EVENTS_BYTES, EVENTS_MAP, RING_WAKEUP_MAP};
+use watcher_common::{EVENTS_MAP, RING_WAKEUP_MAP};
 
 /// How often the ring is read while records flow: the most a record waits
 /// in the ring before userspace reads it (plus the time to read those
@@ -66,9 +66,10 @@ pub const QUIET_POLLS: u32 = 2;
 pub const FLOW_WAKEUPS: u32 = 4;
 pub const FLOW_WINDOW: Duration = Duration::from_millis(1);
 /// Unread bytes above which every record wakes the reader anyway: a
-/// quarter of the ring. The reader polls far more often than a flood fills
-/// that much, so this is a backstop, not the usual path.
-pub const WAKEUP_BYTES: u64 = EVENTS_BYTES as u64 / 4;
+/// quarter of the ring (this divides its size). The reader polls far more
+/// often than a flood fills that much, so this is a backstop, not the
+/// usual path.
+pub const WAKEUP_FRACTION: u64 = 4;
 
 /// The ring buffer and how the reader waits on it.
 pub struct RingReader {
@@ -97,9 +98,9 @@ enum State {
 }
 
 impl RingReader {
-    /// Takes the EVENTS ring buffer from `ebpf` and turns on the programs'
-    /// wake-up batching, which this reader makes safe.
-    pub fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+    /// Takes the EVENTS ring buffer (`ring_bytes` long) from `ebpf` and
+    /// turns on the programs' wake-up batching, which this reader makes safe.
+    pub fn new(ebpf: &mut Ebpf, ring_bytes: u32) -> anyhow::Result<Self> {
         let ring = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).context("map EVENTS missing from the eBPF object")?)
             .context("opening the EVENTS ring buffer")?;
         let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
@@ -123,7 +124,9 @@ impl RingReader {
         let mut wakeup: Array<_, u64> =
             Array::try_from(ebpf.map_mut(RING_WAKEUP_MAP).context("map RING_WAKEUP missing from the eBPF object")?)
                 .context("opening the RING_WAKEUP map")?;
-        wakeup.set(0, WAKEUP_BYTES, 0).context("turning on the ring buffer's wake-up batching")?;
+        wakeup
+            .set(0, u64::from(ring_bytes) / WAKEUP_FRACTION, 0)
+            .context("turning on the ring buffer's wake-up batching")?;
         Ok(reader)
     }
 

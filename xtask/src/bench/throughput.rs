@@ -49,7 +49,7 @@ const SETTLE_POLL: Duration = Duration::from_millis(2);
 /// A tool that printed nothing for this long after a marker lost it (its
 /// buffer was still full): another marker is opened.
 const MARKER_RETRY: Duration = Duration::from_secs(1);
-/// Both tools' buffers are bounded (watcher's 8 MiB ring, bpftrace's 64
+/// Both tools' buffers are bounded (watcher's 4 MiB ring by default, bpftrace's 64
 /// pages per CPU), so a live tool shows a marker within seconds.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// watcher reports loss once a second; bpftrace drains each CPU's buffer
@@ -76,7 +76,7 @@ pub struct Args {
     pub threads: u64,
     /// Listeners of a last step, made as fast as possible while both tools
     /// are stopped (SIGSTOP): 100,000 make 300,000 watcher records, about
-    /// four times what its 8 MiB ring buffer holds, so it shows how each
+    /// eight times what its default 4 MiB ring buffer holds, so it shows how each
     /// tool accounts for loss. 0: no such step.
     #[arg(long, default_value_t = 100_000, value_parser = value_parser!(u64).range(0..=10_000_000))]
     pub stalled_listeners: u64,
