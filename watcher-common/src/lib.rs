@@ -803,6 +803,12 @@ pub struct EnforceSettings {
     /// (`bpf_get_current_ancestor_cgroup_id`) is `cgroup_id`, the
     /// `enforce_cgroup` (level 0 and the root's id: every task).
     pub cgroup_level: u32,
+    /// The byte of `struct sock` holding `sk_userlocks` (4 bits on older
+    /// kernels such as 6.1, a whole byte on 6.18), and the shift of its
+    /// bits in that byte: SOCK_BINDPORT_LOCK there says the socket's port
+    /// was asked for by its bind(), not chosen by the kernel.
+    pub sock_sk_userlocks: u32,
+    pub sk_userlocks_shift: u32,
     /// Reserved, 0.
     pub reserved: u32,
     pub cgroup_id: u64,
@@ -825,7 +831,7 @@ pub const SOCKET_STOPPED: u32 = 1;
 /// and `watcher doctor` attaches them only to see that they can be).
 pub const ENFORCE_LSM: u32 = 1 << 1;
 
-const _: () = assert!(core::mem::size_of::<EnforceSettings>() == 14 * 4 + 8);
+const _: () = assert!(core::mem::size_of::<EnforceSettings>() == 16 * 4 + 8);
 #[cfg(feature = "user")]
 // SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
 unsafe impl aya::Pod for EnforceSettings {}

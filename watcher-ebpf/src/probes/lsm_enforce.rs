@@ -46,18 +46,27 @@ const LSM_ALLOW: i32 = 0;
 /// What the caller gets for a refusal (-EPERM).
 const LSM_REFUSE: i32 = -1;
 
+/// `sk_userlocks` bit set by a bind() to a port other than 0.
+const SOCK_BINDPORT_LOCK: u8 = 8;
+
 /// `sizeof(sa_family_t)`: where `sun_path` starts in a `sockaddr_un`.
 const SUN_PATH_OFFSET: u32 = 2;
+
+// The macro wraps each of these in the program's entry point; inlined, as
+// 6.1's verifier refuses a call from it that passes the context as an
+// LsmContext ("reg type unsupported for arg#0").
 
 /// `security_socket_create(family, type, protocol, kern)`, then what the
 /// BPF LSM programs before this one returned.
 #[lsm(hook = "socket_create")]
+#[inline(always)]
 pub fn lsm_sock_create(ctx: LsmContext) -> i32 {
     try_sock_create(&ctx).unwrap_or_else(allow_on_error)
 }
 
 /// `security_socket_listen(sock, backlog)`, then the earlier programs' answer.
 #[lsm(hook = "socket_listen")]
+#[inline(always)]
 pub fn lsm_sock_listen(ctx: LsmContext) -> i32 {
     try_sock_listen(&ctx).unwrap_or_else(allow_on_error)
 }
@@ -132,9 +141,13 @@ fn try_sock_listen(ctx: &LsmContext) -> Result<i32, ProgramError> {
     if family != AF_INET && family != AF_INET6 {
         return Ok(LSM_ALLOW);
     }
-    // skc_num: the bound port, host order; 0 when listen() will pick an
-    // ephemeral one, allowed as a bind to port 0 is (`refused` says so).
-    let port = read::<u16>(sk, o.skc_num).unwrap_or(0);
+    // skc_num: the bound port, host order. A port the kernel chose (a
+    // bind to port 0, or none: listen() picks one) is allowed, as a bind to
+    // port 0 is (`refused` says so); only a port asked for is judged.
+    // Unreadable (counted): judged, as a port asked for.
+    let asked_for = read::<u8>(sk, settings.sock_sk_userlocks)
+        .is_none_or(|locks| (locks >> settings.sk_userlocks_shift) & SOCK_BINDPORT_LOCK != 0);
+    let port = if asked_for { read::<u16>(sk, o.skc_num).unwrap_or(0) } else { 0 };
     let protocol = read::<u16>(sk, settings.sock_sk_protocol).map_or(0, u32::from);
     let mut addr = [0u8; 16];
     if family == AF_INET {

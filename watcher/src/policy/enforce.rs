@@ -35,7 +35,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, bail, ensure};
 use aya::{
     maps::{Array, MapData},
     programs::{CgroupAttachMode, CgroupSockAddr},
@@ -438,6 +438,10 @@ fn kernel_settings() -> anyhow::Result<(EnforceSettings, anyhow::Result<()>)> {
         settings.unix_sock_addr = btf.offset("unix_sock", &["addr"])?;
         settings.unix_address_len = btf.offset("unix_address", &["len"])?;
         settings.unix_address_name = btf.offset("unix_address", &["name"])?;
+        let (bits, width) = btf.int_bits("sock", &["sk_userlocks"])?;
+        // SOCK_BINDPORT_LOCK is bit 3, which must lie in the byte read.
+        ensure!(width >= 4 && bits % 8 + 4 <= 8, "sock.sk_userlocks: {width} bits at bit {bits}");
+        (settings.sock_sk_userlocks, settings.sk_userlocks_shift) = (bits / 8, bits % 8);
         anyhow::Ok(())
     })();
     Ok((settings, sockets))
