@@ -98,7 +98,7 @@ def fields_differ(event, want):
 
 def check_denied(results, daemon, name, pid, want, reason_starts=None):
     """The daemon's `denied` line for `pid` with want's call and target: every field of `want`."""
-    keys = ("call", "path", "port", "proto")
+    keys = ("call", "family", "path", "port", "proto")
 
     def keep(e):
         return e.get("event") == "denied" and e.get("pid") == pid and all(e.get(k) == want[k] for k in keys if k in want)

@@ -66,6 +66,26 @@ pub fn read<T>(base: u64, offset: u32) -> Option<T> {
     value
 }
 
+/// [`read`], or `default` when it reads nothing. For a value used either
+/// way: `read(..).unwrap_or(default)` leaves the payload of its None
+/// undefined, and LLVM may then compute with that register after the
+/// failure's count_error call, which 6.1's verifier refuses ("R4
+/// !read_ok"); here the failure's value is `default`, always defined.
+#[inline(always)]
+pub fn read_or<T>(base: u64, offset: u32, default: T) -> T {
+    if base == 0 {
+        return default;
+    }
+    // SAFETY: the helper faults cleanly on a bad address.
+    match unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) } {
+        Ok(value) => value,
+        Err(_) => {
+            count_error(ProgramError::ReadKernel);
+            default
+        }
+    }
+}
+
 /// Copies `len` bytes (at most `N`) of kernel memory at `src` into `dst`;
 /// how many, 0 for none or when the read faults (counted).
 #[inline(always)]

@@ -30,7 +30,7 @@ use watcher_common::{
 
 use super::ALLOW;
 use crate::{
-    kernel::read,
+    kernel::read_or,
     record::{count_error, emit},
 };
 
@@ -210,7 +210,7 @@ pub fn refused(bind: &Bind, settings: &EnforceSettings) -> Result<Option<(Caller
 pub fn judge(settings: &EnforceSettings, class_slot: u32, bind: &Bind) -> Result<Option<(Caller, u32)>, ProgramError> {
     // SAFETY: a helper without arguments.
     let task = unsafe { bpf_get_current_task() };
-    let mm = read::<u64>(task, settings.task_mm).unwrap_or(0);
+    let mm = read_or::<u64>(task, settings.task_mm, 0);
     if mm == 0 {
         return Ok(None);
     }
@@ -237,11 +237,13 @@ pub fn judge(settings: &EnforceSettings, class_slot: u32, bind: &Bind) -> Result
 /// no rule that names an executable.
 #[inline(always)]
 fn exe_identity(s: &EnforceSettings, mm: u64) -> (u32, u64) {
-    let Some(inode) = read::<u64>(mm, s.mm_exe_file).and_then(|file| read::<u64>(file, s.file_f_inode)) else {
+    // read_or (a NULL base gives the default): see there why.
+    let inode = read_or::<u64>(read_or::<u64>(mm, s.mm_exe_file, 0), s.file_f_inode, 0);
+    if inode == 0 {
         return (0, 0);
-    };
-    let ino = read::<u64>(inode, s.inode_i_ino).unwrap_or(0);
-    let dev = read::<u64>(inode, s.inode_i_sb).and_then(|sb| read::<u32>(sb, s.super_block_s_dev)).unwrap_or(0);
+    }
+    let ino = read_or::<u64>(inode, s.inode_i_ino, 0);
+    let dev = read_or::<u32>(read_or::<u64>(inode, s.inode_i_sb, 0), s.super_block_s_dev, 0);
     (dev, ino)
 }
 

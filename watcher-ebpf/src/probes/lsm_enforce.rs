@@ -32,7 +32,7 @@ use super::{
     syscall_passive::passive_socket,
 };
 use crate::{
-    kernel::{offsets, read, read_kernel_bytes},
+    kernel::{offsets, read_kernel_bytes, read_or},
     record::count_error,
 };
 
@@ -130,11 +130,13 @@ fn try_sock_listen(ctx: &LsmContext) -> Result<i32, ProgramError> {
     };
     let o = offsets().ok_or(ProgramError::MapLookup)?;
     let socket: u64 = ctx.arg(0);
-    let sock_type = read::<u16>(socket, o.socket_type).map_or(0, u32::from);
-    let Some(sk) = read::<u64>(socket, o.socket_sk) else {
+    // Values read with read_or throughout: see there why.
+    let sock_type = u32::from(read_or::<u16>(socket, o.socket_type, 0));
+    let sk = read_or::<u64>(socket, o.socket_sk, 0);
+    if sk == 0 {
         return Ok(LSM_ALLOW);
-    };
-    let family = read::<u16>(sk, o.skc_family).unwrap_or(0);
+    }
+    let family = read_or::<u16>(sk, o.skc_family, 0);
     if family == AF_UNIX {
         return unix_listen(settings, sk, sock_type);
     }
@@ -145,15 +147,15 @@ fn try_sock_listen(ctx: &LsmContext) -> Result<i32, ProgramError> {
     // bind to port 0, or none: listen() picks one) is allowed, as a bind to
     // port 0 is (`refused` says so); only a port asked for is judged.
     // Unreadable (counted): judged, as a port asked for.
-    let asked_for = read::<u8>(sk, settings.sock_sk_userlocks)
-        .is_none_or(|locks| (locks >> settings.sk_userlocks_shift) & SOCK_BINDPORT_LOCK != 0);
-    let port = if asked_for { read::<u16>(sk, o.skc_num).unwrap_or(0) } else { 0 };
-    let protocol = read::<u16>(sk, settings.sock_sk_protocol).map_or(0, u32::from);
+    let locks = read_or::<u8>(sk, settings.sock_sk_userlocks, SOCK_BINDPORT_LOCK << settings.sk_userlocks_shift);
+    let asked_for = (locks >> settings.sk_userlocks_shift) & SOCK_BINDPORT_LOCK != 0;
+    let port = if asked_for { read_or::<u16>(sk, o.skc_num, 0) } else { 0 };
+    let protocol = u32::from(read_or::<u16>(sk, settings.sock_sk_protocol, 0));
     let mut addr = [0u8; 16];
     if family == AF_INET {
-        addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, o.skc_rcv_saddr).unwrap_or([0; 4]));
+        addr[..4].copy_from_slice(&read_or::<[u8; 4]>(sk, o.skc_rcv_saddr, [0; 4]));
     } else {
-        addr = read::<[u8; 16]>(sk, o.skc_v6_rcv_saddr).unwrap_or([0; 16]);
+        addr = read_or::<[u8; 16]>(sk, o.skc_v6_rcv_saddr, [0; 16]);
     }
     let bind = Bind { family, port, protocol, sock_type, addr };
     Ok(match refused(&bind, settings)? {
@@ -170,10 +172,11 @@ fn try_sock_listen(ctx: &LsmContext) -> Result<i32, ProgramError> {
 /// listen() itself (EINVAL).
 #[inline(always)]
 fn unix_listen(settings: &EnforceSettings, sk: u64, sock_type: u32) -> Result<i32, ProgramError> {
-    let Some(address) = read::<u64>(sk, settings.unix_sock_addr) else {
+    let address = read_or::<u64>(sk, settings.unix_sock_addr, 0);
+    if address == 0 {
         return Ok(LSM_ALLOW);
-    };
-    let len = read::<i32>(address, settings.unix_address_len).unwrap_or(0);
+    }
+    let len = read_or::<i32>(address, settings.unix_address_len, 0);
     let mut key = UnixPathKey { len: 0, path: [0; UNIX_PATH_BYTES] };
     let used = (len as u32).saturating_sub(SUN_PATH_OFFSET);
     let read =
