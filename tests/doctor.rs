@@ -25,8 +25,28 @@ fn doctor_reports_this_kernel_and_a_complete_default_set() {
     let tracepoint = types.iter().find(|t| t["type"] == "tracepoint").expect("tracepoint probed");
     assert_eq!(tracepoint["loads"], true, "{report}");
     for fact in report["facts"].as_array().unwrap() {
+        if fact["opt_in"] == "enforce" && fact["hooks"].as_array().unwrap().is_empty() {
+            // A kernel that refuses LSM programs (this host's): listed,
+            // refused, and what is then not enforced said.
+            assert!(!fact["refused"].as_array().unwrap().is_empty(), "{fact}");
+            assert!(!fact["not_enforced"].as_array().unwrap().is_empty(), "{fact}");
+            continue;
+        }
         assert!(!fact["hooks"].as_array().unwrap().is_empty(), "no hook for {fact}");
     }
+    // The LSM hooks are listed whether chosen or refused.
+    let lsm: Vec<&str> = report["facts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["opt_in"] == "enforce")
+        .flat_map(|f| {
+            let refused = f["refused"].as_array().unwrap().iter().map(|m| &m["hook"]);
+            f["hooks"].as_array().unwrap().iter().chain(refused)
+        })
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(lsm.contains(&"lsm socket_listen") && lsm.contains(&"lsm socket_create"), "{report}");
 }
 
 #[test]
@@ -67,6 +87,9 @@ fn light_attaches_no_syscall_tracepoint() {
         if fact["given_up_by_light"] == true {
             assert!(hooks.is_empty(), "{fact}");
             assert!(!tracing, "gave up a fact although fentry/fexit load: {fact}");
+        } else if fact["opt_in"] == "enforce" {
+            // BPF LSM or nothing: --light changes nothing for these.
+            assert!(hooks.iter().all(|h| h.starts_with("lsm ")), "{fact}");
         } else {
             assert!(!hooks.is_empty(), "{fact}");
         }

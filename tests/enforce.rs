@@ -1,7 +1,10 @@
 //! End-to-end tests of enforcement in `watcher daemon` (issue 4): binds
 //! refused in the kernel with EPERM and reported as `denied`, binds the
 //! rules allow left alone, nothing changed with enforcement off, and rules
-//! refilled on SIGHUP. Real kernel, real python3 children.
+//! refilled on SIGHUP; on a kernel that refuses BPF LSM programs (this
+//! host's), listen(), raw and packet sockets left alone and said to be.
+//! Real kernel, real python3 children. Where the kernel has BPF LSM the
+//! guest scenario tests its refusals (tests/guest/lsm_enforce.py).
 //!
 //! Enforcement is always confined with `enforce_cgroup` to a cgroup v2
 //! directory each test makes for its own children, so that no other
@@ -319,4 +322,63 @@ fn a_listen_stopped_in_the_kernel_that_the_allowlist_allows_goes_on() {
     let bad: Vec<&Value> =
         events.iter().filter(|e| e["pid"] == pid && matches!(e["event"].as_str(), Some("alert" | "killed"))).collect();
     assert!(bad.is_empty(), "{bad:?}");
+}
+
+/// On a kernel that refuses BPF LSM programs (this host's 6.18), `enforce`
+/// starts all the same and says once, in one warning, what it cannot
+/// enforce there: listen() (TCP and UNIX), raw and packet sockets. Nothing
+/// else changes: a raw socket, a packet socket, a UNIX listener and a TCP
+/// listen no rule allows are made as they were, while a bind no rule
+/// allows is still refused.
+#[test]
+fn without_bpf_lsm_enforce_says_what_it_leaves_alone() {
+    if !require_bpf("without_bpf_lsm_enforce_says_what_it_leaves_alone") {
+        return;
+    }
+    let cgroup = TestCgroup::new();
+    let [held, unlisted] = free_ports("tcp", 2)[..] else { unreachable!() };
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        config_file(&dir, &format!("{}[[allow]]\nproto = \"udp\"\nport = 53\n", enforce_header(true, &cgroup.path)));
+    // Bound before enforcement starts: only an LSM hook could refuse its listen.
+    let mut child = binder(&cgroup, &[]);
+    let pid = child.pid;
+    child.say(&format!("hold 4 127.0.0.1 {held}"));
+    assert_eq!(child.read_line(), format!("held {held}"));
+
+    let mut watcher = Watcher::start(&["daemon", "--config", &config]);
+    let stderr = watcher.stderr_lines();
+    let ready = stderr.iter().find(|l| l.starts_with("watcher: ready:")).unwrap();
+    if ready.contains("lsm socket_") {
+        eprintln!("skipped: this kernel runs BPF LSM programs (tests/guest/lsm_enforce.py tests them)");
+        return;
+    }
+    let warned: Vec<&String> = stderr.iter().filter(|l| l.contains("not enforced on this kernel")).collect();
+    assert_eq!(warned.len(), 1, "one warning: {stderr:#?}");
+    for what in
+        ["listen() on TCP ports and UNIX names", "the creation of raw and packet sockets", "binds are still refused"]
+    {
+        assert!(warned[0].contains(what), "{what:?} not in {}", warned[0]);
+    }
+    // Not a hook missing for the reports: the ready line says nothing is.
+    assert!(!ready.contains("NOT attached"), "{ready}");
+
+    child.say("raw 4");
+    assert_eq!(child.read_line(), "made", "a raw socket");
+    child.say("packet");
+    assert_eq!(child.read_line(), "made", "a packet socket");
+    let path = dir.path().join("unlisted.sock").display().to_string();
+    child.say(&format!("unix {path}"));
+    assert_eq!(child.read_line(), format!("listening {path}"));
+    child.say("listen");
+    assert_eq!(child.read_line(), format!("listening {held}"));
+    assert_eq!(try_bind(&mut child, "4", "tcp", unlisted), "refused EPERM");
+    let denied = watcher.next_event(|e| is_denied(e, pid, unlisted));
+    assert_eq!(denied["call"], "bind", "{denied}");
+
+    drop(child);
+    let (status, rest) = watcher.stop();
+    assert!(status.success(), "{status}");
+    let denials: Vec<&String> = rest.iter().filter(|l| l.contains("\"event\":\"denied\"")).collect();
+    assert!(denials.is_empty(), "only the bind is denied: {denials:?}");
 }

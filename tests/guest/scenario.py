@@ -24,6 +24,8 @@ import sys
 import threading
 import time
 
+import lsm_enforce
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROGRAMS = os.path.join(HERE, "..", "programs")
 PYTHON = "/usr/bin/python3"
@@ -790,6 +792,8 @@ def run_steps(results, binary, out_dir, log_dir, tmpfs, flash):
         accepts(results, binary, log_dir)
     except Exception as e:
         results.check("accept step", False, f"{type(e).__name__}: {e}")
+    results.step("lsm enforcement", started)
+    lsm_enforce.run(results, binary, log_dir, tmpfs)
     results.step("doctor", started)
     try:
         doctor(results, binary, ready)

@@ -296,7 +296,7 @@ pub enum EventKind {
     UnixClose = 14,
     /// accept() or accept4() returned a connection. [`AcceptRecord`]
     Accept = 15,
-    /// Enforcement refused a bind() with EPERM. [`DeniedRecord`]
+    /// Enforcement refused a bind(), a listen() or a socket() with EPERM. [`DeniedRecord`]
     Denied = 16,
     /// bind() of a UNIX datagram socket to a path or an abstract name
     /// succeeded (a stream or seqpacket socket is reported at listen()). [`SyscallRecord`]
@@ -612,8 +612,20 @@ unsafe impl Record for AcceptRecord {}
 // SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
 unsafe impl aya::Pod for AcceptRecord {}
 
-/// [`EventKind::Denied`]: the bind() the caller asked for, which the
-/// enforcement programs refused (the caller got EPERM).
+/// Bytes of `sun_path` in a `sockaddr_un`: the most a UNIX socket's name
+/// can hold (an abstract name's leading NUL included).
+pub const UNIX_PATH_BYTES: usize = 108;
+
+/// [`DeniedRecord::call`]: what the caller was refused.
+/// bind() of a TCP or UDP port (`cgroup/bind4`, `cgroup/bind6`).
+pub const DENIED_BIND: u32 = 0;
+/// listen() on a TCP or UNIX socket (BPF LSM `socket_listen`).
+pub const DENIED_LISTEN: u32 = 1;
+/// socket() of a raw or packet socket (BPF LSM `socket_create`).
+pub const DENIED_SOCKET: u32 = 2;
+
+/// [`EventKind::Denied`]: the call the enforcement programs refused (the
+/// caller got EPERM): a bind(), a listen() or a socket().
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct DeniedRecord {
@@ -623,24 +635,34 @@ pub struct DeniedRecord {
     /// Device of the caller's executable, as the kernel encodes a `dev_t`
     /// (major << 20 | minor).
     pub exe_dev: u32,
-    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    /// bind, listen: the socket's protocol (`IPPROTO_TCP`, `IPPROTO_UDP`;
+    /// 0 for UNIX). socket: its `protocol` argument (an IPPROTO_* for a raw
+    /// socket, an ETH_P_* in network order for a packet socket).
     pub protocol: u32,
-    /// `SOCK_STREAM`, `SOCK_DGRAM`, …
+    /// `SOCK_STREAM`, `SOCK_DGRAM`, `SOCK_RAW`, …
     pub sock_type: u32,
-    /// The [`ENFORCE_CLASSES_MAP`] slot of the port: which rules cover it
-    /// (none of them allows the caller); [`ENFORCE_NO_RULE`] when no rule does.
+    /// The [`ENFORCE_CLASSES_MAP`] slot of the port, path or kind of socket:
+    /// which rules cover it (none of them allows the caller);
+    /// [`ENFORCE_NO_RULE`] when no rule does.
     pub class: u32,
-    /// Reserved, 0.
-    pub reserved: u32,
-    /// IPv4 addresses use the first four bytes, in network order.
+    /// [`DENIED_BIND`], [`DENIED_LISTEN`] or [`DENIED_SOCKET`].
+    pub call: u32,
+    /// IPv4 addresses use the first four bytes, in network order; zeros
+    /// for UNIX, raw and packet sockets.
     pub addr: [u8; 16],
-    /// `AF_INET` or `AF_INET6`.
+    /// `AF_INET`, `AF_INET6`, `AF_UNIX` or `AF_PACKET`.
     pub family: u16,
-    /// The port asked for, host byte order.
+    /// The port asked for (bind) or bound (listen), host byte order; 0 for
+    /// UNIX, raw and packet sockets.
     pub port: u16,
+    /// UNIX: bytes of `path` used.
+    pub path_len: u32,
+    /// UNIX: the name the socket is bound to, as `sun_path` holds it (an
+    /// abstract name starts with a NUL); no trailing NUL.
+    pub path: [u8; UNIX_PATH_BYTES],
 }
 
-const _: () = assert!(core::mem::size_of::<DeniedRecord>() == 56 + 8 + 4 * 5 + 16 + 4);
+const _: () = assert!(core::mem::size_of::<DeniedRecord>() == 56 + 8 + 4 * 5 + 16 + 4 + 4 + UNIX_PATH_BYTES);
 // SAFETY: repr(C), starts with a RecordHeader, no padding (size asserted), any bits valid.
 unsafe impl Record for DeniedRecord {}
 #[cfg(feature = "user")]
@@ -649,22 +671,37 @@ unsafe impl aya::Pod for DeniedRecord {}
 
 // Enforcement (`watcher daemon` with `enforce`): cgroup/bind4 and
 // cgroup/bind6 refuse what these maps, filled by the daemon from its
-// allowlist, do not allow. Each (protocol, port) points to a class: the
-// owners (uid, executable, comm, address scope) the rules covering that
-// port allow. Ports no rule covers point to ENFORCE_NO_RULE.
+// allowlist, do not allow; where the kernel has BPF LSM, so do its
+// `socket_listen` (TCP and UNIX listen()) and `socket_create` (raw and
+// packet sockets) hooks. Each (protocol, port), each kind of socket and
+// each UNIX path a rule names points to a class: the owners (uid,
+// executable, comm, address scope) the rules covering it allow. What no
+// rule covers points to ENFORCE_NO_RULE.
 
-/// Array of u32, one slot per (protocol, port): TCP ports first, then UDP;
-/// the value is a slot of [`ENFORCE_CLASSES_MAP`], or [`ENFORCE_NO_RULE`].
+/// Array of u32: one slot per (protocol, port), TCP ports first, then UDP;
+/// then one slot each for raw sockets, packet sockets and the UNIX paths
+/// [`ENFORCE_UNIX_MAP`] does not hold. The value is a slot of
+/// [`ENFORCE_CLASSES_MAP`], or [`ENFORCE_NO_RULE`].
 pub const ENFORCE_PORTS_MAP: &str = "ENFORCE_PORTS";
 /// Array of [`EnforceClass`].
 pub const ENFORCE_CLASSES_MAP: &str = "ENFORCE_CLASSES";
 /// Array of one [`EnforceSettings`].
 pub const ENFORCE_SETTINGS_MAP: &str = "ENFORCE_SETTINGS";
-pub const ENFORCE_PORT_SLOTS: u32 = 2 * 65_536;
+/// Hash of [`UnixPathKey`] → class slot: the UNIX paths some rule names.
+pub const ENFORCE_UNIX_MAP: &str = "ENFORCE_UNIX";
 /// The TCP ports, then the UDP ports.
 pub const ENFORCE_TCP_BASE: u32 = 0;
 pub const ENFORCE_UDP_BASE: u32 = 65_536;
-/// A port no rule covers: every bind to it is refused.
+/// Raw IP sockets (SOCK_RAW of AF_INET or AF_INET6): `proto = "raw"` rules.
+pub const ENFORCE_RAW_SLOT: u32 = 2 * 65_536;
+/// AF_PACKET sockets: `proto = "packet"` rules.
+pub const ENFORCE_PACKET_SLOT: u32 = ENFORCE_RAW_SLOT + 1;
+/// A UNIX path no rule names: the `proto = "unix"` rules without a path.
+pub const ENFORCE_UNIX_OTHER_SLOT: u32 = ENFORCE_RAW_SLOT + 2;
+pub const ENFORCE_PORT_SLOTS: u32 = ENFORCE_RAW_SLOT + 3;
+/// Distinct UNIX paths the rules may name.
+pub const ENFORCE_UNIX_PATHS: u32 = 1024;
+/// What no rule covers: refused to everyone.
 pub const ENFORCE_NO_RULE: u32 = 0;
 /// Class slots of one generation of the rules. A reload writes its classes
 /// into the generation not in use before any port points to them, so a
@@ -673,6 +710,22 @@ pub const ENFORCE_CLASSES_PER_GENERATION: u32 = 512;
 pub const ENFORCE_CLASS_SLOTS: u32 = 2 * ENFORCE_CLASSES_PER_GENERATION;
 /// Distinct owners the rules covering one port may name.
 pub const ENFORCE_OWNERS_PER_CLASS: usize = 16;
+
+/// A UNIX socket's name ([`ENFORCE_UNIX_MAP`]'s key): the bytes of
+/// `sun_path` it is bound to, without the trailing NUL of a path (an
+/// abstract name starts with a NUL and may hold more), zero-padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UnixPathKey {
+    /// Bytes of `path` used.
+    pub len: u32,
+    pub path: [u8; UNIX_PATH_BYTES],
+}
+
+const _: () = assert!(core::mem::size_of::<UnixPathKey>() == 4 + UNIX_PATH_BYTES);
+#[cfg(feature = "user")]
+// SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
+unsafe impl aya::Pod for UnixPathKey {}
 
 /// [`EnforceOwner::flags`]: the caller's uid must be `uid`.
 pub const OWNER_UID: u32 = 1;
@@ -720,7 +773,8 @@ const _: () = assert!(core::mem::size_of::<EnforceClass>() == 8 + 40 * ENFORCE_O
 unsafe impl aya::Pod for EnforceClass {}
 
 /// Byte offsets (from the kernel's BTF) the enforcement programs follow
-/// from the calling task to its executable's inode.
+/// from the calling task to its executable's inode and from a socket to
+/// its protocol and UNIX name, and what the daemon tells them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EnforceSettings {
@@ -732,8 +786,32 @@ pub struct EnforceSettings {
     pub super_block_s_dev: u32,
     /// `ENFORCE_*` bits: what the kernel side does with these rules.
     pub flags: u32,
-    /// The daemon's own tgid: never stopped (its metrics listener).
+    /// The daemon's own tgid: never stopped (its metrics listener), never
+    /// refused by the LSM hooks.
     pub daemon_tgid: u32,
+    /// `struct sock`'s `sk_protocol` (a `u16`): TCP or another stream
+    /// protocol (SCTP, MPTCP) at listen().
+    pub sock_sk_protocol: u32,
+    /// `struct unix_sock`'s `addr` (a `struct unix_address *`, NULL until bound).
+    pub unix_sock_addr: u32,
+    /// `struct unix_address`'s `len` (bytes of the `sockaddr_un` used) and
+    /// `name` (the `sockaddr_un`).
+    pub unix_address_len: u32,
+    pub unix_address_name: u32,
+    /// The LSM hooks are not confined to a cgroup as the bind hooks are:
+    /// they judge a task whose cgroup at this level of the hierarchy
+    /// (`bpf_get_current_ancestor_cgroup_id`) is `cgroup_id`, the
+    /// `enforce_cgroup` (level 0 and the root's id: every task).
+    pub cgroup_level: u32,
+    /// The byte of `struct sock` holding `sk_userlocks` (4 bits on older
+    /// kernels such as 6.1, a whole byte on 6.18), and the shift of its
+    /// bits in that byte: SOCK_BINDPORT_LOCK there says the socket's port
+    /// was asked for by its bind(), not chosen by the kernel.
+    pub sock_sk_userlocks: u32,
+    pub sk_userlocks_shift: u32,
+    /// Reserved, 0.
+    pub reserved: u32,
+    pub cgroup_id: u64,
 }
 
 /// [`EnforceSettings::flags`]: the daemon has `kill_unexpected` on, so a
@@ -747,7 +825,13 @@ pub const ENFORCE_STOP_AT_LISTEN: u32 = 1;
 /// (SIGCONT) if its own allowlist allows the listener.
 pub const SOCKET_STOPPED: u32 = 1;
 
-const _: () = assert!(core::mem::size_of::<EnforceSettings>() == 8 * 4);
+/// [`EnforceSettings::flags`]: the daemon enforces (`enforce`) and has
+/// filled the maps: the LSM hooks judge listen() and socket(). Without it
+/// they allow everything (they are attached before the maps are filled,
+/// and `watcher doctor` attaches them only to see that they can be).
+pub const ENFORCE_LSM: u32 = 1 << 1;
+
+const _: () = assert!(core::mem::size_of::<EnforceSettings>() == 16 * 4 + 8);
 #[cfg(feature = "user")]
 // SAFETY: repr(C), no padding (size asserted), every bit pattern valid.
 unsafe impl aya::Pod for EnforceSettings {}

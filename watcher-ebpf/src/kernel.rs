@@ -1,6 +1,12 @@
 //! Following kernel pointers with the offsets the loader read from BTF:
 //! the task's network namespace, and the socket behind an fd.
-use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_get_current_task};
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{
+        bpf_probe_read_kernel,
+        generated::{bpf_get_current_task, bpf_probe_read_kernel as bpf_probe_read_kernel_raw},
+    },
+};
 use watcher_common::{KernelOffsets, ProgramError};
 
 use crate::record::count_error;
@@ -58,6 +64,45 @@ pub fn read<T>(base: u64, offset: u32) -> Option<T> {
         count_error(ProgramError::ReadKernel);
     }
     value
+}
+
+/// [`read`], or `default` when it reads nothing. For a value used either
+/// way: `read(..).unwrap_or(default)` leaves the payload of its None
+/// undefined, and LLVM may then compute with that register after the
+/// failure's count_error call, which 6.1's verifier refuses ("R4
+/// !read_ok"); here the failure's value is `default`, always defined.
+#[inline(always)]
+pub fn read_or<T>(base: u64, offset: u32, default: T) -> T {
+    if base == 0 {
+        return default;
+    }
+    // SAFETY: the helper faults cleanly on a bad address.
+    match unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) } {
+        Ok(value) => value,
+        Err(_) => {
+            count_error(ProgramError::ReadKernel);
+            default
+        }
+    }
+}
+
+/// Copies `len` bytes (at most `N`) of kernel memory at `src` into `dst`;
+/// how many, 0 for none or when the read faults (counted).
+#[inline(always)]
+pub fn read_kernel_bytes<const N: usize>(dst: &mut [u8; N], src: u64, len: u32) -> u32 {
+    let len = if len as usize > N { N as u32 } else { len };
+    if len == 0 || src == 0 {
+        return 0;
+    }
+    // SAFETY: the helper faults cleanly on a bad address, and `len` is at
+    // most the size of `dst`.
+    let ret = unsafe { bpf_probe_read_kernel_raw(dst.as_mut_ptr().cast::<c_void>(), len, src as *const c_void) };
+    if ret == 0 {
+        len
+    } else {
+        count_error(ProgramError::ReadKernel);
+        0
+    }
 }
 
 /// Inode of the calling task's network namespace, 0 if unknown.

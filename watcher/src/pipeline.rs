@@ -79,6 +79,7 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
         tgid: options.filter.kernel_tgid(),
         accept: options.accept,
         enforce: sink.enforces(),
+        enforce_lsm: sink.enforces_calls(),
         light: options.light,
         ring_bytes: options.ring_bytes,
     })?;

@@ -8,6 +8,10 @@
 //! Anything the maps do not refuse is allowed: port 0 (the kernel picks an
 //! ephemeral port), protocols other than TCP and UDP, binds made by kernel
 //! threads (nfsd, lockd: they have no executable to judge).
+//!
+//! The judgment itself ([`refused`] for a port, [`judge`] for any class of
+//! rules) is shared with the LSM hooks of `lsm_enforce.rs` and with
+//! `kill_unexpected`'s stop at listen: one copy of the matching.
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
@@ -18,14 +22,15 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use watcher_common::{
-    AF_INET, AF_INET6, DeniedRecord, ENFORCE_NO_RULE, ENFORCE_OWNERS_PER_CLASS, ENFORCE_STOP_AT_LISTEN,
+    AF_INET, AF_INET6, DENIED_BIND, DeniedRecord, ENFORCE_NO_RULE, ENFORCE_OWNERS_PER_CLASS, ENFORCE_STOP_AT_LISTEN,
     ENFORCE_TCP_BASE, ENFORCE_UDP_BASE, EnforceClass, EnforceOwner, EnforceSettings, EventKind, IPPROTO_TCP,
     IPPROTO_UDP, OWNER_COMM, OWNER_EXE, OWNER_LOOPBACK, OWNER_NEVER, OWNER_UID, ProgramError, TASK_COMM_LEN,
+    UnixPathKey,
 };
 
 use super::ALLOW;
 use crate::{
-    kernel::read,
+    kernel::read_or,
     record::{count_error, emit},
 };
 
@@ -36,15 +41,16 @@ const REFUSE: i32 = 0;
 // ENFORCE_CLASS_SLOTS) only when the daemon enforces, so that `watch`
 // does not hold their memory.
 
-/// (protocol, port) → class slot, or ENFORCE_NO_RULE.
+/// (protocol, port), then raw, packet and other UNIX paths → class slot,
+/// or ENFORCE_NO_RULE.
 #[map(name = "ENFORCE_PORTS")]
-static ENFORCE_PORTS: Array<u32> = Array::with_max_entries(1, 0);
+pub static ENFORCE_PORTS: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map(name = "ENFORCE_CLASSES")]
 static ENFORCE_CLASSES: Array<EnforceClass> = Array::with_max_entries(1, 0);
 
 #[map(name = "ENFORCE_SETTINGS")]
-static ENFORCE_SETTINGS: Array<EnforceSettings> = Array::with_max_entries(1, 0);
+pub static ENFORCE_SETTINGS: Array<EnforceSettings> = Array::with_max_entries(1, 0);
 
 /// A bind() as the hook sees it, before the kernel does anything with it
 /// (or a TCP listen, as `sock/inet_sock_set_state` sees it).
@@ -70,7 +76,7 @@ impl Bind {
 }
 
 /// The caller, as the owners of a class are described.
-struct Caller {
+pub struct Caller {
     uid: u32,
     comm: [u8; TASK_COMM_LEN],
     exe_dev: u32,
@@ -148,7 +154,7 @@ fn try_verdict(bind: &Bind) -> Result<i32, ProgramError> {
     let settings = ENFORCE_SETTINGS.get(0).ok_or(ProgramError::MapLookup)?;
     match refused(bind, settings)? {
         Some((caller, class_slot)) => {
-            report(bind, &caller, class_slot);
+            report(bind, &caller, class_slot, DENIED_BIND, None);
             Ok(REFUSE)
         }
         None => Ok(ALLOW),
@@ -181,7 +187,7 @@ const SIGSTOP: u32 = 19;
 
 /// The caller and the port's class when no rule allows it this socket.
 #[inline(always)]
-fn refused(bind: &Bind, settings: &EnforceSettings) -> Result<Option<(Caller, u32)>, ProgramError> {
+pub fn refused(bind: &Bind, settings: &EnforceSettings) -> Result<Option<(Caller, u32)>, ProgramError> {
     // Port 0 asks the kernel for an ephemeral port: always allowed.
     if bind.port == 0 {
         return Ok(None);
@@ -192,14 +198,22 @@ fn refused(bind: &Bind, settings: &EnforceSettings) -> Result<Option<(Caller, u3
         // SCTP, UDP-Lite…: the allowlist speaks of TCP and UDP only.
         _ => return Ok(None),
     };
+    let class_slot = *ENFORCE_PORTS.get(base + u32::from(bind.port)).ok_or(ProgramError::MapLookup)?;
+    judge(settings, class_slot, bind)
+}
+
+/// The caller, and `class_slot`, when none of the owners of that class
+/// (the rules covering what `bind` asks for) is the caller; `None` when one
+/// is, and for kernel threads (nfsd, lockd binding for an in-kernel
+/// service: no executable to judge).
+#[inline(always)]
+pub fn judge(settings: &EnforceSettings, class_slot: u32, bind: &Bind) -> Result<Option<(Caller, u32)>, ProgramError> {
     // SAFETY: a helper without arguments.
     let task = unsafe { bpf_get_current_task() };
-    let mm = read::<u64>(task, settings.task_mm).unwrap_or(0);
+    let mm = read_or::<u64>(task, settings.task_mm, 0);
     if mm == 0 {
-        // A kernel thread binding for an in-kernel service.
         return Ok(None);
     }
-    let class_slot = *ENFORCE_PORTS.get(base + u32::from(bind.port)).ok_or(ProgramError::MapLookup)?;
     let (exe_dev, exe_ino) = exe_identity(settings, mm);
     let uid_gid = bpf_get_current_uid_gid();
     let caller =
@@ -223,11 +237,13 @@ fn refused(bind: &Bind, settings: &EnforceSettings) -> Result<Option<(Caller, u3
 /// no rule that names an executable.
 #[inline(always)]
 fn exe_identity(s: &EnforceSettings, mm: u64) -> (u32, u64) {
-    let Some(inode) = read::<u64>(mm, s.mm_exe_file).and_then(|file| read::<u64>(file, s.file_f_inode)) else {
+    // read_or (a NULL base gives the default): see there why.
+    let inode = read_or::<u64>(read_or::<u64>(mm, s.mm_exe_file, 0), s.file_f_inode, 0);
+    if inode == 0 {
         return (0, 0);
-    };
-    let ino = read::<u64>(inode, s.inode_i_ino).unwrap_or(0);
-    let dev = read::<u64>(inode, s.inode_i_sb).and_then(|sb| read::<u32>(sb, s.super_block_s_dev)).unwrap_or(0);
+    }
+    let ino = read_or::<u64>(inode, s.inode_i_ino, 0);
+    let dev = read_or::<u32>(read_or::<u64>(inode, s.inode_i_sb, 0), s.super_block_s_dev, 0);
     (dev, ino)
 }
 
@@ -252,16 +268,23 @@ fn halves(bytes: &[u8; 16]) -> (u64, u64) {
     (u64::from_ne_bytes(high), u64::from_ne_bytes(low))
 }
 
+/// The one `denied` record of every enforcement hook: `call` is what the
+/// caller was refused (`DENIED_*`), `path` the UNIX name it was for.
 #[inline(always)]
-fn report(bind: &Bind, caller: &Caller, class: u32) {
+pub fn report(bind: &Bind, caller: &Caller, class: u32, call: u32, path: Option<&UnixPathKey>) {
     emit(EventKind::Denied, |r: &mut DeniedRecord| {
         r.exe_ino = caller.exe_ino;
         r.exe_dev = caller.exe_dev;
         r.protocol = bind.protocol;
         r.sock_type = bind.sock_type;
         r.class = class;
+        r.call = call;
         r.addr = bind.addr;
         r.family = bind.family;
         r.port = bind.port;
+        if let Some(path) = path {
+            r.path_len = path.len;
+            r.path = path.path;
+        }
     });
 }

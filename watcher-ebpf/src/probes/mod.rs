@@ -5,6 +5,7 @@
 //! | `cgroup_post_bind.rs` | `cgroup/post_bind4`, `cgroup/post_bind6` | every successful inet bind, with the port the kernel chose |
 //! | `cgroup_sock_release.rs` | `cgroup/sock_release` | the close of a bound UDP socket |
 //! | `cgroup_bind_enforce.rs` | `cgroup/bind4`, `cgroup/bind6` | binds refused by enforcement (opt-in) |
+//! | `lsm_enforce.rs` | BPF LSM `socket_listen`, `socket_create` | TCP and UNIX listens, raw and packet sockets refused by enforcement (opt-in; where the kernel has BPF LSM) |
 //! | `tcp_state.rs` | tracepoint `sock/inet_sock_set_state` | TCP listeners up and down |
 //! | `syscall_bind_listen.rs` | tracepoints `syscalls/sys_{enter,exit}_{bind,listen}`, `sys_enter_close` | failed binds and listens, UNIX listeners and named UNIX datagram sockets, the fd and backlog of the others |
 //! | `syscall_passive.rs` | tracepoints `syscalls/sys_{enter,exit}_{socket,setsockopt}` | raw and packet sockets, attached filters, listener options |
@@ -16,6 +17,7 @@ mod cgroup_bind_enforce;
 mod cgroup_post_bind;
 mod cgroup_sock_release;
 mod fentry_sockets;
+mod lsm_enforce;
 mod process;
 mod syscall_accept;
 mod syscall_args;

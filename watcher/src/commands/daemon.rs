@@ -245,6 +245,10 @@ impl<W: Write> Sink for DaemonSink<W> {
         self.enforcement.is_some()
     }
 
+    fn enforces_calls(&self) -> bool {
+        self.enforcement.as_ref().is_some_and(Enforcement::refuses_binds)
+    }
+
     fn attached(&mut self, attached: &mut Attached) -> anyhow::Result<()> {
         match &mut self.enforcement {
             Some(enforcement) => enforcement.attach(attached),

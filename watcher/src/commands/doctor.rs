@@ -3,7 +3,9 @@
 //! kernel which program types load, then loads and attaches watcher's own
 //! programs exactly as `watch` does (and detaches them) and says, for each
 //! fact watcher reports, the hook that carries it or why none does and what
-//! goes unreported. Exit 0 when the default set is complete.
+//! goes unreported. Enforcement's BPF LSM hooks (opt-in, `enforce`) are
+//! attached too, to see whether they can be: until the daemon fills their
+//! maps they refuse nothing. Exit 0 when the default set is complete.
 use std::fs;
 
 use anyhow::{Context as _, bail};
@@ -16,6 +18,7 @@ use serde_json::{Value, json};
 use crate::{
     cli::DoctorArgs,
     kernel::{
+        hooks::OptIn,
         loader::{self, LoadOptions},
         privileges,
     },
@@ -57,7 +60,7 @@ fn report(light: bool) -> anyhow::Result<Value> {
         }
         Err(e) => json!({"ok": false, "detail": format!("{e:#}")}),
     };
-    let securityfs = mount_securityfs();
+    let securityfs = loader::ensure_securityfs();
     let lockdown = fs::read_to_string("/sys/kernel/security/lockdown")
         .ok()
         .and_then(|s| s.split_whitespace().find(|w| w.starts_with('[')).map(|w| w.trim_matches(['[', ']']).to_owned()));
@@ -75,8 +78,14 @@ fn report(light: bool) -> anyhow::Result<Value> {
     let kprobes_attach = std::path::Path::new("/sys/kernel/tracing/kprobe_events").exists();
 
     // The real programs, attached as `watch` attaches them, then dropped.
-    let attached = loader::load_and_attach(LoadOptions { accept: true, light, ..LoadOptions::default() })
-        .context("loading and attaching watcher's programs")?;
+    let attached = loader::load_and_attach(LoadOptions {
+        accept: true,
+        enforce: true,
+        enforce_lsm: true,
+        light,
+        ..LoadOptions::default()
+    })
+    .context("loading and attaching watcher's programs")?;
     let facts: Vec<Value> = attached
         .facts
         .iter()
@@ -93,9 +102,17 @@ fn report(light: bool) -> anyhow::Result<Value> {
             } else {
                 Vec::new()
             };
+            // Enforcement's hooks refuse calls: without them those calls are
+            // not enforced, and everything is still reported.
+            let (not_reported, not_enforced) = if f.fact.opt_in == Some(OptIn::Enforce) {
+                (Vec::new(), not_reported)
+            } else {
+                (not_reported, Vec::new())
+            };
             json!({
                 "fact": f.fact.name,
-                "optional": f.fact.optional,
+                "optional": f.fact.optional(),
+                "opt_in": f.fact.opt_in.map(OptIn::name),
                 "hooks": f.hooks,
                 // Cheaper hooks refused on the way (this kernel's reasons).
                 "refused": f
@@ -107,6 +124,7 @@ fn report(light: bool) -> anyhow::Result<Value> {
                 "syscall_tracepoints": f.syscall_tracepoints,
                 "given_up_by_light": given_up,
                 "not_reported": not_reported,
+                "not_enforced": not_enforced,
             })
         })
         .collect();
@@ -128,17 +146,6 @@ fn report(light: bool) -> anyhow::Result<Value> {
         "facts": facts,
         "complete": complete,
     }))
-}
-
-/// Lockdown and the LSM list live in securityfs, which hosts without
-/// systemd may not mount.
-fn mount_securityfs() -> anyhow::Result<()> {
-    const SECURITYFS: &str = "/sys/kernel/security";
-    if std::path::Path::new(SECURITYFS).join("lsm").exists() {
-        return Ok(());
-    }
-    nix::mount::mount(Some("securityfs"), SECURITYFS, Some("securityfs"), nix::mount::MsFlags::empty(), None::<&str>)
-        .with_context(|| format!("mounting securityfs on {SECURITYFS}"))
 }
 
 fn print_text(r: &Value) {
@@ -187,6 +194,9 @@ fn print_text(r: &Value) {
         }
         for n in f["not_reported"].as_array().into_iter().flatten() {
             println!("      not reported: {}", s(n));
+        }
+        for n in f["not_enforced"].as_array().into_iter().flatten() {
+            println!("      not enforced: {}", s(n));
         }
     }
     println!("complete: {}", if r["complete"] == true { "yes, every default hook is attached" } else { "NO" });

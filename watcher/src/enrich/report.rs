@@ -131,7 +131,10 @@ impl What<'_> {
             Self::Socket { event, .. } => Some(event.port),
             Self::BindFailed { addr: Some(SockAddr::Inet { port, .. }), .. } => Some(*port),
             Self::Accept(a) => a.local.map(|(_, port)| port),
-            Self::Denied { event, .. } => Some(event.port),
+            Self::Denied { event, .. } => match event.target {
+                Some(SockAddr::Inet { port, .. }) => Some(port),
+                _ => None,
+            },
             _ => None,
         }
     }

@@ -35,6 +35,8 @@ struct Member {
     type_id: u32,
     /// Offset in bits from the start of the struct.
     bit_offset: u32,
+    /// A bitfield's width in bits; 0 for a whole member.
+    bitfield_bits: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -100,6 +102,7 @@ impl Btf {
                             type_id: u32_at(types_data, m + 4)?,
                             // With kind_flag the high 8 bits are a bitfield's size.
                             bit_offset: if kind_flag { offset & 0x00ff_ffff } else { offset },
+                            bitfield_bits: if kind_flag { offset >> 24 } else { 0 },
                         });
                     }
                     at += vlen * 12;
@@ -112,6 +115,7 @@ impl Btf {
                             name: u32_at(types_data, p)?,
                             type_id: u32_at(types_data, p + 4)?,
                             bit_offset: 0,
+                            bitfield_bits: 0,
                         });
                     }
                     at += vlen * 8;
@@ -172,34 +176,56 @@ impl Btf {
     /// fields, e.g. `["__sk_common", "skc_family"]`), looking into anonymous
     /// structs and unions on the way.
     pub fn offset(&self, name: &str, path: &[&str]) -> anyhow::Result<u32> {
-        let mut id =
-            *self.structs_by_name.get(name).with_context(|| format!("no struct {name} in the kernel's BTF"))?;
-        let mut bits = 0;
-        for field in path {
-            let (member_bits, member_type) = self
-                .find_member(id, field)
-                .with_context(|| format!("no field {field} in struct {name} (path {path:?})"))?;
-            bits += member_bits;
-            id = self.resolve(member_type);
-        }
-        ensure!(bits % 8 == 0, "{name}.{path:?} is a bitfield");
+        let (bits, width, _) = self.locate(name, path)?;
+        ensure!(bits % 8 == 0 && width == 0, "{name}.{path:?} is a bitfield");
         Ok(bits / 8)
     }
 
-    fn find_member(&self, struct_id: u32, field: &str) -> Option<(u32, u32)> {
+    /// Where the integer field of `struct name` at `path` lies, in bits
+    /// from the start of the struct: (offset, width). A bitfield on one
+    /// kernel may be a whole `u8` on another (`sock.sk_userlocks`: 4 bits
+    /// on older kernels, a byte on 6.18); this says which.
+    pub fn int_bits(&self, name: &str, path: &[&str]) -> anyhow::Result<(u32, u32)> {
+        let (bits, width, type_id) = self.locate(name, path)?;
+        if width != 0 {
+            return Ok((bits, width));
+        }
+        let t = &self.types[type_id as usize];
+        ensure!(t.kind == KIND_INT, "{name}.{path:?} is not an integer");
+        // An INT's size, in bytes, sits where other kinds keep a type id.
+        Ok((bits, t.type_id * 8))
+    }
+
+    /// (bit offset, bitfield width or 0, resolved type) of a field.
+    fn locate(&self, name: &str, path: &[&str]) -> anyhow::Result<(u32, u32, u32)> {
+        let mut id =
+            *self.structs_by_name.get(name).with_context(|| format!("no struct {name} in the kernel's BTF"))?;
+        let (mut bits, mut width) = (0, 0);
+        for field in path {
+            let (member_bits, member_width, member_type) = self
+                .find_member(id, field)
+                .with_context(|| format!("no field {field} in struct {name} (path {path:?})"))?;
+            bits += member_bits;
+            width = member_width;
+            id = self.resolve(member_type);
+        }
+        Ok((bits, width, id))
+    }
+
+    fn find_member(&self, struct_id: u32, field: &str) -> Option<(u32, u32, u32)> {
         let t = self.types.get(struct_id as usize)?;
         if t.kind != KIND_STRUCT && t.kind != KIND_UNION {
             return None;
         }
         for m in &t.members {
             if m.name != 0 && self.string(m.name).ok()? == field {
-                return Some((m.bit_offset, m.type_id));
+                return Some((m.bit_offset, m.bitfield_bits, m.type_id));
             }
         }
         // Anonymous struct and union members hold fields of their own.
         t.members.iter().filter(|m| m.name == 0).find_map(|m| {
-            let (bits, ty) = self.find_member(self.resolve(m.type_id), field)?;
-            Some((m.bit_offset + bits, ty))
+            let (bits, width, ty) = self.find_member(self.resolve(m.type_id), field)?;
+            Some((m.bit_offset + bits, width, ty))
         })
     }
 }
@@ -211,7 +237,7 @@ mod tests {
     /// A tiny BTF blob: struct outer { int a; union { int b; struct inner c; }; }
     /// with struct inner { int x; int y; }.
     fn blob() -> Vec<u8> {
-        let strings = b"\0int\0outer\0a\0b\0c\0inner\0x\0y\0f\0";
+        let strings = b"\0int\0outer\0a\0b\0c\0inner\0x\0y\0f\0bits\0lock\0";
         let s = |name: &str| {
             let needle = format!("\0{name}\0");
             (strings.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap() + 1) as u32
@@ -235,6 +261,8 @@ mod tests {
         // 6: int (int x, int y); 7: f, of that prototype
         push(&[0, (KIND_FUNC_PROTO << 24) | 2, 1, s("x"), 1, s("y"), 1]);
         push(&[s("f"), KIND_FUNC << 24, 6]);
+        // 8: struct bits { int lock: 4 @36 } (kind_flag: bitfield sizes in the offsets)
+        push(&[s("bits"), (1 << 31) | (KIND_STRUCT << 24) | 1, 8, s("lock"), 1, (4 << 24) | 36]);
         let mut data = Vec::new();
         data.extend_from_slice(&MAGIC.to_le_bytes());
         data.extend_from_slice(&[1, 0]);
@@ -267,6 +295,16 @@ mod tests {
     }
 
     #[test]
+    fn bitfields_and_whole_integers() {
+        let btf = Btf::parse(&blob()).unwrap();
+        assert_eq!(btf.int_bits("bits", &["lock"]).unwrap(), (36, 4));
+        assert!(btf.offset("bits", &["lock"]).is_err(), "a bitfield has no byte offset");
+        assert_eq!(btf.int_bits("outer", &["a"]).unwrap(), (0, 32));
+        assert_eq!(btf.int_bits("outer", &["c", "y"]).unwrap(), (96, 32));
+        assert!(btf.int_bits("outer", &["c"]).is_err(), "a struct is no integer");
+    }
+
+    #[test]
     fn reads_this_kernels_btf() {
         let Ok(btf) = Btf::from_sys_fs() else {
             return; // a kernel without BTF: the loader says so at start
@@ -275,5 +313,7 @@ mod tests {
         assert!(btf.offset("task_struct", &["pid"]).unwrap() > 0);
         assert!(btf.offset("sock", &["__sk_common", "skc_family"]).is_ok());
         assert!(btf.offset("net", &["ns", "inum"]).is_ok());
+        let (_, width) = btf.int_bits("sock", &["sk_userlocks"]).unwrap();
+        assert!(width == 4 || width == 8, "{width}");
     }
 }

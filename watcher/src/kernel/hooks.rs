@@ -12,6 +12,13 @@
 //! (`sock/inet_sock_set_state`, `sched/*`) or a cgroup hook have that one
 //! rung: it fires only on the event itself, so a trampoline would not be
 //! cheaper.
+//!
+//! Enforcement's BPF LSM hooks are facts of this table too (opt-in, with
+//! `enforce`): attached like the others, so that `doctor` and the ready
+//! line say what was chosen or refused; they refuse nothing until the
+//! daemon has filled their maps (`ENFORCE_LSM`). Enforcement's bind hooks
+//! are not here: they go on `enforce_cgroup`, attached by
+//! `policy::enforce`.
 
 /// One program to attach, named as in the eBPF object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +31,9 @@ pub enum Hook {
     FExit { program: &'static str, function: &'static str },
     /// A cgroup sock program on the cgroup v2 root.
     CgroupSock { program: &'static str },
+    /// A BPF LSM program on a security hook (`bpf_lsm_<hook>` in the
+    /// kernel's BTF); needs BTF, and `bpf` among the active LSMs.
+    Lsm { program: &'static str, hook: &'static str },
 }
 
 impl Hook {
@@ -31,18 +41,23 @@ impl Hook {
     pub const fn program(&self) -> &'static str {
         match self {
             Self::Tracepoint { name, .. } => name,
-            Self::FEntry { program, .. } | Self::FExit { program, .. } | Self::CgroupSock { program } => program,
+            Self::FEntry { program, .. }
+            | Self::FExit { program, .. }
+            | Self::CgroupSock { program }
+            | Self::Lsm { program, .. } => program,
         }
     }
 
     /// How the ready line and doctor name it: `tracepoint syscalls/sys_enter_bind`,
-    /// `fentry __sys_bind`, `cgroup/post_bind4` (the loader adds the cgroup).
+    /// `fentry __sys_bind`, `cgroup/post_bind4` (the loader adds the cgroup),
+    /// `lsm socket_listen`.
     pub fn describe(&self) -> String {
         match self {
             Self::Tracepoint { category, name } => format!("tracepoint {category}/{name}"),
             Self::FEntry { function, .. } => format!("fentry {function}"),
             Self::FExit { function, .. } => format!("fexit {function}"),
             Self::CgroupSock { program } => format!("cgroup/{program}"),
+            Self::Lsm { hook, .. } => format!("lsm {hook}"),
         }
     }
 
@@ -52,18 +67,50 @@ impl Hook {
     }
 }
 
+/// What asks for a fact left out by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptIn {
+    /// `--accept`.
+    Accept,
+    /// The daemon's `enforce` (and `watcher doctor`, to say whether it can).
+    Enforce,
+}
+
+impl OptIn {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Accept => "accept",
+            Self::Enforce => "enforce",
+        }
+    }
+}
+
 /// A fact and the ways to see it, cheapest first; each rung is attached
 /// whole or not at all.
 #[derive(Debug)]
 pub struct Fact {
     pub name: &'static str,
-    /// Attached only when asked for (`--accept`); its absence does not make
-    /// the default set incomplete.
-    pub optional: bool,
+    /// Attached only when asked for; its absence does not make the
+    /// default set incomplete.
+    pub opt_in: Option<OptIn>,
     pub rungs: &'static [&'static [Hook]],
 }
 
 impl Fact {
+    /// Left out unless asked for.
+    pub fn optional(&self) -> bool {
+        self.opt_in.is_some()
+    }
+
+    /// Whether a load with these opt-ins attaches it.
+    pub fn wanted(&self, accept: bool, enforce: bool) -> bool {
+        match self.opt_in {
+            None => true,
+            Some(OptIn::Accept) => accept,
+            Some(OptIn::Enforce) => enforce,
+        }
+    }
+
     /// Whether any rung costs every syscall on the host.
     pub fn has_syscall_rung(&self) -> bool {
         self.rungs.iter().any(|rung| rung.iter().any(Hook::is_syscall_tracepoint))
@@ -86,13 +133,17 @@ const fn cgroup(program: &'static str) -> Hook {
     Hook::CgroupSock { program }
 }
 
+const fn lsm(program: &'static str, hook: &'static str) -> Hook {
+    Hook::Lsm { program, hook }
+}
+
 /// In attach order: the hooks that only gather a call's arguments (an fd,
 /// a backlog) for the hooks that report come first, so that the reporting
 /// ones find them from their first event on.
 pub const FACTS: &[Fact] = &[
     Fact {
         name: "bind/listen failures and errno; UNIX bind and listen; fd and backlog",
-        optional: false,
+        opt_in: None,
         rungs: &[
             &[
                 fentry("fentry_bind", "__sys_bind"),
@@ -110,13 +161,13 @@ pub const FACTS: &[Fact] = &[
     },
     Fact {
         name: "close of UNIX listeners",
-        optional: false,
+        opt_in: None,
         // One map lookup per close() on the host either way.
         rungs: &[&[fentry("fentry_close_fd", "close_fd")], &[tp("syscalls", "sys_enter_close")]],
     },
     Fact {
         name: "raw and packet sockets created",
-        optional: false,
+        opt_in: None,
         rungs: &[
             &[fexit("fexit_socket", "__sys_socket")],
             &[tp("syscalls", "sys_enter_socket"), tp("syscalls", "sys_exit_socket")],
@@ -124,7 +175,7 @@ pub const FACTS: &[Fact] = &[
     },
     Fact {
         name: "filters attached; listener socket options",
-        optional: false,
+        opt_in: None,
         rungs: &[
             &[fexit("fexit_sockopt", "__sys_setsockopt")],
             &[tp("syscalls", "sys_enter_setsockopt"), tp("syscalls", "sys_exit_setsockopt")],
@@ -132,25 +183,25 @@ pub const FACTS: &[Fact] = &[
     },
     Fact {
         name: "exec: exe and argv",
-        optional: false,
+        opt_in: None,
         // argv is read from the new program's memory at this tracepoint.
         rungs: &[&[tp("sched", "sched_process_exec")]],
     },
     Fact {
         name: "fork and exit (the process table)",
-        optional: false,
+        opt_in: None,
         rungs: &[&[tp("sched", "sched_process_fork"), tp("sched", "sched_process_exit")]],
     },
-    Fact { name: "TCP listen up / down", optional: false, rungs: &[&[tp("sock", "inet_sock_set_state")]] },
+    Fact { name: "TCP listen up / down", opt_in: None, rungs: &[&[tp("sock", "inet_sock_set_state")]] },
     Fact {
         name: "bind success (v4/v6, the port the kernel chose)",
-        optional: false,
+        opt_in: None,
         rungs: &[&[cgroup("post_bind4"), cgroup("post_bind6")]],
     },
-    Fact { name: "close of bound UDP sockets", optional: false, rungs: &[&[cgroup("sock_release")]] },
+    Fact { name: "close of bound UDP sockets", opt_in: None, rungs: &[&[cgroup("sock_release")]] },
     Fact {
         name: "accepted connections (opt-in: --accept)",
-        optional: true,
+        opt_in: Some(OptIn::Accept),
         rungs: &[
             &[fexit("fexit_accept", "__sys_accept4")],
             &[
@@ -160,6 +211,19 @@ pub const FACTS: &[Fact] = &[
                 tp("syscalls", "sys_exit_accept4"),
             ],
         ],
+    },
+    // Enforcement beyond bind has one rung: where the kernel has no BPF
+    // LSM nothing else can refuse these calls (a syscall tracepoint only
+    // watches), and the daemon says what is then not enforced.
+    Fact {
+        name: "enforce: refuse listen() on TCP ports and UNIX names (opt-in: enforce)",
+        opt_in: Some(OptIn::Enforce),
+        rungs: &[&[lsm("lsm_sock_listen", "socket_listen")]],
+    },
+    Fact {
+        name: "enforce: refuse the creation of raw and packet sockets (opt-in: enforce)",
+        opt_in: Some(OptIn::Enforce),
+        rungs: &[&[lsm("lsm_sock_create", "socket_create")]],
     },
 ];
 
@@ -176,15 +240,19 @@ pub fn params(function: &str) -> &'static [&'static str] {
         "__sys_socket" => &["family", "type", "protocol"],
         "__sys_setsockopt" => &["fd", "level", "optname", "user_optval", "optlen"],
         "__sys_accept4" => &["fd", "upeer_sockaddr", "upeer_addrlen", "flags"],
+        // BPF LSM programs run on `bpf_lsm_<hook>`, declared with the hook's parameters.
+        "bpf_lsm_socket_listen" => &["sock", "backlog"],
+        "bpf_lsm_socket_create" => &["family", "type", "protocol", "kern"],
         _ => &[],
     }
 }
 
-/// Every tracepoint some rung may attach, optional facts included or not.
-pub fn tracepoints(optional: bool) -> Vec<(&'static str, &'static str)> {
+/// Every tracepoint some rung may attach, the optional facts `--accept`
+/// asks for included or not.
+pub fn tracepoints(accept: bool) -> Vec<(&'static str, &'static str)> {
     FACTS
         .iter()
-        .filter(|f| optional || !f.optional)
+        .filter(|f| f.wanted(accept, true))
         .flat_map(|f| f.rungs.iter().flat_map(|r| r.iter()))
         .filter_map(|h| match *h {
             Hook::Tracepoint { category, name } => Some((category, name)),
@@ -238,8 +306,12 @@ mod tests {
     #[test]
     fn every_tracing_hook_says_what_it_reads() {
         for hook in FACTS.iter().flat_map(|f| f.rungs.iter().flat_map(|r| r.iter())) {
-            if let Hook::FEntry { function, .. } | Hook::FExit { function, .. } = hook {
-                assert!(!params(function).is_empty(), "{function}");
+            match hook {
+                Hook::FEntry { function, .. } | Hook::FExit { function, .. } => {
+                    assert!(!params(function).is_empty(), "{function}");
+                }
+                Hook::Lsm { hook, .. } => assert!(!params(&format!("bpf_lsm_{hook}")).is_empty(), "{hook}"),
+                _ => {}
             }
         }
     }
@@ -249,5 +321,16 @@ mod tests {
         assert_eq!(tp("sock", "inet_sock_set_state").describe(), "tracepoint sock/inet_sock_set_state");
         assert_eq!(fexit("fexit_bind", "__sys_bind").describe(), "fexit __sys_bind");
         assert_eq!(cgroup("post_bind4").describe(), "cgroup/post_bind4");
+        assert_eq!(lsm("lsm_sock_listen", "socket_listen").describe(), "lsm socket_listen");
+    }
+
+    /// Only the daemon's `enforce` (and doctor) attaches the LSM hooks.
+    #[test]
+    fn lsm_hooks_are_enforcements_alone() {
+        for fact in FACTS {
+            let lsm = fact.rungs.iter().flat_map(|r| r.iter()).any(|h| matches!(h, Hook::Lsm { .. }));
+            assert_eq!(lsm, fact.opt_in == Some(OptIn::Enforce), "{}", fact.name);
+            assert!(!fact.wanted(true, false) || !lsm, "{}", fact.name);
+        }
     }
 }

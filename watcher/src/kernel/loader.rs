@@ -9,17 +9,17 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{CgroupAttachMode, CgroupSock, FEntry, FExit, TracePoint},
+    programs::{CgroupAttachMode, CgroupSock, FEntry, FExit, Lsm, TracePoint},
 };
 use log::{debug, warn};
 use watcher_common::{
-    ENFORCE_CLASS_SLOTS, ENFORCE_CLASSES_MAP, ENFORCE_PORT_SLOTS, ENFORCE_PORTS_MAP, EVENTS_MAP, FILTER_TGID_GLOBAL,
-    KernelOffsets, OFFSETS_GLOBAL, TRACEPOINT_OFFSETS_GLOBAL,
+    ENFORCE_CLASS_SLOTS, ENFORCE_CLASSES_MAP, ENFORCE_PORT_SLOTS, ENFORCE_PORTS_MAP, ENFORCE_UNIX_MAP,
+    ENFORCE_UNIX_PATHS, EVENTS_MAP, FILTER_TGID_GLOBAL, KernelOffsets, OFFSETS_GLOBAL, TRACEPOINT_OFFSETS_GLOBAL,
 };
 
 use crate::kernel::{
     btf::Btf,
-    hooks::{self, Fact, Hook},
+    hooks::{self, Fact, Hook, OptIn},
     kernel_log::{self, KernelLog, KernelLogLevel},
     tracepoint_format,
 };
@@ -41,6 +41,10 @@ pub struct LoadOptions {
     /// Size the enforcement maps, for the daemon to fill and attach its
     /// bind programs (see `enforce`); nothing is attached here for it.
     pub enforce: bool,
+    /// With `enforce`: attach enforcement's BPF LSM hooks where the kernel
+    /// has them. They refuse nothing until the daemon has filled the maps
+    /// and says so (`ENFORCE_LSM`).
+    pub enforce_lsm: bool,
     /// Attach no syscall tracepoint: a fact only one of them carries on
     /// this kernel goes unreported (named in `Attached::given_up`), and no
     /// syscall of the host pays for watcher.
@@ -138,31 +142,41 @@ impl MissingHook {
 
     /// What watcher cannot report without this hook, in a user's words.
     pub fn not_covered(&self) -> &'static str {
-        // "tracepoint syscalls/sys_enter_bind", "cgroup/post_bind4" or
-        // "fexit __sys_bind": the program's name, or the kernel function's.
-        let name = self.hook.split_whitespace().last().and_then(|w| w.rsplit('/').next()).unwrap_or_default();
-        match name {
-            "inet_sock_set_state" => "TCP listen events and listener closes",
-            "post_bind4" | "post_bind6" => {
-                "successful binds (a bound UDP socket is not seen at all, a TCP one only once it listens)"
-            }
-            "sock_release" => "closes of bound UDP sockets",
-            "sched_process_exec" => "exe and argv of processes that exit before /proc is read",
-            "sched_process_fork" | "sched_process_exit" => {
-                "the process table (names then come from /proc, and a process gone by then is unknown)"
-            }
-            "sys_enter_bind" | "sys_exit_bind" | "__sys_bind" => "failed binds, the fd of binds, UNIX binds",
-            "sys_enter_listen" | "sys_exit_listen" | "__sys_listen" => "failed listens, the backlog, UNIX listeners",
-            "sys_enter_close" | "close_fd" => "closes of UNIX listeners (until their process exits)",
-            "sys_enter_socket" | "sys_exit_socket" | "__sys_socket" => "raw and packet sockets",
-            "sys_enter_setsockopt" | "sys_exit_setsockopt" | "__sys_setsockopt" => {
-                "attached socket filters and listener socket options"
-            }
-            "sys_enter_accept" | "sys_exit_accept" | "sys_enter_accept4" | "sys_exit_accept4" | "__sys_accept4" => {
-                "accepted connections"
-            }
-            _ => "its events",
+        not_covered(&self.hook)
+    }
+}
+
+/// What watcher cannot report (or, for enforcement's hooks, enforce)
+/// without `hook`, described as [`Hook::describe`] does, in a user's words.
+pub fn not_covered(hook: &str) -> &'static str {
+    // "tracepoint syscalls/sys_enter_bind", "cgroup/post_bind4",
+    // "fexit __sys_bind" or "lsm socket_listen": the program's name,
+    // the kernel function's or the LSM hook's.
+    let name = hook.split_whitespace().last().and_then(|w| w.rsplit('/').next()).unwrap_or_default();
+    match name {
+        "inet_sock_set_state" => "TCP listen events and listener closes",
+        "post_bind4" | "post_bind6" => {
+            "successful binds (a bound UDP socket is not seen at all, a TCP one only once it listens)"
         }
+        "sock_release" => "closes of bound UDP sockets",
+        "sched_process_exec" => "exe and argv of processes that exit before /proc is read",
+        "sched_process_fork" | "sched_process_exit" => {
+            "the process table (names then come from /proc, and a process gone by then is unknown)"
+        }
+        "sys_enter_bind" | "sys_exit_bind" | "__sys_bind" => "failed binds, the fd of binds, UNIX binds",
+        "sys_enter_listen" | "sys_exit_listen" | "__sys_listen" => "failed listens, the backlog, UNIX listeners",
+        "sys_enter_close" | "close_fd" => "closes of UNIX listeners (until their process exits)",
+        "sys_enter_socket" | "sys_exit_socket" | "__sys_socket" => "raw and packet sockets",
+        "sys_enter_setsockopt" | "sys_exit_setsockopt" | "__sys_setsockopt" => {
+            "attached socket filters and listener socket options"
+        }
+        "sys_enter_accept" | "sys_exit_accept" | "sys_enter_accept4" | "sys_exit_accept4" | "__sys_accept4" => {
+            "accepted connections"
+        }
+        // Enforcement's: what is then not enforced, rather than unseen.
+        "socket_listen" => "listen() on TCP ports and UNIX names",
+        "socket_create" => "the creation of raw and packet sockets",
+        _ => "its events",
     }
 }
 
@@ -181,10 +195,13 @@ struct Host {
     /// also looks under debugfs).
     tracefs: Option<anyhow::Error>,
     cgroup: anyhow::Result<(PathBuf, File)>,
-    /// The kernel's BTF, which fentry and fexit programs are loaded
-    /// against, and watcher's own reading of it (the functions'
-    /// parameters); an error also when SKIP_TRACING_ENV asks to do without them.
+    /// The kernel's BTF, which fentry, fexit and LSM programs are loaded
+    /// against, and watcher's own reading of it (the functions' parameters).
     btf: anyhow::Result<(aya::Btf, Btf)>,
+    /// Set when SKIP_TRACING_ENV asks to do without fentry and fexit.
+    skip_tracing: bool,
+    /// Why BPF LSM programs would not run here, if they would not.
+    bpf_lsm: anyhow::Result<()>,
     layouts: tracepoint_format::Layouts,
 }
 
@@ -205,13 +222,11 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
         let file = File::open(&root).with_context(|| format!("opening the cgroup v2 root {}", root.display()))?;
         Ok((root, file))
     });
-    let btf = if std::env::var_os(SKIP_TRACING_ENV).is_some_and(|v| v == "1") {
-        Err(anyhow::anyhow!("not tried: {SKIP_TRACING_ENV}=1"))
-    } else {
-        aya::Btf::from_sys_fs()
-            .context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")
-            .and_then(|aya_btf| Ok((aya_btf, Btf::from_sys_fs()?)))
-    };
+    let skip_tracing = std::env::var_os(SKIP_TRACING_ENV).is_some_and(|v| v == "1");
+    let btf = aya::Btf::from_sys_fs()
+        .context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")
+        .and_then(|aya_btf| Ok((aya_btf, Btf::from_sys_fs()?)));
+    let bpf_lsm = if options.enforce_lsm { bpf_lsm_active() } else { Ok(()) };
 
     let offsets = kernel_offsets().unwrap_or_else(|e| {
         warn!("network namespaces, accept addresses and the argv of short-lived processes will be unknown: {e:#}");
@@ -244,17 +259,18 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
         // One entry each in the object, so that `watch` holds no memory for them.
         loader
             .map_max_entries(ENFORCE_PORTS_MAP, ENFORCE_PORT_SLOTS)
-            .map_max_entries(ENFORCE_CLASSES_MAP, ENFORCE_CLASS_SLOTS);
+            .map_max_entries(ENFORCE_CLASSES_MAP, ENFORCE_CLASS_SLOTS)
+            .map_max_entries(ENFORCE_UNIX_MAP, ENFORCE_UNIX_PATHS);
     }
     let mut ebpf = loader.load(EBPF_OBJECT).context("loading the eBPF object into the kernel")?;
     release_embedded_object();
-    let host = Host { tracefs, cgroup, btf, layouts };
+    let host = Host { tracefs, cgroup, btf, skip_tracing, bpf_lsm, layouts };
 
     let mut hooks = Vec::new();
     let mut missing = Vec::new();
     let mut facts = Vec::new();
     let mut given_up = Vec::new();
-    for fact in hooks::FACTS.iter().filter(|f| options.accept || !f.optional) {
+    for fact in hooks::FACTS.iter().filter(|f| f.wanted(options.accept, options.enforce && options.enforce_lsm)) {
         let mut carried = FactHooks { fact, hooks: Vec::new(), refused: Vec::new(), syscall_tracepoints: false };
         let mut last_refused = Vec::new();
         for rung in fact.rungs {
@@ -283,7 +299,9 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
         if carried.hooks.is_empty() {
             if options.light && fact.has_syscall_rung() {
                 given_up.push(fact);
-            } else {
+            } else if fact.opt_in != Some(OptIn::Enforce) {
+                // Enforcement's are not unseen events: the daemon says
+                // once what is not enforced (see `unenforced`).
                 missing.extend(last_refused);
             }
         }
@@ -385,13 +403,33 @@ fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, host: &Host) -> anyhow::Result<Stri
             let (root, file) = host.cgroup.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
             return attach_cgroup_sock(ebpf, program, root, file);
         }
+        Hook::Lsm { program, hook } => {
+            // A program loaded and attached where the BPF LSM is not
+            // active would never run: enforcement that enforces nothing.
+            host.bpf_lsm.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            let btf = function_btf(host, &format!("bpf_lsm_{hook}"))?;
+            let p: &mut Lsm = program_mut(ebpf, program)?;
+            let started = Instant::now();
+            p.load(hook, btf).with_context(|| format!("loading lsm {hook}"))?;
+            debug!("loaded lsm {hook} in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+            p.attach().with_context(|| format!("attaching lsm {hook}"))?;
+        }
     }
     Ok(hook.describe())
 }
 
-/// The BTF to load an fentry/fexit program on `function` against, once
-/// the kernel's `function` is known to take the parameters the program reads.
+/// The BTF to load an fentry/fexit program on `function` against (see
+/// [`function_btf`]), unless SKIP_TRACING_ENV says not to try.
 fn tracing_btf<'a>(host: &'a Host, function: &str) -> anyhow::Result<&'a aya::Btf> {
+    if host.skip_tracing {
+        bail!("not tried: {SKIP_TRACING_ENV}=1");
+    }
+    function_btf(host, function)
+}
+
+/// The BTF to load a program on `function` against, once the kernel's
+/// `function` is known to take the parameters the program reads.
+fn function_btf<'a>(host: &'a Host, function: &str) -> anyhow::Result<&'a aya::Btf> {
     let (aya_btf, btf) = host.btf.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let want = hooks::params(function);
     let have = btf.function_params(function)?;
@@ -409,6 +447,7 @@ fn unload(ebpf: &mut Ebpf, hook: &Hook) {
         Hook::FEntry { program, .. } => program_mut::<FEntry>(ebpf, program).map(|p| p.unload()),
         Hook::FExit { program, .. } => program_mut::<FExit>(ebpf, program).map(|p| p.unload()),
         Hook::CgroupSock { program } => program_mut::<CgroupSock>(ebpf, program).map(|p| p.unload()),
+        Hook::Lsm { program, .. } => program_mut::<Lsm>(ebpf, program).map(|p| p.unload()),
     };
     if let Ok(Err(e)) = result {
         debug!("unloading {}: {e}", hook.describe());
@@ -447,8 +486,37 @@ where
     program.try_into().with_context(|| format!("program {name} has an unexpected type"))
 }
 
-/// aya finds tracepoints under /sys/kernel/tracing, which this host does
-/// not mount at boot.
+const SECURITYFS: &str = "/sys/kernel/security";
+
+/// Lockdown and the LSM list live in securityfs, which hosts without
+/// systemd may not mount.
+pub fn ensure_securityfs() -> anyhow::Result<()> {
+    if Path::new(SECURITYFS).join("lsm").exists() {
+        return Ok(());
+    }
+    nix::mount::mount(Some("securityfs"), SECURITYFS, Some("securityfs"), nix::mount::MsFlags::empty(), None::<&str>)
+        .with_context(|| format!("mounting securityfs on {SECURITYFS}"))
+}
+
+/// The active LSMs, in the kernel's order (`/sys/kernel/security/lsm`).
+pub fn active_lsms() -> anyhow::Result<Vec<String>> {
+    ensure_securityfs()?;
+    let path = Path::new(SECURITYFS).join("lsm");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.trim().split(',').filter(|m| !m.is_empty()).map(str::to_owned).collect())
+}
+
+/// Whether the kernel runs BPF LSM programs: `bpf` among the active LSMs.
+/// A kernel built with it but booted without it in `lsm=` loads and
+/// attaches them, and never calls them.
+fn bpf_lsm_active() -> anyhow::Result<()> {
+    let lsms = active_lsms().context("cannot tell whether the BPF LSM is active")?;
+    if !lsms.iter().any(|m| m == "bpf") {
+        bail!("the BPF LSM is not active (/sys/kernel/security/lsm is {:?}; boot with `bpf` in lsm=)", lsms.join(","));
+    }
+    Ok(())
+}
+
 /// The embedded object (about 2 MiB, most of it BTF and debug info) is
 /// read once, by the load above, which copies what it keeps: its pages
 /// are dropped from this process's RSS. They are the binary's own
@@ -469,6 +537,8 @@ fn release_embedded_object() {
     }
 }
 
+/// aya finds tracepoints under /sys/kernel/tracing, which this host does
+/// not mount at boot.
 pub fn ensure_tracefs() -> anyhow::Result<()> {
     if Path::new(TRACEFS).join("events").is_dir() {
         return Ok(());

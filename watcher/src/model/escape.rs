@@ -40,6 +40,31 @@ pub fn escape(bytes: &[u8]) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// The bytes [`escape_bytes`] writes as `text`, or None when it writes no
+/// bytes that way (an escape it never makes, such as `\x41` for `A`): how
+/// a name written in a configuration, as watcher prints names, is turned
+/// back into what the kernel holds.
+pub fn unescape(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('\\') {
+        out.extend_from_slice(&rest.as_bytes()[..i]);
+        let after = &rest[i + 1..];
+        let (byte, used) = match after.as_bytes().first()? {
+            b'\\' => (b'\\', 1),
+            b'n' => (b'\n', 1),
+            b't' => (b'\t', 1),
+            b'r' => (b'\r', 1),
+            b'x' => (u8::from_str_radix(after.get(1..3)?, 16).ok()?, 3),
+            _ => return None,
+        };
+        out.push(byte);
+        rest = &after[used..];
+    }
+    out.extend_from_slice(rest.as_bytes());
+    (escape(&out) == text).then_some(out)
+}
+
 /// The kernel's fixed-size, NUL-padded comm as bytes, without the padding.
 pub fn trim_nul(bytes: &[u8]) -> &[u8] {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
@@ -64,6 +89,17 @@ mod tests {
         assert_eq!(escape_bytes("caf\u{e9}".as_bytes()), "caf\u{e9}");
         // C1 controls (U+0080..U+009F) can act as terminal escapes too.
         assert_eq!(escape_bytes("\u{9b}31m".as_bytes()), "\\xc2\\x9b31m");
+    }
+
+    #[test]
+    fn unescape_is_escape_backwards() {
+        for bytes in [&b"/run/x.sock"[..], b"a\nb\x1b[31m", b"\xff\0x", b"back\\slash", "caf\u{e9}".as_bytes(), b""] {
+            assert_eq!(unescape(&escape_bytes(bytes)).as_deref(), Some(bytes), "{bytes:?}");
+        }
+        // What escape_bytes never writes names nothing.
+        for text in ["\\x41", "\\q", "trailing\\", "\\x4", "\\xzz"] {
+            assert_eq!(unescape(text), None, "{text}");
+        }
     }
 
     #[test]

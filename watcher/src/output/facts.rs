@@ -25,7 +25,10 @@ use crate::{
         socket::{Family, Local, Proto},
         text::{attach_name, errno_name, sha256_hex, sock_type_name, unix_path},
     },
-    output::{event::Event, format::protocol_name},
+    output::{
+        event::Event,
+        format::{denied_socket, protocol_name},
+    },
     record::decode::{Filter, SockAddr},
     snapshot::{holders::HolderInfo, sock_diag},
     state::lifecycle::{Change, ListenerKey},
@@ -413,11 +416,23 @@ fn live(report: &Report<'_>, ctx: &Context) -> Facts {
         }
         What::Denied { event, why } => {
             f.outcome = Some(Outcome::Failure);
-            f.inet(event.addr, event.port);
+            match &event.target {
+                Some(SockAddr::Inet { addr, port }) => f.inet(*addr, *port),
+                Some(SockAddr::Unix(path)) => f.path = Some(unix_path(path)),
+                Some(SockAddr::Other(_)) | None => {}
+            }
             f.errno = Some("EPERM".to_owned());
             f.rule = why.and_then(|w| w.rule.clone());
             f.reason = why.map(|w| w.reason.clone());
+            f.extra_set("call", event.call.name());
             f.extra_set("sock_type", sock_type_name(event.sock_type));
+            if let Some(socket) = denied_socket(event) {
+                if socket.family != Family::Packet {
+                    f.iana_number = Some(socket.protocol);
+                }
+                f.extra_set("protocol", socket.protocol);
+                f.extra_opt("protocol_name", protocol_name(&socket));
+            }
         }
     }
     f
@@ -555,7 +570,7 @@ pub mod fixtures {
             socket::{Family, Local, Proto},
         },
         output::event::{Alert, Event},
-        record::decode::{DeniedEvent, SockAddr, SocketEvent, SocketKind, Task},
+        record::decode::{DeniedCall, DeniedEvent, SockAddr, SocketEvent, SocketKind, Task},
         state::lifecycle::{Change, ListenerKey, Socket, SocketId},
     };
 
@@ -616,11 +631,12 @@ pub mod fixtures {
     pub fn denied_event() -> DeniedEvent {
         DeniedEvent {
             task: task(),
+            call: DeniedCall::Bind,
             proto: Proto::Tcp,
             family: Family::Ipv4,
-            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            port: 22,
+            target: Some(SockAddr::Inet { addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED), port: 22 }),
             sock_type: 1,
+            protocol: 6,
             class: 0,
             exe_id: None,
         }

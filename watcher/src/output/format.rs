@@ -26,7 +26,7 @@ use crate::{
         event::{Event, change_name},
         json_line::{ObjectWriter, SecondsCache},
     },
-    record::decode::{Filter, SockAddr},
+    record::decode::{DeniedCall, DeniedEvent, Filter, SockAddr},
     state::lifecycle::Change,
 };
 
@@ -96,14 +96,29 @@ struct AcceptDetail {
 
 #[derive(Serialize)]
 struct DeniedDetail<'a> {
+    /// What was refused: `bind`, `listen` or `socket`.
+    call: &'static str,
     proto: String,
     family: String,
-    addr: String,
-    port: u16,
+    /// bind, a TCP listen: the address and port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    /// A UNIX listen: the name (`@name` for an abstract one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
     sock_type: &'static str,
-    /// What the caller's bind() returned.
+    /// socket(): its protocol argument, and its name, as `packet_socket`
+    /// and `raw_socket` say them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol_name: Option<&'static str>,
+    /// What the caller's call returned.
     errno: &'static str,
-    /// The rule that gives the port to someone else; null when no rule covers it.
+    /// The rule that gives the port (path, kind of socket) to someone
+    /// else; null when no rule covers it.
     rule: Option<&'a str>,
     reason: Option<&'a str>,
 }
@@ -281,16 +296,28 @@ impl<W: Write> Printer<W> {
                 peer_port: a.peer.map(|(_, port)| port),
                 peer_requested: a.peer_requested,
             }),
-            What::Denied { event, why } => fields.then(&DeniedDetail {
-                proto: event.proto.name(),
-                family: event.family.name(),
-                addr: event.addr.to_string(),
-                port: event.port,
-                sock_type: sock_type_name(event.sock_type),
-                errno: "EPERM",
-                rule: why.and_then(|w| w.rule.as_deref()),
-                reason: why.map(|w| w.reason.as_str()),
-            }),
+            What::Denied { event, why } => {
+                let (addr, port, path) = match &event.target {
+                    Some(SockAddr::Inet { addr, port }) => (Some(addr.to_string()), Some(*port), None),
+                    Some(SockAddr::Unix(path)) => (None, None, Some(unix_path(path))),
+                    Some(SockAddr::Other(_)) | None => (None, None, None),
+                };
+                let socket = denied_socket(event);
+                fields.then(&DeniedDetail {
+                    call: event.call.name(),
+                    proto: event.proto.name(),
+                    family: event.family.name(),
+                    addr,
+                    port,
+                    path,
+                    sock_type: sock_type_name(event.sock_type),
+                    protocol: socket.as_ref().map(|s| s.protocol),
+                    protocol_name: socket.as_ref().and_then(protocol_name),
+                    errno: "EPERM",
+                    rule: why.and_then(|w| w.rule.as_deref()),
+                    reason: why.map(|w| w.reason.as_str()),
+                })
+            }
             What::ListenFailed { fd, errno, backlog } => fields.then(&FailureDetail {
                 fd: *fd,
                 errno: errno_name(*errno),
@@ -481,7 +508,18 @@ fn table_detail(what: &What<'_>) -> String {
         What::Unix { path, .. } => unix_path(path),
         What::Denied { event, why } => {
             let rule = why.and_then(|w| w.rule.as_deref()).map_or_else(String::new, |r| format!(" rule {r:?}"));
-            format!("{} EPERM{rule}", socket_address(event.addr, event.port))
+            let target = match (&event.target, denied_socket(event)) {
+                (Some(SockAddr::Inet { addr, port }), _) => socket_address(*addr, *port),
+                (Some(SockAddr::Unix(path)), _) => unix_path(path),
+                (Some(SockAddr::Other(af)), _) => format!("af {af}"),
+                (None, Some(socket)) => {
+                    protocol_name(&socket).map_or_else(|| format!("protocol {}", socket.protocol), str::to_owned)
+                }
+                (None, None) => "?".to_owned(),
+            };
+            // A bind as it always read; the calls the LSM hooks refuse are named.
+            let call = if event.call == DeniedCall::Bind { String::new() } else { format!("{}() ", event.call.name()) };
+            format!("{call}{target} EPERM{rule}")
         }
         What::Accept(a) => {
             let end =
@@ -489,6 +527,16 @@ fn table_detail(what: &What<'_>) -> String {
             format!("{} <- {}", end(a.local), end(a.peer))
         }
     }
+}
+
+/// A refused socket() as the socket it would have made, for the names of
+/// its protocol; None for a refused bind or listen.
+pub fn denied_socket(event: &DeniedEvent) -> Option<PassiveSocket> {
+    (event.call == DeniedCall::Socket).then_some(PassiveSocket {
+        family: event.family,
+        sock_type: event.sock_type,
+        protocol: event.protocol,
+    })
 }
 
 /// IPPROTO_* of a raw socket; ETH_P_* (given in network order) of a packet socket.

@@ -32,6 +32,13 @@ pub trait Sink {
     fn enforces(&self) -> bool {
         false
     }
+    /// Whether it also refuses listen() and raw and packet sockets
+    /// (`enforce`, where the kernel has BPF LSM): the loader then attaches
+    /// enforcement's LSM hooks, which refuse nothing until `attached` has
+    /// filled the maps.
+    fn enforces_calls(&self) -> bool {
+        false
+    }
     /// Once the watching programs are attached, before the ready line: a
     /// sink that enforces fills its maps and attaches its programs here.
     fn attached(&mut self, _attached: &mut Attached) -> anyhow::Result<()> {

@@ -4,7 +4,10 @@ use std::net::IpAddr;
 
 use crate::{
     config::{Config, RuleProto, Scope, Severity},
-    model::{escape::escape_bytes, text::unix_path},
+    model::{
+        escape::{escape_bytes, unescape},
+        text::unix_path,
+    },
 };
 
 /// What is judged: a socket and the process that holds it.
@@ -43,6 +46,27 @@ impl Subject<'_> {
     }
 }
 
+/// Whether a unix rule's `path` names the socket bound to `path` (bytes as
+/// the kernel holds them, an abstract name with its leading NUL): the rule
+/// is written as watcher prints names, `@name` for an abstract one.
+pub fn path_matches(rule_path: &str, path: &[u8]) -> bool {
+    unix_path(path) == rule_path
+}
+
+/// Every socket name a unix rule's `path` matches (see [`path_matches`]),
+/// for the kernel's enforcement map, which looks names up by their bytes:
+/// `@x` names both the abstract `x` and a file called `@x`; a path with an
+/// escape watcher never prints names nothing.
+pub fn unix_names(rule_path: &str) -> Vec<Vec<u8>> {
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    if let Some(name) = rule_path.strip_prefix('@').and_then(unescape) {
+        names.push([&[0][..], &name].concat());
+    }
+    names.extend(unescape(rule_path));
+    names.retain(|name| path_matches(rule_path, name));
+    names
+}
+
 pub fn judge(config: &Config, s: &Subject<'_>) -> Verdict {
     // Rules for this socket (proto, port or path, scope), then for its holder.
     let for_socket: Vec<_> = config
@@ -50,7 +74,7 @@ pub fn judge(config: &Config, s: &Subject<'_>) -> Verdict {
         .iter()
         .filter(|r| r.proto == s.proto)
         .filter(|r| r.port.as_ref().is_none_or(|p| s.port.is_some_and(|port| p.0.contains(&port))))
-        .filter(|r| r.path.as_ref().is_none_or(|p| s.path.is_some_and(|path| unix_path(path) == *p)))
+        .filter(|r| r.path.as_ref().is_none_or(|p| s.path.is_some_and(|path| path_matches(p, path))))
         .filter(|r| r.scope == Scope::Any || s.addr.is_some_and(|a| a.is_loopback()))
         .collect();
     let holder_matches = |r: &&&crate::config::Rule| {
@@ -170,6 +194,21 @@ mod tests {
             uid: None,
         };
         assert!(matches!(judge(&config(), &unix), Verdict::Allowed { .. }));
+    }
+
+    /// The names the kernel's map is given are exactly those `judge` matches.
+    #[test]
+    fn unix_names_are_what_judge_matches() {
+        assert_eq!(unix_names("/run/x.sock"), vec![b"/run/x.sock".to_vec()]);
+        assert_eq!(unix_names("@x11"), vec![b"\0x11".to_vec(), b"@x11".to_vec()]);
+        assert_eq!(unix_names("@a\\x00b"), vec![b"\0a\0b".to_vec(), b"@a\0b".to_vec()]);
+        assert_eq!(unix_names("/tmp/\\n"), vec![b"/tmp/\n".to_vec()]);
+        assert!(unix_names("/tmp/\\x41").is_empty(), "watcher prints A, never \\x41");
+        for path in ["/run/x.sock", "@x11", "@a\\x00b", "/tmp/\\n", "@"] {
+            for name in unix_names(path) {
+                assert!(path_matches(path, &name), "{path}: {name:?}");
+            }
+        }
     }
 
     #[test]

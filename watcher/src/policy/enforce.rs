@@ -28,24 +28,25 @@
 //! kernel maps cannot hold is refused as a whole, and the maps keep the old
 //! rules.
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fs::File,
     io::{self},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, bail, ensure};
 use aya::{
     maps::{Array, MapData},
     programs::{CgroupAttachMode, CgroupSockAddr},
 };
 use log::{info, warn};
 use watcher_common::{
-    ENFORCE_CLASS_SLOTS, ENFORCE_CLASSES_MAP, ENFORCE_CLASSES_PER_GENERATION, ENFORCE_NO_RULE,
-    ENFORCE_OWNERS_PER_CLASS, ENFORCE_PORT_SLOTS, ENFORCE_PORTS_MAP, ENFORCE_SETTINGS_MAP, ENFORCE_STOP_AT_LISTEN,
-    ENFORCE_TCP_BASE, ENFORCE_UDP_BASE, EnforceClass, EnforceOwner, EnforceSettings, OWNER_COMM, OWNER_EXE,
-    OWNER_LOOPBACK, OWNER_NEVER, OWNER_UID, TASK_COMM_LEN,
+    ENFORCE_CLASS_SLOTS, ENFORCE_CLASSES_MAP, ENFORCE_CLASSES_PER_GENERATION, ENFORCE_LSM, ENFORCE_NO_RULE,
+    ENFORCE_OWNERS_PER_CLASS, ENFORCE_PACKET_SLOT, ENFORCE_PORT_SLOTS, ENFORCE_PORTS_MAP, ENFORCE_RAW_SLOT,
+    ENFORCE_SETTINGS_MAP, ENFORCE_STOP_AT_LISTEN, ENFORCE_TCP_BASE, ENFORCE_UDP_BASE, ENFORCE_UNIX_MAP,
+    ENFORCE_UNIX_OTHER_SLOT, ENFORCE_UNIX_PATHS, EnforceClass, EnforceOwner, EnforceSettings, OWNER_COMM, OWNER_EXE,
+    OWNER_LOOPBACK, OWNER_NEVER, OWNER_UID, TASK_COMM_LEN, UNIX_PATH_BYTES, UnixPathKey,
 };
 
 use crate::{
@@ -53,11 +54,13 @@ use crate::{
     enrich::report::{Denial, Report},
     kernel::{
         btf::Btf,
-        loader::{self, Attached},
+        hooks::OptIn,
+        loader::{self, Attached, FactHooks},
         privileges,
     },
-    model::escape::escape_bytes,
-    record::decode::DeniedEvent,
+    model::{escape::escape_bytes, text::unix_path},
+    policy::allowlist,
+    record::decode::{DeniedCall, DeniedEvent, SockAddr},
 };
 
 /// The kernel programs, and the hook each one attaches to.
@@ -65,6 +68,16 @@ const PROGRAMS: [(&str, &str); 2] = [("enforce_bind4", "bind4"), ("enforce_bind6
 
 /// The protocols a bind can be refused for, in the order of the port slots.
 const PROTOS: [(RuleProto, u32); 2] = [(RuleProto::Tcp, ENFORCE_TCP_BASE), (RuleProto::Udp, ENFORCE_UDP_BASE)];
+
+/// The sockets judged by their kind alone (the LSM hooks), each with its
+/// ENFORCE_PORTS slot: every raw rule covers every raw socket, every
+/// packet rule every packet socket (they have no port or path), and the
+/// unix rules without a path every UNIX name no rule names.
+const KINDS: [(RuleProto, u32); 3] = [
+    (RuleProto::Raw, ENFORCE_RAW_SLOT),
+    (RuleProto::Packet, ENFORCE_PACKET_SLOT),
+    (RuleProto::Unix, ENFORCE_UNIX_OTHER_SLOT),
+];
 
 /// Class slots one generation can use: slot 0 is `ENFORCE_NO_RULE`, so
 /// each generation leaves its first slot unused.
@@ -101,9 +114,15 @@ struct Segment {
 pub struct Plan {
     /// Per protocol of [`PROTOS`]: the ports some rule covers.
     segments: [Vec<Segment>; 2],
+    /// Per kind of [`KINDS`]: the class of the rules covering every such
+    /// socket; None when no rule does.
+    kinds: [Option<usize>; 3],
+    /// The UNIX names some rule names (ENFORCE_UNIX), each with the class
+    /// of the rules covering it: those naming it and those naming none.
+    unix: Vec<(UnixPathKey, usize)>,
     classes: Vec<Class>,
-    /// By rule index; None for the rules not enforced (unix, raw, packet).
-    rules: Vec<Option<RuleSummary>>,
+    /// By rule index.
+    rules: Vec<RuleSummary>,
 }
 
 /// How a rule's user and executable are resolved; tests give their own.
@@ -139,6 +158,43 @@ fn kernel_dev(dev: u64) -> u32 {
     ((major << 20) | (minor & 0xf_ffff)) as u32
 }
 
+/// The classes of a plan as they are found: one per distinct set of
+/// covering rules, its owners those rules' distinct owners.
+struct Classes<'a> {
+    owners: &'a [EnforceOwner],
+    list: Vec<Class>,
+    by_rules: HashMap<Vec<usize>, usize>,
+}
+
+impl Classes<'_> {
+    /// The class of the rules `covering` (sorted); `what` says what they
+    /// cover (`udp ports 5000-5001 are`), for the error when the kernel
+    /// side cannot hold their owners.
+    fn of(&mut self, covering: Vec<usize>, what: impl FnOnce() -> String) -> anyhow::Result<usize> {
+        if let Some(&class) = self.by_rules.get(&covering) {
+            return Ok(class);
+        }
+        let mut distinct: Vec<EnforceOwner> = Vec::new();
+        for &i in &covering {
+            let owner = self.owners[i];
+            if !distinct.iter().any(|o| same_owner(o, &owner)) {
+                distinct.push(owner);
+            }
+        }
+        if distinct.len() > ENFORCE_OWNERS_PER_CLASS {
+            bail!(
+                "enforcement: {} covered by {} rules naming {} different owners; the kernel side checks at most {ENFORCE_OWNERS_PER_CLASS} per port, UNIX name or kind of socket",
+                what(),
+                covering.len(),
+                distinct.len()
+            );
+        }
+        self.list.push(Class { rules: covering.clone(), owners: distinct });
+        self.by_rules.insert(covering, self.list.len() - 1);
+        Ok(self.list.len() - 1)
+    }
+}
+
 impl Plan {
     pub fn compile(config: &Config) -> anyhow::Result<Self> {
         Self::compile_with(config, &System)
@@ -148,19 +204,12 @@ impl Plan {
         let mut rules = Vec::with_capacity(config.rules.len());
         let mut owners = Vec::with_capacity(config.rules.len());
         for (i, rule) in config.rules.iter().enumerate() {
-            if !matches!(rule.proto, RuleProto::Tcp | RuleProto::Udp) {
-                // No bind hook sees UNIX, raw or packet sockets.
-                rules.push(None);
-                owners.push(EnforceOwner::default());
-                continue;
-            }
             let (owner, description) = owner_of(i, rule, resolve);
-            rules.push(Some(RuleSummary { label: rule.label(), severity: rule.severity, owner: description }));
+            rules.push(RuleSummary { label: rule.label(), severity: rule.severity, owner: description });
             owners.push(owner);
         }
 
-        let mut classes: Vec<Class> = Vec::new();
-        let mut class_of: HashMap<Vec<usize>, usize> = HashMap::new();
+        let mut classes = Classes { owners: &owners, list: Vec::new(), by_rules: HashMap::new() };
         let mut segments: [Vec<Segment>; 2] = Default::default();
         for (p, (proto, _)) in PROTOS.iter().enumerate() {
             let ranges: Vec<(usize, u32, u32)> = config
@@ -185,48 +234,83 @@ impl Plan {
                 if covering.is_empty() {
                     continue;
                 }
-                let class = match class_of.get(&covering) {
-                    Some(&class) => class,
-                    None => {
-                        let mut distinct: Vec<EnforceOwner> = Vec::new();
-                        for &i in &covering {
-                            let owner = owners[i];
-                            if !distinct.iter().any(|o| same_owner(o, &owner)) {
-                                distinct.push(owner);
-                            }
-                        }
-                        if distinct.len() > ENFORCE_OWNERS_PER_CLASS {
-                            let ports = if first == end - 1 {
-                                format!("port {first} is")
-                            } else {
-                                format!("ports {first}-{} are", end - 1)
-                            };
-                            bail!(
-                                "enforcement: {} {ports} covered by {} rules naming {} different owners; the kernel side checks at most {ENFORCE_OWNERS_PER_CLASS} per port",
-                                proto.name(),
-                                covering.len(),
-                                distinct.len()
-                            );
-                        }
-                        classes.push(Class { rules: covering.clone(), owners: distinct });
-                        class_of.insert(covering, classes.len() - 1);
-                        classes.len() - 1
+                let class = classes.of(covering, || {
+                    if first == end - 1 {
+                        format!("{} port {first} is", proto.name())
+                    } else {
+                        format!("{} ports {first}-{} are", proto.name(), end - 1)
                     }
-                };
+                })?;
                 segments[p].push(Segment { first: first as u16, last: (end - 1) as u16, class });
             }
         }
+
+        let unix_rule = |r: &Rule| r.proto == RuleProto::Unix;
+        let pathless: Vec<usize> =
+            config.rules.iter().enumerate().filter(|(_, r)| unix_rule(r) && r.path.is_none()).map(|(i, _)| i).collect();
+        let mut kinds = [None; 3];
+        for (k, (proto, _)) in KINDS.iter().enumerate() {
+            let covering: Vec<usize> = if *proto == RuleProto::Unix {
+                pathless.clone()
+            } else {
+                config.rules.iter().enumerate().filter(|(_, r)| r.proto == *proto).map(|(i, _)| i).collect()
+            };
+            if !covering.is_empty() {
+                let what = || match proto {
+                    RuleProto::Unix => "every UNIX name no rule names is".to_owned(),
+                    other => format!("{} sockets are", other.name()),
+                };
+                kinds[k] = Some(classes.of(covering, what)?);
+            }
+        }
+
+        // The names as the kernel holds them (allowlist::unix_names: the
+        // allowlist's own matching, run backwards).
+        let mut named: BTreeMap<Vec<u8>, Vec<usize>> = BTreeMap::new();
+        for (i, rule) in config.rules.iter().enumerate().filter(|(_, r)| unix_rule(r)) {
+            let Some(path) = &rule.path else { continue };
+            let names = allowlist::unix_names(path);
+            if names.is_empty() {
+                warn!(
+                    "enforcement: [[allow]] rule {} ({}): path {path:?} has an escape watcher never prints; it names no socket",
+                    i + 1,
+                    rule.label()
+                );
+            }
+            // A name longer than sun_path is no socket's.
+            for name in names.into_iter().filter(|n| n.len() <= UNIX_PATH_BYTES) {
+                named.entry(name).or_default().push(i);
+            }
+        }
+        if named.len() > ENFORCE_UNIX_PATHS as usize {
+            bail!(
+                "enforcement: the rules name {} UNIX sockets; the kernel side holds at most {ENFORCE_UNIX_PATHS}",
+                named.len()
+            );
+        }
+        let mut unix = Vec::with_capacity(named.len());
+        for (name, mut covering) in named {
+            covering.extend(&pathless);
+            covering.sort_unstable();
+            covering.dedup();
+            let class = classes.of(covering, || format!("unix {} is", unix_path(&name)))?;
+            let mut key = UnixPathKey { len: name.len() as u32, path: [0; UNIX_PATH_BYTES] };
+            key.path[..name.len()].copy_from_slice(&name);
+            unix.push((key, class));
+        }
+
+        let classes = classes.list;
         if classes.len() > CLASSES_PER_GENERATION {
             bail!(
-                "enforcement: the rules cut the ports into {} groups covered by different rules; the kernel side holds at most {CLASSES_PER_GENERATION}",
+                "enforcement: the rules cut the ports, UNIX names and kinds of socket into {} groups covered by different rules; the kernel side holds at most {CLASSES_PER_GENERATION}",
                 classes.len()
             );
         }
-        Ok(Self { segments, classes, rules })
+        Ok(Self { segments, kinds, unix, classes, rules })
     }
 
-    /// The class slot of every (protocol, port), as ENFORCE_PORTS holds it,
-    /// with this plan's classes in `generation`.
+    /// The class slot of every (protocol, port) and kind of socket, as
+    /// ENFORCE_PORTS holds it, with this plan's classes in `generation`.
     fn port_slots(&self, generation: u32) -> Vec<u32> {
         let mut slots = vec![ENFORCE_NO_RULE; ENFORCE_PORT_SLOTS as usize];
         for (p, (_, base)) in PROTOS.iter().enumerate() {
@@ -237,12 +321,22 @@ impl Plan {
                 }
             }
         }
+        for (class, (_, slot)) in self.kinds.iter().zip(KINDS) {
+            if let Some(class) = class {
+                slots[slot as usize] = class_slot(generation, *class);
+            }
+        }
         slots
+    }
+
+    /// What ENFORCE_UNIX holds, with this plan's classes in `generation`.
+    fn unix_slots(&self, generation: u32) -> HashMap<UnixPathKey, u32> {
+        self.unix.iter().map(|(key, class)| (*key, class_slot(generation, *class))).collect()
     }
 
     fn explain(&self, class: usize, what: &str, who: &str) -> Option<Denial> {
         let rules: Vec<&RuleSummary> =
-            self.classes.get(class)?.rules.iter().filter_map(|&i| self.rules.get(i)?.as_ref()).collect();
+            self.classes.get(class)?.rules.iter().filter_map(|&i| self.rules.get(i)).collect();
         let named = rules.iter().max_by_key(|r| r.severity)?;
         let given: Vec<String> = rules.iter().map(|r| format!("rule {:?} ({})", r.label, r.owner)).collect();
         Some(Denial {
@@ -324,25 +418,55 @@ fn owner_of(index: usize, rule: &Rule, resolve: &dyn Resolve) -> (EnforceOwner, 
     (owner, parts.join(" "))
 }
 
-/// The offsets the kernel side follows from a task to its executable.
-fn exe_offsets() -> anyhow::Result<EnforceSettings> {
+/// The offsets the kernel side follows from a task to its executable, and
+/// (for the LSM hooks, which need them alone) from a socket to its
+/// protocol and UNIX name: a kernel whose BTF lacks those still enforces binds.
+fn kernel_settings() -> anyhow::Result<(EnforceSettings, anyhow::Result<()>)> {
     let btf = Btf::from_sys_fs()?;
-    Ok(EnforceSettings {
+    let mut settings = EnforceSettings {
         task_mm: btf.offset("task_struct", &["mm"])?,
         mm_exe_file: btf.offset("mm_struct", &["exe_file"])?,
         file_f_inode: btf.offset("file", &["f_inode"])?,
         inode_i_ino: btf.offset("inode", &["i_ino"])?,
         inode_i_sb: btf.offset("inode", &["i_sb"])?,
         super_block_s_dev: btf.offset("super_block", &["s_dev"])?,
-        flags: 0,
         daemon_tgid: std::process::id(),
-    })
+        ..EnforceSettings::default()
+    };
+    let sockets = (|| {
+        settings.sock_sk_protocol = btf.offset("sock", &["sk_protocol"])?;
+        settings.unix_sock_addr = btf.offset("unix_sock", &["addr"])?;
+        settings.unix_address_len = btf.offset("unix_address", &["len"])?;
+        settings.unix_address_name = btf.offset("unix_address", &["name"])?;
+        let (bits, width) = btf.int_bits("sock", &["sk_userlocks"])?;
+        // SOCK_BINDPORT_LOCK is bit 3, which must lie in the byte read.
+        ensure!(width >= 4 && bits % 8 + 4 <= 8, "sock.sk_userlocks: {width} bits at bit {bits}");
+        (settings.sock_sk_userlocks, settings.sk_userlocks_shift) = (bits / 8, bits % 8);
+        anyhow::Ok(())
+    })();
+    Ok((settings, sockets))
+}
+
+/// `enforce_cgroup` as the LSM hooks find a task in it: its level below
+/// the cgroup v2 root and its id (its directory's inode, what
+/// `bpf_get_current_ancestor_cgroup_id` returns). Levels count from the
+/// mount, which is the hierarchy's root outside a cgroup namespace.
+fn cgroup_identity(cgroup: &Path) -> anyhow::Result<(u32, u64)> {
+    let root = loader::cgroup2_mount()?;
+    let root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
+    let path = cgroup.canonicalize().with_context(|| format!("resolving {}", cgroup.display()))?;
+    let below = path.strip_prefix(&root).with_context(|| {
+        format!("enforce_cgroup {} is not below the cgroup v2 mount {}", path.display(), root.display())
+    })?;
+    let id = std::fs::metadata(&path).with_context(|| format!("stat of {}", path.display()))?.ino();
+    Ok((below.components().count() as u32, id))
 }
 
 /// The maps the daemon keeps filling after the start.
 struct Maps {
     ports: Array<MapData, u32>,
     classes: Array<MapData, EnforceClass>,
+    unix: aya::maps::HashMap<MapData, UnixPathKey, u32>,
     settings: Array<MapData, EnforceSettings>,
     /// What `settings` holds.
     written: EnforceSettings,
@@ -359,6 +483,8 @@ pub struct Enforcement {
     generation: u32,
     /// What ENFORCE_PORTS holds, so that a reload writes only what changes.
     ports: Vec<u32>,
+    /// What ENFORCE_UNIX holds.
+    unix: HashMap<UnixPathKey, u32>,
     maps: Option<Maps>,
     /// The plan to install at attach time.
     pending: Option<Plan>,
@@ -368,6 +494,9 @@ pub struct Enforcement {
     /// `kill_unexpected`: a TCP listen the rules do not allow is stopped
     /// in the kernel (ENFORCE_STOP_AT_LISTEN).
     stop_at_listen: bool,
+    /// `enforce` on a kernel with BPF LSM: its hooks refuse listen() and
+    /// raw and packet sockets the rules do not allow (ENFORCE_LSM).
+    lsm: bool,
 }
 
 impl Enforcement {
@@ -387,24 +516,37 @@ impl Enforcement {
             plans: [None, None],
             generation: 1,
             ports: vec![ENFORCE_NO_RULE; ENFORCE_PORT_SLOTS as usize],
+            unix: HashMap::new(),
             maps: None,
             pending: Some(plan),
             binds: config.enforce,
             stop_at_listen: config.kill_unexpected && privileges::can_kill(),
+            lsm: false,
         })
+    }
+
+    /// `enforce` (not `kill_unexpected` alone): binds are refused, and
+    /// where the kernel allows, listens and raw and packet sockets.
+    pub fn refuses_binds(&self) -> bool {
+        self.binds
     }
 
     /// The flags the kernel side reads from ENFORCE_SETTINGS.
     fn flags(&self) -> u32 {
-        if self.stop_at_listen { ENFORCE_STOP_AT_LISTEN } else { 0 }
+        let stop = if self.stop_at_listen { ENFORCE_STOP_AT_LISTEN } else { 0 };
+        stop | if self.lsm { ENFORCE_LSM } else { 0 }
     }
 
-    /// Fills the maps, then attaches the bind programs to the cgroup: in
-    /// this order, or every bind in it would be refused until the fill.
+    /// Fills the maps, then attaches the bind programs to the cgroup and
+    /// lets the LSM hooks the loader attached judge: in this order, or
+    /// every bind in it would be refused until the fill.
     pub fn attach(&mut self, attached: &mut Attached) -> anyhow::Result<()> {
-        let settings = exe_offsets().context(
+        let (mut settings, sockets) = kernel_settings().context(
             "enforcement needs the kernel's BTF (/sys/kernel/btf/vmlinux) to tell kernel threads and executables apart",
         )?;
+        if self.binds {
+            self.lsm = self.lsm_hooks(attached, sockets, &mut settings);
+        }
         let mut settings_map: Array<MapData, EnforceSettings> = Array::try_from(
             attached
                 .ebpf
@@ -420,14 +562,18 @@ impl Enforcement {
             attached.ebpf.take_map(ENFORCE_CLASSES_MAP).context("map ENFORCE_CLASSES missing from the eBPF object")?,
         )
         .context("opening ENFORCE_CLASSES")?;
+        let unix = aya::maps::HashMap::try_from(
+            attached.ebpf.take_map(ENFORCE_UNIX_MAP).context("map ENFORCE_UNIX missing from the eBPF object")?,
+        )
+        .context("opening ENFORCE_UNIX")?;
         anyhow::ensure!(
             ports.len() == ENFORCE_PORT_SLOTS && classes.len() == ENFORCE_CLASS_SLOTS,
             "the enforcement maps were not sized for enforcing (LoadOptions::enforce)"
         );
-        // The rules first, then the settings that let the listen hook use them.
+        // The rules first, then the settings that let the listen hooks use them.
         let written = EnforceSettings { flags: 0, ..settings };
         settings_map.set(0, written, 0).context("writing ENFORCE_SETTINGS")?;
-        self.maps = Some(Maps { ports, classes, settings: settings_map, written });
+        self.maps = Some(Maps { ports, classes, unix, settings: settings_map, written });
         let plan = self.pending.take().context("enforcement attached twice")?;
         self.install(plan)?;
         self.write_flags()?;
@@ -452,8 +598,50 @@ impl Enforcement {
                 .with_context(|| format!("attaching cgroup/{hook} to {}", self.cgroup.display()))?;
             attached.hooks.push(format!("cgroup/{hook} on {} (enforcing)", self.cgroup.display()));
         }
-        info!("enforcing the allowlist on binds in {}", self.cgroup.display());
+        if self.lsm {
+            info!(
+                "enforcing the allowlist on binds, listens (TCP and UNIX) and raw and packet sockets in {}",
+                self.cgroup.display()
+            );
+        } else {
+            info!("enforcing the allowlist on binds in {}", self.cgroup.display());
+        }
         Ok(())
+    }
+
+    /// Whether the LSM hooks will judge: both attached by the loader (the
+    /// kernel has BPF LSM), the sockets' offsets found in the BTF, and
+    /// the cgroup found as they see it (written into `settings`). When
+    /// not, one warning says what is not enforced and why; binds still are.
+    fn lsm_hooks(&self, attached: &Attached, sockets: anyhow::Result<()>, settings: &mut EnforceSettings) -> bool {
+        let facts: Vec<&FactHooks> = attached.facts.iter().filter(|f| f.fact.opt_in == Some(OptIn::Enforce)).collect();
+        let mut unenforced: Vec<String> = facts
+            .iter()
+            .filter(|f| f.hooks.is_empty())
+            .flat_map(|f| f.refused.iter().filter(|m| m.tried))
+            .map(|m| format!("{} ({}: {})", m.not_covered(), m.hook, m.reason))
+            .collect();
+        let hooks: Vec<&String> = facts.iter().flat_map(|f| &f.hooks).collect();
+        let mut ready = !hooks.is_empty();
+        if ready {
+            let found = sockets.and_then(|()| {
+                (settings.cgroup_level, settings.cgroup_id) = cgroup_identity(&self.cgroup)?;
+                Ok(())
+            });
+            if let Err(e) = found {
+                // Attached, but they could not judge right: ENFORCE_LSM stays
+                // unset, and they refuse nothing.
+                unenforced.extend(hooks.iter().map(|h| format!("{} ({h}: {e:#})", loader::not_covered(h))));
+                ready = false;
+            }
+        }
+        if !unenforced.is_empty() {
+            warn!(
+                "enforce: not enforced on this kernel: {}; binds are still refused (cgroup/bind4, cgroup/bind6)",
+                unenforced.join("; ")
+            );
+        }
+        ready
     }
 
     /// SIGHUP: the new rules replace the old in the kernel, or, when they
@@ -527,7 +715,29 @@ impl Enforcement {
                 changed += 1;
             }
         }
-        info!("enforcement rules: {} groups of ports, {changed} port slots written", plan.classes.len());
+        // Names named now first, then those no longer: a listen on either
+        // sees its old class or its new one, as a port does.
+        let unix = plan.unix_slots(generation);
+        for (key, &slot) in &unix {
+            if self.unix.get(key) != Some(&slot) {
+                maps.unix.insert(key, slot, 0).with_context(|| {
+                    format!("writing unix {} into ENFORCE_UNIX", unix_path(&key.path[..key.len as usize]))
+                })?;
+                self.unix.insert(*key, slot);
+            }
+        }
+        let gone: Vec<UnixPathKey> = self.unix.keys().filter(|k| !unix.contains_key(k)).copied().collect();
+        for key in gone {
+            maps.unix.remove(&key).with_context(|| {
+                format!("removing unix {} from ENFORCE_UNIX", unix_path(&key.path[..key.len as usize]))
+            })?;
+            self.unix.remove(&key);
+        }
+        info!(
+            "enforcement rules: {} groups of ports, UNIX names and kinds of socket, {changed} port slots written, {} UNIX names",
+            plan.classes.len(),
+            unix.len()
+        );
         self.plans[generation as usize] = Some(plan);
         self.generation = generation;
         Ok(())
@@ -536,7 +746,14 @@ impl Enforcement {
     /// Why the kernel refused `event`, from the rules that filled its maps.
     pub fn explain(&self, event: &DeniedEvent, exe: Option<&[u8]>, user: Option<&str>) -> Denial {
         let t = &event.task;
-        let what = format!("{} port {} on {}", event.proto.name(), event.port, event.addr);
+        let proto = event.proto.name();
+        let what = match (&event.target, event.call) {
+            (Some(SockAddr::Inet { addr, port }), DeniedCall::Bind) => format!("{proto} port {port} on {addr}"),
+            (Some(SockAddr::Inet { addr, port }), _) => format!("listen() on {proto} port {port} on {addr}"),
+            (Some(SockAddr::Unix(path)), _) => format!("listen() on unix {}", unix_path(path)),
+            (Some(SockAddr::Other(af)), _) => format!("{proto} on address family {af}"),
+            (None, _) => format!("a {proto} socket"),
+        };
         let user = user.map(str::to_owned).unwrap_or_else(|| t.uid.to_string());
         let exe = exe.map_or_else(|| "?".to_owned(), escape_bytes);
         let who = format!("exe={exe} comm={} user={user}", escape_bytes(&t.comm));
@@ -678,7 +895,61 @@ mod tests {
         let admin = p.classes[2].owners[1];
         assert_eq!(admin.flags, OWNER_UID | OWNER_LOOPBACK);
         assert_eq!(&p.classes[1].owners[0].comm[..8], b"apache2\0");
-        assert!(p.rules[4].is_none(), "unix rules are not enforced");
+        assert_eq!(p.unix.len(), 1, "the unix rule's path");
+        assert_eq!(p.kinds, [None; 3], "no raw, packet or pathless unix rule");
+    }
+
+    fn key(name: &[u8]) -> UnixPathKey {
+        let mut key = UnixPathKey { len: name.len() as u32, path: [0; UNIX_PATH_BYTES] };
+        key.path[..name.len()].copy_from_slice(name);
+        key
+    }
+
+    const MORE_RULES: &str = r#"
+        [[allow]]
+        name = "ping"
+        proto = "raw"
+        comm = "ping"
+        [[allow]]
+        proto = "unix"
+        path = "@bus"
+        user = "nobody"
+        [[allow]]
+        proto = "unix"
+        comm = "Xorg"
+    "#;
+
+    /// The LSM hooks' side of the maps: a slot per kind of socket, and the
+    /// names the unix rules give, each covered by its rules and the
+    /// pathless ones.
+    #[test]
+    fn unix_names_and_kinds_get_their_classes() {
+        let p = plan(&format!("{RULES}{MORE_RULES}"));
+        // tcp 0-2, udp 3; raw: rule 5; unix names no rule names: rule 7.
+        assert_eq!(p.kinds, [Some(4), None, Some(5)]);
+        assert_eq!(p.classes[4].rules, vec![5]);
+        assert_eq!(&p.classes[4].owners[0].comm[..5], b"ping\0");
+        let slots = p.port_slots(0);
+        assert_eq!(slots[ENFORCE_RAW_SLOT as usize], class_slot(0, 4));
+        assert_eq!(slots[ENFORCE_PACKET_SLOT as usize], ENFORCE_NO_RULE, "no packet rule: every packet socket refused");
+        assert_eq!(slots[ENFORCE_UNIX_OTHER_SLOT as usize], class_slot(0, 5));
+        // "@bus" names the abstract bus and a file called @bus, alike.
+        let unix = p.unix_slots(0);
+        assert_eq!(unix.len(), 3, "{unix:?}");
+        let bus = unix[&key(b"\0bus")];
+        assert_eq!(unix[&key(b"@bus")], bus);
+        let (_, bus_class) = slot_class(bus).unwrap();
+        assert_eq!(p.classes[bus_class].rules, vec![6, 7], "the path's rule, and the pathless one");
+        let (_, x_class) = slot_class(unix[&key(b"/run/x.sock")]).unwrap();
+        assert_eq!(p.classes[x_class].rules, vec![4, 7]);
+    }
+
+    #[test]
+    fn too_many_unix_names_refuse_the_config() {
+        let text: String =
+            (0..=ENFORCE_UNIX_PATHS).map(|i| format!("[[allow]]\nproto = \"unix\"\npath = \"/run/{i}\"\n")).collect();
+        let e = Plan::compile_with(&Config::parse(&text).unwrap(), &Fake).unwrap_err().to_string();
+        assert!(e.contains("at most 1024"), "{e}");
     }
 
     #[test]
@@ -714,7 +985,7 @@ mod tests {
             "[[allow]]\nproto = \"tcp\"\nport = 1\nexe = \"/nonexistent\"\nuser = \"ghost\"\ncomm = \"a-very-long-name-x\"\n",
         );
         assert_ne!(p.classes[0].owners[0].flags & OWNER_NEVER, 0);
-        let desc = &p.rules[0].as_ref().unwrap().owner;
+        let desc = &p.rules[0].owner;
         assert!(desc.contains("not found") && desc.contains("does not exist"), "{desc}");
     }
 
@@ -756,11 +1027,12 @@ mod tests {
                 netns: 0,
                 comm: crate::model::holder::Comm::from(b"nc\n"),
             },
+            call: DeniedCall::Bind,
             proto: Proto::Tcp,
             family: Family::Ipv4,
-            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            port,
+            target: Some(SockAddr::Inet { addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED), port }),
             sock_type: 1,
+            protocol: 6,
             class,
             exe_id: None,
         }
@@ -772,11 +1044,50 @@ mod tests {
             plans: [None, Some(plan)],
             generation: 1,
             ports: Vec::new(),
+            unix: HashMap::new(),
             maps: None,
             pending: None,
             binds: true,
             stop_at_listen: false,
+            lsm: true,
         }
+    }
+
+    /// What the LSM hooks refuse is named as a bind is.
+    #[test]
+    fn denied_listens_and_sockets_name_the_rules() {
+        let e = enforcing(plan(&format!("{RULES}{MORE_RULES}")));
+        let listen = DeniedEvent {
+            call: DeniedCall::Listen,
+            proto: Proto::Unix,
+            family: Family::Unix,
+            target: Some(SockAddr::Unix(b"\0bus".to_vec())),
+            protocol: 0,
+            ..denied(class_slot(1, 6), 0)
+        };
+        let why = e.explain(&listen, None, Some("root"));
+        // Both rules cover it, of one severity: the last is named, as for a port.
+        assert_eq!(why.rule.as_deref(), Some("unix"), "{why:?}");
+        assert!(
+            why.reason.starts_with("listen() on unix @bus is given to rule \"unix:@bus\" (user=nobody)"),
+            "{why:?}"
+        );
+        let raw = DeniedEvent {
+            call: DeniedCall::Socket,
+            proto: Proto::Raw,
+            target: None,
+            sock_type: 3,
+            protocol: 1,
+            ..denied(class_slot(1, 4), 0)
+        };
+        let why = e.explain(&raw, None, Some("root"));
+        assert!(why.reason.starts_with("a raw socket is given to rule \"ping\" (comm=ping), not to"), "{why:?}");
+        let packet = DeniedEvent { proto: Proto::Packet, family: Family::Packet, ..raw };
+        let why = e.explain(&DeniedEvent { class: ENFORCE_NO_RULE, ..packet }, None, Some("root"));
+        assert!(why.reason.starts_with("no rule allows a packet socket ("), "{why:?}");
+        let tcp = DeniedEvent { call: DeniedCall::Listen, ..denied(ENFORCE_NO_RULE, 4444) };
+        let why = e.explain(&tcp, None, Some("root"));
+        assert!(why.reason.starts_with("no rule allows listen() on tcp port 4444 on 0.0.0.0 ("), "{why:?}");
     }
 
     #[test]

@@ -3,9 +3,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use watcher_common::{
-    AF_INET, AF_INET6, AF_UNIX, ARGV_BYTES, AcceptRecord, DeniedRecord, EventKind, ExecArgsRecord, ExecRecord,
-    FILTER_BYTES, OPTVAL_BYTES, PassiveRecord, ProcessRecord, RecordHeader, SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF,
-    SOCKET_STOPPED, SocketRecord, SockoptRecord, SyscallRecord,
+    AF_INET, AF_INET6, AF_PACKET, AF_UNIX, ARGV_BYTES, AcceptRecord, DENIED_BIND, DENIED_LISTEN, DENIED_SOCKET,
+    DeniedRecord, EventKind, ExecArgsRecord, ExecRecord, FILTER_BYTES, OPTVAL_BYTES, PassiveRecord, ProcessRecord,
+    RecordHeader, SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF, SOCKET_STOPPED, SocketRecord, SockoptRecord,
+    SyscallRecord,
 };
 
 use crate::model::{
@@ -229,22 +230,48 @@ pub enum Record {
         path: Vec<u8>,
     },
     Accept(AcceptEvent),
-    /// Enforcement refused a bind() (the caller got EPERM).
+    /// Enforcement refused a bind(), listen() or socket() (the caller got EPERM).
     Denied(DeniedEvent),
 }
 
-/// A bind() the enforcement programs refused.
+/// What enforcement refused the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeniedCall {
+    /// bind() of a TCP or UDP port (the cgroup bind hooks).
+    Bind,
+    /// listen() on a TCP port or a UNIX name (BPF LSM).
+    Listen,
+    /// socket() of a raw or packet socket (BPF LSM).
+    Socket,
+}
+
+impl DeniedCall {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Bind => "bind",
+            Self::Listen => "listen",
+            Self::Socket => "socket",
+        }
+    }
+}
+
+/// A call the enforcement programs refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeniedEvent {
     pub task: Task,
+    pub call: DeniedCall,
+    /// tcp, udp (another IP protocol by number), unix, raw or packet.
     pub proto: Proto,
     pub family: Family,
-    /// The address and port the caller asked for.
-    pub addr: IpAddr,
-    pub port: u16,
+    /// What the call was for: the address and port asked for (bind) or
+    /// bound (a TCP listen), the UNIX name (a UNIX listen); None for socket().
+    pub target: Option<SockAddr>,
     pub sock_type: u32,
-    /// The class slot of the port: which rules cover it
-    /// (`watcher_common::ENFORCE_NO_RULE`: none).
+    /// socket(): its protocol argument (IPPROTO_* of a raw socket, ETH_P_*
+    /// in network order of a packet socket); else the socket's IPPROTO_*.
+    pub protocol: u32,
+    /// The class slot of the port, UNIX name or kind of socket: which rules
+    /// cover it (`watcher_common::ENFORCE_NO_RULE`: none).
     pub class: u32,
     /// The caller's executable as the kernel identifies it: (device in the
     /// kernel's encoding, inode); None when it could not be read.
@@ -266,9 +293,14 @@ pub struct AcceptEvent {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum DecodeError {
-    Size { kind: Option<EventKind>, len: usize },
+    Size {
+        kind: Option<EventKind>,
+        len: usize,
+    },
     Kind(u32),
     Family(u16),
+    /// A denied record whose `call` is none of DENIED_*.
+    DeniedCall(u32),
 }
 
 impl std::fmt::Display for DecodeError {
@@ -280,6 +312,7 @@ impl std::fmt::Display for DecodeError {
             Self::Size { kind: None, len } => write!(f, "record of {len} bytes, shorter than a header"),
             Self::Kind(k) => write!(f, "unknown event kind {k}"),
             Self::Family(fam) => write!(f, "unknown address family {fam}"),
+            Self::DeniedCall(call) => write!(f, "denied record of unknown call {call}"),
         }
     }
 }
@@ -428,14 +461,33 @@ impl Record {
             }
             EventKind::Denied => {
                 let r: DeniedRecord = unsafe { read_record(bytes) };
-                let (family, addr) = inet_address(r.family, r.addr)?;
+                let call = match r.call {
+                    DENIED_BIND => DeniedCall::Bind,
+                    DENIED_LISTEN => DeniedCall::Listen,
+                    DENIED_SOCKET => DeniedCall::Socket,
+                    other => return Err(DecodeError::DeniedCall(other)),
+                };
+                let (proto, target) = match (call, r.family) {
+                    (DeniedCall::Socket, f) if u32::from(f) == AF_PACKET => (Proto::Packet, None),
+                    (DeniedCall::Socket, AF_INET | AF_INET6) => (Proto::Raw, None),
+                    (DeniedCall::Socket, other) => return Err(DecodeError::Family(other)),
+                    (DeniedCall::Listen, AF_UNIX) => {
+                        let len = (r.path_len as usize).min(r.path.len());
+                        (Proto::Unix, Some(SockAddr::Unix(r.path[..len].to_vec())))
+                    }
+                    (_, family) => {
+                        let (_, addr) = inet_address(family, r.addr)?;
+                        (Proto::from_ipproto(r.protocol), Some(SockAddr::Inet { addr, port: r.port }))
+                    }
+                };
                 Self::Denied(DeniedEvent {
                     task,
-                    proto: Proto::from_ipproto(r.protocol),
-                    family,
-                    addr,
-                    port: r.port,
+                    call,
+                    proto,
+                    family: Family::from_af(r.family),
+                    target,
                     sock_type: r.sock_type,
+                    protocol: r.protocol,
                     class: r.class,
                     exe_id: (r.exe_ino != 0).then_some((r.exe_dev, r.exe_ino)),
                 })
@@ -680,32 +732,72 @@ mod tests {
         assert_eq!(addr, Some(SockAddr::Inet { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 8080 }));
     }
 
-    #[test]
-    fn decodes_denied_binds() {
-        let mut denied = DeniedRecord {
+    fn denied_record() -> DeniedRecord {
+        DeniedRecord {
             header: header(EventKind::Denied),
             exe_ino: 1234,
             exe_dev: (8 << 20) | 1,
             protocol: IPPROTO_UDP,
             sock_type: 2,
             class: 3,
-            reserved: 0,
+            call: DENIED_BIND,
             addr: Ipv6Addr::LOCALHOST.octets(),
             family: AF_INET6,
             port: 53,
-        };
+            path_len: 0,
+            path: [0; watcher_common::UNIX_PATH_BYTES],
+        }
+    }
+
+    #[test]
+    fn decodes_denied_binds() {
+        let mut denied = denied_record();
         let Record::Denied(event) = Record::decode(&bytes(&denied)).unwrap() else { panic!() };
-        assert_eq!((event.proto, event.family, event.port), (Proto::Udp, Family::Ipv6, 53));
-        assert_eq!(event.addr, IpAddr::V6(Ipv6Addr::LOCALHOST));
+        assert_eq!((event.call, event.proto, event.family), (DeniedCall::Bind, Proto::Udp, Family::Ipv6));
+        assert_eq!(event.target, Some(SockAddr::Inet { addr: IpAddr::V6(Ipv6Addr::LOCALHOST), port: 53 }));
         assert_eq!((event.class, event.exe_id, event.sock_type), (3, Some(((8 << 20) | 1, 1234)), 2));
         assert_eq!(event.task.pid, 1000);
         denied.exe_ino = 0;
         denied.family = AF_INET;
         denied.addr = [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         let Record::Denied(event) = Record::decode(&bytes(&denied)).unwrap() else { panic!() };
-        assert_eq!((event.exe_id, event.addr), (None, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))));
+        assert_eq!(event.exe_id, None);
+        assert_eq!(event.target, Some(SockAddr::Inet { addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), port: 53 }));
         denied.family = 1;
         assert_eq!(Record::decode(&bytes(&denied)), Err(DecodeError::Family(1)));
+        denied.call = 7;
+        assert_eq!(Record::decode(&bytes(&denied)), Err(DecodeError::DeniedCall(7)));
+    }
+
+    #[test]
+    fn decodes_denied_listens_and_sockets() {
+        let mut unix =
+            DeniedRecord { call: DENIED_LISTEN, family: AF_UNIX, protocol: 0, sock_type: 1, ..denied_record() };
+        unix.addr = [0; 16];
+        unix.port = 0;
+        unix.path[..5].copy_from_slice(b"\0name");
+        unix.path_len = 5;
+        let Record::Denied(event) = Record::decode(&bytes(&unix)).unwrap() else { panic!() };
+        assert_eq!((event.call, event.proto, event.family), (DeniedCall::Listen, Proto::Unix, Family::Unix));
+        assert_eq!(event.target, Some(SockAddr::Unix(b"\0name".to_vec())));
+
+        let tcp = DeniedRecord { call: DENIED_LISTEN, protocol: IPPROTO_TCP, sock_type: 1, ..denied_record() };
+        let Record::Denied(event) = Record::decode(&bytes(&tcp)).unwrap() else { panic!() };
+        assert_eq!((event.call, event.proto), (DeniedCall::Listen, Proto::Tcp));
+
+        let packet = DeniedRecord {
+            call: DENIED_SOCKET,
+            family: AF_PACKET as u16,
+            protocol: u32::from(0x0003u16.to_be()),
+            sock_type: 3,
+            ..denied_record()
+        };
+        let Record::Denied(event) = Record::decode(&bytes(&packet)).unwrap() else { panic!() };
+        assert_eq!((event.call, event.proto, event.family), (DeniedCall::Socket, Proto::Packet, Family::Packet));
+        assert_eq!((event.target, event.protocol), (None, 0x0300));
+        let raw = DeniedRecord { call: DENIED_SOCKET, family: AF_INET, protocol: 1, sock_type: 3, ..denied_record() };
+        let Record::Denied(event) = Record::decode(&bytes(&raw)).unwrap() else { panic!() };
+        assert_eq!((event.proto, event.family, event.target), (Proto::Raw, Family::Ipv4, None));
     }
 
     #[test]
