@@ -114,16 +114,7 @@ mod tests {
     use crate::record::decode::Task;
 
     fn task(pid: u32) -> Task {
-        Task {
-            ktime_ns: 0,
-            cgroup_id: 0,
-            pid,
-            tid: pid,
-            uid: 0,
-            gid: 0,
-            netns: 0,
-            comm: crate::model::holder::Comm::default(),
-        }
+        Task::of_process(pid, b"")
     }
 
     fn set(t: &mut SocketOptions, fd: i32, level: u32, optname: u32, value: &[u8]) {

@@ -131,16 +131,7 @@ mod tests {
     use super::*;
 
     fn task(pid: u32) -> Task {
-        Task {
-            ktime_ns: 0,
-            cgroup_id: 0,
-            pid,
-            tid: pid,
-            uid: 0,
-            gid: 0,
-            netns: 0,
-            comm: crate::model::holder::Comm::default(),
-        }
+        Task::of_process(pid, b"")
     }
 
     fn listen(pid: u32, fd: i32) -> Record {

@@ -32,6 +32,15 @@ pub struct Task {
     pub comm: Comm,
 }
 
+#[cfg(test)]
+impl Task {
+    /// A process's main thread named `comm`, every other field 0: what the
+    /// unit tests of the later stages feed them.
+    pub fn of_process(pid: u32, comm: &[u8]) -> Self {
+        Self { ktime_ns: 0, cgroup_id: 0, pid, tid: pid, uid: 0, gid: 0, netns: 0, comm: Comm::new(comm) }
+    }
+}
+
 impl Task {
     fn from_header(h: &RecordHeader) -> Self {
         Self {

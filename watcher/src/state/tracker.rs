@@ -407,13 +407,7 @@ mod tests {
         t.up(key(111, 0), socket(100, "/sbin/rpcbind"), 0);
         let task = |pid: u32| crate::record::decode::Task {
             ktime_ns: 1,
-            cgroup_id: 0,
-            pid,
-            tid: pid,
-            uid: 0,
-            gid: 0,
-            netns: 0,
-            comm: crate::model::holder::Comm::from(b"rpcbind"),
+            ..crate::record::decode::Task::of_process(pid, b"rpcbind")
         };
         t.process(&Record::Fork { parent: task(100), child: 101 });
         assert_eq!(t.listeners.holder_pids(&key(111, 0)), vec![100, 101]);
