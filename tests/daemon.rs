@@ -248,7 +248,7 @@ fn loss_is_reported_and_the_table_rebuilt() {
     let up = watcher.next_event(|e| on(e, "listener_up", old_port));
     assert_eq!(up["pid"], old.pid, "{up}");
 
-    // 3 records per flooded listener; the 8 MiB ring buffer holds ~75,000.
+    // 3 records per flooded listener; the default 4 MiB ring buffer holds ~37,000.
     let mut flood = SocketChild::spawn_program(&[], &program("flood.py"), "40000", &[]);
     watcher.signal(libc::SIGSTOP);
     flood.go();

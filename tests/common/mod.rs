@@ -227,9 +227,29 @@ impl Watcher {
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().expect("waiting for watcher")
+        let pid = self.child.id() as i32;
+        // SAFETY: kill(2) on our own child's pid. SIGCONT too: a test that
+        // failed while the watcher was stopped (SIGSTOP) must not wait
+        // forever on a SIGTERM a stopped process never acts on.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+            libc::kill(pid, libc::SIGCONT);
+        }
+        // A watcher that does not exit on SIGTERM within a minute is a
+        // failure of its own, said by the caller's assertion on the status;
+        // the test must end either way.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    eprintln!("watcher {pid} did not exit within 60 s of SIGTERM: killed");
+                    let _ = self.child.kill();
+                    return self.child.wait().expect("waiting for watcher");
+                }
+            }
+        }
     }
 }
 
