@@ -501,10 +501,13 @@ impl Drop for KillOnDrop {
 // disk, a closed stdout, a real Prometheus).
 
 /// The JSON lines of a file so far; a line that does not parse fails the
-/// test (a line cut short by a full disk must not stay in the file).
+/// test (a line cut short by a full disk must not stay in the file). The
+/// text after the last newline is a line still being written (the daemon's
+/// writes need not end at a line's end), not yet a line.
 fn json_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
         .lines()
         .map(|l| {
             serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line in {} ({e}): {l:?}", path.display()))

@@ -152,6 +152,38 @@ impl<'a> ObjectWriter<'a> {
         self.out.push(b'"');
     }
 
+    #[inline(always)]
+    pub fn bool(&mut self, key: &str, value: bool) {
+        self.key(key);
+        self.out.extend_from_slice(if value { b"true" } else { b"false" });
+    }
+
+    /// A float as serde_json writes one (zmij, shortest round trip; null when not finite).
+    #[inline(always)]
+    pub fn f64(&mut self, key: &str, value: f64) {
+        self.key(key);
+        if value.is_finite() {
+            self.out.extend_from_slice(zmij::Buffer::new().format_finite(value).as_bytes());
+        } else {
+            self.out.extend_from_slice(b"null");
+        }
+    }
+
+    /// `"key":[{…},…]`, each object's fields written by `fields`.
+    pub fn objects<T>(&mut self, key: &str, items: &[T], mut fields: impl FnMut(&mut ObjectWriter<'_>, &T)) {
+        self.key(key);
+        self.out.push(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            let mut object = ObjectWriter::start(self.out);
+            fields(&mut object, item);
+            object.end();
+        }
+        self.out.push(b']');
+    }
+
     pub fn end(self) {
         self.out.push(b'}');
     }
