@@ -1,6 +1,6 @@
 """End-to-end scenario run inside a guest kernel (see xtask/src/guest.rs).
 
-    python3 scenario.py WATCHER OUT_DIR FLASH_LISTENER
+    python3 scenario.py WATCHER OUT_DIR FLASH_LISTENER DAEMONIZING_LISTENER
 
 Starts the real watcher, drives real sockets with the same child programs
 as the host tests (tests/programs/*.py), and writes one line per check to
@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 
+import kill_unexpected
 import lsm_enforce
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -715,7 +716,7 @@ def getppid_with_syscall_tracepoints(results, binary, log_dir, cost):
 
 
 def main():
-    binary, out_dir, flash = sys.argv[1:4]
+    binary, out_dir, flash, daemonizing = sys.argv[1:5]
     faulthandler.dump_traceback_later(WATCHDOG_SECS, exit=True)
     to_console("started")
     results = Results(os.path.join(out_dir, "results.txt"))
@@ -738,7 +739,7 @@ def main():
     timer.daemon = True  # the scenario's normal end does not wait for it
     timer.start()
     try:
-        run_steps(results, binary, out_dir, log_dir, tmpfs, flash)
+        run_steps(results, binary, out_dir, log_dir, tmpfs, flash, daemonizing)
     except BaseException as e:
         results.check("scenario ran to its end", False, f"{type(e).__name__}: {e}")
         raise
@@ -748,7 +749,7 @@ def main():
         results.done()
 
 
-def run_steps(results, binary, out_dir, log_dir, tmpfs, flash):
+def run_steps(results, binary, out_dir, log_dir, tmpfs, flash, daemonizing):
     expected = EXPECTED_PROGRAMS
 
     cost = None
@@ -794,6 +795,8 @@ def run_steps(results, binary, out_dir, log_dir, tmpfs, flash):
         results.check("accept step", False, f"{type(e).__name__}: {e}")
     results.step("lsm enforcement", started)
     lsm_enforce.run(results, binary, log_dir, tmpfs)
+    results.step("kill_unexpected", started)
+    kill_unexpected.run(results, binary, log_dir, tmpfs, daemonizing)
     results.step("doctor", started)
     try:
         doctor(results, binary, ready)

@@ -61,8 +61,9 @@ pub fn guest(ci: bool) -> anyhow::Result<()> {
     let out = fresh_out_dir("guest")?;
     // A space in its name checks that exe survives one.
     let flash = compile_program(&out, "flash_listener.c", "flash listener")?;
+    let daemonizing = compile_program(&out, "daemonizing_listener.c", "daemonizing_listener")?;
     let script = workspace_root().join("tests/guest/scenario.py");
-    run_script(&tools, &out, &script, &[&flash], scenario_finished, STALL_TIMEOUT)?;
+    run_script(&tools, &out, &script, &[&flash, &daemonizing], scenario_finished, STALL_TIMEOUT)?;
     check_results(&out)
 }
 
