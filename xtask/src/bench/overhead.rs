@@ -62,6 +62,9 @@ pub enum Mode {
     WatcherDebug,
     /// `watcher watch --json --no-snapshot --accept`: every optional hook.
     WatcherAccept,
+    /// `watcher watch --json --no-snapshot --light`: no syscall tracepoint
+    /// (what it gives up on this kernel, the ready line says).
+    WatcherLight,
     /// bpftrace on the TCP listen tracepoint watcher uses, printing.
     BpftraceListen,
     /// bpftrace on accept()/accept4() returning a connection, printing.
@@ -84,11 +87,18 @@ const SETTLE_QUIET: Duration = Duration::from_millis(300);
 const SETTLE_MAX: Duration = Duration::from_secs(30);
 
 impl Mode {
-    const ALL: [Self; 6] =
-        [Self::Off, Self::Watcher, Self::WatcherDebug, Self::WatcherAccept, Self::BpftraceListen, Self::BpftraceAccept];
+    const ALL: [Self; 7] = [
+        Self::Off,
+        Self::Watcher,
+        Self::WatcherDebug,
+        Self::WatcherAccept,
+        Self::WatcherLight,
+        Self::BpftraceListen,
+        Self::BpftraceAccept,
+    ];
 
     fn is_watcher(self) -> bool {
-        matches!(self, Self::Watcher | Self::WatcherDebug | Self::WatcherAccept)
+        matches!(self, Self::Watcher | Self::WatcherDebug | Self::WatcherAccept | Self::WatcherLight)
     }
 
     fn label(self) -> &'static str {
@@ -97,6 +107,7 @@ impl Mode {
             Self::Watcher => "watcher (default hooks)",
             Self::WatcherDebug => "watcher, RUST_LOG=debug (kernel log attached)",
             Self::WatcherAccept => "watcher --accept",
+            Self::WatcherLight => "watcher --light (no syscall tracepoint)",
             Self::BpftraceListen => "bpftrace, listen one-liner",
             Self::BpftraceAccept => "bpftrace, accept one-liner",
         }
@@ -108,6 +119,7 @@ impl Mode {
             Self::Watcher => "watcher",
             Self::WatcherDebug => "watcher debug",
             Self::WatcherAccept => "watcher --accept",
+            Self::WatcherLight => "watcher --light",
             Self::BpftraceListen => "bpftrace listen",
             Self::BpftraceAccept => "bpftrace accept",
         }
@@ -119,9 +131,9 @@ impl Mode {
         match (self, work) {
             (Self::Off, _) | (_, Work::Getppid) | (Self::BpftraceAccept, Work::Bind) => 0,
             // bind, listen, close per listener.
-            (Self::Watcher | Self::WatcherDebug | Self::WatcherAccept, Work::Bind) => 3 * ops,
+            (Self::Watcher | Self::WatcherDebug | Self::WatcherAccept | Self::WatcherLight, Work::Bind) => 3 * ops,
             // The server's own listener: bind, listen, close.
-            (Self::Watcher | Self::WatcherDebug, Work::Accept) => 3,
+            (Self::Watcher | Self::WatcherDebug | Self::WatcherLight, Work::Accept) => 3,
             (Self::WatcherAccept, Work::Accept) => ops + 3,
             (Self::BpftraceListen, Work::Bind) | (Self::BpftraceAccept, Work::Accept) => ops,
             (Self::BpftraceListen, Work::Accept) => 1,
@@ -332,13 +344,16 @@ fn measure(mode: Mode, seq: usize, worker: &mut Worker, args: &Args) -> anyhow::
 fn start_tool(mode: Mode, worker: &mut Worker) -> anyhow::Result<Option<Background>> {
     let (program, probe) = match mode {
         Mode::Off => return Ok(None),
-        Mode::Watcher | Mode::WatcherDebug | Mode::WatcherAccept => {
+        Mode::Watcher | Mode::WatcherDebug | Mode::WatcherAccept | Mode::WatcherLight => {
             let mut cmd = Command::new(watcher_binary());
             cmd.args(["watch", "--json", "--no-snapshot"]);
             // Not the bench's own RUST_LOG: debug attaches the kernel log.
             cmd.env("RUST_LOG", if mode == Mode::WatcherDebug { "debug" } else { "info" });
             if mode == Mode::WatcherAccept {
                 cmd.arg("--accept");
+            }
+            if mode == Mode::WatcherLight {
+                cmd.arg("--light");
             }
             eprintln!("xtask: bench overhead: starting {cmd:?}");
             let watcher = Background::start(
