@@ -12,7 +12,6 @@ the daemon kills it and writes `killed` once nothing holds the socket.
 Every wait is bounded; the only poll is of `ss`, which has nothing to wait on.
 """
 import os
-import socket
 import subprocess
 import time
 
@@ -45,18 +44,11 @@ def run(results, binary, log_dir, tmpfs, program):
 def checks(results, binary, log_dir, tmpfs, program):
     work = os.path.join(tmpfs, "kill")
     os.makedirs(work, exist_ok=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = scenario.free_tcp_port()
     config = os.path.join(work, "watcher.toml")
     with open(config, "w") as f:
         f.write("kill_unexpected = true\n\n" + allow_all_but(port))
-    # The daemon through scenario's reader of `watch`: a wrapper execs it.
-    wrapper = os.path.join(work, "watcher-daemon")
-    with open(wrapper, "w") as f:
-        f.write(f"#!/bin/sh\nexec '{binary}' daemon --config '{config}'\n")
-    os.chmod(wrapper, 0o755)
-    daemon = scenario.Watcher(wrapper, log_dir, name="watcher-kill")
+    daemon = scenario.Watcher(binary, log_dir, "--config", config, name="watcher-kill", command=("daemon",))
     ready, error = daemon.wait_ready(results)
     if not results.check("kill: daemon with kill_unexpected ready", ready is not None,
                          error or "no ready line (see watcher-kill.stderr)"):

@@ -82,12 +82,6 @@ class Binder:
         return self.proc.wait(timeout=scenario.EVENT_TIMEOUT)
 
 
-def free_tcp_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def said(results, name, answer, expected):
     return results.check(name, answer == expected, f"the call returned {answer!r}, not {expected!r}")
 
@@ -153,7 +147,7 @@ def checks(results, binary, log_dir, work, cgroup):
     allowed_path = os.path.join(work, "allowed.sock")
     unexpected_path = os.path.join(work, "unexpected.sock")
     abstract = f"@watcher-lsm-unexpected-{os.getpid()}"
-    allowed_port, unlisted_port = free_tcp_port(), free_tcp_port()
+    allowed_port, unlisted_port = scenario.free_tcp_port(), scenario.free_tcp_port()
     config = os.path.join(work, "watcher.toml")
     with open(config, "w") as f:
         f.write(
@@ -169,13 +163,8 @@ def checks(results, binary, log_dir, work, cgroup):
     said(results, "lsm: a TCP socket bound before enforcing", early.ask(f"hold 4 127.0.0.1 {unlisted_port}"),
          f"held {unlisted_port}")
 
-    # The daemon, through scenario's reader of `watch`: a wrapper in the
-    # tmpfs execs the daemon in place of the `watch --json` it is given.
-    wrapper = os.path.join(work, "watcher-daemon")
-    with open(wrapper, "w") as f:
-        f.write(f"#!/bin/sh\nexec '{binary}' daemon --config '{config}' --enforce\n")
-    os.chmod(wrapper, 0o755)
-    daemon = scenario.Watcher(wrapper, log_dir, name="watcher-lsm")
+    daemon = scenario.Watcher(binary, log_dir, "--config", config, "--enforce", name="watcher-lsm",
+                              command=("daemon",))
     ready, error = daemon.wait_ready(results)
     if not results.check("lsm: daemon --enforce ready", ready is not None, error or "no ready line (see watcher-lsm.stderr)"):
         daemon.proc.kill()

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -132,14 +133,16 @@ class LogShipper:
 
 
 class Watcher:
-    """A running `watcher watch --json`, its events collected by a thread."""
+    """A running `watcher watch --json` (or another command that prints JSON
+    lines and a ready line, `command=("daemon",)`), its events collected by
+    a thread."""
 
-    def __init__(self, binary, log_dir, *extra, name="watcher", env_extra=None):
+    def __init__(self, binary, log_dir, *extra, name="watcher", env_extra=None, command=("watch", "--json")):
         env = dict(os.environ, RUST_LOG=WATCHER_RUST_LOG, **(env_extra or {}))
         self.stderr_file = open(os.path.join(log_dir, f"{name}.stderr"), "w", buffering=1)
         self.events_file = open(os.path.join(log_dir, f"{name}.events.jsonl"), "w", buffering=1)
         self.proc = subprocess.Popen(
-            [binary, "watch", "--json", *extra],
+            [binary, *command, *extra],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -288,6 +291,13 @@ class Child:
     def finish(self):
         self.proc.stdin.close()
         return self.proc.wait(timeout=EVENT_TIMEOUT)
+
+
+def free_tcp_port():
+    """A TCP port free on 127.0.0.1 now (the kernel's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def ev(kind, pid, **fields):
@@ -462,7 +472,6 @@ def udp_closed_by_exit(results, watcher):
 def accepts(results, binary, log_dir):
     """With --accept (a second watcher): accept events with both ends, the
     peer asked for and not."""
-    import socket
 
     watcher = Watcher(binary, log_dir, "--accept", name="watcher-accept")
     ready, error = watcher.wait_ready(results)
