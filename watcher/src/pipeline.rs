@@ -147,7 +147,12 @@ pub async fn run_pipeline<S: Sink>(options: PipelineOptions, mut sink: S) -> any
         }
         started => started?,
     }
-    give_back_setup_memory();
+    // The kernel's BTF parsed at load (about 10 MiB at its peak) and the
+    // snapshot are freed by now, but malloc keeps freed pages that lie below
+    // live allocations (the process table, filled after the BTF was parsed):
+    // measured, an idle `watch` kept 11 MiB more with a 25,000-argument
+    // process on the host.
+    give_back_freed_memory();
     // Handlers first: a script that signals us as soon as it reads the ready
     // line must reach them, not the default action (SIGHUP would kill us).
     let signals = Signals::install(options.stop_when_stdout_closes)?;
@@ -682,16 +687,8 @@ fn announce_ready(attached: &Attached) {
     }
 }
 
-/// The kernel's BTF parsed at load (about 10 MiB at its peak) and the
-/// snapshot are freed by now, but malloc keeps freed pages that lie below
-/// live allocations (the process table, filled after the BTF was parsed):
-/// measured, an idle `watch` kept 11 MiB more with a 25,000-argument
-/// process on the host. Handing them back costs one call, once.
-fn give_back_setup_memory() {
-    give_back_freed_memory();
-}
-
-/// Freed heap pages back to the kernel (malloc_trim walks the free lists).
+/// Freed heap pages back to the kernel (malloc_trim walks the free lists):
+/// once set up, and after a burst (see [`Watch::trim_after_a_burst`]).
 fn give_back_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free memory; it has no preconditions.

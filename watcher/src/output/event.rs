@@ -326,6 +326,9 @@ impl Serialize for HolderArray<'_> {
     }
 }
 
+/// A lifecycle line's fields; [`write_change`] writes them. Its serde form
+/// (what the daemon wrote before) is used by no line any more: it is the
+/// reference the unit test holds the hand-written bytes to.
 #[derive(Serialize)]
 struct ChangeLine<'a> {
     #[serde(flatten)]
