@@ -192,8 +192,8 @@ impl<W: Write> DaemonSink<W> {
             reason,
             subject: what,
             key: key.cloned(),
-            holder: socket.creator.clone(),
-            holders: socket.other_holders(),
+            holder: Holder::clone(&socket.creator),
+            holders: socket.other_holders().iter().map(|h| Holder::clone(h)).collect(),
         };
         self.emit(&Event::Alert { time, alert: &alert })?;
         let pid = socket.creator.pid;

@@ -3,7 +3,7 @@
 //! changes, alerts, actions, reloads). Sinks take an [`Event`]; none reads
 //! another's text. [`Event::write_json`] is the JSON line of each, with the
 //! field names the README documents.
-use std::{cell::RefCell, io, path::Path};
+use std::{borrow::Borrow, cell::RefCell, io, path::Path, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer, ser::SerializeMap};
@@ -306,9 +306,9 @@ impl Serialize for HolderFields<'_> {
 
 /// `holders`: the processes that hold the socket besides its creator.
 /// Left out when there are none, so a plain listener's line is unchanged.
-struct HolderList<'a>(&'a [Holder]);
+struct HolderList<'a, H = Arc<Holder>>(&'a [H]);
 
-impl Serialize for HolderList<'_> {
+impl<H: Borrow<Holder>> Serialize for HolderList<'_, H> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;
         if !self.0.is_empty() {
@@ -318,11 +318,11 @@ impl Serialize for HolderList<'_> {
     }
 }
 
-struct HolderArray<'a>(&'a [Holder]);
+struct HolderArray<'a, H = Arc<Holder>>(&'a [H]);
 
-impl Serialize for HolderArray<'_> {
+impl<H: Borrow<Holder>> Serialize for HolderArray<'_, H> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|h| HolderFields { keys: &HOLDER, holder: h }))
+        s.collect_seq(self.0.iter().map(|h| HolderFields { keys: &HOLDER, holder: h.borrow() }))
     }
 }
 
@@ -482,7 +482,7 @@ fn holder_fields(w: &mut ObjectWriter<'_>, keys: &HolderKeys, h: &Holder) {
 
 /// The holders of a socket other than its creator, as a slice of its own
 /// list: the creator, when it still holds the socket, is first or absent.
-fn other_holders(socket: &Socket) -> &[Holder] {
+fn other_holders(socket: &Socket) -> &[Arc<Holder>] {
     match socket.holders.first() {
         Some(first) if first.pid == socket.creator.pid => &socket.holders[1..],
         _ => &socket.holders,
@@ -500,7 +500,7 @@ struct AlertLine<'a> {
     #[serde(flatten)]
     holder: HolderFields<'a>,
     #[serde(flatten)]
-    holders: HolderList<'a>,
+    holders: HolderList<'a, Holder>,
 }
 
 #[derive(Serialize)]
@@ -618,18 +618,26 @@ mod tests {
                 Change::Restarted {
                     key: key.clone(),
                     socket: socket(&plain, &[]),
-                    previous: hostile.clone(),
+                    previous: hostile.clone().into(),
                     gap_ns: 1,
                     same_exe: false,
                     same_user: true,
                     same_cmdline: false,
                 },
-                Change::OwnerChanged { key: key.clone(), socket: socket(&hostile, &[]), previous: plain.clone() },
-                Change::ReuseportJoined { key: key.clone(), socket: socket(&plain, &[]), existing: unknown.clone() },
+                Change::OwnerChanged {
+                    key: key.clone(),
+                    socket: socket(&hostile, &[]),
+                    previous: plain.clone().into(),
+                },
+                Change::ReuseportJoined {
+                    key: key.clone(),
+                    socket: socket(&plain, &[]),
+                    existing: unknown.clone().into(),
+                },
                 Change::HoldersChanged {
                     key: key.clone(),
                     socket: socket(&plain, std::slice::from_ref(&hostile)),
-                    previous: vec![unknown.clone(), hostile.clone()],
+                    previous: vec![unknown.clone().into(), hostile.clone().into()],
                 },
             ];
             for change in &changes {

@@ -7,6 +7,7 @@
 //! Everything a process chooses (comm, exe, argv, paths, device names) is
 //! escaped here, as in the native JSON.
 use std::{
+    borrow::Borrow,
     hash::{BuildHasher as _, RandomState},
     net::IpAddr,
 };
@@ -507,8 +508,8 @@ fn holder_value(h: &Holder) -> Value {
     json!({ "pid": p.pid, "comm": p.name, "exe": p.executable, "cmdline": p.args, "uid": p.uid, "user": p.user })
 }
 
-fn holders_value(holders: &[Holder]) -> Value {
-    Value::Array(holders.iter().map(holder_value).collect())
+fn holders_value<H: Borrow<Holder>>(holders: &[H]) -> Value {
+    Value::Array(holders.iter().map(|h| holder_value(h.borrow())).collect())
 }
 
 /// One line of text for people: who did what where.

@@ -13,7 +13,18 @@
 //!
 //! Keys that went down are remembered (the most recent ones, bounded) so a
 //! comeback can be recognised.
-use std::collections::VecDeque;
+//!
+//! The table is shaped for a host with many listeners (100,000 held by a
+//! few processes): each key is stored once, in its slot; the index from key
+//! to slot holds slot numbers; other tables (who holds what, cookies) name a
+//! listener by its [`ListenerId`]; a socket's holders are shared (`Arc`)
+//! among the sockets of one process, and the common socket (one holder,
+//! nothing in its past) needs no heap block of its own.
+use std::{collections::VecDeque, hash::BuildHasher as _, sync::Arc};
+
+use hashbrown::HashTable;
+use smallvec::{SmallVec, smallvec};
+use thin_vec::ThinVec;
 
 use crate::model::{
     fast_map::FastMap,
@@ -31,6 +42,15 @@ pub struct ListenerKey {
     pub proto: Proto,
     /// `Local::Inet` or `Local::Unix`: raw and packet sockets have no lifecycle.
     pub local: Local,
+}
+
+/// A live listener as other tables name it: its slot in the table, and the
+/// generation of the listener in that slot, so that an id kept after its
+/// listener went down never names the listener that took the slot next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerId {
+    slot: u32,
+    generation: u32,
 }
 
 /// The kernel's identity of a socket. Live records and the snapshot name
@@ -52,40 +72,42 @@ pub struct Socket {
     pub id: Option<SocketId>,
     /// The task whose bind or listen made it wait (for a socket already
     /// there at start: its first holder, with the socket's owner uid).
-    pub creator: Holder,
+    pub creator: Arc<Holder>,
     /// The processes known to hold it, the creator among them while it
     /// does; forked children are added as they fork (they inherit it).
-    pub holders: Vec<Holder>,
+    /// Two fit without a heap block: a listener and its first worker.
+    pub holders: SmallVec<[Arc<Holder>; 2]>,
     /// The pids events have named as its holders so far; when all are gone
     /// and others still hold it, an event says who holds it now.
-    pub named: Vec<u32>,
+    pub named: SmallVec<[u32; 4]>,
     /// The named holders that exited since the last event that named any.
-    pub previous_named: Vec<Holder>,
+    pub previous_named: ThinVec<Arc<Holder>>,
     /// Every process other than the creator that held it in its life (the
     /// first [`HELD_BY_KEPT`]): forked children that exited on their own
     /// are named by `listener_down`.
-    pub held_by: Vec<Holder>,
+    pub held_by: ThinVec<Arc<Holder>>,
 }
 
 /// How many past holders a socket remembers.
 pub const HELD_BY_KEPT: usize = 32;
 
 impl Socket {
-    pub fn new(id: Option<SocketId>, creator: Holder, mut holders: Vec<Holder>) -> Self {
-        if holders.is_empty() && creator.pid != 0 {
-            holders.push(creator.clone());
-        }
+    /// A socket made by `creator`, held by `holders` (none given: by its creator).
+    pub fn new(id: Option<SocketId>, creator: impl Into<Arc<Holder>>, holders: Vec<Holder>) -> Self {
+        let creator = creator.into();
+        let holders: SmallVec<[Arc<Holder>; 2]> = if holders.is_empty() && creator.pid != 0 {
+            smallvec![creator.clone()]
+        } else {
+            holders.into_iter().map(Arc::new).collect()
+        };
         let named = holders.iter().map(|h| h.pid).filter(|&p| p != 0).collect();
-        // Exactly as many as there are: a Vec's first push reserves room
-        // for four (384 bytes of Holders), and a listener table of 100,000
-        // sockets with one holder each kept 29 MB of that empty.
         let mut socket = Self {
             id,
             creator,
-            holders: Vec::with_capacity(holders.len()),
+            holders: SmallVec::with_capacity(holders.len()),
             named,
-            previous_named: Vec::new(),
-            held_by: Vec::new(),
+            previous_named: ThinVec::new(),
+            held_by: ThinVec::new(),
         };
         for h in holders {
             socket.add_holder(h);
@@ -94,7 +116,7 @@ impl Socket {
     }
 
     /// A holder now, and so one in its life.
-    fn add_holder(&mut self, holder: Holder) {
+    fn add_holder(&mut self, holder: Arc<Holder>) {
         if let Some(known) = self.held_by.iter_mut().find(|h| h.pid == holder.pid) {
             // Named again, as it is now: a forked child was first named
             // after its parent, before it dropped privileges (rpcbind's
@@ -115,8 +137,17 @@ impl Socket {
 
     /// The holders other than the creator: what an event adds to the
     /// creator's fields (workers, or the children a daemon forked).
-    pub fn other_holders(&self) -> Vec<Holder> {
+    pub fn other_holders(&self) -> Vec<Arc<Holder>> {
         self.holders.iter().filter(|h| h.pid != self.creator.pid).cloned().collect()
+    }
+
+    /// Every holder named in the socket (creator, holders, past holders):
+    /// what [`ListenerTable::share_holders`] gives a shared copy for.
+    fn every_holder_mut(&mut self) -> impl Iterator<Item = &mut Arc<Holder>> {
+        std::iter::once(&mut self.creator)
+            .chain(self.holders.iter_mut())
+            .chain(self.held_by.iter_mut())
+            .chain(self.previous_named.iter_mut())
     }
 }
 
@@ -135,7 +166,7 @@ pub enum Change {
     Restarted {
         key: ListenerKey,
         socket: Socket,
-        previous: Holder,
+        previous: Arc<Holder>,
         gap_ns: u64,
         same_exe: bool,
         same_user: bool,
@@ -144,30 +175,34 @@ pub enum Change {
     OwnerChanged {
         key: ListenerKey,
         socket: Socket,
-        previous: Holder,
+        previous: Arc<Holder>,
     },
     /// Another socket on a live key, made by a different program or user.
     ReuseportJoined {
         key: ListenerKey,
         socket: Socket,
-        existing: Holder,
+        existing: Arc<Holder>,
     },
     /// Every process the events named for this socket is gone; these hold it now.
     HoldersChanged {
         key: ListenerKey,
         socket: Socket,
-        previous: Vec<Holder>,
+        previous: Vec<Arc<Holder>>,
     },
 }
 
 struct Live {
+    key: ListenerKey,
+    /// Which listener of its slot this is (see [`ListenerId`]).
+    generation: u32,
     since_ns: u64,
-    sockets: Vec<Socket>,
+    /// One socket, or a SO_REUSEPORT group; one needs no heap block.
+    sockets: SmallVec<[Socket; 1]>,
 }
 
 struct Down {
     at_ns: u64,
-    last: Holder,
+    last: Arc<Holder>,
     /// Which entry of `down_order` stands for this down: a key that went
     /// down, came back and went down again has older entries there too.
     seq: u64,
@@ -179,7 +214,18 @@ pub struct ListenerTable {
     /// `holders_changed`): no remembered downs, and no changes built for
     /// sockets coming up or going down, nobody would read them.
     holders_only: bool,
-    live: FastMap<ListenerKey, Live>,
+    /// The live listeners, by slot; a free slot is None.
+    slots: Vec<Option<Live>>,
+    /// Slots freed, to be used again; an entry is only a hint (a slot
+    /// past the end or in use again is skipped when it comes up).
+    free: Vec<u32>,
+    /// Slot numbers, found by their listener's key: the key itself is
+    /// stored once, in its slot.
+    index: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+    /// The generation the next listener gets: unique across slots, so a
+    /// slot dropped from the end and made again cannot repeat one.
+    next_generation: u32,
     down: FastMap<ListenerKey, Down>,
     /// Downs in the order they happened, with their `Down::seq`; entries
     /// whose key came back up (or went down again since) are stale.
@@ -193,10 +239,90 @@ impl ListenerTable {
         Self { holders_only: true, ..Self::default() }
     }
 
+    fn slot_of(&self, key: &ListenerKey) -> Option<usize> {
+        let slots = &self.slots;
+        let found = self.index.find(self.hasher.hash_one(key), |&s| is_key(slots, s, key))?;
+        Some(*found as usize)
+    }
+
+    fn live(&self, key: &ListenerKey) -> Option<&Live> {
+        self.slots[self.slot_of(key)?].as_ref()
+    }
+
+    fn live_mut(&mut self, key: &ListenerKey) -> Option<&mut Live> {
+        let slot = self.slot_of(key)?;
+        self.slots[slot].as_mut()
+    }
+
+    fn live_by_id(&mut self, id: ListenerId) -> Option<&mut Live> {
+        self.slots.get_mut(id.slot as usize)?.as_mut().filter(|live| live.generation == id.generation)
+    }
+
+    /// The id of the live listener on `key`.
+    pub fn id_of(&self, key: &ListenerKey) -> Option<ListenerId> {
+        self.live(key)
+            .zip(self.slot_of(key))
+            .map(|(live, slot)| ListenerId { slot: slot as u32, generation: live.generation })
+    }
+
+    /// The key of the listener `id` names, while it is live.
+    pub fn key_of(&self, id: ListenerId) -> Option<&ListenerKey> {
+        let live = self.slots.get(id.slot as usize)?.as_ref()?;
+        (live.generation == id.generation).then_some(&live.key)
+    }
+
+    fn insert(&mut self, key: ListenerKey, since_ns: u64, socket: Socket) {
+        let hash = self.hasher.hash_one(&key);
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let live = Some(Live { key, generation, since_ns, sockets: smallvec![socket] });
+        let reusable =
+            std::iter::from_fn(|| self.free.pop()).find(|&s| self.slots.get(s as usize).is_some_and(Option::is_none));
+        let slot = match reusable {
+            Some(slot) => {
+                self.slots[slot as usize] = live;
+                slot
+            }
+            None => {
+                self.slots.push(live);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.insert_unique(hash, slot, |&s| slot_hash(slots, hasher, s));
+    }
+
+    fn remove(&mut self, key: &ListenerKey) -> Option<Live> {
+        let hash = self.hasher.hash_one(key);
+        let slots = &self.slots;
+        let (slot, _) = self.index.find_entry(hash, |&s| is_key(slots, s, key)).ok()?.remove();
+        let live = self.slots[slot as usize].take();
+        self.free.push(slot);
+        // A burst of listeners (100,000 held, then closed) would otherwise
+        // keep its table's memory for the daemon's whole life.
+        while self.slots.last().is_some_and(Option::is_none) {
+            self.slots.pop();
+        }
+        if self.free.len() > 2 * self.slots.len() + 1024 {
+            let slots = &self.slots;
+            self.free.retain(|&s| slots.get(s as usize).is_some_and(Option::is_none));
+        }
+        if self.slots.capacity() > 4096 && self.slots.len() * 4 < self.slots.capacity() {
+            self.slots.shrink_to(self.slots.len() * 2);
+            self.free.shrink_to(self.free.len() * 2);
+        }
+        if self.index.capacity() > 4096 && self.index.len() * 4 < self.index.capacity() {
+            let (slots, hasher) = (&self.slots, &self.hasher);
+            self.index.shrink_to(self.index.len() * 2, |&s| slot_hash(slots, hasher, s));
+        }
+        live
+    }
+
     /// A socket seen waiting on `key` at `now_ns` (CLOCK_MONOTONIC): a live
     /// bind or listen (one holder), or a snapshot row (every holder).
     pub fn up(&mut self, key: ListenerKey, socket: Socket, now_ns: u64) -> Vec<Change> {
-        if let Some(live) = self.live.get_mut(&key) {
+        let holders_only = self.holders_only;
+        if let Some(live) = self.live_mut(&key) {
             // The same socket again: its identity, or (identities of another
             // kind) a process that already holds a socket of this key — a
             // bind then its listen, a worker's sighting.
@@ -220,7 +346,7 @@ impl ListenerTable {
                 }
                 return Vec::new();
             }
-            if self.holders_only {
+            if holders_only {
                 live.sockets.push(socket);
                 return Vec::new();
             }
@@ -229,8 +355,8 @@ impl ListenerTable {
             live.sockets.push(socket.clone());
             return if joined { vec![Change::ReuseportJoined { key, socket, existing }] } else { Vec::new() };
         }
-        if self.holders_only {
-            self.live.insert(key, Live { since_ns: now_ns, sockets: vec![socket] });
+        if holders_only {
+            self.insert(key, now_ns, socket);
             return Vec::new();
         }
         let mut changes = vec![Change::Up { key: key.clone(), socket: socket.clone() }];
@@ -251,7 +377,7 @@ impl ListenerTable {
                 changes.push(Change::OwnerChanged { key: key.clone(), socket: socket.clone(), previous });
             }
         }
-        self.live.insert(key, Live { since_ns: now_ns, sockets: vec![socket] });
+        self.insert(key, now_ns, socket);
         changes
     }
 
@@ -259,7 +385,7 @@ impl ListenerTable {
     /// holder to let go; 0 when unknown). The key stays up while other
     /// sockets of a SO_REUSEPORT group remain.
     pub fn closed(&mut self, key: &ListenerKey, id: Option<SocketId>, pid: u32, now_ns: u64) -> Vec<Change> {
-        let Some(live) = self.live.get_mut(key) else {
+        let Some(live) = self.live_mut(key) else {
             return Vec::new();
         };
         let at = id
@@ -270,25 +396,34 @@ impl ListenerTable {
         if !live.sockets.is_empty() {
             return Vec::new();
         }
-        let since = live.since_ns;
-        self.live.remove(key);
-        // A burst of listeners (100,000 held, then closed) would otherwise
-        // keep its table's memory for the daemon's whole life.
-        if self.live.capacity() > 4096 && self.live.len() * 4 < self.live.capacity() {
-            self.live.shrink_to(self.live.len() * 2);
-        }
+        let Some(live) = self.remove(key) else {
+            return Vec::new();
+        };
         if !self.holders_only {
             self.remember_down(key.clone(), now_ns, socket.creator.clone());
         }
-        vec![Change::Down { key: key.clone(), socket, lived_ns: now_ns.saturating_sub(since) }]
+        vec![Change::Down { key: live.key, socket, lived_ns: now_ns.saturating_sub(live.since_ns) }]
+    }
+
+    /// The holders of `socket` that are equal to one in `known` become
+    /// copies of it: the sockets of one process share its holder.
+    pub fn share_holders(socket: &mut Socket, known: impl Fn(u32) -> Option<Arc<Holder>>) {
+        for holder in socket.every_holder_mut() {
+            if let Some(shared) = known(holder.pid)
+                && !Arc::ptr_eq(&shared, holder)
+                && shared == *holder
+            {
+                *holder = shared;
+            }
+        }
     }
 
     /// `parent` forked `child`: the child inherits every socket the parent
     /// holds. Not an event (a server's workers fork all the time); the
     /// inheritance is checked in /proc only when it comes to matter.
-    pub fn forked(&mut self, parent: u32, child: &Holder, keys: &[ListenerKey]) {
-        for key in keys {
-            let Some(live) = self.live.get_mut(key) else { continue };
+    pub fn forked(&mut self, parent: u32, child: &Arc<Holder>, ids: &[ListenerId]) {
+        for &id in ids {
+            let Some(live) = self.live_by_id(id) else { continue };
             for socket in live.sockets.iter_mut().filter(|s| s.holders.iter().any(|h| h.pid == parent)) {
                 socket.add_holder(child.clone());
             }
@@ -299,20 +434,22 @@ impl ListenerTable {
     /// whose sockets have lost every holder the events named while others
     /// may still hold them: the caller checks those in /proc and calls
     /// [`Self::holders_now`].
-    pub fn exited(&mut self, pid: u32, keys: &[ListenerKey]) -> Vec<ListenerKey> {
+    pub fn exited(&mut self, pid: u32, ids: &[ListenerId]) -> Vec<ListenerKey> {
         let mut orphaned = Vec::new();
-        for key in keys {
-            let Some(live) = self.live.get_mut(key) else { continue };
+        for &id in ids {
+            let Some(live) = self.live_by_id(id) else { continue };
+            let mut lost_every_named = false;
             for socket in &mut live.sockets {
                 let was_named = socket.named.contains(&pid);
                 if was_named && let Some(gone) = socket.holders.iter().find(|h| h.pid == pid) {
                     socket.previous_named.push(gone.clone());
                 }
                 socket.holders.retain(|h| h.pid != pid);
-                socket.named.retain(|&p| p != pid);
-                if was_named && socket.named.is_empty() && !orphaned.contains(key) {
-                    orphaned.push(key.clone());
-                }
+                socket.named.retain(|p| *p != pid);
+                lost_every_named |= was_named && socket.named.is_empty();
+            }
+            if lost_every_named && !orphaned.contains(&live.key) {
+                orphaned.push(live.key.clone());
             }
         }
         orphaned
@@ -321,12 +458,13 @@ impl ListenerTable {
     /// Process `pid` exits as `uid`: a holder first named after its parent
     /// (at its fork) that changed user since (exim4's and apache2's
     /// children drop root) is named as it was last, `user` its name.
-    pub fn exits_as(&mut self, pid: u32, uid: u32, user: impl Fn() -> Option<String>, keys: &[ListenerKey]) {
-        for key in keys {
-            let Some(live) = self.live.get_mut(key) else { continue };
+    pub fn exits_as(&mut self, pid: u32, uid: u32, user: impl Fn() -> Option<String>, ids: &[ListenerId]) {
+        for &id in ids {
+            let Some(live) = self.live_by_id(id) else { continue };
             for socket in &mut live.sockets {
                 for h in socket.holders.iter_mut().chain(socket.held_by.iter_mut()) {
                     if h.pid == pid && h.uid != Some(uid) {
+                        let h = Arc::make_mut(h);
                         (h.uid, h.user) = (Some(uid), user());
                     }
                 }
@@ -336,9 +474,9 @@ impl ListenerTable {
 
     /// `tid` was a thread, not a process: whatever it was taken to hold
     /// (at its clone, reported as a fork) it never held on its own.
-    pub fn not_a_holder(&mut self, tid: u32, keys: &[ListenerKey]) {
-        for key in keys {
-            let Some(live) = self.live.get_mut(key) else { continue };
+    pub fn not_a_holder(&mut self, tid: u32, ids: &[ListenerId]) {
+        for &id in ids {
+            let Some(live) = self.live_by_id(id) else { continue };
             for socket in &mut live.sockets {
                 socket.holders.retain(|h| h.pid != tid);
                 socket.held_by.retain(|h| h.pid != tid);
@@ -369,26 +507,26 @@ impl ListenerTable {
         key: &ListenerKey,
         mut holders_of: impl FnMut(&Socket) -> Vec<Holder>,
     ) -> Vec<Change> {
-        let Some(live) = self.live.get_mut(key) else {
+        let Some(live) = self.live_mut(key) else {
             return Vec::new();
         };
         let mut changes = Vec::new();
         for socket in live.sockets.iter_mut().filter(|s| s.named.is_empty()) {
             let holders = holders_of(socket);
-            let previous = std::mem::take(&mut socket.previous_named);
+            let previous = std::mem::take(&mut socket.previous_named).into_iter().collect();
             socket.holders.clear();
-            for h in &holders {
-                socket.add_holder(h.clone());
-            }
             socket.named = holders.iter().map(|h| h.pid).collect();
-            if !holders.is_empty() {
+            for h in holders {
+                socket.add_holder(Arc::new(h));
+            }
+            if !socket.named.is_empty() {
                 changes.push(Change::HoldersChanged { key: key.clone(), socket: socket.clone(), previous });
             }
         }
         changes
     }
 
-    fn remember_down(&mut self, key: ListenerKey, at_ns: u64, last: Holder) {
+    fn remember_down(&mut self, key: ListenerKey, at_ns: u64, last: Arc<Holder>) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.down.insert(key.clone(), Down { at_ns, last, seq });
@@ -410,30 +548,57 @@ impl ListenerTable {
     }
 
     pub fn live_count(&self) -> usize {
-        self.live.len()
+        self.index.len()
     }
 
     pub fn live_keys(&self) -> Vec<ListenerKey> {
-        self.live.keys().cloned().collect()
+        self.slots.iter().flatten().map(|live| live.key.clone()).collect()
     }
 
     pub fn is_live(&self, key: &ListenerKey) -> bool {
-        self.live.contains_key(key)
+        self.slot_of(key).is_some()
     }
 
     /// The sockets of a live key (empty when it is not live).
     pub fn sockets(&self, key: &ListenerKey) -> &[Socket] {
-        self.live.get(key).map_or(&[], |l| &l.sockets)
+        self.live(key).map_or(&[], |l| &l.sockets)
+    }
+
+    /// The sockets of the listener `id` names (empty once it is not live).
+    pub fn sockets_of(&self, id: ListenerId) -> &[Socket] {
+        match self.slots.get(id.slot as usize) {
+            Some(Some(live)) if live.generation == id.generation => &live.sockets,
+            _ => &[],
+        }
     }
 
     /// Every pid known to hold a socket of a live key.
     pub fn holder_pids(&self, key: &ListenerKey) -> Vec<u32> {
-        let mut pids: Vec<u32> =
-            self.sockets(key).iter().flat_map(|s| s.holders.iter().map(|h| h.pid)).filter(|&p| p != 0).collect();
-        pids.sort_unstable();
-        pids.dedup();
-        pids
+        pids_of(self.sockets(key))
     }
+
+    /// Whether `pid` is known to hold a socket of the listener `id` names.
+    pub fn holds(&self, id: ListenerId, pid: u32) -> bool {
+        self.sockets_of(id).iter().any(|s| s.holders.iter().any(|h| h.pid == pid))
+    }
+}
+
+fn pids_of(sockets: &[Socket]) -> Vec<u32> {
+    let mut pids: Vec<u32> = sockets.iter().flat_map(|s| s.holders.iter().map(|h| h.pid)).filter(|&p| p != 0).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// Whether slot `slot` holds the listener on `key`.
+fn is_key(slots: &[Option<Live>], slot: u32, key: &ListenerKey) -> bool {
+    slots.get(slot as usize).and_then(Option::as_ref).is_some_and(|live| live.key == *key)
+}
+
+/// The hash of the key in slot `slot`, to place it in the index again when
+/// the index grows (every indexed slot is live).
+fn slot_hash(slots: &[Option<Live>], hasher: &foldhash::fast::RandomState, slot: u32) -> u64 {
+    slots.get(slot as usize).and_then(Option::as_ref).map_or(0, |live| hasher.hash_one(&live.key))
 }
 
 #[cfg(test)]
@@ -543,11 +708,11 @@ mod tests {
         let mut t = ListenerTable::default();
         t.up(key(111), live(1, owner(100, "/sbin/rpcbind", 0)), 0);
         // It forks; the child inherits the socket, nothing to say yet.
-        t.forked(100, &owner(101, "/sbin/rpcbind", 0), &[key(111)]);
+        t.forked(100, &Arc::new(owner(101, "/sbin/rpcbind", 0)), &[t.id_of(&key(111)).unwrap()]);
         assert_eq!(t.holder_pids(&key(111)), vec![100, 101]);
-        assert_eq!(t.exited(5, &[key(111)]), vec![], "not a holder");
+        assert_eq!(t.exited(5, &[t.id_of(&key(111)).unwrap()]), vec![], "not a holder");
         // The parent exits: no process the events named holds it any more.
-        assert_eq!(t.exited(100, &[key(111)]), vec![key(111)]);
+        assert_eq!(t.exited(100, &[t.id_of(&key(111)).unwrap()]), vec![key(111)]);
         assert_eq!(t.unconfirmed_holders(&key(111)), vec![101]);
         let changes = t.holders_now(&key(111), |_| vec![owner(101, "/sbin/rpcbind", 111)]);
         let [Change::HoldersChanged { socket, previous, .. }] = &changes[..] else { panic!("{changes:?}") };
@@ -555,7 +720,7 @@ mod tests {
         assert_eq!(previous.iter().map(|h| h.pid).collect::<Vec<_>>(), vec![100], "who the events named before");
         assert_eq!(t.holder_pids(&key(111)), vec![101]);
         // Now 101 is named: its exit orphans the socket again.
-        assert_eq!(t.exited(101, &[key(111)]), vec![key(111)]);
+        assert_eq!(t.exited(101, &[t.id_of(&key(111)).unwrap()]), vec![key(111)]);
         // Its listener_down names the child as /proc found it, after it
         // dropped privileges, not as it was at its fork (root).
         let down = t.closed(&key(111), Some(SocketId::Kernel(1)), 101, 10);
@@ -570,9 +735,10 @@ mod tests {
     fn a_holder_is_named_with_its_user_at_its_exit() {
         let mut t = ListenerTable::default();
         t.up(key(80), live(1, owner(10, "/usr/sbin/apache2", 0)), 0);
-        t.forked(10, &owner(11, "/usr/sbin/apache2", 0), &[key(80)]);
-        t.exits_as(11, 33, || Some("www-data".into()), &[key(80)]);
-        t.exited(11, &[key(80)]);
+        t.forked(10, &Arc::new(owner(11, "/usr/sbin/apache2", 0)), &[t.id_of(&key(80)).unwrap()]);
+        let id = t.id_of(&key(80)).unwrap();
+        t.exits_as(11, 33, || Some("www-data".into()), &[id]);
+        t.exited(11, &[t.id_of(&key(80)).unwrap()]);
         let down = t.closed(&key(80), Some(SocketId::Kernel(1)), 10, 10);
         let [Change::Down { socket, .. }] = &down[..] else { panic!("{down:?}") };
         let worker: Vec<(u32, Option<u32>, Option<&str>)> =
@@ -586,8 +752,8 @@ mod tests {
     fn a_thread_is_not_a_holder() {
         let mut t = ListenerTable::default();
         t.up(key(514), live(1, owner(100, "/usr/sbin/rsyslogd", 0)), 0);
-        t.forked(100, &owner(103, "/usr/sbin/rsyslogd", 0), &[key(514)]);
-        t.not_a_holder(103, &[key(514)]);
+        t.forked(100, &Arc::new(owner(103, "/usr/sbin/rsyslogd", 0)), &[t.id_of(&key(514)).unwrap()]);
+        t.not_a_holder(103, &[t.id_of(&key(514)).unwrap()]);
         assert_eq!(t.holder_pids(&key(514)), vec![100]);
         let down = t.closed(&key(514), Some(SocketId::Kernel(1)), 100, 10);
         let [Change::Down { socket, .. }] = &down[..] else { panic!("{down:?}") };
@@ -608,7 +774,7 @@ mod tests {
         assert_eq!(t.up(key(111), new, 1), vec![], "the same service: nothing to say yet");
         assert_eq!(t.sockets(&key(111)).len(), 2);
         // The old daemon exits; /proc says 200 holds cookie 42, nobody 41.
-        assert_eq!(t.exited(100, &[key(111)]), vec![key(111)]);
+        assert_eq!(t.exited(100, &[t.id_of(&key(111)).unwrap()]), vec![key(111)]);
         let changes = t.holders_now(&key(111), |s| match s.id {
             Some(SocketId::Cookie(42)) => vec![owner(200, "/sbin/rpcbind", 0)],
             _ => Vec::new(),
@@ -683,11 +849,22 @@ mod tests {
         for port in 0..60_000 {
             t.up(key(port), live(1, owner(1, "/x", 0)), 0);
         }
-        let burst = t.live.capacity();
+        let burst = t.slots.capacity();
         for port in 0..60_000 {
             t.closed(&key(port), None, 1, 1);
         }
         assert_eq!(t.live_count(), 0);
-        assert!(t.live.capacity() <= 4096 && burst >= 60_000, "{} after {burst}", t.live.capacity());
+        assert!(t.slots.capacity() <= 4096 && burst >= 60_000, "{} after {burst}", t.slots.capacity());
+        assert!(t.index.capacity() <= 8192 && t.free.len() <= 1024, "{} {}", t.index.capacity(), t.free.len());
+    }
+
+    /// What a listener costs in the table, checked: 100,000 listeners are
+    /// 100,000 slots (and a quarter more of slack), so every byte of a slot
+    /// is about 120 kB of the daemon's memory.
+    #[test]
+    fn a_listener_is_one_slot_of_at_most_160_bytes() {
+        println!("Socket {} B, slot {} B", size_of::<Socket>(), size_of::<Option<Live>>());
+        assert!(size_of::<Socket>() <= 88, "{}", size_of::<Socket>());
+        assert!(size_of::<Option<Live>>() <= 160, "{}", size_of::<Option<Live>>());
     }
 }

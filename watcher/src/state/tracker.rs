@@ -6,6 +6,8 @@
 //! children the holders forked), then if need be every process, are looked
 //! at in /proc: the change says who holds it now.
 
+use std::sync::Arc;
+
 use log::warn;
 
 use crate::{
@@ -21,7 +23,7 @@ use crate::{
         holders::{self, HolderInfo},
         sock_diag::{self, ExistingSocket},
     },
-    state::lifecycle::{Change, ListenerKey, ListenerTable, Socket, SocketId},
+    state::lifecycle::{Change, ListenerId, ListenerKey, ListenerTable, Socket, SocketId},
 };
 
 /// A live event as the listener table sees it.
@@ -98,16 +100,26 @@ pub fn existing_socket(socket: &ExistingSocket, holders: &[HolderInfo], lookup: 
 #[derive(Default)]
 pub struct Tracker {
     pub listeners: ListenerTable,
-    /// pid → the keys of the listeners it holds.
-    held: FastMap<u32, FastSet<ListenerKey>>,
+    /// pid → the listeners it holds, and its holder as the table names it.
+    held: FastMap<u32, Held>,
     /// Keys whose named holders all exited (and the last of them to exit),
     /// to be looked at in /proc once the records before this moment are in
     /// (see [`Self::settle`]).
     orphaned: Vec<(ListenerKey, u32)>,
-    /// Cookie → key of the sockets known by their cookie: a UDP socket's
-    /// release, run after its last holder's namespaces are gone, names no
-    /// namespace (0), so its key is found by its cookie.
-    by_cookie: FastMap<u64, ListenerKey>,
+    /// Cookie → listener of the UDP sockets known by their cookie: a UDP
+    /// socket's release may come after its last holder's namespaces are
+    /// gone and name none (0), so its listener is found by its cookie. (A
+    /// TCP close names the socket's own namespace.)
+    by_cookie: FastMap<u64, ListenerId>,
+}
+
+/// What one process holds.
+#[derive(Default)]
+struct Held {
+    listeners: FastSet<ListenerId>,
+    /// The process as the table last named it: one copy shared by every
+    /// socket it holds (a process with 20,000 listeners is one holder).
+    holder: Option<Arc<Holder>>,
 }
 
 impl Tracker {
@@ -117,35 +129,44 @@ impl Tracker {
     }
 
     /// A socket seen waiting; the holders it names are indexed.
-    pub fn up(&mut self, key: ListenerKey, socket: Socket, now_ns: u64) -> Vec<Change> {
-        let holders: Vec<u32> = socket.holders.iter().map(|h| h.pid).collect();
-        if let Some(SocketId::Cookie(c)) = socket.id {
-            self.by_cookie.insert(c, key.clone());
-        }
+    pub fn up(&mut self, key: ListenerKey, mut socket: Socket, now_ns: u64) -> Vec<Change> {
+        let held = &self.held;
+        ListenerTable::share_holders(&mut socket, |pid| held.get(&pid)?.holder.clone());
+        let holders: Vec<Arc<Holder>> = socket.holders.iter().cloned().collect();
+        let cookie = match socket.id {
+            Some(SocketId::Cookie(c)) if key.proto == Proto::Udp => Some(c),
+            _ => None,
+        };
         let changes = self.listeners.up(key.clone(), socket, now_ns);
+        let Some(id) = self.listeners.id_of(&key) else { return changes };
+        if let Some(c) = cookie {
+            self.by_cookie.insert(c, id);
+        }
         // Indexed even when the socket joined a known one silently (a
         // worker's sighting): its pid holds the key from now on.
-        self.index(&key, holders.into_iter());
+        self.index(id, &holders);
         changes
     }
 
     pub fn closed(&mut self, key: &ListenerKey, id: Option<SocketId>, pid: u32, now_ns: u64) -> Vec<Change> {
         let known = match id {
-            Some(SocketId::Cookie(c)) => self.by_cookie.remove(&c),
+            Some(SocketId::Cookie(c)) => self.by_cookie.remove(&c).and_then(|l| self.listeners.key_of(l).cloned()),
             _ => None,
         };
-        let changes = self.listeners.closed(known.as_ref().unwrap_or(key), id, pid, now_ns);
+        let key = known.as_ref().unwrap_or(key);
+        let Some(listener) = self.listeners.id_of(key) else { return Vec::new() };
+        let changes = self.listeners.closed(key, id, pid, now_ns);
         // A key gone down is held by nobody: its holders' index entries go,
         // so a process that opens and closes listeners all day keeps none.
         for change in &changes {
-            if let Change::Down { key, socket, .. } = change {
+            if let Change::Down { socket, .. } = change {
                 let pids = std::iter::once(socket.creator.pid)
                     .chain(socket.holders.iter().map(|h| h.pid))
                     .chain(socket.held_by.iter().map(|h| h.pid));
                 for pid in pids {
-                    if let Some(keys) = self.held.get_mut(&pid) {
-                        keys.remove(key);
-                        if keys.is_empty() {
+                    if let Some(held) = self.held.get_mut(&pid) {
+                        held.listeners.remove(&listener);
+                        if held.listeners.is_empty() {
                             self.held.remove(&pid);
                         }
                     }
@@ -155,9 +176,11 @@ impl Tracker {
         changes
     }
 
-    fn index(&mut self, key: &ListenerKey, pids: impl Iterator<Item = u32>) {
-        for pid in pids.filter(|&p| p != 0) {
-            self.held.entry(pid).or_default().insert(key.clone());
+    fn index(&mut self, id: ListenerId, holders: &[Arc<Holder>]) {
+        for holder in holders.iter().filter(|h| h.pid != 0) {
+            let held = self.held.entry(holder.pid).or_default();
+            held.listeners.insert(id);
+            held.holder = Some(holder.clone());
         }
     }
 
@@ -166,22 +189,22 @@ impl Tracker {
     pub fn process(&mut self, record: &Record) {
         match record {
             Record::Fork { parent, child } => {
-                let Some(held) = self.held.get(&parent.pid).cloned() else { return };
-                let keys: Vec<ListenerKey> = held.iter().cloned().collect();
                 // A thread of the same process is not a new holder.
                 if *child == parent.pid || *child == parent.tid {
                     return;
                 }
-                let named_after_parent = keys
+                let Some(held) = self.held.get(&parent.pid) else { return };
+                let ids: Vec<ListenerId> = held.listeners.iter().copied().collect();
+                let named_after_parent = ids
                     .iter()
-                    .flat_map(|k| self.listeners.sockets(k))
+                    .flat_map(|&id| self.listeners.sockets_of(id))
                     .flat_map(|s| &s.holders)
                     .find(|h| h.pid == parent.pid)
-                    .cloned()
-                    .unwrap_or_default();
-                let child_holder = Holder { pid: *child, ..named_after_parent };
-                self.listeners.forked(parent.pid, &child_holder, &keys);
-                self.held.insert(*child, held);
+                    .map_or_else(Holder::default, |h| Holder::clone(h));
+                let child_holder = Arc::new(Holder { pid: *child, ..named_after_parent });
+                self.listeners.forked(parent.pid, &child_holder, &ids);
+                let listeners = ids.into_iter().collect();
+                self.held.insert(*child, Held { listeners, holder: Some(child_holder) });
             }
             Record::Exit { task, group_dead } => {
                 // A thread's clone comes as a fork with its tid as the
@@ -190,17 +213,17 @@ impl Tracker {
                 if task.tid != task.pid
                     && let Some(held) = self.held.remove(&task.tid)
                 {
-                    self.listeners.not_a_holder(task.tid, &held.into_iter().collect::<Vec<_>>());
+                    self.listeners.not_a_holder(task.tid, &held.listeners.into_iter().collect::<Vec<_>>());
                 }
                 if !*group_dead {
                     return;
                 }
                 let Some(held) = self.held.remove(&task.pid) else { return };
-                let keys: Vec<ListenerKey> = held.into_iter().collect();
+                let ids: Vec<ListenerId> = held.listeners.into_iter().collect();
                 // Rare (a child that changed user since its fork): no cache.
                 let user = || nix::unistd::User::from_uid(task.uid.into()).ok().flatten().map(|u| u.name);
-                self.listeners.exits_as(task.pid, task.uid, user, &keys);
-                for key in self.listeners.exited(task.pid, &keys) {
+                self.listeners.exits_as(task.pid, task.uid, user, &ids);
+                for key in self.listeners.exited(task.pid, &ids) {
                     if !self.orphaned.iter().any(|(k, _)| *k == key) {
                         self.orphaned.push((key, task.pid));
                     }
@@ -280,10 +303,11 @@ impl Tracker {
             holders.dedup_by_key(|h| h.pid);
             holders
         });
-        for change in &changes {
-            if let Change::HoldersChanged { socket, .. } = change {
-                let pids: Vec<u32> = socket.holders.iter().map(|h| h.pid).collect();
-                self.index(key, pids.into_iter());
+        if let Some(id) = self.listeners.id_of(key) {
+            for change in &changes {
+                if let Change::HoldersChanged { socket, .. } = change {
+                    self.index(id, &socket.holders);
+                }
             }
         }
         changes
@@ -297,7 +321,7 @@ impl Tracker {
     /// them) are kept as they are.
     pub fn resync(&mut self, now_there: Vec<(ListenerKey, Socket)>, netns: u64, now_ns: u64) -> Vec<Change> {
         let mut changes = Vec::new();
-        let mut present = std::collections::HashSet::new();
+        let mut present = FastSet::default();
         for (key, socket) in now_there {
             present.insert(key.clone());
             let known = self.listeners.holder_pids(&key);
@@ -323,9 +347,13 @@ impl Tracker {
     /// Index entries of processes whose exit was not seen (a lost record)
     /// must not stay for ever.
     pub fn tidy(&mut self) {
-        if self.held.len() > 4 * self.listeners.live_count().max(1024) {
-            let listeners = &self.listeners;
-            self.held.retain(|pid, keys| keys.iter().any(|k| listeners.holder_pids(k).contains(pid)));
+        let listeners = &self.listeners;
+        if self.held.len() > 4 * listeners.live_count().max(1024) {
+            self.held.retain(|pid, held| held.listeners.iter().any(|&id| listeners.holds(id, *pid)));
+        }
+        // Sockets taken down by a resync leave their cookies behind.
+        if self.by_cookie.len() > 2 * listeners.live_count().max(1024) {
+            self.by_cookie.retain(|_, id| listeners.key_of(*id).is_some());
         }
     }
 }
