@@ -451,7 +451,7 @@ impl<S: Sink> Reporter<S> {
             if s.up {
                 tracker.up(s.key, Socket::new(s.id, holder_of(&report), Vec::new()), task.ktime_ns);
             } else {
-                tracker.closed(&s.key, s.id, task.pid, task.ktime_ns);
+                tracker.closed(&s.key, s.id, Some(task), task.ktime_ns);
             }
         }
         Ok(())

@@ -270,7 +270,7 @@ impl<W: Write> Sink for DaemonSink<W> {
             let changes = if s.up {
                 self.tracker.up(s.key, Socket::new(s.id, holder, Vec::new()), report.task.ktime_ns)
             } else {
-                self.tracker.closed(&s.key, s.id, report.task.pid, report.task.ktime_ns)
+                self.tracker.closed(&s.key, s.id, Some(report.task), report.task.ktime_ns)
             };
             self.killed.clear();
             let judged = self.changes(changes, rule_proto, time, Start::New);

@@ -455,10 +455,11 @@ impl ListenerTable {
         orphaned
     }
 
-    /// Process `pid` exits as `uid`: a holder first named after its parent
-    /// (at its fork) that changed user since (exim4's and apache2's
+    /// Process `pid` is seen as `uid` (at its exit, or as it closes a
+    /// socket): a holder first named after its parent (at its fork) or from
+    /// /proc that changed user since (exim4's, apache2's and rpcbind's
     /// children drop root) is named as it was last, `user` its name.
-    pub fn exits_as(&mut self, pid: u32, uid: u32, user: impl Fn() -> Option<String>, ids: &[ListenerId]) {
+    pub fn seen_as(&mut self, pid: u32, uid: u32, user: impl Fn() -> Option<String>, ids: &[ListenerId]) {
         for &id in ids {
             let Some(live) = self.live_by_id(id) else { continue };
             for socket in &mut live.sockets {
@@ -737,7 +738,7 @@ mod tests {
         t.up(key(80), live(1, owner(10, "/usr/sbin/apache2", 0)), 0);
         t.forked(10, &Arc::new(owner(11, "/usr/sbin/apache2", 0)), &[t.id_of(&key(80)).unwrap()]);
         let id = t.id_of(&key(80)).unwrap();
-        t.exits_as(11, 33, || Some("www-data".into()), &[id]);
+        t.seen_as(11, 33, || Some("www-data".into()), &[id]);
         t.exited(11, &[t.id_of(&key(80)).unwrap()]);
         let down = t.closed(&key(80), Some(SocketId::Kernel(1)), 10, 10);
         let [Change::Down { socket, .. }] = &down[..] else { panic!("{down:?}") };

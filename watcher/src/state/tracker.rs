@@ -18,7 +18,7 @@ use crate::{
         holder::Holder,
         socket::{Local, Proto},
     },
-    record::decode::{Record, SocketKind},
+    record::decode::{Record, SocketKind, Task},
     snapshot::{
         holders::{self, HolderInfo},
         sock_diag::{self, ExistingSocket},
@@ -78,6 +78,12 @@ pub fn holder_of(report: &Report<'_>) -> Holder {
         exe: report.process.exe.clone(),
         cmdline: report.process.cmdline.clone(),
     }
+}
+
+/// The name of user `uid`; looked up only for a holder that changed user
+/// since it was named (rare): no cache.
+fn user_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name)
 }
 
 /// A snapshot socket as a listener key: TCP listeners, bound UDP and UNIX sockets.
@@ -148,13 +154,22 @@ impl Tracker {
         changes
     }
 
-    pub fn closed(&mut self, key: &ListenerKey, id: Option<SocketId>, pid: u32, now_ns: u64) -> Vec<Change> {
+    /// A socket of `key` closed in the kernel, by task `by` when known.
+    pub fn closed(&mut self, key: &ListenerKey, id: Option<SocketId>, by: Option<&Task>, now_ns: u64) -> Vec<Change> {
         let known = match id {
             Some(SocketId::Cookie(c)) => self.by_cookie.remove(&c).and_then(|l| self.listeners.key_of(l).cloned()),
             _ => None,
         };
         let key = known.as_ref().unwrap_or(key);
         let Some(listener) = self.listeners.id_of(key) else { return Vec::new() };
+        let pid = by.map_or(0, |task| task.pid);
+        if let Some(task) = by {
+            // The closer as the kernel sees it now: a holder named at its
+            // fork, or from /proc before it dropped root, that closes its
+            // socket before it exits (rpcbind's child on SIGTERM) is named
+            // by the down as the user it became.
+            self.listeners.seen_as(task.pid, task.uid, || user_name(task.uid), &[listener]);
+        }
         let changes = self.listeners.closed(key, id, pid, now_ns);
         // A key gone down is held by nobody: its holders' index entries go,
         // so a process that opens and closes listeners all day keeps none.
@@ -220,9 +235,7 @@ impl Tracker {
                 }
                 let Some(held) = self.held.remove(&task.pid) else { return };
                 let ids: Vec<ListenerId> = held.listeners.into_iter().collect();
-                // Rare (a child that changed user since its fork): no cache.
-                let user = || nix::unistd::User::from_uid(task.uid.into()).ok().flatten().map(|u| u.name);
-                self.listeners.exits_as(task.pid, task.uid, user, &ids);
+                self.listeners.seen_as(task.pid, task.uid, || user_name(task.uid), &ids);
                 for key in self.listeners.exited(task.pid, &ids) {
                     if !self.orphaned.iter().any(|(k, _)| *k == key) {
                         self.orphaned.push((key, task.pid));
@@ -327,7 +340,7 @@ impl Tracker {
             let known = self.listeners.holder_pids(&key);
             if !known.is_empty() && !socket.holders.iter().any(|h| known.contains(&h.pid)) {
                 while self.listeners.is_live(&key) {
-                    changes.extend(self.closed(&key, None, 0, now_ns));
+                    changes.extend(self.closed(&key, None, None, now_ns));
                 }
             }
             if !self.listeners.is_live(&key) {
@@ -337,7 +350,7 @@ impl Tracker {
         for key in self.listeners.live_keys() {
             if (key.netns == netns || key.netns == 0) && !present.contains(&key) {
                 while self.listeners.is_live(&key) {
-                    changes.extend(self.closed(&key, None, 0, now_ns));
+                    changes.extend(self.closed(&key, None, None, now_ns));
                 }
             }
         }
@@ -449,5 +462,25 @@ mod tests {
         t.process(&Record::Exit { task: task(100), group_dead: true });
         assert_eq!(t.orphaned, vec![(key(111, 0), 100)], "looked up only once the ring is drained");
         assert_eq!(t.listeners.unconfirmed_holders(&key(111, 0)), vec![101]);
+    }
+
+    /// rpcbind's child: forked as root, named so, it drops to `_rpc` and
+    /// closes its sockets on SIGTERM before its exit record comes: the
+    /// down names it as the closing task was, not as it was at the fork.
+    #[test]
+    fn a_holder_that_closes_after_dropping_root_is_named_as_its_new_user() {
+        let mut t = Tracker::default();
+        t.up(key(111, 0), socket(100, "/sbin/rpcbind"), 0);
+        let task = |pid: u32, uid: u32| crate::record::decode::Task {
+            ktime_ns: 1,
+            uid,
+            ..crate::record::decode::Task::of_process(pid, b"rpcbind")
+        };
+        t.process(&Record::Fork { parent: task(100, 0), child: 101 });
+        t.process(&Record::Exit { task: task(100, 0), group_dead: true });
+        let down = t.closed(&key(111, 0), None, Some(&task(101, 105)), 2);
+        let [Change::Down { socket, .. }] = &down[..] else { panic!("{down:?}") };
+        let child: Vec<(u32, Option<u32>)> = socket.held_by.iter().map(|h| (h.pid, h.uid)).collect();
+        assert_eq!(child, vec![(101, Some(105))]);
     }
 }
