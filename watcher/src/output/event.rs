@@ -129,20 +129,17 @@ impl Event<'_> {
         }
     }
 
-    /// The JSON line of a daemon-derived event, newline included. Live,
+    /// The JSON line of a daemon-derived event, newline included, added
+    /// to `out` (a buffer the caller reuses from line to line). Live,
     /// existing and lost events are written by [`crate::output::format::Printer`].
-    pub fn write_json(&self, out: &mut impl io::Write) -> io::Result<()> {
+    pub fn write_json(&self, out: &mut Vec<u8>) -> io::Result<()> {
         let event = self.name();
         match self {
             Self::Live(_) | Self::Existing { .. } | Self::Lost { .. } => return Ok(()),
-            Self::Lifecycle { time, change } => {
-                // Written by hand: a listener's up and down lines are most
-                // of what the daemon adds to the live events, and serde's
-                // flattened fields cost twice the hand-written line.
-                let mut line = Vec::with_capacity(512);
-                write_change(&mut line, *time, event, change);
-                out.write_all(&line)?;
-            }
+            // Written by hand: a listener's up and down lines are most of
+            // what the daemon adds to the live events, and serde's
+            // flattened fields cost twice the hand-written line.
+            Self::Lifecycle { time, change } => write_change(out, *time, event, change),
             Self::Alert { time, alert } => serde_json::to_writer(
                 &mut *out,
                 &Line {
@@ -210,7 +207,8 @@ impl Event<'_> {
                 },
             )?,
         }
-        out.write_all(b"\n")
+        out.push(b'\n');
+        Ok(())
     }
 
     /// An alert's severity and rule, for syslog and the metrics.

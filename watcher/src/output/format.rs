@@ -373,7 +373,14 @@ impl<W: Write> Printer<W> {
     /// line, or a table row naming the holders now.
     pub fn change(&mut self, time: DateTime<Utc>, change: &Change) -> io::Result<()> {
         match self.format {
-            Format::Json => Event::Lifecycle { time, change }.write_json(&mut self.out),
+            Format::Json => {
+                let mut line = std::mem::take(&mut self.line);
+                line.clear();
+                let written =
+                    Event::Lifecycle { time, change }.write_json(&mut line).and_then(|()| self.out.write_all(&line));
+                self.line = line;
+                written
+            }
             Format::Table => {
                 let (key, socket) = match change {
                     Change::HoldersChanged { key, socket, .. } => (key, socket),
