@@ -19,7 +19,7 @@ use crate::{
         socket::Local,
         text::{rfc3339, unix_path},
     },
-    output::json_line::{ObjectWriter, SecondsCache},
+    output::json_line::{Fragment, ObjectWriter, SecondsCache},
     snapshot::{holders::HolderInfo, sock_diag::ExistingSocket},
     state::lifecycle::{Change, ListenerKey, Socket},
 };
@@ -412,15 +412,20 @@ impl<'a> ChangeLine<'a> {
 /// two together), through the hand-written writer of the live events.
 fn write_change(out: &mut Vec<u8>, time: DateTime<Utc>, event: EventName, change: &Change) {
     thread_local! {
-        // Lines come many to a second: the time's seconds are formatted once.
-        static SECONDS: RefCell<SecondsCache> = RefCell::default();
+        // Lines come many to a second, and in runs about one process: the
+        // time's seconds are formatted once, and the creator's fields.
+        static KEPT: RefCell<(SecondsCache, Fragment<Holder>)> = RefCell::default();
     }
     let line = ChangeLine::of(change);
     let mut w = ObjectWriter::start(out);
-    SECONDS.with_borrow_mut(|seconds| w.time("time", time, seconds));
-    w.str("event", event.as_str());
-    key_fields(&mut w, line.key.0);
-    holder_fields(&mut w, line.holder.keys, line.holder.holder);
+    KEPT.with_borrow_mut(|(seconds, creator)| {
+        w.time("time", time, seconds);
+        w.name("event", event.as_str());
+        key_fields(&mut w, line.key.0);
+        // The creator's fields have no prefix (ChangeLine::of).
+        let h = line.holder.holder;
+        w.cached(creator, |of| of == h, || h.clone(), |w| holder_fields(w, &HOLDER, h));
+    });
     if !line.holders.0.is_empty() {
         w.objects("holders", line.holders.0, |w, h| holder_fields(w, &HOLDER, h));
     }
@@ -448,10 +453,10 @@ fn write_change(out: &mut Vec<u8>, time: DateTime<Utc>, event: EventName, change
 /// [`KeyFields`] by hand.
 fn key_fields(w: &mut ObjectWriter<'_>, key: &ListenerKey) {
     let proto = key.proto.known_name();
-    w.str("proto", &proto);
+    w.name("proto", &proto);
     match &key.local {
         Local::Inet { addr, port } => {
-            w.str("family", if addr.is_ipv4() { "ipv4" } else { "ipv6" });
+            w.name("family", if addr.is_ipv4() { "ipv4" } else { "ipv6" });
             w.addr("addr", *addr);
             w.u64("port", u64::from(*port));
             if let Some(name) = services::name(&proto, *port) {
@@ -459,7 +464,7 @@ fn key_fields(w: &mut ObjectWriter<'_>, key: &ListenerKey) {
             }
         }
         Local::Unix { path } => {
-            w.str("family", "unix");
+            w.name("family", "unix");
             w.str("path", &unix_path(path));
         }
         Local::Raw { .. } | Local::Packet { .. } => {}
