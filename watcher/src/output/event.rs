@@ -19,7 +19,7 @@ use crate::{
         socket::Local,
         text::{rfc3339, unix_path},
     },
-    output::json_line::{Fragment, ObjectWriter, SecondsCache},
+    output::json_line::{Fragment, ObjectWriter, SecondsCache, same},
     snapshot::{holders::HolderInfo, sock_diag::ExistingSocket},
     state::lifecycle::{Change, ListenerKey, Socket},
 };
@@ -424,7 +424,7 @@ fn write_change(out: &mut Vec<u8>, time: DateTime<Utc>, event: EventName, change
         key_fields(&mut w, line.key.0);
         // The creator's fields have no prefix (ChangeLine::of).
         let h = line.holder.holder;
-        w.cached(creator, |of| of == h, || h.clone(), |w| holder_fields(w, &HOLDER, h));
+        w.cached(creator, |of| same_holder(of, h), || h.clone(), |w| holder_fields(w, &HOLDER, h));
     });
     if !line.holders.0.is_empty() {
         w.objects("holders", line.holders.0, |w, h| holder_fields(w, &HOLDER, h));
@@ -481,6 +481,18 @@ fn holder_fields(w: &mut ObjectWriter<'_>, keys: &HolderKeys, h: &Holder) {
     w.escaped_list(cmdline, h.cmdline.as_ref().map(|argv| argv.iter().map(Vec::as_slice)));
     w.opt_u64(uid, h.uid.map(u64::from));
     w.opt_str(user, h.user.as_deref());
+}
+
+/// `a == b`, exe and argv told equal by address first (see [`same`]).
+fn same_holder(a: &Holder, b: &Holder) -> bool {
+    // Every field, named: one added to Holder is a compile error here.
+    let Holder { pid, uid, user, comm, exe, cmdline } = a;
+    *pid == b.pid
+        && *uid == b.uid
+        && *comm == b.comm
+        && same(exe, &b.exe)
+        && same(cmdline, &b.cmdline)
+        && *user == b.user
 }
 
 /// The holders of a socket other than its creator, as a slice of its own
@@ -646,6 +658,47 @@ mod tests {
             }
         }
         assert_eq!(checked, 32);
+    }
+
+    /// The creator's fields kept from one lifecycle line to the next are
+    /// written again when any of the creator's fields changes, and back.
+    #[test]
+    fn kept_creator_fields_follow_every_change() {
+        let key = ListenerKey {
+            netns: 1,
+            proto: Proto::Tcp,
+            local: Local::Inet { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 80 },
+        };
+        let base = holder(10, 0);
+        let changed: [&dyn Fn(&mut Holder); 9] = [
+            &|h| h.pid = 11,
+            &|h| h.uid = None,
+            &|h| h.user = Some("rooT".into()),
+            &|h| h.comm = crate::model::holder::Comm::from(b"apache3"),
+            &|h| h.exe = Some(b"/usr/sbin/apache3".to_vec().into()),
+            // The same bytes in another allocation.
+            &|h| h.exe = Some(b"/usr/sbin/apache2".to_vec().into()),
+            &|h| h.exe = None,
+            &|h| h.cmdline = Some(vec![b"/usr/sbin/apache2".to_vec()].into()),
+            &|h| h.cmdline = None,
+        ];
+        let time = Utc::now();
+        for change in changed {
+            let mut other = base.clone();
+            change(&mut other);
+            for creator in [&base, &other, &base] {
+                let change = Change::Up { key: key.clone(), socket: Socket::new(None, creator.clone(), vec![]) };
+                let mut hand = Vec::new();
+                write_change(&mut hand, time, EventName::ListenerUp, &change);
+                let serde = serde_json::to_vec(&Line {
+                    time: rfc3339(time),
+                    event: EventName::ListenerUp,
+                    body: ChangeLine::of(&change),
+                })
+                .unwrap();
+                assert_eq!(String::from_utf8_lossy(&hand), String::from_utf8_lossy(&serde), "{creator:?}");
+            }
+        }
     }
 
     #[test]

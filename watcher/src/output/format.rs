@@ -25,7 +25,7 @@ use crate::{
     },
     output::{
         event::{Event, change_name},
-        json_line::{Fragment, ObjectWriter, SecondsCache},
+        json_line::{Fragment, ObjectWriter, SecondsCache, same},
     },
     record::decode::{DeniedCall, DeniedEvent, Filter, SockAddr},
     state::lifecycle::Change,
@@ -500,16 +500,6 @@ impl TaskFields {
             && self.cgroup_id == t.cgroup_id
             && self.cgroup.as_ref() == report.cgroup
             && self.netns == t.netns
-    }
-}
-
-/// Equal `Arc`s: the same one (the process table's exe and argv are
-/// shared by every event of a process) before any byte is compared, which
-/// `Arc`'s `==` does only for a sized value, not for these slices.
-fn same<T: PartialEq + ?Sized>(a: &Option<std::sync::Arc<T>>, b: &Option<std::sync::Arc<T>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b) || a == b,
-        (a, b) => a.is_none() && b.is_none(),
     }
 }
 

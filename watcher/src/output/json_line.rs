@@ -8,6 +8,7 @@ use std::{
     fmt::Write as _,
     io,
     net::{IpAddr, Ipv4Addr},
+    sync::Arc,
 };
 
 use chrono::{DateTime, Timelike as _, Utc};
@@ -256,6 +257,17 @@ pub struct Fragment<K> {
 impl<K> Default for Fragment<K> {
     fn default() -> Self {
         Self { of: None, bytes: Vec::new() }
+    }
+}
+
+/// Equal `Arc`s, for a [`Fragment`]'s key: the same one (the process
+/// table's exe and argv are shared by every event of a process, and by
+/// the holders made from them) before any byte is compared, which `Arc`'s
+/// `==` does only for a sized value, not for these slices.
+pub fn same<T: PartialEq + ?Sized>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        (a, b) => a.is_none() && b.is_none(),
     }
 }
 
