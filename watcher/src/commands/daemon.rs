@@ -157,16 +157,14 @@ impl<W: Write> DaemonSink<W> {
     ) -> io::Result<()> {
         // The verdicts after every change, so an alert follows the
         // restarted / owner_changed that explains it.
-        let mut ups = Vec::new();
-        for change in changes {
-            if let Change::Up { key, socket } = &change {
-                ups.push((key.clone(), socket.clone()));
-            }
-            self.emit(&Event::Lifecycle { time, change: &change })?;
+        for change in &changes {
+            self.emit(&Event::Lifecycle { time, change })?;
         }
-        for (key, socket) in ups {
-            let subject = subject_of(Some(&key), &socket.creator, rule_proto);
-            self.judge(&subject, &socket, EventName::ListenerUp, Some(&key), time, start)?;
+        for change in &changes {
+            if let Change::Up { key, socket } = change {
+                let subject = subject_of(Some(key), &socket.creator, rule_proto);
+                self.judge(&subject, socket, EventName::ListenerUp, Some(key), time, start)?;
+            }
         }
         Ok(())
     }

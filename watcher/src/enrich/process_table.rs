@@ -7,7 +7,7 @@
 //! records keep it current. Exited processes stay a short while — their
 //! sockets close after the exit record (the kernel closes files after it
 //! reports the exit) — then go, so memory stays bounded.
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
 
 use crate::{
     host::process::{ProcessInfo, ProcessLookup},
@@ -35,11 +35,21 @@ pub struct ProcessTable {
     pending_args: FastMap<u32, (Vec<Vec<u8>>, bool)>,
     /// (exit time, pid) in exit order, for eviction.
     exited: VecDeque<(u64, u32)>,
+    /// The last uid named and its name: every event asks, mostly for the
+    /// uid just asked for, and the lookup's map (which keeps every name
+    /// for good, as this does) hashes with SipHash.
+    last_user: Option<(u32, Option<Arc<str>>)>,
 }
 
 impl ProcessTable {
     pub fn new(lookup: ProcessLookup) -> Self {
-        Self { lookup, processes: FastMap::default(), pending_args: FastMap::default(), exited: VecDeque::new() }
+        Self {
+            lookup,
+            processes: FastMap::default(),
+            pending_args: FastMap::default(),
+            exited: VecDeque::new(),
+            last_user: None,
+        }
     }
 
     /// One pass over /proc for the processes already running.
@@ -79,8 +89,15 @@ impl ProcessTable {
         self.lookup.user_name(uid)
     }
 
-    pub fn shared_user_name(&mut self, uid: u32) -> Option<std::sync::Arc<str>> {
-        self.lookup.shared_user_name(uid)
+    pub fn shared_user_name(&mut self, uid: u32) -> Option<Arc<str>> {
+        match &self.last_user {
+            Some((last, name)) if *last == uid => name.clone(),
+            _ => {
+                let name = self.lookup.shared_user_name(uid);
+                self.last_user = Some((uid, name.clone()));
+                name
+            }
+        }
     }
 
     /// Applies a process record; other records pass through untouched.

@@ -19,7 +19,7 @@ use crate::{
         socket::Local,
         text::{rfc3339, unix_path},
     },
-    output::json_line::{ObjectWriter, SecondsCache},
+    output::json_line::{Fragment, ObjectWriter, SecondsCache, same},
     snapshot::{holders::HolderInfo, sock_diag::ExistingSocket},
     state::lifecycle::{Change, ListenerKey, Socket},
 };
@@ -129,20 +129,17 @@ impl Event<'_> {
         }
     }
 
-    /// The JSON line of a daemon-derived event, newline included. Live,
+    /// The JSON line of a daemon-derived event, newline included, added
+    /// to `out` (a buffer the caller reuses from line to line). Live,
     /// existing and lost events are written by [`crate::output::format::Printer`].
-    pub fn write_json(&self, out: &mut impl io::Write) -> io::Result<()> {
+    pub fn write_json(&self, out: &mut Vec<u8>) -> io::Result<()> {
         let event = self.name();
         match self {
             Self::Live(_) | Self::Existing { .. } | Self::Lost { .. } => return Ok(()),
-            Self::Lifecycle { time, change } => {
-                // Written by hand: a listener's up and down lines are most
-                // of what the daemon adds to the live events, and serde's
-                // flattened fields cost twice the hand-written line.
-                let mut line = Vec::with_capacity(512);
-                write_change(&mut line, *time, event, change);
-                out.write_all(&line)?;
-            }
+            // Written by hand: a listener's up and down lines are most of
+            // what the daemon adds to the live events, and serde's
+            // flattened fields cost twice the hand-written line.
+            Self::Lifecycle { time, change } => write_change(out, *time, event, change),
             Self::Alert { time, alert } => serde_json::to_writer(
                 &mut *out,
                 &Line {
@@ -210,7 +207,8 @@ impl Event<'_> {
                 },
             )?,
         }
-        out.write_all(b"\n")
+        out.push(b'\n');
+        Ok(())
     }
 
     /// An alert's severity and rule, for syslog and the metrics.
@@ -414,15 +412,20 @@ impl<'a> ChangeLine<'a> {
 /// two together), through the hand-written writer of the live events.
 fn write_change(out: &mut Vec<u8>, time: DateTime<Utc>, event: EventName, change: &Change) {
     thread_local! {
-        // Lines come many to a second: the time's seconds are formatted once.
-        static SECONDS: RefCell<SecondsCache> = RefCell::default();
+        // Lines come many to a second, and in runs about one process: the
+        // time's seconds are formatted once, and the creator's fields.
+        static KEPT: RefCell<(SecondsCache, Fragment<Holder>)> = RefCell::default();
     }
     let line = ChangeLine::of(change);
     let mut w = ObjectWriter::start(out);
-    SECONDS.with_borrow_mut(|seconds| w.time("time", time, seconds));
-    w.str("event", event.as_str());
-    key_fields(&mut w, line.key.0);
-    holder_fields(&mut w, line.holder.keys, line.holder.holder);
+    KEPT.with_borrow_mut(|(seconds, creator)| {
+        w.time("time", time, seconds);
+        w.name("event", event.as_str());
+        key_fields(&mut w, line.key.0);
+        // The creator's fields have no prefix (ChangeLine::of).
+        let h = line.holder.holder;
+        w.cached(creator, |of| same_holder(of, h), || h.clone(), |w| holder_fields(w, &HOLDER, h));
+    });
     if !line.holders.0.is_empty() {
         w.objects("holders", line.holders.0, |w, h| holder_fields(w, &HOLDER, h));
     }
@@ -450,10 +453,10 @@ fn write_change(out: &mut Vec<u8>, time: DateTime<Utc>, event: EventName, change
 /// [`KeyFields`] by hand.
 fn key_fields(w: &mut ObjectWriter<'_>, key: &ListenerKey) {
     let proto = key.proto.known_name();
-    w.str("proto", &proto);
+    w.name("proto", &proto);
     match &key.local {
         Local::Inet { addr, port } => {
-            w.str("family", if addr.is_ipv4() { "ipv4" } else { "ipv6" });
+            w.name("family", if addr.is_ipv4() { "ipv4" } else { "ipv6" });
             w.addr("addr", *addr);
             w.u64("port", u64::from(*port));
             if let Some(name) = services::name(&proto, *port) {
@@ -461,7 +464,7 @@ fn key_fields(w: &mut ObjectWriter<'_>, key: &ListenerKey) {
             }
         }
         Local::Unix { path } => {
-            w.str("family", "unix");
+            w.name("family", "unix");
             w.str("path", &unix_path(path));
         }
         Local::Raw { .. } | Local::Packet { .. } => {}
@@ -478,6 +481,18 @@ fn holder_fields(w: &mut ObjectWriter<'_>, keys: &HolderKeys, h: &Holder) {
     w.escaped_list(cmdline, h.cmdline.as_ref().map(|argv| argv.iter().map(Vec::as_slice)));
     w.opt_u64(uid, h.uid.map(u64::from));
     w.opt_str(user, h.user.as_deref());
+}
+
+/// `a == b`, exe and argv told equal by address first (see [`same`]).
+fn same_holder(a: &Holder, b: &Holder) -> bool {
+    // Every field, named: one added to Holder is a compile error here.
+    let Holder { pid, uid, user, comm, exe, cmdline } = a;
+    *pid == b.pid
+        && *uid == b.uid
+        && *comm == b.comm
+        && same(exe, &b.exe)
+        && same(cmdline, &b.cmdline)
+        && *user == b.user
 }
 
 /// The holders of a socket other than its creator, as a slice of its own
@@ -651,6 +666,47 @@ mod tests {
             }
         }
         assert_eq!(checked, 32);
+    }
+
+    /// The creator's fields kept from one lifecycle line to the next are
+    /// written again when any of the creator's fields changes, and back.
+    #[test]
+    fn kept_creator_fields_follow_every_change() {
+        let key = ListenerKey {
+            netns: 1,
+            proto: Proto::Tcp,
+            local: Local::Inet { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 80 },
+        };
+        let base = holder(10, 0);
+        let changed: [&dyn Fn(&mut Holder); 9] = [
+            &|h| h.pid = 11,
+            &|h| h.uid = None,
+            &|h| h.user = Some("rooT".into()),
+            &|h| h.comm = crate::model::holder::Comm::from(b"apache3"),
+            &|h| h.exe = Some(b"/usr/sbin/apache3".to_vec().into()),
+            // The same bytes in another allocation.
+            &|h| h.exe = Some(b"/usr/sbin/apache2".to_vec().into()),
+            &|h| h.exe = None,
+            &|h| h.cmdline = Some(vec![b"/usr/sbin/apache2".to_vec()].into()),
+            &|h| h.cmdline = None,
+        ];
+        let time = Utc::now();
+        for change in changed {
+            let mut other = base.clone();
+            change(&mut other);
+            for creator in [&base, &other, &base] {
+                let change = Change::Up { key: key.clone(), socket: Socket::new(None, creator.clone(), vec![]) };
+                let mut hand = Vec::new();
+                write_change(&mut hand, time, EventName::ListenerUp, &change);
+                let serde = serde_json::to_vec(&Line {
+                    time: rfc3339(time),
+                    event: EventName::ListenerUp,
+                    body: ChangeLine::of(&change),
+                })
+                .unwrap();
+                assert_eq!(String::from_utf8_lossy(&hand), String::from_utf8_lossy(&serde), "{creator:?}");
+            }
+        }
     }
 
     #[test]

@@ -15,16 +15,17 @@ use crate::{
         report::{Report, What, passive_proto},
         socket_options::PassiveSocket,
     },
-    host::services,
+    host::{cgroups::CgroupName, services},
     model::{
         escape::escape_bytes,
         event_name::EventName,
+        holder::{Argv, Comm, Exe},
         socket::{Family, Local as Place},
         text::{attach_name, errno_name, rfc3339, sha256_hex, sock_type_name, socket_address, unix_path},
     },
     output::{
         event::{Event, change_name},
-        json_line::{ObjectWriter, SecondsCache},
+        json_line::{Fragment, ObjectWriter, SecondsCache, same},
     },
     record::decode::{DeniedCall, DeniedEvent, Filter, SockAddr},
     state::lifecycle::Change,
@@ -143,6 +144,8 @@ pub struct Printer<W: Write> {
     /// The JSON line being written, kept from one line to the next.
     line: Vec<u8>,
     seconds: SecondsCache,
+    /// The fields from `pid` to `netns` of the last line.
+    task: Fragment<TaskFields>,
     /// Keys the hash that turns kernel socket identities into `sock_id`:
     /// a TCP socket's identity is its kernel address, which must not reach
     /// a log (it would undo KASLR). Equal within one run, random across runs.
@@ -161,6 +164,7 @@ impl<W: Write> Printer<W> {
             out,
             line: Vec::with_capacity(1024),
             seconds: SecondsCache::default(),
+            task: Fragment::default(),
             sock_id_key: RandomState::new(),
         }
     }
@@ -209,12 +213,12 @@ impl<W: Write> Printer<W> {
     /// fields by serde, after them.
     fn json_into(&mut self, report: &Report<'_>, line: &mut Vec<u8>) -> io::Result<()> {
         let mut fields = ObjectWriter::start(line);
-        common_fields(&mut fields, report, &mut self.seconds);
+        common_fields(&mut fields, report, &mut self.seconds, &mut self.task);
         match &report.what {
             What::Socket { event, fd_facts } => {
                 let proto = event.proto.known_name();
-                fields.str("proto", &proto);
-                fields.str("family", &event.family.known_name());
+                fields.name("proto", &proto);
+                fields.name("family", &event.family.known_name());
                 fields.addr("addr", event.addr);
                 fields.u64("port", u64::from(event.port));
                 if let Some(service) = services::name(&proto, event.port) {
@@ -373,7 +377,14 @@ impl<W: Write> Printer<W> {
     /// line, or a table row naming the holders now.
     pub fn change(&mut self, time: DateTime<Utc>, change: &Change) -> io::Result<()> {
         match self.format {
-            Format::Json => Event::Lifecycle { time, change }.write_json(&mut self.out),
+            Format::Json => {
+                let mut line = std::mem::take(&mut self.line);
+                line.clear();
+                let written =
+                    Event::Lifecycle { time, change }.write_json(&mut line).and_then(|()| self.out.write_all(&line));
+                self.line = line;
+                written
+            }
             Format::Table => {
                 let (key, socket) = match change {
                     Change::HoldersChanged { key, socket, .. } => (key, socket),
@@ -425,13 +436,77 @@ impl<W: Write> Printer<W> {
 }
 
 /// The fields every live event's JSON line has, in the README's order.
-fn common_fields(fields: &mut ObjectWriter<'_>, report: &Report<'_>, seconds: &mut SecondsCache) {
+/// Those that name the task are written once for a run of its events.
+fn common_fields(
+    fields: &mut ObjectWriter<'_>,
+    report: &Report<'_>,
+    seconds: &mut SecondsCache,
+    task: &mut Fragment<TaskFields>,
+) {
+    fields.time("time", report.time, seconds);
+    fields.u64("ktime_ns", report.task.ktime_ns);
+    fields.u64("seen_ktime_ns", report.seen_ktime_ns);
+    fields.name("event", report.what.event_name().as_str());
+    fields.cached(task, |of| of.is_of(report), || TaskFields::of(report), |fields| task_fields(fields, report));
+}
+
+/// Everything [`task_fields`] writes a line from.
+struct TaskFields {
+    pid: u32,
+    tid: u32,
+    ppid: Option<u32>,
+    comm: Comm,
+    exe: Option<Exe>,
+    cmdline: Option<Argv>,
+    uid: u32,
+    gid: u32,
+    user: Option<String>,
+    cgroup_id: u64,
+    cgroup: Option<CgroupName>,
+    netns: u32,
+}
+
+impl TaskFields {
+    fn of(report: &Report<'_>) -> Self {
+        let (t, p) = (report.task, report.process);
+        Self {
+            pid: t.pid,
+            tid: t.tid,
+            ppid: p.ppid,
+            comm: t.comm,
+            exe: p.exe.clone(),
+            cmdline: p.cmdline.clone(),
+            uid: t.uid,
+            gid: t.gid,
+            user: report.user.map(str::to_owned),
+            cgroup_id: t.cgroup_id,
+            cgroup: report.cgroup.cloned(),
+            netns: t.netns,
+        }
+    }
+
+    /// Equal to [`Self::of`] `report`, without its copies.
+    fn is_of(&self, report: &Report<'_>) -> bool {
+        let (t, p) = (report.task, report.process);
+        self.pid == t.pid
+            && self.tid == t.tid
+            && self.ppid == p.ppid
+            && self.comm == t.comm
+            && same(&self.exe, &p.exe)
+            && same(&self.cmdline, &p.cmdline)
+            && self.uid == t.uid
+            && self.gid == t.gid
+            && self.user.as_deref() == report.user
+            && self.cgroup_id == t.cgroup_id
+            && self.cgroup.as_ref() == report.cgroup
+            && self.netns == t.netns
+    }
+}
+
+/// `pid` … `netns`: what names the task and its process.
+fn task_fields(fields: &mut ObjectWriter<'_>, report: &Report<'_>) {
     let t = report.task;
     let p = report.process;
-    fields.time("time", report.time, seconds);
-    fields.u64("ktime_ns", t.ktime_ns);
-    fields.u64("seen_ktime_ns", report.seen_ktime_ns);
-    fields.str("event", report.what.event_name().as_str());
     fields.u64("pid", u64::from(t.pid));
     fields.u64("tid", u64::from(t.tid));
     fields.opt_u64("ppid", p.ppid.map(u64::from));
@@ -790,6 +865,70 @@ mod tests {
                 let want = serde_line(&report, &printer);
                 assert_eq!(String::from_utf8_lossy(&printer.out), String::from_utf8_lossy(&want));
             }
+        }
+    }
+
+    /// The fields kept from one line to the next are written again when
+    /// anything they are written from changes, one thing at a time, and
+    /// back: every line is the one serde wrote.
+    #[test]
+    fn kept_task_fields_follow_every_change() {
+        use crate::host::cgroups::CgroupName;
+        let base_event = event(b"sshd");
+        let base_process = ProcessInfo {
+            ppid: Some(1),
+            exe: Some(b"/usr/sbin/sshd".to_vec().into()),
+            cmdline: Some(vec![b"sshd".to_vec(), b"-D".to_vec()].into()),
+        };
+        let cgroup = CgroupName { path: "/system.slice/ssh.service".into(), container_id: None };
+        let base = (base_event.clone(), base_process.clone(), Some("root"), Some(cgroup.clone()));
+        let mut variants = Vec::new();
+        /// What a line is written from: the event (and its task), the process, the user, the cgroup.
+        type From = (SocketEvent, ProcessInfo, Option<&'static str>, Option<CgroupName>);
+        let mut vary = |change: &dyn Fn(&mut From)| {
+            let mut v = base.clone();
+            change(&mut v);
+            variants.push(base.clone());
+            variants.push(v);
+        };
+        vary(&|v| v.0.task.pid += 1);
+        vary(&|v| v.0.task.tid += 1);
+        vary(&|v| v.0.task.uid += 1);
+        vary(&|v| v.0.task.gid += 1);
+        vary(&|v| v.0.task.cgroup_id += 1);
+        vary(&|v| v.0.task.netns = 0);
+        vary(&|v| v.0.task.comm = crate::model::holder::Comm::new(b"sshe"));
+        vary(&|v| v.1.ppid = None);
+        // Another exe, the same bytes in another allocation, none.
+        vary(&|v| v.1.exe = Some(b"/usr/sbin/sshe".to_vec().into()));
+        vary(&|v| v.1.exe = Some(b"/usr/sbin/sshd".to_vec().into()));
+        vary(&|v| v.1.exe = None);
+        vary(&|v| v.1.cmdline = Some(vec![b"sshd".to_vec(), b"-E".to_vec()].into()));
+        vary(&|v| v.1.cmdline = Some(vec![b"sshd".to_vec(), b"-D".to_vec()].into()));
+        vary(&|v| v.1.cmdline = None);
+        vary(&|v| v.2 = Some("rooT"));
+        vary(&|v| v.2 = None);
+        vary(&|v| v.3.as_mut().unwrap().path.push('x'));
+        vary(&|v| v.3.as_mut().unwrap().container_id = Some("abc".into()));
+        vary(&|v| v.3 = None);
+        // Fields outside the kept ones change beside them.
+        vary(&|v| v.0.task.ktime_ns += 1);
+        vary(&|v| v.0.port += 1);
+        let mut printer = Printer::new(Format::Json, Vec::new());
+        for (i, (event, process, user, cgroup)) in variants.iter().enumerate() {
+            let report = Report {
+                task: &event.task,
+                process,
+                user: *user,
+                time: DateTime::from_timestamp(1_700_000_000, i as u32 * 1000).unwrap(),
+                seen_ktime_ns: 6,
+                cgroup: cgroup.as_ref(),
+                what: What::Socket { event, fd_facts: None },
+            };
+            printer.out.clear();
+            printer.report(&report).unwrap();
+            let want = serde_line(&report, &printer);
+            assert_eq!(String::from_utf8_lossy(&printer.out), String::from_utf8_lossy(&want), "variant {i}");
         }
     }
 

@@ -328,11 +328,23 @@ impl Inner {
         // without being copied.
         let rest = self.pending.split_off(end);
         let lines = std::mem::replace(&mut self.pending, rest);
+        let mut spent = self.send(lines);
+        // The next lines go into the buffer these went out of: `rest` has
+        // no room, and growing it again, doubling from nothing, at every
+        // flush was a twentieth of the daemon's instructions per record.
+        spent.clear();
+        spent.extend_from_slice(&self.pending);
+        self.pending = spent;
+    }
+
+    /// Writes `lines` (whole lines) after the gap notice, if any; on
+    /// failure drops them, counted. Gives back a buffer to reuse.
+    fn send(&mut self, lines: Vec<u8>) -> Vec<u8> {
         if self.failed && self.destination.reopens() {
             if let Err(e) = self.destination.reopen() {
                 self.counters.errors.inc();
                 self.dropped(count_lines(&lines), &e);
-                return;
+                return lines;
             }
             self.failed = false;
         }
@@ -378,13 +390,13 @@ impl Inner {
             match self.destination.write(&out[done..]) {
                 Ok(0) => {
                     self.failed_at(&out, done, (notice_start, notice_end), &io::Error::from(io::ErrorKind::WriteZero));
-                    return;
+                    return out;
                 }
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.failed_at(&out, done, (notice_start, notice_end), &e);
-                    return;
+                    return out;
                 }
             }
         }
@@ -397,6 +409,7 @@ impl Inner {
         {
             info!("json output: writing to {} again; {} lines were dropped", self.destination.name(), gap.dropped);
         }
+        out
     }
 
     /// `out[..done]` was written, the rest not; the notice, if any, is

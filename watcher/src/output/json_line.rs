@@ -8,6 +8,7 @@ use std::{
     fmt::Write as _,
     io,
     net::{IpAddr, Ipv4Addr},
+    sync::Arc,
 };
 
 use chrono::{DateTime, Timelike as _, Utc};
@@ -46,6 +47,15 @@ impl<'a> ObjectWriter<'a> {
     pub fn str(&mut self, key: &str, value: &str) {
         self.key(key);
         string(self.out, value);
+    }
+
+    /// One of watcher's own names (an event, a protocol, a family:
+    /// letters, digits, `-` and `_`), which has nothing to escape.
+    #[inline(always)]
+    pub fn name(&mut self, key: &str, value: &str) {
+        debug_assert!(value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{value:?}");
+        self.key(key);
+        quoted(self.out, value.as_bytes());
     }
 
     #[inline(always)]
@@ -184,6 +194,33 @@ impl<'a> ObjectWriter<'a> {
         self.out.push(b']');
     }
 
+    /// Fields written from `of`, or copied from `cache` when it holds
+    /// them for a value equal to `of` (`same` says whether it is).
+    /// Everything `fields` reads must be part of `K`, and be compared by
+    /// `same`.
+    pub fn cached<K>(
+        &mut self,
+        cache: &mut Fragment<K>,
+        same: impl FnOnce(&K) -> bool,
+        of: impl FnOnce() -> K,
+        fields: impl FnOnce(&mut Self),
+    ) {
+        if self.first {
+            // Kept fields start with their comma: these come first.
+            fields(self);
+            return;
+        }
+        if cache.of.as_ref().is_some_and(same) {
+            self.out.extend_from_slice(&cache.bytes);
+            return;
+        }
+        let at = self.out.len();
+        fields(self);
+        cache.bytes.clear();
+        cache.bytes.extend_from_slice(&self.out[at..]);
+        cache.of = Some(of());
+    }
+
     pub fn end(self) {
         self.out.push(b'}');
     }
@@ -205,6 +242,32 @@ impl<'a> ObjectWriter<'a> {
             _ => return Err(io::Error::other("only an object's fields can follow others")),
         }
         Ok(())
+    }
+}
+
+/// Fields as [`ObjectWriter::cached`] last wrote them, and the value
+/// they were written from. Lines come in runs from one process (a bind, a
+/// listen, a close), and what names the process is most of a line's bytes
+/// and most of the work of writing it (escaping comm, exe and argv).
+pub struct Fragment<K> {
+    of: Option<K>,
+    bytes: Vec<u8>,
+}
+
+impl<K> Default for Fragment<K> {
+    fn default() -> Self {
+        Self { of: None, bytes: Vec::new() }
+    }
+}
+
+/// Equal `Arc`s, for a [`Fragment`]'s key: the same one (the process
+/// table's exe and argv are shared by every event of a process, and by
+/// the holders made from them) before any byte is compared, which `Arc`'s
+/// `==` does only for a sized value, not for these slices.
+pub fn same<T: PartialEq + ?Sized>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        (a, b) => a.is_none() && b.is_none(),
     }
 }
 
@@ -234,10 +297,14 @@ impl SecondsCache {
             self.second = Some(second);
         }
         out.extend_from_slice(self.text.as_bytes());
-        out.push(b'.');
-        let digits = [100_000, 10_000, 1_000, 100, 10, 1].map(|unit| b'0' + (micros / unit % 10) as u8);
-        out.extend_from_slice(&digits);
-        out.push(b'Z');
+        // `.123456Z`, the last digit first.
+        let mut fraction = *b".000000Z";
+        let mut rest = micros;
+        for digit in fraction[1..7].iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        out.extend_from_slice(&fraction);
     }
 }
 
@@ -245,46 +312,76 @@ fn unsigned(out: &mut Vec<u8>, value: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
+/// The dotted quad, `Display`'s: an octet's digits without a call to
+/// itoa each (four a line were a twentieth of a `watch` line's work).
 fn ipv4(out: &mut Vec<u8>, addr: Ipv4Addr) {
+    let mut text = [0; 15];
+    let mut len = 0;
     for (i, octet) in addr.octets().into_iter().enumerate() {
         if i > 0 {
-            out.push(b'.');
+            text[len] = b'.';
+            len += 1;
         }
-        unsigned(out, u64::from(octet));
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
     }
+    out.extend_from_slice(&text[..len]);
+}
+
+/// Whether every byte is one a JSON string holds as it is and that
+/// watcher's escaping leaves alone: printable ASCII but `"` and `\`.
+/// Sixteen bytes at a time and without a branch a byte, so that the
+/// compiler checks them side by side (SSE2).
+fn plain(bytes: &[u8]) -> bool {
+    fn bad(b: u8) -> bool {
+        !(b' '..=b'~').contains(&b) || b == b'"' || b == b'\\'
+    }
+    let mut chunks = bytes.chunks_exact(16);
+    for chunk in &mut chunks {
+        if chunk.iter().fold(false, |any, &b| any | bad(b)) {
+            return false;
+        }
+    }
+    !chunks.remainder().iter().fold(false, |any, &b| any | bad(b))
 }
 
 /// [`escape`], then a JSON string: in the common case (printable ASCII,
 /// no backslash, no quote) the bytes are copied as they are.
-/// The bytes a JSON string holds as they are, and that watcher's escaping
-/// leaves alone: printable ASCII but `"` and `\`. A table, so that the
-/// check of a name or an argument is one load a byte.
-const PLAIN: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = b' ';
-    while b <= b'~' {
-        table[b as usize] = b != b'"' && b != b'\\';
-        b += 1;
-    }
-    table
-};
-
 fn escaped_string(out: &mut Vec<u8>, bytes: &[u8]) {
-    if bytes.iter().all(|&b| PLAIN[usize::from(b)]) {
-        out.push(b'"');
-        out.extend_from_slice(bytes);
-        out.push(b'"');
+    if plain(bytes) {
+        quoted(out, bytes);
     } else {
         string(out, &escape(bytes));
     }
+}
+
+/// `"bytes"`, for bytes nothing in needs escaping.
+fn quoted(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(bytes);
+    out.push(b'"');
 }
 
 /// A JSON string as serde_json writes one: `"` and `\` escaped, the
 /// control characters below 0x20 as `\n`-style or `\u00XX` escapes,
 /// everything else as it is.
 fn string(out: &mut Vec<u8>, text: &str) {
-    out.push(b'"');
     let bytes = text.as_bytes();
+    if plain(bytes) {
+        // Most strings (names, paths, users): nothing to look at twice.
+        quoted(out, bytes);
+        return;
+    }
+    out.push(b'"');
     let mut from = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {
@@ -322,13 +419,19 @@ mod tests {
     #[test]
     fn the_bytes_are_serde_jsons() {
         let texts = ["", "plain", "quote\" back\\slash", "\n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f}", "caf\u{e9} \u{2028}"];
-        for text in texts {
+        // Each byte serde escapes, and one it does not, at each place of
+        // a string longer than two of `plain`'s chunks.
+        let long: Vec<String> = ["\"", "\\", "\n", "\u{1}", "\u{7f}", "\u{e9}"]
+            .iter()
+            .flat_map(|odd| (0..40).map(move |at| format!("{}{odd}{}", "a".repeat(at), "b".repeat(39 - at))))
+            .collect();
+        for text in texts.into_iter().chain(long.iter().map(String::as_str)) {
             let mut out = Vec::new();
             string(&mut out, text);
             assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text:?}");
         }
         let raw: [&[u8]; 5] = [b"/usr/sbin/sshd", b"a\"b", b"evil\n12:00", b"\xff\xfe", b"back\\slash"];
-        for bytes in raw {
+        for bytes in raw.into_iter().chain(long.iter().map(|t| t.as_bytes())) {
             let mut out = Vec::new();
             escaped_string(&mut out, bytes);
             assert_eq!(out, serde_json::to_vec(&escape(bytes)).unwrap(), "{bytes:?}");
@@ -338,7 +441,9 @@ mod tests {
             unsigned(&mut out, n);
             assert_eq!(out, n.to_string().into_bytes());
         }
-        for addr in [IpAddr::V4(Ipv4Addr::new(0, 10, 200, 255)), IpAddr::V6(Ipv6Addr::LOCALHOST)] {
+        let octets = [0, 1, 9, 10, 11, 99, 100, 101, 109, 110, 199, 200, 255];
+        let v4 = octets.iter().map(|&o| Ipv4Addr::new(o, 10, 200, 255 - o)).chain([Ipv4Addr::UNSPECIFIED]);
+        for addr in v4.map(IpAddr::V4).chain([IpAddr::V6(Ipv6Addr::LOCALHOST)]) {
             let mut out = Vec::new();
             let mut line = ObjectWriter::start(&mut out);
             line.addr("a", addr);
