@@ -1,14 +1,18 @@
 //! Well-known port names (22 ssh, 25 smtp, 111 sunrpc…) from the system's
 //! services database, read once, so output says what a port usually is.
-use std::{collections::HashMap, sync::OnceLock};
+use std::sync::OnceLock;
+
+use crate::model::fast_map::FastMap;
 
 const SERVICES_FILE: &str = "/etc/services";
 
-/// Port → name, per protocol, as /etc/services lists them.
+/// Port → name, per protocol, as /etc/services lists them. Looked up for
+/// every TCP and UDP line: foldhash, not SipHash (220 instructions a
+/// look-up, found with callgrind), on keys that are the administrator's.
 #[derive(Default)]
 pub struct Services {
-    tcp: HashMap<u16, String>,
-    udp: HashMap<u16, String>,
+    tcp: FastMap<u16, String>,
+    udp: FastMap<u16, String>,
 }
 
 impl Services {
