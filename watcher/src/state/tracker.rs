@@ -138,7 +138,8 @@ impl Tracker {
     pub fn up(&mut self, key: ListenerKey, mut socket: Socket, now_ns: u64) -> Vec<Change> {
         let held = &self.held;
         ListenerTable::share_holders(&mut socket, |pid| held.get(&pid)?.holder.clone());
-        let holders: Vec<Arc<Holder>> = socket.holders.iter().cloned().collect();
+        // Two fit without a heap block, as in the socket.
+        let holders = socket.holders.clone();
         let cookie = match socket.id {
             Some(SocketId::Cookie(c)) if key.proto == Proto::Udp => Some(c),
             _ => None,
