@@ -13,7 +13,7 @@ use watcher_common::ProgramError;
 
 use crate::{
     record::count_error,
-    tracepoint::{field, layout},
+    tracepoint::{field, field_at, layout},
 };
 
 /// In-flight syscalls remembered at once, per kind.
@@ -87,18 +87,25 @@ pub fn thread_key() -> u64 {
     bpf_get_current_pid_tgid()
 }
 
-/// The syscall argument `which` (`ARG0`…) or the return value (`RET`).
+/// The syscall argument `which` (`ARG0`…) or the return value (`RET`):
+/// a plain load where this kernel's format puts it where every kernel
+/// since syscall tracepoints has (`id` and `__syscall_nr` before it: the
+/// arguments from 16, `ret` at 16; see `field_at`).
 #[inline(always)]
 pub fn arg(ctx: &TracePointContext, which: usize) -> Result<u64, ProgramError> {
     let layout = layout();
-    let offset = if which == RET {
-        layout.syscall_ret
-    } else if layout.syscall_args == 0 {
-        return Err(ProgramError::ReadKernel);
-    } else {
-        layout.syscall_args + 8 * which as u32
+    let args = layout.syscall_args;
+    let value = match which {
+        RET => field_at::<u64, 16>(ctx, layout.syscall_ret),
+        _ if args == 0 => return Err(ProgramError::ReadKernel),
+        ARG0 => field_at::<u64, 16>(ctx, args),
+        ARG1 => field_at::<u64, 24>(ctx, args + 8),
+        ARG2 => field_at::<u64, 32>(ctx, args + 16),
+        ARG3 => field_at::<u64, 40>(ctx, args + 24),
+        ARG4 => field_at::<u64, 48>(ctx, args + 32),
+        _ => field::<u64>(ctx, args + 8 * which as u32),
     };
-    field::<u64>(ctx, offset).map_err(|_| ProgramError::ReadKernel)
+    value.map_err(|_| ProgramError::ReadKernel)
 }
 
 /// Copies `len` bytes (at most `N`) of user memory at `src` into `dst`;

@@ -15,7 +15,7 @@ use super::{
 use crate::{
     kernel::{sock_cookie, sock_netns},
     record::{count_error, emit_in, failed, wanted_tgid},
-    tracepoint::{field, layout},
+    tracepoint::{bytes16_at, field_at, layout},
 };
 
 const TCP_CLOSE: i32 = 7;
@@ -30,17 +30,21 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 }
 
 /// A field of the tracepoint's record at its offset in this kernel's
-/// format; a failed read is counted, not expected.
+/// format, a plain load where that is `AT`, the offset in 4.16 to 6.18's
+/// format (`field_at`); a failed read is counted, not expected.
 #[inline(always)]
-fn read<T>(ctx: &TracePointContext, offset: u32) -> Result<T, ProgramError> {
-    field::<T>(ctx, offset).map_err(|_| ProgramError::ReadKernel)
+fn read<T: Copy, const AT: usize>(ctx: &TracePointContext, offset: u32) -> Result<T, ProgramError> {
+    field_at::<T, AT>(ctx, offset).map_err(|_| ProgramError::ReadKernel)
 }
 
 fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ProgramError> {
     // Offsets from this kernel's sock/inet_sock_set_state/format.
     let l = layout();
-    let (protocol, oldstate, newstate) =
-        (read::<u16>(ctx, l.tcp_protocol)?, read::<i32>(ctx, l.tcp_oldstate)?, read::<i32>(ctx, l.tcp_newstate)?);
+    let (protocol, oldstate, newstate) = (
+        read::<u16, 30>(ctx, l.tcp_protocol)?,
+        read::<i32, 16>(ctx, l.tcp_oldstate)?,
+        read::<i32, 20>(ctx, l.tcp_newstate)?,
+    );
     if u32::from(protocol) != IPPROTO_TCP {
         return Ok(());
     }
@@ -53,11 +57,12 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ProgramError> 
         return Ok(());
     }
     let (sock_id, family, port) =
-        (read::<u64>(ctx, l.tcp_skaddr)?, read::<u16>(ctx, l.tcp_family)?, read::<u16>(ctx, l.tcp_sport)?);
+        (read::<u64, 8>(ctx, l.tcp_skaddr)?, read::<u16, 28>(ctx, l.tcp_family)?, read::<u16, 24>(ctx, l.tcp_sport)?);
     let mut addr = [0u8; 16];
     match family {
-        AF_INET => addr[..4].copy_from_slice(&read::<[u8; 4]>(ctx, l.tcp_saddr)?),
-        AF_INET6 => addr = read::<[u8; 16]>(ctx, l.tcp_saddr_v6)?,
+        // The bytes as they are in the record (network order), whichever way they are read.
+        AF_INET => addr[..4].copy_from_slice(&read::<u32, 32>(ctx, l.tcp_saddr)?.to_ne_bytes()),
+        AF_INET6 => addr = bytes16_at::<40>(ctx, l.tcp_saddr_v6).map_err(|_| ProgramError::ReadKernel)?,
         // TCP only comes in these two families.
         _ => return Ok(()),
     }
