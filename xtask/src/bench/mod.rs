@@ -48,7 +48,9 @@ pub enum Which {
     /// bpftrace one-liners on the same hooks.
     Overhead(overhead::Args),
     /// The highest listener-event rate watcher reads with zero loss, and
-    /// above it, loss counted exactly (made = read + counted lost).
+    /// above it, loss counted exactly (made = read + counted lost), beside
+    /// bpftrace's one-liner: both attached at once, or with `--alone` each
+    /// alone in a pass of its own.
     Throughput(throughput::Args),
     /// watcher's CPU and RSS at idle, at 10,000 events/s and with 100,000
     /// live listeners in its table, beside bpftrace's.

@@ -1,8 +1,9 @@
 //! `cargo xtask bench throughput`: listener events at rising rates, from a
 //! separate process, watched by watcher and by the bpftrace one-liner at
-//! the same time. Per step: what each tool read, what it reported lost, and
-//! whether every record made is one or the other; then the highest rate
-//! each read with zero loss while keeping up. See BENCHMARKS.md.
+//! the same time (or, with `--alone`, by each alone in a pass of its own).
+//! Per step: what each tool read, what it reported lost, and whether every
+//! record made is one or the other; then the highest rate each read with
+//! zero loss while keeping up. See BENCHMARKS.md.
 #[path = "throughput_generator.rs"]
 mod generator;
 #[path = "throughput_tally.rs"]
@@ -70,34 +71,106 @@ pub struct Args {
     #[arg(long, default_value_t = 5, value_parser = value_parser!(u64).range(1..=300))]
     pub step_secs: u64,
     /// Threads opening listeners in the generator, sharing each step's
-    /// rate. With one, the generator holds one core and each tool can have
-    /// the other; more can outrun a tool.
+    /// rate. With one, the generator holds one core and the tools share
+    /// the other (with `--alone`, a tool has it to itself); more can
+    /// outrun a tool. They start with the generator, before any tool, and
+    /// are kept for every step and pass.
     #[arg(long, default_value_t = 1, value_parser = value_parser!(u64).range(1..=64))]
     pub threads: u64,
-    /// Listeners of a last step, made as fast as possible while both tools
-    /// are stopped (SIGSTOP): 100,000 make 300,000 watcher records, about
+    /// Listeners of a last step, made as fast as possible while the tools
+    /// attached are stopped (SIGSTOP): 100,000 make 300,000 watcher records, about
     /// eight times what its default 4 MiB ring buffer holds, so it shows how each
     /// tool accounts for loss. 0: no such step.
     #[arg(long, default_value_t = 100_000, value_parser = value_parser!(u64).range(0..=10_000_000))]
     pub stalled_listeners: u64,
+    /// Run the steps twice on the same generator, first with watcher alone
+    /// attached, then with bpftrace alone (each started afresh for its
+    /// pass), instead of both at once: neither tool's kernel program or
+    /// userspace then slows the generator or takes CPU from the other, so
+    /// each pass can show its tool's own ceiling.
+    #[arg(long)]
+    pub alone: bool,
+}
+
+/// Which tools one pass of the steps has attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    Both,
+    Watcher,
+    Bpftrace,
+}
+
+impl Pass {
+    fn watcher(self) -> bool {
+        self != Self::Bpftrace
+    }
+
+    fn bpftrace(self) -> bool {
+        self != Self::Watcher
+    }
+
+    /// What the stalled step stops, for the report.
+    fn attached(self) -> &'static str {
+        match self {
+            Self::Both => "both tools",
+            Self::Watcher => "watcher",
+            Self::Bpftrace => "bpftrace",
+        }
+    }
+}
+
+/// One pass's steps, and what its tools said besides their event lines.
+struct PassReport {
+    pass: Pass,
+    steps: Vec<Step>,
+    /// watcher's loss warnings on stderr: how many, the last one's total.
+    warnings: Option<(usize, u64)>,
+    /// The last `lost` line's total.
+    lost_total: u64,
+    bpftrace_stderr_lost: usize,
+    w_other: (u64, Vec<String>),
+    b_other: (u64, Vec<String>),
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     if args.rates.is_empty() {
         bail!("--rates needs at least one step");
     }
+    // Started once, before any tool (and so before any thread), and kept
+    // for every pass: its threads and pid stay the same throughout.
     let mut generator = Generator::start(args.threads)?;
     let machine = machine();
-    let mut tools = Tools::start(generator.pid())?;
-    // Proves both tools are live (bpftrace says "Attaching" before it is),
+    let passes: &[Pass] = if args.alone { &[Pass::Watcher, Pass::Bpftrace] } else { &[Pass::Both] };
+    let mut reports = Vec::new();
+    for &pass in passes {
+        reports.push(run_pass(args, pass, &mut generator)?);
+    }
+    drop(generator);
+
+    match reports.as_slice() {
+        [both] if both.pass == Pass::Both => {
+            report(args, &machine, &both.steps);
+            both.print_other_lines();
+        }
+        _ => report_alone(args, &machine, &reports),
+    }
+    Ok(())
+}
+
+/// The steps with `pass`'s tools started afresh, their books from zero.
+fn run_pass(args: &Args, pass: Pass, generator: &mut Generator) -> anyhow::Result<PassReport> {
+    let mut tools = Tools::start(generator.pid(), pass)?;
+    // Proves the tools are live (bpftrace says "Attaching" before it is),
     // then starts the books from zero.
-    tools.settle(&mut generator, 0, monotonic_ns())?;
+    tools.settle(generator, 0, monotonic_ns())?;
     // bpftrace may have missed a marker opened before it was attached:
     // only watcher's books (attached before its ready line) must balance
     // before they start over, so no warm-up line spills into a step.
-    let (warmed, _) = tools.balance(tools.markers.len() as u64, false);
-    if !warmed {
-        bail!("watcher's books did not balance after the warm-up markers: {:?}", tools.w);
+    if pass.watcher() {
+        let (warmed, _) = tools.balance(tools.markers.len() as u64, false);
+        if !warmed {
+            bail!("watcher's books did not balance after the warm-up markers: {:?}", tools.w);
+        }
     }
     tools.w = WatcherTally::default();
     tools.b = BpftraceTally::default();
@@ -118,43 +191,67 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Load { rate: 0, duration_ns: u64::MAX, max_count: args.stalled_listeners, threads: args.threads, cpu: ANY_CPU },
         true,
     ));
+    let prefix = match pass {
+        Pass::Both => "xtask: bench throughput:".to_owned(),
+        _ => format!("xtask: bench throughput ({} alone):", pass.attached()),
+    };
     for (load, stall) in paced.chain(stalled) {
         eprintln!(
-            "xtask: bench throughput: {}",
+            "{prefix} {}",
             match (stall, load.rate) {
-                (true, _) => format!("{} listeners with both tools stopped", load.max_count),
+                (true, _) => format!("{} listeners with {} stopped", load.max_count, pass.attached()),
                 (false, 0) => format!("as fast as possible for {} s", args.step_secs),
                 (false, rate) => format!("{rate} listeners/s for {} s", args.step_secs),
             }
         );
-        let step = tools.step(&mut generator, &mut listeners, load, stall)?;
-        eprintln!("xtask: bench throughput: {}", step.progress());
+        let step = tools.step(generator, &mut listeners, load, stall)?;
+        eprintln!("{prefix} {}", step.progress());
         steps.push(step);
     }
-    let warnings = tools.watcher_warnings();
-    let bpftrace_stderr_lost = tools.bpftrace.stderr_tail().lines().filter(|l| l.starts_with("Lost ")).count();
-    let (w_other, b_other) =
-        ((tools.w.other, tools.w.other_sample.clone()), (tools.b.other, tools.b.other_sample.clone()));
-    let lost_total = tools.w.lost_total;
-    drop(tools);
-    drop(generator);
+    let bpftrace_stderr_lost =
+        tools.bpftrace.as_ref().map_or(0, |b| b.stderr_tail().lines().filter(|l| l.starts_with("Lost ")).count());
+    Ok(PassReport {
+        pass,
+        steps,
+        warnings: tools.watcher_warnings(),
+        lost_total: tools.w.lost_total,
+        bpftrace_stderr_lost,
+        w_other: (tools.w.other, tools.w.other_sample.clone()),
+        b_other: (tools.b.other, tools.b.other_sample.clone()),
+    })
+}
 
-    report(args, &machine, &steps);
-    println!(
-        "- watcher's stderr: {}; its `lost` lines said {lost_total} records lost in all",
-        match warnings {
-            Some((n, total)) => format!("{n} loss warning(s), the last saying {total} in all"),
-            None => "no loss warning".to_owned(),
+impl PassReport {
+    /// What the tools of the pass said besides their event lines.
+    fn print_other_lines(&self) {
+        if self.pass.watcher() {
+            println!(
+                "- watcher's stderr: {}; its `lost` lines said {} records lost in all",
+                match self.warnings {
+                    Some((n, total)) => format!("{n} loss warning(s), the last saying {total} in all"),
+                    None => "no loss warning".to_owned(),
+                },
+                self.lost_total
+            );
         }
-    );
-    println!(
-        "- other lines: watcher {}{}, bpftrace {}{}; bpftrace \"Lost\" lines on stderr: {bpftrace_stderr_lost}",
-        w_other.0,
-        sample(&w_other.1),
-        b_other.0,
-        sample(&b_other.1)
-    );
-    Ok(())
+        match self.pass {
+            Pass::Both => println!(
+                "- other lines: watcher {}{}, bpftrace {}{}; bpftrace \"Lost\" lines on stderr: {}",
+                self.w_other.0,
+                sample(&self.w_other.1),
+                self.b_other.0,
+                sample(&self.b_other.1),
+                self.bpftrace_stderr_lost
+            ),
+            Pass::Watcher => println!("- other lines: watcher {}{}", self.w_other.0, sample(&self.w_other.1)),
+            Pass::Bpftrace => println!(
+                "- other lines: bpftrace {}{}; bpftrace \"Lost\" lines on stderr: {}",
+                self.b_other.0,
+                sample(&self.b_other.1),
+                self.bpftrace_stderr_lost
+            ),
+        }
+    }
 }
 
 /// The latency bench's one-liner: same tracepoint as watcher's TCP
@@ -170,12 +267,13 @@ fn sample(lines: &[String]) -> String {
     if lines.is_empty() { String::new() } else { format!(" (e.g. `{}`)", lines.join("` / `")) }
 }
 
-/// watcher and bpftrace running, and their books.
+/// watcher and bpftrace running (or one of them, in a pass of its own),
+/// and their books. An absent tool's books stay at zero.
 struct Tools {
     pid: u32,
     boot_offset_ns: i64,
-    watcher: Background,
-    bpftrace: Background,
+    watcher: Option<Background>,
+    bpftrace: Option<Background>,
     w: WatcherTally,
     b: BpftraceTally,
     markers: Vec<Marker>,
@@ -203,8 +301,10 @@ struct ToolStep {
 }
 
 struct Step {
+    /// The tools attached; only theirs of the figures below mean anything.
+    pass: Pass,
     rate: u64,
-    /// Both tools were stopped while the step ran.
+    /// The pass's tools were stopped while the step ran.
     stalled: bool,
     done: Done,
     /// Listeners opened after the step until both tools showed one.
@@ -220,25 +320,41 @@ struct Step {
 }
 
 impl Tools {
-    fn start(pid: u32) -> anyhow::Result<Self> {
+    fn start(pid: u32, pass: Pass) -> anyhow::Result<Self> {
         ensure_tracefs()?;
-        eprintln!("xtask: bench throughput: starting watcher watch --json --no-snapshot --pid {pid}");
-        let watcher = Background::start(
-            "watcher",
-            Command::new(watcher_binary()).args(["watch", "--json", "--no-snapshot", "--pid", &pid.to_string()]),
-            Stdout::Keep,
-            |l| l.starts_with("watcher: ready:"),
-            START_TIMEOUT,
-        )?;
-        let program = one_liner(&pid.to_string());
-        eprintln!("xtask: bench throughput: starting bpftrace -B line -e '{program}'");
-        let bpftrace = Background::start(
-            "bpftrace",
-            Command::new("/usr/bin/bpftrace").args(["-B", "line", "-e", &program]),
-            Stdout::Keep,
-            |l| l.starts_with("Attaching "),
-            START_TIMEOUT,
-        )?;
+        let watcher = pass
+            .watcher()
+            .then(|| {
+                eprintln!("xtask: bench throughput: starting watcher watch --json --no-snapshot --pid {pid}");
+                Background::start(
+                    "watcher",
+                    Command::new(watcher_binary()).args([
+                        "watch",
+                        "--json",
+                        "--no-snapshot",
+                        "--pid",
+                        &pid.to_string(),
+                    ]),
+                    Stdout::Keep,
+                    |l| l.starts_with("watcher: ready:"),
+                    START_TIMEOUT,
+                )
+            })
+            .transpose()?;
+        let bpftrace = pass
+            .bpftrace()
+            .then(|| {
+                let program = one_liner(&pid.to_string());
+                eprintln!("xtask: bench throughput: starting bpftrace -B line -e '{program}'");
+                Background::start(
+                    "bpftrace",
+                    Command::new("/usr/bin/bpftrace").args(["-B", "line", "-e", &program]),
+                    Stdout::Keep,
+                    |l| l.starts_with("Attaching "),
+                    START_TIMEOUT,
+                )
+            })
+            .transpose()?;
         Ok(Self {
             pid,
             boot_offset_ns: boot_offset_ns(),
@@ -256,27 +372,55 @@ impl Tools {
         let (pid, offset) = (self.pid, self.boot_offset_ns);
         // Stamped when taken, before counting, so that counting one
         // tool's lines does not delay the other's catch-up time.
-        let (lines, taken_ns) = (self.watcher.take_lines(), monotonic_ns());
+        let (lines, taken_ns) = (self.watcher.as_ref().map(Background::take_lines).unwrap_or_default(), monotonic_ns());
         for l in &lines {
             self.w.line(l, pid, &self.markers, taken_ns);
         }
         let w = lines.len();
-        let (lines, taken_ns) = (self.bpftrace.take_lines(), monotonic_ns());
+        let (lines, taken_ns) =
+            (self.bpftrace.as_ref().map(Background::take_lines).unwrap_or_default(), monotonic_ns());
         for l in &lines {
             self.b.line(l, pid, &self.markers, taken_ns, offset);
         }
         // wait_for_line is not used past the start: its queue only holds
         // copies of lines already counted.
-        self.watcher.discard_queued();
-        self.bpftrace.discard_queued();
+        for tool in self.watcher.iter().chain(&self.bpftrace) {
+            tool.discard_queued();
+        }
         (w, lines.len())
     }
 
+    /// Each tool's CPU time so far (zero for an absent one).
     fn usage(&self) -> anyhow::Result<(Usage, Usage)> {
-        Ok((
-            self.watcher.usage().context("reading watcher's CPU time")?,
-            self.bpftrace.usage().context("reading bpftrace's CPU time")?,
-        ))
+        let of = |tool: &Option<Background>, name: &str| {
+            tool.as_ref()
+                .map(|t| t.usage().with_context(|| format!("reading {name}'s CPU time")))
+                .transpose()
+                .map(Option::unwrap_or_default)
+        };
+        Ok((of(&self.watcher, "watcher")?, of(&self.bpftrace, "bpftrace")?))
+    }
+
+    fn pass(&self) -> Pass {
+        match (self.watcher.is_some(), self.bpftrace.is_some()) {
+            (true, false) => Pass::Watcher,
+            (false, true) => Pass::Bpftrace,
+            _ => Pass::Both,
+        }
+    }
+
+    /// The pids of the tools attached, for SIGSTOP.
+    fn pids(&self) -> Vec<u32> {
+        self.watcher.iter().chain(&self.bpftrace).map(Background::pid).collect()
+    }
+
+    /// "watcher's stderr:\n…" for each tool attached, for errors.
+    fn stderr_tails(&self) -> String {
+        [("watcher", &self.watcher), ("bpftrace", &self.bpftrace)]
+            .into_iter()
+            .filter_map(|(name, tool)| Some(format!("{name}'s stderr:\n{}", tool.as_ref()?.stderr_tail())))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// One step: `rate` listeners/s for `duration_ns`, then markers until
@@ -294,7 +438,7 @@ impl Tools {
         let (w_reports, b_reports) = (self.w.lost_lines, self.b.lost_lines);
         let listeners_before = *listeners;
         self.w.max_delay_ns = 0;
-        let stopped = stall.then(|| Stopped::new([self.watcher.pid(), self.bpftrace.pid()]));
+        let stopped = stall.then(|| Stopped::new(&self.pids()));
         // The generator is driven from a thread so that the lines are
         // counted (and freed) while the step runs.
         // Its end is awaited on a channel, not by polling, so that the
@@ -345,6 +489,7 @@ impl Tools {
         let by_kind: [u64; 3] = std::array::from_fn(|i| self.w.by_kind[i] - w_kinds[i]);
         let caught_up = |seen: Option<u64>| seen.unwrap_or(done.end_ns).saturating_sub(done.end_ns);
         Ok(Step {
+            pass: self.pass(),
             rate: load.rate,
             stalled: stall,
             done,
@@ -375,7 +520,7 @@ impl Tools {
         })
     }
 
-    /// Opens markers until both tools have printed one: each tool's first
+    /// Opens markers until each tool attached has printed one: its first
     /// marker line comes after everything made before it (watcher's ring
     /// buffer keeps order; for bpftrace see `balance`). A marker can be
     /// lost too, when a tool's buffer is still full: a tool that prints
@@ -398,7 +543,8 @@ impl Tools {
                 marker_due = false;
             }
             let (w_new, b_new) = self.poll();
-            let (w_waiting, b_waiting) = (self.w.marker_seen_ns.is_none(), self.b.marker_seen_ns.is_none());
+            let w_waiting = self.watcher.is_some() && self.w.marker_seen_ns.is_none();
+            let b_waiting = self.bpftrace.is_some() && self.b.marker_seen_ns.is_none();
             if !w_waiting && !b_waiting {
                 return Ok(());
             }
@@ -412,7 +558,7 @@ impl Tools {
             if Instant::now() > deadline {
                 bail!(
                     "{} not show any of {} marker listeners within {SETTLE_TIMEOUT:?} of the step's end \
-                     ({:.1} s ago; {listeners} listeners before them); watcher's stderr:\n{}\nbpftrace's stderr:\n{}",
+                     ({:.1} s ago; {listeners} listeners before them); {}",
                     match (w_waiting, b_waiting) {
                         (true, true) => "watcher and bpftrace did",
                         (true, false) => "watcher did",
@@ -420,8 +566,7 @@ impl Tools {
                     },
                     self.markers.len(),
                     (monotonic_ns() - step_end_ns) as f64 / 1e9,
-                    self.watcher.stderr_tail(),
-                    self.bpftrace.stderr_tail()
+                    self.stderr_tails()
                 );
             }
             thread::sleep(SETTLE_POLL);
@@ -434,17 +579,20 @@ impl Tools {
     /// watcher reports loss once a second, and bpftrace reads one CPU's
     /// buffer after the other, so a marker can overtake another CPU's lines.
     /// Returns whether each balanced (a count above what was made stops
-    /// the wait too: it cannot come down). Without `bpftrace_too`, only
-    /// watcher's books are waited for.
+    /// the wait too: it cannot come down); a tool not attached counts as
+    /// balanced. Without `bpftrace_too`, only watcher's books are waited for.
     fn balance(&mut self, listeners: u64, bpftrace_too: bool) -> (bool, bool) {
         let deadline = Instant::now() + BALANCE_TIMEOUT;
+        let (w_on, b_on) = (self.watcher.is_some(), self.bpftrace.is_some());
         loop {
             self.poll();
             let w = self.w.read() + self.w.lost;
             let b = self.b.lines + self.b.lost;
             let w_made = RECORDS_PER_LISTENER * listeners;
-            if (w >= w_made && (b >= listeners || !bpftrace_too)) || Instant::now() > deadline {
-                return (w == w_made, b == listeners);
+            let w_done = !w_on || w >= w_made;
+            let b_done = !b_on || !bpftrace_too || b >= listeners;
+            if (w_done && b_done) || Instant::now() > deadline {
+                return (!w_on || w == w_made, !b_on || b == listeners);
             }
             thread::sleep(SETTLE_POLL);
         }
@@ -453,7 +601,7 @@ impl Tools {
     /// watcher's loss warnings on stderr (among the last lines it keeps):
     /// how many, and the last one's running total.
     fn watcher_warnings(&self) -> Option<(usize, u64)> {
-        let tail = self.watcher.stderr_tail();
+        let tail = self.watcher.as_ref()?.stderr_tail();
         let totals: Vec<u64> = tail
             .lines()
             .filter(|l| l.contains("the kernel dropped"))
@@ -491,15 +639,18 @@ extern "C" fn continue_and_die(sig: libc::c_int) {
 }
 
 impl Stopped {
-    fn new(pids: [u32; 2]) -> Self {
-        for (slot, &pid) in STOPPED.iter().zip(&pids) {
+    /// At most STOPPED's length of pids (the bench's two tools); any more
+    /// would not be continued by the signal handler, so they are not stopped.
+    fn new(pids: &[u32]) -> Self {
+        let pids = &pids[..pids.len().min(STOPPED.len())];
+        for (slot, &pid) in STOPPED.iter().zip(pids) {
             slot.store(pid as i32, Ordering::SeqCst);
         }
         let handler = continue_and_die as extern "C" fn(libc::c_int) as libc::sighandler_t;
         // SAFETY: installs a handler that only makes async-signal-safe calls.
         let previous =
             [libc::SIGINT, libc::SIGTERM].into_iter().map(|sig| (sig, unsafe { libc::signal(sig, handler) })).collect();
-        for &pid in &pids {
+        for &pid in pids {
             // SAFETY: a signal to our own child (Background's), not reaped yet.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
         }
@@ -530,7 +681,7 @@ impl Step {
 
     fn target(&self) -> String {
         if self.stalled {
-            "unthrottled, both tools stopped".to_owned()
+            format!("unthrottled, {} stopped", self.pass.attached())
         } else if self.rate == 0 {
             "unthrottled".to_owned()
         } else {
@@ -549,38 +700,23 @@ impl Step {
     }
 
     fn progress(&self) -> String {
-        format!(
-            "{} listeners at {:.0}/s; watcher read {} lost {} of {}; bpftrace read {} lost {} of {}",
-            self.done.opened,
-            self.achieved(),
-            self.watcher.read,
-            self.watcher.lost,
-            self.watcher.made,
-            self.bpftrace.read,
-            self.bpftrace.lost,
-            self.bpftrace.made
-        )
+        let mut out = format!("{} listeners at {:.0}/s", self.done.opened, self.achieved());
+        for (name, t) in self.tools() {
+            out.push_str(&format!("; {name} read {} lost {} of {}", t.read, t.lost, t.made));
+        }
+        out
+    }
+
+    /// The attached tools' figures, with their names.
+    fn tools(&self) -> impl Iterator<Item = (&'static str, &ToolStep)> {
+        let w = self.pass.watcher().then_some(("watcher", &self.watcher));
+        let b = self.pass.bpftrace().then_some(("bpftrace", &self.bpftrace));
+        w.into_iter().chain(b)
     }
 }
 
 fn report(args: &Args, machine: &[(String, String)], steps: &[Step]) {
-    let rates: Vec<String> = args.rates.iter().map(u64::to_string).collect();
-    println!(
-        "## `cargo xtask bench throughput --rates {} --step-secs {} --threads {} --stalled-listeners {}`\n",
-        rates.join(","),
-        args.step_secs,
-        args.threads,
-        args.stalled_listeners
-    );
-    print_machine(machine);
-    println!(
-        "- watcher: `watcher watch --json --no-snapshot --pid <generator>`; bpftrace: `bpftrace -B line -e '{}'`",
-        one_liner("<generator>")
-    );
-    println!(
-        "- each listener: socket, bind 127.0.0.1:0, getsockname, listen, close; {RECORDS_PER_LISTENER} watcher records \
-         (bind, listen, close), 1 bpftrace line (listen)\n"
-    );
+    header(args, machine);
     println!(
         "| target listeners/s | listeners | achieved listeners/s | watcher records/s made | watcher read | watcher lost | \
          made = read + lost | watcher caught up | watcher CPU | bpftrace lines | bpftrace lost (reported) | \
@@ -609,32 +745,16 @@ fn report(args: &Args, machine: &[(String, String)], steps: &[Step]) {
     }
     println!();
 
-    let best = |tool: fn(&Step) -> &ToolStep| {
-        steps.iter().filter(|s| s.sustained(tool(s))).max_by(|a, b| a.achieved().total_cmp(&b.achieved()))
-    };
-    let (w_best, b_best) = (best(|s| &s.watcher), best(|s| &s.bpftrace));
-    let figure = |s: Option<&Step>, per: u64| match s {
-        Some(s) => format!(
-            "{} listeners/s ({} records/s, step {})",
-            thousands(s.achieved().round() as u64),
-            thousands((s.achieved() * per as f64).round() as u64),
-            s.target()
-        ),
-        None => "none of the steps".to_owned(),
-    };
-    println!(
-        "**Highest sustained zero-loss rate** (no loss, every record accounted for, caught up within {:.0} % of the \
-         step's length):\n",
-        KEPT_UP_SHARE * 100.0
-    );
-    println!("- watcher: {}", figure(w_best, RECORDS_PER_LISTENER));
-    println!("- bpftrace one-liner: {}", figure(b_best, 1));
+    let (w_best, b_best) = (best(steps, |s| &s.watcher), best(steps, |s| &s.bpftrace));
+    print_sustained_heading();
+    println!("- watcher: {}", figure(w_best, RECORDS_PER_LISTENER, "record"));
+    // "records" for bpftrace too: the default report's wording, kept.
+    println!("- bpftrace one-liner: {}", figure(b_best, 1, "record"));
     if let (Some(w), Some(b)) = (w_best, b_best) {
-        let r = w.achieved() / b.achieved().max(1.0);
         println!(
             "- watcher / bpftrace: {} in listeners/s (watcher handles {RECORDS_PER_LISTENER} records per listener, \
              bpftrace 1){}",
-            ratio((r * 1000.0).round() as u64, 1000),
+            listener_ratio(w, b),
             if steps.iter().filter(|s| !s.stalled).all(|s| s.sustained(&s.watcher) && s.sustained(&s.bpftrace)) {
                 "; both kept up at every step, so this is a lower bound set by the generator, not by either tool"
             } else {
@@ -643,36 +763,253 @@ fn report(args: &Args, machine: &[(String, String)], steps: &[Step]) {
         );
     }
     println!();
+    step_details(steps);
+    losses(steps);
+}
+
+/// `--alone`: a table per pass, each with its tool's own figures, then the
+/// two side by side.
+fn report_alone(args: &Args, machine: &[(String, String)], passes: &[PassReport]) {
+    header(args, machine);
+    println!(
+        "- `--alone`: the steps ran once per pass against the same generator ({} thread{}, started before either \
+         tool): first with watcher alone attached, then with bpftrace alone, each tool started afresh for its pass \
+         and its books kept from zero",
+        args.threads,
+        if args.threads == 1 { "" } else { "s" }
+    );
+    println!(
+        "- read/s: what the tool read over the step and its catch-up (step end → marker shown): when it lost \
+         records, about the most it could read there\n"
+    );
+    for (i, p) in passes.iter().enumerate() {
+        let (name, unit, per, pick): (_, _, _, fn(&Step) -> &ToolStep) = match p.pass {
+            Pass::Bpftrace => ("bpftrace", "line", 1, |s| &s.bpftrace),
+            _ => ("watcher", "record", RECORDS_PER_LISTENER, |s| &s.watcher),
+        };
+        println!("### Pass {}: {name} alone\n", i + 1);
+        println!(
+            "| target listeners/s | listeners | achieved listeners/s | {unit}s/s made | {unit}s read | lost (reported) | \
+             made = read + lost | read/s | caught up | CPU | CPU per {unit} |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        for s in &p.steps {
+            let (t, achieved) = (pick(s), s.achieved());
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                s.target(),
+                thousands(s.done.opened),
+                thousands(achieved.round() as u64),
+                thousands((achieved * per as f64).round() as u64),
+                thousands(t.read),
+                thousands(t.lost),
+                books(t),
+                read_rate(s, t),
+                caught_up(s, t),
+                cpu(s, t),
+                per_item(t),
+            );
+        }
+        println!();
+        print_sustained_heading();
+        println!("- {name} alone: {}", figure(best(&p.steps, pick), per, unit));
+        println!("- {}", loss_onset(&p.steps, pick, per, unit));
+        println!();
+        step_details(&p.steps);
+        losses(&p.steps);
+        p.print_other_lines();
+        println!();
+    }
+    let (Some(w), Some(b)) =
+        (passes.iter().find(|p| p.pass == Pass::Watcher), passes.iter().find(|p| p.pass == Pass::Bpftrace))
+    else {
+        return;
+    };
+    println!("### Side by side: each tool alone, step by step\n");
+    println!(
+        "| target listeners/s | watcher pass: listeners/s | records/s made | records lost | caught up | CPU per record | \
+         bpftrace pass: listeners/s | lines/s made | lines lost | caught up | CPU per line |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (ws, bs) in w.steps.iter().zip(&b.steps) {
+        let (wa, ba) = (ws.achieved(), bs.achieved());
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            if ws.stalled { "unthrottled, the pass's tool stopped".to_owned() } else { ws.target() },
+            thousands(wa.round() as u64),
+            thousands((wa * RECORDS_PER_LISTENER as f64).round() as u64),
+            lost_cell(&ws.watcher),
+            caught_up(ws, &ws.watcher),
+            per_item(&ws.watcher),
+            thousands(ba.round() as u64),
+            thousands(ba.round() as u64),
+            lost_cell(&bs.bpftrace),
+            caught_up(bs, &bs.bpftrace),
+            per_item(&bs.bpftrace),
+        );
+    }
+    println!();
+    let (w_best, b_best) = (best(&w.steps, |s| &s.watcher), best(&b.steps, |s| &s.bpftrace));
+    print_sustained_heading();
+    println!("- watcher alone: {}", figure(w_best, RECORDS_PER_LISTENER, "record"));
+    println!("- bpftrace one-liner alone: {}", figure(b_best, 1, "line"));
+    if let (Some(w), Some(b)) = (w_best, b_best) {
+        println!(
+            "- watcher / bpftrace: {} in listeners/s (watcher handles {RECORDS_PER_LISTENER} records per listener, \
+             bpftrace 1)",
+            listener_ratio(w, b)
+        );
+    }
+}
+
+fn header(args: &Args, machine: &[(String, String)]) {
+    let rates: Vec<String> = args.rates.iter().map(u64::to_string).collect();
+    println!(
+        "## `cargo xtask bench throughput --rates {} --step-secs {} --threads {} --stalled-listeners {}{}`\n",
+        rates.join(","),
+        args.step_secs,
+        args.threads,
+        args.stalled_listeners,
+        if args.alone { " --alone" } else { "" }
+    );
+    print_machine(machine);
+    println!(
+        "- watcher: `watcher watch --json --no-snapshot --pid <generator>`; bpftrace: `bpftrace -B line -e '{}'`",
+        one_liner("<generator>")
+    );
+    println!(
+        "- each listener: socket, bind 127.0.0.1:0, getsockname, listen, close; {RECORDS_PER_LISTENER} watcher records \
+         (bind, listen, close), 1 bpftrace line (listen){}",
+        if args.alone { "" } else { "\n" }
+    );
+}
+
+fn print_sustained_heading() {
+    println!(
+        "**Highest sustained zero-loss rate** (no loss, every record accounted for, caught up within {:.0} % of the \
+         step's length):\n",
+        KEPT_UP_SHARE * 100.0
+    );
+}
+
+/// The sustained step (see `Step::sustained`) with the highest achieved rate.
+fn best(steps: &[Step], tool: fn(&Step) -> &ToolStep) -> Option<&Step> {
+    steps.iter().filter(|s| s.sustained(tool(s))).max_by(|a, b| a.achieved().total_cmp(&b.achieved()))
+}
+
+/// `unit`: what the tool reads, "record" or "line".
+fn figure(s: Option<&Step>, per: u64, unit: &str) -> String {
+    match s {
+        Some(s) => format!(
+            "{} listeners/s ({} {unit}s/s, step {})",
+            thousands(s.achieved().round() as u64),
+            thousands((s.achieved() * per as f64).round() as u64),
+            s.target()
+        ),
+        None => "none of the steps".to_owned(),
+    }
+}
+
+fn listener_ratio(w: &Step, b: &Step) -> String {
+    let r = w.achieved() / b.achieved().max(1.0);
+    ratio((r * 1000.0).round() as u64, 1000)
+}
+
+/// Where a tool's loss began among the paced steps: the highest rate of a
+/// step it lost nothing at, the lowest one it lost at (the rates a step
+/// achieves are not always in the order of its target).
+fn loss_onset(steps: &[Step], tool: fn(&Step) -> &ToolStep, per: u64, unit: &str) -> String {
+    let paced = || steps.iter().filter(|s| !s.stalled);
+    let rate = |s: &Step| {
+        format!(
+            "{} listeners/s ({} {unit}s/s, step {})",
+            thousands(s.achieved().round() as u64),
+            thousands((s.achieved() * per as f64).round() as u64),
+            s.target()
+        )
+    };
+    let fastest_clean =
+        paced().filter(|s| tool(s).lost == 0 && tool(s).balanced).max_by(|a, b| a.achieved().total_cmp(&b.achieved()));
+    let slowest_lossy = paced().filter(|s| tool(s).lost > 0).min_by(|a, b| a.achieved().total_cmp(&b.achieved()));
+    format!(
+        "zero loss (caught up or not) up to {}; {}",
+        fastest_clean.map_or_else(|| "none of the steps".to_owned(), rate),
+        match slowest_lossy {
+            Some(s) => format!(
+                "loss from {}: {} of {} {unit}s lost",
+                rate(s),
+                thousands(tool(s).lost),
+                thousands(tool(s).made)
+            ),
+            None => "no paced step lost anything".to_owned(),
+        }
+    )
+}
+
+/// The tool's reading rate over the step and its catch-up; "–" for a stalled
+/// step, whose tools read nothing while it ran.
+fn read_rate(s: &Step, t: &ToolStep) -> String {
+    if s.stalled {
+        return "–".to_owned();
+    }
+    let ns = (s.done.end_ns - s.done.start_ns) + t.caught_up_ns;
+    thousands((t.read as f64 * 1e9 / ns.max(1) as f64).round() as u64)
+}
+
+/// CPU time per record or line read.
+fn per_item(t: &ToolStep) -> String {
+    t.cpu_ns.checked_div(t.read).map_or_else(|| "–".to_owned(), duration)
+}
+
+/// Lost, and whether the books balanced.
+fn lost_cell(t: &ToolStep) -> String {
+    format!("{}{}", thousands(t.lost), if t.balanced { " ✓" } else { " ✗ (books)" })
+}
+
+/// A line per step: listeners and markers, watcher's records by kind (when
+/// it is attached), its kernel → userspace delay, the step's length.
+fn step_details(steps: &[Step]) {
     for s in steps {
         let [bind, listen, close] = s.by_kind;
         let made = s.done.opened + s.markers;
         let kinds_ok = s.watcher.lost > 0 || (bind == made && listen == made && close == made);
+        let watcher = if s.pass.watcher() {
+            format!(
+                "; watcher bind/listen/close lines {bind}/{listen}/{close}{}; kernel → watcher userspace max {}",
+                if kinds_ok && s.watcher.lost == 0 {
+                    format!(" (= listeners ✓: {RECORDS_PER_LISTENER} records each)")
+                } else if kinds_ok {
+                    String::new()
+                } else {
+                    " ✗ (expected one of each per listener)".to_owned()
+                },
+                duration(s.max_delay_ns),
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "- step {}: {} listeners + {} marker{}; watcher bind/listen/close lines {bind}/{listen}/{close}{}; \
-             kernel → watcher userspace max {}; step {} (CPU figures over {})",
+            "- step {}: {} listeners + {} marker{}{watcher}; step {} (CPU figures over {})",
             s.target(),
             s.done.opened,
             s.markers,
             if s.markers == 1 { "" } else { "s" },
-            if kinds_ok && s.watcher.lost == 0 {
-                format!(" (= listeners ✓: {RECORDS_PER_LISTENER} records each)")
-            } else if kinds_ok {
-                String::new()
-            } else {
-                " ✗ (expected one of each per listener)".to_owned()
-            },
-            duration(s.max_delay_ns),
             duration(s.done.end_ns - s.done.start_ns),
             duration(s.wall_ns),
         );
     }
+}
+
+/// Every step where an attached tool lost records, or its books did not balance.
+fn losses(steps: &[Step]) {
     println!("\n**Loss** (every step where a tool lost records):\n");
     let mut any = false;
     for s in steps {
-        for (name, t, unit) in [("watcher", &s.watcher, "records"), ("bpftrace", &s.bpftrace, "events")] {
+        for (name, t) in s.tools() {
             if t.lost == 0 && t.balanced {
                 continue;
             }
+            let unit = if name == "watcher" { "records" } else { "events" };
             any = true;
             println!(
                 "- step {}: {name} lost {} of {} {unit} ({:.1} %) in {} loss report{}; read + lost = made: {}{}",
@@ -684,7 +1021,11 @@ fn report(args: &Args, machine: &[(String, String)], steps: &[Step]) {
                 if t.reports == 1 { "" } else { "s" },
                 books(t),
                 if s.stalled {
-                    format!("; it read its backlog within {} of being continued", duration(t.caught_up_ns))
+                    format!(
+                        "; it read its backlog within {} of being continued ({} {unit}/s at least)",
+                        duration(t.caught_up_ns),
+                        thousands((t.read as f64 * 1e9 / t.caught_up_ns.max(1) as f64).round() as u64)
+                    )
                 } else {
                     String::new()
                 }
@@ -733,7 +1074,40 @@ fn thousands(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::thousands;
+    use super::*;
+
+    fn step(rate: u64, opened: u64, lost: u64) -> Step {
+        let done = Done { opened, start_ns: 0, end_ns: 1_000_000_000, last_port: 0 };
+        let tool = ToolStep { read: 3 * opened - lost, lost, made: 3 * opened, balanced: true, ..ToolStep::default() };
+        Step {
+            pass: Pass::Watcher,
+            rate,
+            stalled: false,
+            done,
+            markers: 1,
+            wall_ns: 1_000_000_000,
+            watcher: tool,
+            by_kind: [0; 3],
+            max_delay_ns: 0,
+            bpftrace: ToolStep::default(),
+        }
+    }
+
+    #[test]
+    fn loss_begins_at_the_slowest_lossy_step() {
+        // The unthrottled step achieved less than the 90 000 one: rates,
+        // not the order of the steps, say where loss began.
+        let steps = [step(50_000, 50_000, 0), step(90_000, 90_000, 0), step(0, 80_000, 7), step(100_000, 95_000, 9)];
+        let onset = loss_onset(&steps, |s| &s.watcher, RECORDS_PER_LISTENER, "record");
+        assert_eq!(
+            onset,
+            "zero loss (caught up or not) up to 90 000 listeners/s (270 000 records/s, step 90 000); loss from \
+             80 000 listeners/s (240 000 records/s, step unthrottled): 7 of 240 000 records lost"
+        );
+        assert_eq!(read_rate(&steps[0], &steps[0].watcher), "150 000");
+        assert_eq!(per_item(&ToolStep { read: 4, cpu_ns: 10, ..ToolStep::default() }), "2 ns");
+        assert_eq!(per_item(&ToolStep::default()), "–");
+    }
 
     #[test]
     fn thousands_are_grouped() {
