@@ -21,9 +21,19 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<()> {
     let mut streaming = Streaming::start(&mut child)?;
     let pid = child.pid();
 
-    let ss_fast =
-        Poller::start("ss -ltnH every 100 ms", "/usr/bin/ss", &["-ltnH"], Duration::from_millis(100), parse_ss, pid);
-    let ss_slow = Poller::start("ss -ltnH every 1 s", "/usr/bin/ss", &["-ltnH"], Duration::from_secs(1), parse_ss, pid);
+    let pollers = (!args.no_ss).then(|| {
+        (
+            Poller::start(
+                "ss -ltnH every 100 ms",
+                "/usr/bin/ss",
+                &["-ltnH"],
+                Duration::from_millis(100),
+                parse_ss,
+                pid,
+            ),
+            Poller::start("ss -ltnH every 1 s", "/usr/bin/ss", &["-ltnH"], Duration::from_secs(1), parse_ss, pid),
+        )
+    });
     let plan = Plan {
         count: args.count,
         mean_interval_ns: args.interval_ms * 1_000_000,
@@ -37,7 +47,7 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<()> {
         args.hold_ms,
         (u64::from(args.count) * args.interval_ms + args.hold_ms).div_ceil(1000)
     );
-    if args.hold_ms <= 1100 {
+    if args.hold_ms <= 1100 && !args.no_ss {
         eprintln!(
             "xtask: bench latency: warning: listeners held {} ms can close before the 1 s ss poller runs",
             args.hold_ms
@@ -45,24 +55,32 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<()> {
     }
     let listeners = child.run(&plan);
     // The pollers stop (and the tools below) even when the run failed.
-    let fast = ss_fast.finish();
-    let slow = ss_slow.finish();
+    let polled = pollers.map(|(fast, slow)| (fast.finish(), slow.finish()));
     let listeners = listeners?;
-    let (fast, slow) = (fast?, slow?);
+    let (fast, slow) = match polled {
+        Some((fast, slow)) => (fast?, slow?),
+        None => (Vec::new(), Vec::new()),
+    };
     streaming.finish(Duration::from_secs(10), |c| {
         c.watcher.len() >= listeners.len() && c.bpftrace.len() >= listeners.len()
     })?;
     drop(child);
 
-    let report = Report::new(&listeners, &streaming.seen, &fast, &slow);
+    let mut report = Report::new(&listeners, &streaming.seen, &fast, &slow);
+    if args.no_ss {
+        report.rows.retain(|row| !row.tool.contains("ss -ltnH"));
+    }
     println!(
-        "## `cargo xtask bench latency --count {} --interval-ms {} --hold-ms {}`\n",
-        args.count, args.interval_ms, args.hold_ms
+        "## `cargo xtask bench latency --count {} --interval-ms {} --hold-ms {}{}`\n",
+        args.count,
+        args.interval_ms,
+        args.hold_ms,
+        if args.no_ss { " --no-ss" } else { "" }
     );
     print_machine(&machine);
     println!("- bpftrace program: `{}`", streaming.bpftrace_program);
     println!();
-    report.print(listeners.len(), &streaming.seen, (fast.len(), slow.len()));
+    report.print(listeners.len(), &streaming.seen, (!args.no_ss).then_some((fast.len(), slow.len())));
     Ok(())
 }
 
@@ -156,7 +174,8 @@ impl Report {
         }
     }
 
-    fn print(&self, total: usize, seen: &Collected, polls: (usize, usize)) {
+    /// `polls`: the `ss` runs at 100 ms and 1 s; None when they were left out.
+    fn print(&self, total: usize, seen: &Collected, polls: Option<(usize, usize)>) {
         let base = summarize(&self.rows[0].latencies);
         println!(
             "| tool | latency measured at | seen | p50 | p99 | max | p50 / watcher | p99 / watcher | max / watcher |"
@@ -220,7 +239,10 @@ impl Report {
             seen.watcher_lost,
             if seen.bpftrace_other.is_empty() { "none".to_owned() } else { seen.bpftrace_other.join(" / ") }
         );
-        println!("- ss runs: {} at 100 ms, {} at 1 s", polls.0, polls.1);
+        match polls {
+            Some((fast, slow)) => println!("- ss runs: {fast} at 100 ms, {slow} at 1 s"),
+            None => println!("- ss: not run (`--no-ss`)"),
+        }
     }
 }
 

@@ -80,6 +80,12 @@ pub struct LatencyArgs {
     /// poll period (1 s) plus one `ss` run, or `ss` can miss listeners.
     #[arg(long, default_value_t = 2000, value_parser = value_parser!(u64).range(1..=600_000))]
     pub hold_ms: u64,
+    /// Leave the `ss` pollers out. Each run of `ss` is a process that holds
+    /// a core for milliseconds; on a small machine it then delays the
+    /// streaming tools' readers, and their tails are partly its. Without
+    /// it, the tails are the tools' own.
+    #[arg(long)]
+    pub no_ss: bool,
 }
 
 #[derive(Args)]
