@@ -691,7 +691,8 @@ fn apache2_stop_start_is_down_then_restarted() {
 /// A listener handed over SCM_RIGHTS to another process (not its child),
 /// after which the original exits: the daemon says the receiver holds it
 /// now, the listener does not go down, and it goes down when the receiver
-/// closes it.
+/// closes it. The receiver takes its time, so the listener is in flight
+/// (in no fd table) when the daemon first looks for it.
 #[test]
 fn handed_over_listener_holders_follow() {
     if !require_bpf("handed_over_listener_holders_follow") {
@@ -704,7 +705,10 @@ fn handed_over_listener_holders_follow() {
     let path = dir.path().join("handover.sock");
     let path_text = path.to_str().unwrap();
     let handover = common::program("handover.py");
-    let mut receiver = common::SocketChild::spawn_program(&[], &handover, "receive", &[path_text]);
+    // The receiver takes the fd 300 ms after the sender sent it and exited:
+    // when the daemon first looks in /proc, nobody holds the listener, and
+    // it must look again.
+    let mut receiver = common::SocketChild::spawn_program(&[], &handover, "receive", &[path_text, "300"]);
     receiver.expect("ready");
     let sender = Command::new(common::PYTHON).arg(&handover).args(["send", path_text]).output().unwrap();
     assert!(sender.status.success(), "{}", String::from_utf8_lossy(&sender.stderr));
@@ -724,7 +728,9 @@ fn handed_over_listener_holders_follow() {
             && !matches!(e["event"].as_str(), Some("listen" | "bind"))
             && event_pids(e).contains(&receiver_pid)
     };
-    sync_until(&mut watcher, &mut all, 0, Duration::from_secs(2), names_receiver);
+    // Looked for again once the listener is due (see Tracker::settle),
+    // with the next batch of records or the next second's tick.
+    sync_until(&mut watcher, &mut all, 0, Duration::from_secs(5), names_receiver);
     // Events about this listener: the port, and the sender or the receiver
     // among the pids named (a port probe's own listen and close on the same
     // port, before the sender's, are another socket).

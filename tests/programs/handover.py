@@ -1,8 +1,12 @@
 """A TCP listener handed over SCM_RIGHTS from one process to another that
 is not its child (issue 11): the holders must follow the socket.
 
-    handover.py receive PATH   binds a UNIX stream socket at PATH, says
-                               "pid N" then "ready", takes one fd over it,
+    handover.py receive PATH [DELAY_MS]
+                               binds a UNIX stream socket at PATH, says
+                               "pid N" then "ready", takes one fd over it
+                               (DELAY_MS after the sender connects: until
+                               then the listener is in no process's fd
+                               table, its sender gone),
                                says "got PORT", accepts one connection on it
                                ("accepted"), and holds the listener until it
                                reads a line ("closed"), then waits for EOF.
@@ -13,19 +17,21 @@ is not its child (issue 11): the holders must follow the socket.
 import os
 import socket
 import sys
+import time
 
 
 def say(*words):
     print(*words, flush=True)
 
 
-def receive(path):
+def receive(path, delay_ms=0):
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(1)
     say("pid", os.getpid())
     say("ready")
     conn, _ = server.accept()
+    time.sleep(delay_ms / 1000)
     _, fds, _, _ = socket.recv_fds(conn, 16, 1)
     conn.close()
     server.close()
@@ -55,7 +61,10 @@ def send(path):
 
 def main():
     mode, path = sys.argv[1], sys.argv[2]
-    {"receive": receive, "send": send}[mode](path)
+    if mode == "receive":
+        receive(path, int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+    else:
+        send(path)
 
 
 if __name__ == "__main__":

@@ -244,7 +244,14 @@ impl<S: Sink> Watch<S> {
                     self.trim_after_a_burst();
                     let mut stats = self.reporter.stats();
                     stats.program_errors = self.program_errors_since_last();
-                    let reported = self.report_lost().and_then(|()| self.reporter.sink.tick(&stats));
+                    // Listeners nobody was seen holding are looked for again
+                    // even while no record comes (see Tracker::settle).
+                    let reported = self
+                        .reporter
+                        .settle()
+                        .and_then(|()| self.reporter.sink.flush())
+                        .and_then(|()| self.report_lost())
+                        .and_then(|()| self.reporter.sink.tick(&stats));
                     if !self.keep_going(reported)? {
                         return Ok(());
                     }

@@ -6,7 +6,10 @@
 //! children the holders forked), then if need be every process, are looked
 //! at in /proc: the change says who holds it now.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use log::warn;
 
@@ -117,7 +120,27 @@ pub struct Tracker {
     /// gone and name none (0), so its listener is found by its cookie. (A
     /// TCP close names the socket's own namespace.)
     by_cookie: FastMap<u64, ListenerId>,
+    /// Keys with a socket that no process was seen holding when /proc was
+    /// read: looked at again a few times (see [`UNHELD_RETRIES`]).
+    unheld: Vec<Unheld>,
 }
+
+/// A live listener nobody was seen holding, to be looked for again.
+struct Unheld {
+    key: ListenerKey,
+    /// The named holder that exited last (its fds may still show).
+    gone: u32,
+    due: Instant,
+    /// Looks so far, the first one included.
+    looks: usize,
+}
+
+/// When a listener that no process was seen holding is looked for again,
+/// after each look that found nobody: a socket handed over SCM_RIGHTS is in
+/// no fd table from its sender's exit until the receiver's recvmsg(), and
+/// no record says when that happens. The looks come with the next drained
+/// batch or the next second's tick after they are due.
+const UNHELD_RETRIES: [Duration; 3] = [Duration::from_millis(10), Duration::from_millis(100), Duration::from_secs(1)];
 
 /// What one process holds.
 #[derive(Default)]
@@ -253,9 +276,24 @@ impl Tracker {
     /// new sockets on the same keys, whose records are still on their way;
     /// once they are in, a closed socket is gone from the table and the new
     /// ones are known, so /proc is not misread.
+    /// Also where the listeners nobody was seen holding are looked for
+    /// again, once due.
     pub fn settle(&mut self, lookup: &mut ProcessLookup) -> Vec<Change> {
         let keys = std::mem::take(&mut self.orphaned);
-        keys.iter().flat_map(|(key, gone)| self.find_holders(key, *gone, lookup)).collect()
+        let mut changes: Vec<Change> =
+            keys.iter().flat_map(|(key, gone)| self.find_holders(key, *gone, lookup, 1)).collect();
+        if !self.unheld.is_empty() {
+            let now = Instant::now();
+            let (due, later): (Vec<Unheld>, Vec<Unheld>) =
+                std::mem::take(&mut self.unheld).into_iter().partition(|u| u.due <= now);
+            self.unheld = later;
+            for u in due {
+                if self.listeners.is_live(&u.key) {
+                    changes.extend(self.find_holders(&u.key, u.gone, lookup, u.looks + 1));
+                }
+            }
+        }
+        changes
     }
 
     /// The sockets of `key` lost every holder the events named (`gone`
@@ -265,7 +303,9 @@ impl Tracker {
     /// that socket only; one known by the kernel's pointer (live TCP) gets
     /// those of the key's sockets that no process of another socket of the
     /// key holds: a restarted service's new socket is not the old one's.
-    fn find_holders(&mut self, key: &ListenerKey, gone: u32, lookup: &mut ProcessLookup) -> Vec<Change> {
+    /// `looks`: this look's number (1 the first); a look that finds nobody
+    /// for a socket of the key has another one due, up to [`UNHELD_RETRIES`].
+    fn find_holders(&mut self, key: &ListenerKey, gone: u32, lookup: &mut ProcessLookup, looks: usize) -> Vec<Change> {
         let Some(ours) = sock_diag::netns(lookup.proc_root()) else {
             return Vec::new();
         };
@@ -323,6 +363,12 @@ impl Tracker {
                     self.index(id, &socket.holders);
                 }
             }
+        }
+        let nobody = self.listeners.sockets(key).iter().any(|s| s.named.is_empty());
+        if let Some(wait) = UNHELD_RETRIES.get(looks - 1).filter(|_| nobody)
+            && !self.unheld.iter().any(|u| u.key == *key)
+        {
+            self.unheld.push(Unheld { key: key.clone(), gone, due: Instant::now() + *wait, looks });
         }
         changes
     }
