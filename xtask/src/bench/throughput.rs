@@ -316,6 +316,8 @@ struct Step {
     by_kind: [u64; 3],
     /// Largest kernel → watcher userspace delay in the step.
     max_delay_ns: u64,
+    /// Its 99th percentile.
+    p99_delay_ns: u64,
     bpftrace: ToolStep,
 }
 
@@ -438,6 +440,7 @@ impl Tools {
         let (w_reports, b_reports) = (self.w.lost_lines, self.b.lost_lines);
         let listeners_before = *listeners;
         self.w.max_delay_ns = 0;
+        self.w.delays_ns.clear();
         let stopped = stall.then(|| Stopped::new(&self.pids()));
         // The generator is driven from a thread so that the lines are
         // counted (and freed) while the step runs.
@@ -507,6 +510,7 @@ impl Tools {
             },
             by_kind,
             max_delay_ns: self.w.max_delay_ns,
+            p99_delay_ns: percentile(&mut self.w.delays_ns, 99),
             bpftrace: ToolStep {
                 read: self.b.lines - b_lines,
                 lost: self.b.lost - b_lost,
@@ -975,7 +979,7 @@ fn step_details(steps: &[Step]) {
         let kinds_ok = s.watcher.lost > 0 || (bind == made && listen == made && close == made);
         let watcher = if s.pass.watcher() {
             format!(
-                "; watcher bind/listen/close lines {bind}/{listen}/{close}{}; kernel → watcher userspace max {}",
+                "; watcher bind/listen/close lines {bind}/{listen}/{close}{}; kernel → watcher userspace p99 {}, max {}",
                 if kinds_ok && s.watcher.lost == 0 {
                     format!(" (= listeners ✓: {RECORDS_PER_LISTENER} records each)")
                 } else if kinds_ok {
@@ -983,6 +987,7 @@ fn step_details(steps: &[Step]) {
                 } else {
                     " ✗ (expected one of each per listener)".to_owned()
                 },
+                duration(s.p99_delay_ns),
                 duration(s.max_delay_ns),
             )
         } else {
@@ -1060,6 +1065,15 @@ fn cpu(s: &Step, t: &ToolStep) -> String {
 }
 
 /// 1234567 → "1 234 567" (thin spaces would not survive every viewer).
+/// The `p`th percentile of `values` (nearest rank; 0 for none); sorts them.
+fn percentile(values: &mut [u64], p: usize) -> u64 {
+    if values.is_empty() {
+        return 0;
+    }
+    values.sort_unstable();
+    values[(values.len() * p).div_ceil(100).clamp(1, values.len()) - 1]
+}
+
 fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
@@ -1089,6 +1103,7 @@ mod tests {
             watcher: tool,
             by_kind: [0; 3],
             max_delay_ns: 0,
+            p99_delay_ns: 0,
             bpftrace: ToolStep::default(),
         }
     }
@@ -1107,6 +1122,14 @@ mod tests {
         assert_eq!(read_rate(&steps[0], &steps[0].watcher), "150 000");
         assert_eq!(per_item(&ToolStep { read: 4, cpu_ns: 10, ..ToolStep::default() }), "2 ns");
         assert_eq!(per_item(&ToolStep::default()), "–");
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        assert_eq!(percentile(&mut [], 99), 0);
+        assert_eq!(percentile(&mut [5], 99), 5);
+        let mut hundred: Vec<u64> = (1..=100).rev().collect();
+        assert_eq!((percentile(&mut hundred, 99), percentile(&mut hundred, 50)), (99, 50));
     }
 
     #[test]

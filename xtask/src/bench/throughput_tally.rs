@@ -28,6 +28,9 @@ pub struct WatcherTally {
     /// Largest `seen_ktime_ns - ktime_ns` (kernel → watcher's userspace)
     /// since the last reset.
     pub max_delay_ns: u64,
+    /// Every such delay since the last reset, for its percentiles (8 bytes
+    /// a record: 16 MB for a step of two million).
+    pub delays_ns: Vec<u64>,
 }
 
 const KINDS: [&str; 3] = ["bind", "listen", "close"];
@@ -49,6 +52,7 @@ impl WatcherTally {
             let ktime = number_field(line, "ktime_ns").unwrap_or(0);
             let seen = number_field(line, "seen_ktime_ns").unwrap_or(0);
             self.max_delay_ns = self.max_delay_ns.max(seen.saturating_sub(ktime));
+            self.delays_ns.push(seen.saturating_sub(ktime));
             // Its close is a marker's last record: everything made before
             // it has been read or counted lost.
             if self.marker_seen_ns.is_none() && kind == 2 {
