@@ -199,11 +199,18 @@ pub struct KernelOffsets {
     /// `struct sock`'s `sk_cookie`: the socket cookie, 0 until generated
     /// (a bind's post_bind hook, a sock_diag dump). 0 here: not known.
     pub sk_cookie: u32,
+    /// `struct sock`'s `sk_protocol` (a whole `u16` since Linux 5.6); 0:
+    /// not known, and the raw tracepoint that needs it is not attached.
+    pub sk_protocol: u32,
+    /// `struct inet_sock`'s `inet_sport` (network order): the bound port
+    /// as the perf tracepoint reports it; still set when a listener's close
+    /// is traced, when `skc_num` is already 0.
+    pub inet_sport: u32,
     /// Reserved, 0 (keeps the size a multiple of 8).
     pub reserved: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 26 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 28 * 4);
 #[cfg(feature = "user")]
 // SAFETY: repr(C), u32 fields only (no padding), every bit pattern valid.
 unsafe impl aya::Pod for KernelOffsets {}

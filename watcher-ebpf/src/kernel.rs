@@ -39,6 +39,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     task_signal: 0,
     signal_live: 0,
     sk_cookie: 0,
+    sk_protocol: 0,
+    inet_sport: 0,
     reserved: 0,
 };
 

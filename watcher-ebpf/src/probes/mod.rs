@@ -6,7 +6,7 @@
 //! | `cgroup_sock_release.rs` | `cgroup/sock_release` | the close of a bound UDP socket |
 //! | `cgroup_bind_enforce.rs` | `cgroup/bind4`, `cgroup/bind6` | binds refused by enforcement (opt-in) |
 //! | `lsm_enforce.rs` | BPF LSM `socket_listen`, `socket_create` | TCP and UNIX listens, raw and packet sockets refused by enforcement (opt-in; where the kernel has BPF LSM) |
-//! | `tcp_state.rs` | tracepoint `sock/inet_sock_set_state` | TCP listeners up and down |
+//! | `tcp_state.rs` | raw tracepoint `inet_sock_set_state`, or the tracepoint `sock/inet_sock_set_state` | TCP listeners up and down |
 //! | `syscall_bind_listen.rs` | tracepoints `syscalls/sys_{enter,exit}_{bind,listen}`, `sys_enter_close` | failed binds and listens, UNIX listeners and named UNIX datagram sockets, the fd and backlog of the others |
 //! | `syscall_passive.rs` | tracepoints `syscalls/sys_{enter,exit}_{socket,setsockopt}` | raw and packet sockets, attached filters, listener options |
 //! | `syscall_accept.rs` | tracepoints `syscalls/sys_{enter,exit}_accept(4)` | accepted connections (opt-in) |

@@ -1,9 +1,15 @@
-//! TCP listeners going up and down, from `sock/inet_sock_set_state`. The
-//! tracepoint runs in the context of the task that called listen() or
-//! close(), so the record names that task; under `kill_unexpected` a
+//! TCP listeners going up and down, from `inet_sock_set_state`: its raw
+//! tracepoint where the loader knows the socket's layout (the cheaper one:
+//! the kernel builds no trace record for it, which for the perf tracepoint
+//! `sock/inet_sock_set_state` costs more than the program), else the perf
+//! tracepoint. Either runs in the context of the task that called listen()
+//! or close(), so the record names that task; under `kill_unexpected` a
 //! listen no rule allows stops that task here (see
 //! `cgroup_bind_enforce::stop_unallowed_listen`).
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 use watcher_common::{
     AF_INET, AF_INET6, EventKind, IPPROTO_TCP, ProgramError, SOCK_STREAM, SOCKET_STOPPED, SocketRecord,
 };
@@ -13,7 +19,7 @@ use super::{
     syscall_bind_listen::listen_args,
 };
 use crate::{
-    kernel::{sock_cookie, sock_netns},
+    kernel::{self, offsets, sock_cookie, sock_netns},
     record::{count_error, emit_in, failed, wanted_tgid},
     tracepoint::{bytes16_at, field_at, layout},
 };
@@ -66,6 +72,53 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ProgramError> 
         // TCP only comes in these two families.
         _ => return Ok(()),
     }
+    report(kind, sock_id, family, port, addr)
+}
+
+/// `TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)`.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn raw_inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
+    match try_raw_inet_sock_set_state(&ctx) {
+        Ok(()) => 0,
+        Err(e) => failed(e) as i32,
+    }
+}
+
+fn try_raw_inet_sock_set_state(ctx: &RawTracePointContext) -> Result<(), ProgramError> {
+    let (sk, oldstate, newstate) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1) as i32, ctx.arg::<u64>(2) as i32);
+    // The states first: they cost no read, and most changes (every TCP
+    // connection's) end here.
+    let kind = match (oldstate, newstate) {
+        (_, TCP_LISTEN) => EventKind::Listen,
+        (TCP_LISTEN, TCP_CLOSE) => EventKind::Close,
+        _ => return Ok(()),
+    };
+    // The loader attaches this program only with the socket's layout.
+    let o = offsets().ok_or(ProgramError::ReadKernel)?;
+    let sock = |offset| kernel::read::<u16>(sk, offset).ok_or(ProgramError::ReadKernel);
+    if u32::from(sock(o.sk_protocol)?) != IPPROTO_TCP || wanted_tgid().is_none() {
+        return Ok(());
+    }
+    // What the perf tracepoint's record holds, read where it reads it
+    // from: the bound port (`inet_sport`: a closing listener has already
+    // given its `skc_num` back when the close is traced) and address.
+    let (family, port) = (sock(o.skc_family)?, u16::from_be(sock(o.inet_sport)?));
+    let mut addr = [0u8; 16];
+    match family {
+        AF_INET => {
+            addr[..4].copy_from_slice(&kernel::read::<[u8; 4]>(sk, o.skc_rcv_saddr).ok_or(ProgramError::ReadKernel)?)
+        }
+        AF_INET6 => addr = kernel::read::<[u8; 16]>(sk, o.skc_v6_rcv_saddr).ok_or(ProgramError::ReadKernel)?,
+        _ => return Ok(()),
+    }
+    report(kind, sk, family, port, addr)
+}
+
+/// A TCP socket `sock_id` (the kernel's `struct sock *`) starts or stops
+/// listening on `addr`:`port`: its record, after the stop of an unallowed
+/// listen where `kill_unexpected` asks for it.
+#[inline(always)]
+fn report(kind: EventKind, sock_id: u64, family: u16, port: u16, addr: [u8; 16]) -> Result<(), ProgramError> {
     // Inside listen(), its fd and backlog; a close has neither.
     let listen = if kind == EventKind::Listen { listen_args() } else { None };
     let stopped = kind == EventKind::Listen && {

@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{CgroupAttachMode, CgroupSock, FEntry, FExit, Lsm, TracePoint},
+    programs::{CgroupAttachMode, CgroupSock, FEntry, FExit, Lsm, RawTracePoint, TracePoint},
 };
 use log::{debug, warn};
 use watcher_common::{
@@ -92,6 +92,14 @@ pub fn kernel_offsets() -> anyhow::Result<KernelOffsets> {
             .offset("sock_common", &["skc_cookie"])
             .or_else(|_| btf.offset("sock", &["sk_cookie"]))
             .unwrap_or(0),
+        // Only for the cheaper hook on TCP state changes (the raw
+        // tracepoint reads the socket itself): without it, the perf one.
+        sk_protocol: btf
+            .int_bits("sock", &["sk_protocol"])
+            .ok()
+            .filter(|&(bits, width)| width == 16 && bits % 8 == 0)
+            .map_or(0, |(bits, _)| bits / 8),
+        inet_sport: btf.offset("inet_sock", &["inet_sport"]).unwrap_or(0),
         reserved: 0,
     })
 }
@@ -203,6 +211,8 @@ struct Host {
     /// Why BPF LSM programs would not run here, if they would not.
     bpf_lsm: anyhow::Result<()>,
     layouts: tracepoint_format::Layouts,
+    /// The socket layout the raw tracepoint's program reads, if BTF gave it.
+    sock_layout: bool,
 }
 
 /// Loads the programs and attaches, for each fact of the hook table, the
@@ -264,7 +274,8 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
     }
     let mut ebpf = loader.load(EBPF_OBJECT).context("loading the eBPF object into the kernel")?;
     release_embedded_object();
-    let host = Host { tracefs, cgroup, btf, skip_tracing, bpf_lsm, layouts };
+    let sock_layout = offsets.valid != 0 && offsets.sk_protocol != 0 && offsets.inet_sport != 0;
+    let host = Host { tracefs, cgroup, btf, skip_tracing, bpf_lsm, layouts, sock_layout };
 
     let mut hooks = Vec::new();
     let mut missing = Vec::new();
@@ -383,6 +394,16 @@ fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, host: &Host) -> anyhow::Result<Stri
                 None => e,
             })?;
         }
+        Hook::RawTracepoint { program, name } => {
+            if !host.sock_layout {
+                bail!("the kernel's BTF did not give the socket layout it reads (sock.sk_protocol, inet_sock.inet_sport)");
+            }
+            let p: &mut RawTracePoint = program_mut(ebpf, program)?;
+            let started = Instant::now();
+            p.load().with_context(|| format!("loading raw_tracepoint {name}"))?;
+            debug!("loaded raw_tracepoint {name} in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+            p.attach(name).with_context(|| format!("attaching raw_tracepoint {name}"))?;
+        }
         Hook::FEntry { program, function } => {
             let btf = tracing_btf(host, function)?;
             let p: &mut FEntry = program_mut(ebpf, program)?;
@@ -444,6 +465,7 @@ fn function_btf<'a>(host: &'a Host, function: &str) -> anyhow::Result<&'a aya::B
 fn unload(ebpf: &mut Ebpf, hook: &Hook) {
     let result = match *hook {
         Hook::Tracepoint { name, .. } => program_mut::<TracePoint>(ebpf, name).map(|p| p.unload()),
+        Hook::RawTracepoint { program, .. } => program_mut::<RawTracePoint>(ebpf, program).map(|p| p.unload()),
         Hook::FEntry { program, .. } => program_mut::<FEntry>(ebpf, program).map(|p| p.unload()),
         Hook::FExit { program, .. } => program_mut::<FExit>(ebpf, program).map(|p| p.unload()),
         Hook::CgroupSock { program } => program_mut::<CgroupSock>(ebpf, program).map(|p| p.unload()),
