@@ -195,7 +195,12 @@ pub const SKIP_TRACING_ENV: &str = "WATCHER_SKIP_TRACING";
 
 /// Programs that see listeners at all: without one of them watcher would
 /// run blind, so it exits instead.
-const SEES_LISTENERS: [&str; 3] = ["tracepoint sock/inet_sock_set_state", "cgroup/post_bind4", "cgroup/post_bind6"];
+const SEES_LISTENERS: [&str; 4] = [
+    "raw_tracepoint inet_sock_set_state",
+    "tracepoint sock/inet_sock_set_state",
+    "cgroup/post_bind4",
+    "cgroup/post_bind6",
+];
 
 /// What the attach of each hook needs from the host, found once.
 struct Host {
@@ -396,7 +401,9 @@ fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, host: &Host) -> anyhow::Result<Stri
         }
         Hook::RawTracepoint { program, name } => {
             if !host.sock_layout {
-                bail!("the kernel's BTF did not give the socket layout it reads (sock.sk_protocol, inet_sock.inet_sport)");
+                bail!(
+                    "the kernel's BTF did not give the socket layout it reads (sock.sk_protocol, inet_sock.inet_sport)"
+                );
             }
             let p: &mut RawTracePoint = program_mut(ebpf, program)?;
             let started = Instant::now();
