@@ -62,7 +62,7 @@ EXPECTED_PROGRAMS = [
     "sched_process_fork",
     "sched_process_exec",
     "sched_process_exit",
-    "raw_inet_sock_set_state",
+    "raw_tcp_state",
     "post_bind4",
     "post_bind6",
     "sock_release",

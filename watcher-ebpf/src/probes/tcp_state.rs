@@ -77,14 +77,14 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), ProgramError> 
 
 /// `TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)`.
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
-pub fn raw_inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
-    match try_raw_inet_sock_set_state(&ctx) {
+pub fn raw_tcp_state(ctx: RawTracePointContext) -> i32 {
+    match try_raw_tcp_state(&ctx) {
         Ok(()) => 0,
         Err(e) => failed(e) as i32,
     }
 }
 
-fn try_raw_inet_sock_set_state(ctx: &RawTracePointContext) -> Result<(), ProgramError> {
+fn try_raw_tcp_state(ctx: &RawTracePointContext) -> Result<(), ProgramError> {
     let (sk, oldstate, newstate) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1) as i32, ctx.arg::<u64>(2) as i32);
     // The states first: they cost no read, and most changes (every TCP
     // connection's) end here.

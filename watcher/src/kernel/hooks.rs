@@ -207,7 +207,7 @@ pub const FACTS: &[Fact] = &[
     Fact {
         name: "TCP listen up / down",
         opt_in: None,
-        rungs: &[&[raw_tp("raw_inet_sock_set_state", "inet_sock_set_state")], &[tp("sock", "inet_sock_set_state")]],
+        rungs: &[&[raw_tp("raw_tcp_state", "inet_sock_set_state")], &[tp("sock", "inet_sock_set_state")]],
     },
     Fact {
         name: "bind success (v4/v6, the port the kernel chose)",
