@@ -260,9 +260,10 @@ impl ListenerTable {
 
     /// The id of the live listener on `key`.
     pub fn id_of(&self, key: &ListenerKey) -> Option<ListenerId> {
-        self.live(key)
-            .zip(self.slot_of(key))
-            .map(|(live, slot)| ListenerId { slot: slot as u32, generation: live.generation })
+        // One look-up: the slot, then the generation of what is in it.
+        let slot = self.slot_of(key)?;
+        let live = self.slots[slot].as_ref()?;
+        Some(ListenerId { slot: slot as u32, generation: live.generation })
     }
 
     /// The key of the listener `id` names, while it is live.
