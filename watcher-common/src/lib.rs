@@ -206,11 +206,23 @@ pub struct KernelOffsets {
     /// as the perf tracepoint reports it; still set when a listener's close
     /// is traced, when `skc_num` is already 0.
     pub inet_sport: u32,
-    /// Reserved, 0 (keeps the size a multiple of 8).
-    pub reserved: u32,
+    /// `unix_sock.addr`, `unix_address.len` and `unix_address.name`: the
+    /// address a UNIX socket is bound to, as the kernel keeps it, read at
+    /// bind()'s exit where the arguments come from the saved registers
+    /// ([`SyscallRegisters`]): by then the caller's own buffer may say
+    /// anything. 0 here: not known (the caller's buffer is read at entry).
+    pub unix_addr: u32,
+    pub unix_address_len: u32,
+    pub unix_address_name: u32,
+    /// `task_struct.nvcsw` and `nivcsw`: the task's context switches. A
+    /// bind()'s exit skips its look at the socket when the post_bind hook
+    /// of that very call saw an inet socket: same thread, same CPU, no
+    /// switch in between (see `syscall_bind_listen`).
+    pub task_nvcsw: u32,
+    pub task_nivcsw: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 28 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32 * 4);
 #[cfg(feature = "user")]
 // SAFETY: repr(C), u32 fields only (no padding), every bit pattern valid.
 unsafe impl aya::Pod for KernelOffsets {}
@@ -255,6 +267,40 @@ const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 15 * 4);
 #[cfg(feature = "user")]
 // SAFETY: repr(C), u32 fields only (no padding), every bit pattern valid.
 unsafe impl aya::Pod for TracepointOffsets {}
+
+/// Global set by the loader: [`SyscallRegisters`] of the running kernel.
+pub const SYSCALL_REGISTERS_GLOBAL: &str = "SYSCALL_REGISTERS";
+
+/// Where a task's syscall number and first three arguments sit in the
+/// kernel's `struct pt_regs` (the user registers saved at syscall entry),
+/// from BTF, and the numbers of the syscalls the programs look for. With
+/// them a program reads the arguments of the call it runs in (at the
+/// call's exit tracepoint, or inside it: post_bind, the LISTEN state
+/// change) from those registers, and no program runs at the call's entry
+/// to keep them in a map: that entry program and its map insert were the
+/// largest part of what watcher adds to a bind(). `valid` 0: not known on
+/// this architecture or kernel; the entry tracepoints and the pending maps
+/// then carry the arguments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallRegisters {
+    pub valid: u32,
+    /// The syscall's number (`orig_ax` on x86-64; `ax` holds the return
+    /// value by the exit), each field of these an 8-byte register.
+    pub nr: u32,
+    /// The first three arguments (`di`, `si`, `dx` on x86-64).
+    pub args: [u32; 3],
+    /// This architecture's numbers of bind() and listen().
+    pub bind_nr: u32,
+    pub listen_nr: u32,
+    /// Reserved, 0 (keeps the size a multiple of 8).
+    pub reserved: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<SyscallRegisters>() == 8 * 4);
+#[cfg(feature = "user")]
+// SAFETY: repr(C), u32 fields only (no padding), every bit pattern valid.
+unsafe impl aya::Pod for SyscallRegisters {}
 
 pub const TASK_COMM_LEN: usize = 16;
 /// Bytes of the path given to execve() that an exec record keeps.

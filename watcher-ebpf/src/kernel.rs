@@ -41,7 +41,11 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     sk_cookie: 0,
     sk_protocol: 0,
     inet_sport: 0,
-    reserved: 0,
+    unix_addr: 0,
+    unix_address_len: 0,
+    unix_address_name: 0,
+    task_nvcsw: 0,
+    task_nivcsw: 0,
 };
 
 #[inline(always)]
@@ -160,7 +164,7 @@ pub fn socket_type_of_fd(fd: i32) -> u32 {
 /// The `struct socket` behind the calling task's `fd` (task → files → fdt
 /// → fd[] → file → private_data); the caller knows the fd is a socket's.
 #[inline(always)]
-fn socket_of_fd(fd: i32) -> Option<u64> {
+pub fn socket_of_fd(fd: i32) -> Option<u64> {
     let o = offsets()?;
     if fd < 0 {
         return None;

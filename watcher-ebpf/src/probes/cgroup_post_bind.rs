@@ -11,7 +11,10 @@ use aya_ebpf::{
 };
 use watcher_common::{AF_INET, AF_INET6, BOUND_SOCKETS_MAX, BoundSocket, EventKind, IPPROTO_UDP, SocketRecord};
 
-use super::{ALLOW, syscall_bind_listen::bind_fd};
+use super::{
+    ALLOW,
+    syscall_bind_listen::{bind_fd, inet_bind_seen},
+};
 use crate::{
     kernel::current_netns,
     record::{CountFailure as _, emit_in, wanted_tgid},
@@ -67,6 +70,7 @@ fn report_bind(ctx: &SockContext, family: u16, addr: [u8; 16], port: u32) {
         BOUND_UDP.insert(&sock_id, &BoundSocket { addr, family, port, netns }, 0).or_count();
     }
     let fd = bind_fd();
+    inet_bind_seen();
     emit_in(EventKind::Bind, netns, |r: &mut SocketRecord| {
         r.sock_id = sock_id;
         r.cookie = sock_id;

@@ -1,15 +1,21 @@
-//! Arguments of an in-flight syscall, kept per thread from its enter
-//! tracepoint to its exit tracepoint (and read by the hooks that run in
-//! between). LRU maps, so that a thread killed inside a syscall leaves no
-//! entry behind for long.
+//! Arguments of an in-flight syscall, for its exit tracepoint and the
+//! hooks that run inside it. Where the loader found the task's saved user
+//! registers (`SyscallRegisters`), they are read from there
+//! ([`current_args`]), and no program runs at the call's entry. Elsewhere
+//! they are kept per thread from the entry tracepoint to the exit, in LRU
+//! maps, so that a thread killed inside a syscall leaves no entry behind
+//! for long.
 use aya_ebpf::{
     cty::c_void,
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_get_current_task_btf, bpf_probe_read_user, bpf_task_pt_regs},
+    },
     macros::map,
     maps::LruHashMap,
     programs::TracePointContext,
 };
-use watcher_common::ProgramError;
+use watcher_common::{ProgramError, SyscallRegisters};
 
 use crate::{
     record::count_error,
@@ -80,6 +86,70 @@ pub static PENDING_LISTEN: LruHashMap<u64, PendingListen> = LruHashMap::with_max
 pub static PENDING_SOCKET: LruHashMap<u64, PendingSocket> = LruHashMap::with_max_entries(IN_FLIGHT_MAX, 0);
 #[map(name = "PENDING_SOCKOPT")]
 pub static PENDING_SOCKOPT: LruHashMap<u64, PendingSockopt> = LruHashMap::with_max_entries(IN_FLIGHT_MAX, 0);
+
+/// Set by the loader (`EbpfLoader::override_global`) from the kernel's
+/// BTF; `valid` 0 until then, and where it found nothing.
+#[unsafe(no_mangle)]
+static SYSCALL_REGISTERS: SyscallRegisters =
+    SyscallRegisters { valid: 0, nr: 0, args: [0; 3], bind_nr: 0, listen_nr: 0, reserved: 0 };
+
+#[inline(always)]
+fn registers() -> Option<SyscallRegisters> {
+    // SAFETY: a plain read of a global the loader may have rewritten;
+    // volatile so the compiler does not fold the initial zeros in. It is
+    // read-only data, so the verifier knows it and walks only the branch
+    // taken: a kernel without `bpf_task_pt_regs` never sees the call.
+    let registers = unsafe { core::ptr::read_volatile(&SYSCALL_REGISTERS) };
+    (registers.valid != 0).then_some(registers)
+}
+
+/// Whether a call's arguments come from the saved registers, so that no
+/// entry program keeps them (and none is attached).
+#[inline(always)]
+pub fn args_in_registers() -> bool {
+    registers().is_some()
+}
+
+/// The syscalls a hook inside one asks [`current_args`] for.
+#[derive(Clone, Copy)]
+pub enum Syscall {
+    /// At the call's own exit tracepoint, which names it.
+    Exiting,
+    Bind,
+    Listen,
+}
+
+/// The first three arguments of the syscall the calling task is in, from
+/// its saved user registers. A hook inside a call says which call it
+/// expects: a task in another one (a bind() done by io_uring for an
+/// `io_uring_enter()`, or by a kernel thread, whose registers are zeros)
+/// gets `None`, as it found no entry in the pending maps before. `None`
+/// also where the loader found no registers.
+#[inline(always)]
+pub fn current_args(call: Syscall) -> Option<[u64; 3]> {
+    let r = registers()?;
+    // SAFETY: helpers without side effects; the task is the current one,
+    // whose pt_regs the kernel keeps for as long as it runs.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    if regs.is_null() {
+        return None;
+    }
+    // SAFETY: `regs` is the kernel's `struct pt_regs` (a BTF pointer the
+    // verifier checks each load against), and every offset is that of an
+    // 8-byte member of it, from BTF.
+    let load = |offset: u32| unsafe { core::ptr::read_volatile(regs.add(offset as usize).cast::<u64>()) };
+    let expected = match call {
+        Syscall::Exiting => None,
+        Syscall::Bind => Some(r.bind_nr),
+        Syscall::Listen => Some(r.listen_nr),
+    };
+    if let Some(nr) = expected
+        && load(r.nr) != u64::from(nr)
+    {
+        return None;
+    }
+    Some([load(r.args[0]), load(r.args[1]), load(r.args[2])])
+}
 
 /// The calling thread, as the key of the maps above.
 #[inline(always)]

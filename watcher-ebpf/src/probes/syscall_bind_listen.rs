@@ -1,5 +1,6 @@
 //! bind() and listen() from the syscall tracepoints
-//! `syscalls/sys_{enter,exit}_{bind,listen}` and `syscalls/sys_enter_close`:
+//! `syscalls/sys_{enter,exit}_{bind,listen}` and `syscalls/sys_enter_close`
+//! (the exits alone where the arguments come from the saved registers):
 //! what the inet hooks cannot see — a failed call (a port fight during a
 //! restart: EADDRINUSE, EACCES…), and UNIX sockets (no cgroup hook sees a
 //! UNIX bind) — and the fd and backlog, handed to the post_bind and LISTEN
@@ -15,8 +16,9 @@
 //! holding a UNIX socket of the snapshot, so that the close of a socket
 //! already there is reported too.
 use aya_ebpf::{
+    helpers::generated::bpf_get_current_task_btf,
     macros::{map, tracepoint},
-    maps::LruHashMap,
+    maps::{LruHashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use watcher_common::{
@@ -24,10 +26,11 @@ use watcher_common::{
 };
 
 use super::syscall_args::{
-    ARG0, ARG1, ARG2, PENDING_BIND, PENDING_LISTEN, PendingBind, PendingListen, RET, arg, read_user_bytes, thread_key,
+    ARG0, ARG1, ARG2, PENDING_BIND, PENDING_LISTEN, PendingBind, PendingListen, RET, Syscall, arg,
+    args_in_registers, current_args, read_user_bytes, thread_key,
 };
 use crate::{
-    kernel::socket_type_of_fd,
+    kernel::{self, offsets, read_kernel_bytes, socket_type_of_fd},
     record::{CountFailure as _, emit, failed, wanted_tgid},
 };
 
@@ -38,6 +41,65 @@ const SUN_PATH_OFFSET: u32 = 2;
 
 #[map(name = "UNIX_SOCKETS")]
 static UNIX_SOCKETS: LruHashMap<u64, UnixSocket> = LruHashMap::with_max_entries(UNIX_SOCKETS_MAX, 0);
+
+/// The last inet bind a post_bind hook saw on this CPU: its thread, and
+/// that thread's context switches then. Where it matches at a bind()'s
+/// exit, the exit is that call's (the same thread on the same CPU with no
+/// switch in between: a migration or another call would have switched),
+/// and the socket is not a UNIX one: the exit skips its look into the
+/// kernel's structs, most of its cost. Anything else (no match, a stale
+/// entry, a thread that moved) only means that look is made.
+#[map(name = "INET_BIND_SEEN")]
+static INET_BIND_SEEN: PerCpuArray<InetBindSeen> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct InetBindSeen {
+    thread: u64,
+    switches: u64,
+}
+
+/// The calling task's context switches, voluntary and not.
+#[inline(always)]
+fn context_switches() -> u64 {
+    let Some(o) = offsets() else {
+        return 0;
+    };
+    // SAFETY: a helper without side effects.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    // SAFETY: `task` is the current task's `struct task_struct` (a BTF
+    // pointer the verifier checks each load against), and both offsets are
+    // its `unsigned long` members, from BTF.
+    let load = |offset: u32| unsafe { core::ptr::read_volatile(task.add(offset as usize).cast::<u64>()) };
+    load(o.task_nvcsw).wrapping_add(load(o.task_nivcsw))
+}
+
+/// Said by post_bind, inside bind(), of an inet socket (see INET_BIND_SEEN).
+#[inline(always)]
+pub fn inet_bind_seen() {
+    if !args_in_registers() {
+        return;
+    }
+    if let Some(seen) = INET_BIND_SEEN.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, which no other CPU writes.
+        unsafe { *seen = InetBindSeen { thread: thread_key(), switches: context_switches() } };
+    }
+}
+
+/// At bind()'s exit: whether post_bind saw this call's socket as an inet
+/// one (and the mark is used up).
+#[inline(always)]
+fn was_inet_bind() -> bool {
+    let Some(seen) = INET_BIND_SEEN.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot, which no other CPU writes.
+    unsafe {
+        let matched = (*seen).thread == thread_key() && (*seen).switches == context_switches();
+        (*seen).thread = 0;
+        matched
+    }
+}
 
 /// (tgid, fd): an fd names a socket within one process.
 #[inline(always)]
@@ -85,7 +147,58 @@ pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_exit_bind(ctx: &TracePointContext) -> Result<(), ProgramError> {
-    bind_returned(|| arg(ctx, RET).map(|ret| ret as i64))
+    if !args_in_registers() {
+        return bind_returned(|| arg(ctx, RET).map(|ret| ret as i64));
+    }
+    if wanted_tgid().is_none() {
+        return Ok(());
+    }
+    let Some([fd, addr, addr_len]) = current_args(Syscall::Exiting) else {
+        return Ok(());
+    };
+    bind_exited(fd as i32, addr, addr_len as u32, arg(ctx, RET)? as i64);
+    Ok(())
+}
+
+/// bind(fd, addr, addr_len) returned `ret`, its arguments read at its exit
+/// from the saved registers. A failure is reported with the address the
+/// caller gave (the kernel bound nothing). A success is looked at only
+/// for a UNIX socket, and then in the kernel's own structs: by the exit
+/// the caller's buffer may say anything (a thread of its own may have
+/// rewritten it), and the kernel knows the socket's family and the name it
+/// bound.
+#[inline(always)]
+fn bind_exited(fd: i32, addr: u64, addr_len: u32, ret: i64) {
+    let mut bind = PendingBind { addr: [0; SOCKADDR_BYTES], fd, addr_len };
+    if ret < 0 {
+        // A fault is counted there; the failure (EFAULT) is then reported without the address.
+        read_user_bytes(&mut bind.addr, addr, addr_len);
+        report(EventKind::BindFailed, fd, ret as u64, 0, 0, Some(&bind));
+        return;
+    }
+    if was_inet_bind() {
+        return;
+    }
+    let Some(o) = offsets() else {
+        return;
+    };
+    let Some(socket) = kernel::socket_of_fd(fd) else {
+        return;
+    };
+    let sk = kernel::read_or::<u64>(socket, o.socket_sk, 0);
+    if kernel::read_or::<u16>(sk, o.skc_family, 0) != AF_UNIX {
+        return;
+    }
+    let sock_type = u32::from(kernel::read_or::<u16>(socket, o.socket_type, 0));
+    let name = kernel::read_or::<u64>(sk, o.unix_addr, 0);
+    let len = kernel::read_or::<i32>(name, o.unix_address_len, 0);
+    if name == 0 || len <= 0 {
+        // A bind that left no address: nothing to name.
+        return;
+    }
+    bind.addr_len = read_kernel_bytes(&mut bind.addr, name + u64::from(o.unix_address_name), len as u32);
+    // An autobind (the caller gave no path) is a client's, as below.
+    unix_bound(&bind, sock_type, addr_len > SUN_PATH_OFFSET);
 }
 
 /// bind() returned `ret()` (read only when this thread's bind was kept).
@@ -102,21 +215,28 @@ pub fn bind_returned(ret: impl FnOnce() -> Result<i64, ProgramError>) -> Result<
     if (ret as i64) < 0 {
         report(EventKind::BindFailed, pending.fd, ret, 0, 0, Some(&pending));
     } else if is_unix(&pending) {
-        let sock_type = socket_type_of_fd(pending.fd);
-        let named_datagram = sock_type == SOCK_DGRAM && pending.addr_len > SUN_PATH_OFFSET;
-        let socket = UnixSocket {
-            addr: pending.addr,
-            fd: pending.fd,
-            addr_len: pending.addr_len,
-            sock_type,
-            reported: u32::from(named_datagram),
-        };
-        UNIX_SOCKETS.insert(&fd_key(pending.fd), &socket, 0).or_count();
-        if named_datagram {
-            report(EventKind::UnixBind, pending.fd, 0, 0, sock_type, Some(&pending));
-        }
+        unix_bound(&pending, socket_type_of_fd(pending.fd), pending.addr_len > SUN_PATH_OFFSET);
     }
     Ok(())
+}
+
+/// A UNIX socket of `sock_type` was bound as `bind` says (`named`: to a
+/// path or an abstract name the caller gave): kept for its listen() and
+/// close(); a named datagram socket, which never listens, is reported now.
+#[inline(always)]
+fn unix_bound(bind: &PendingBind, sock_type: u32, named: bool) {
+    let named_datagram = sock_type == SOCK_DGRAM && named;
+    let socket = UnixSocket {
+        addr: bind.addr,
+        fd: bind.fd,
+        addr_len: bind.addr_len,
+        sock_type,
+        reported: u32::from(named_datagram),
+    };
+    UNIX_SOCKETS.insert(&fd_key(bind.fd), &socket, 0).or_count();
+    if named_datagram {
+        report(EventKind::UnixBind, bind.fd, 0, 0, sock_type, Some(bind));
+    }
 }
 
 #[tracepoint]
@@ -151,7 +271,17 @@ pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_exit_listen(ctx: &TracePointContext) -> Result<(), ProgramError> {
-    listen_returned(|| arg(ctx, RET).map(|ret| ret as i64))
+    if !args_in_registers() {
+        return listen_returned(|| arg(ctx, RET).map(|ret| ret as i64));
+    }
+    if wanted_tgid().is_none() {
+        return Ok(());
+    }
+    let Some([fd, backlog, _]) = current_args(Syscall::Exiting) else {
+        return Ok(());
+    };
+    listen_exited(&PendingListen { fd: fd as i32, backlog: backlog as u32 }, arg(ctx, RET)? as i64);
+    Ok(())
 }
 
 /// listen() returned `ret()` (read only when this thread's listen was kept).
@@ -164,10 +294,17 @@ pub fn listen_returned(ret: impl FnOnce() -> Result<i64, ProgramError>) -> Resul
     };
     // Only fails when the entry is already gone (evicted meanwhile).
     let _ = PENDING_LISTEN.remove(&key);
-    let ret = ret()? as u64;
-    if (ret as i64) < 0 {
-        report(EventKind::ListenFailed, pending.fd, ret, pending.backlog, 0, None);
-        return Ok(());
+    listen_exited(&pending, ret()?);
+    Ok(())
+}
+
+/// listen() as `pending` says returned `ret`: a failure is reported, and
+/// a UNIX socket bound before starts listening.
+#[inline(always)]
+fn listen_exited(pending: &PendingListen, ret: i64) {
+    if ret < 0 {
+        report(EventKind::ListenFailed, pending.fd, ret as u64, pending.backlog, 0, None);
+        return;
     }
     if let Some(socket) = UNIX_SOCKETS.get_ptr_mut(&fd_key(pending.fd)) {
         // SAFETY: a valid pointer to this map entry, written in place.
@@ -177,7 +314,6 @@ pub fn listen_returned(ret: impl FnOnce() -> Result<i64, ProgramError>) -> Resul
         };
         report(EventKind::UnixListen, pending.fd, 0, pending.backlog, sock_type, Some(&bind));
     }
-    Ok(())
 }
 
 #[tracepoint]
@@ -232,6 +368,9 @@ fn report(kind: EventKind, fd: i32, ret: u64, backlog: u32, sock_type: u32, bind
 /// The fd of the bind() this thread is inside, or -1.
 #[inline(always)]
 pub fn bind_fd() -> i32 {
+    if args_in_registers() {
+        return current_args(Syscall::Bind).map_or(-1, |[fd, ..]| fd as i32);
+    }
     // SAFETY: a plain read of this thread's entry.
     unsafe { PENDING_BIND.get(&thread_key()) }.map_or(-1, |p| p.fd)
 }
@@ -239,6 +378,10 @@ pub fn bind_fd() -> i32 {
 /// The fd and backlog of the listen() this thread is inside, if any.
 #[inline(always)]
 pub fn listen_args() -> Option<PendingListen> {
+    if args_in_registers() {
+        return current_args(Syscall::Listen)
+            .map(|[fd, backlog, _]| PendingListen { fd: fd as i32, backlog: backlog as u32 });
+    }
     // SAFETY: a plain read of this thread's entry.
     unsafe { PENDING_LISTEN.get(&thread_key()) }.copied()
 }

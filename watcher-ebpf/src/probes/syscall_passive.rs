@@ -1,5 +1,6 @@
 //! Passive listeners, from the syscall tracepoints
-//! `syscalls/sys_{enter,exit}_{socket,setsockopt}`: sockets that wait for packets without any open port,
+//! `syscalls/sys_{enter,exit}_{socket,setsockopt}` (socket()'s exit alone
+//! where its arguments come from the saved registers): sockets that wait for packets without any open port,
 //! the way BPFDoor-style backdoors wait for a magic packet. Reported: the
 //! creation of AF_PACKET and SOCK_RAW sockets, and every BPF filter attached
 //! to a socket (with the classic program's bytes, so userspace can hash
@@ -23,8 +24,8 @@ use watcher_common::{
 };
 
 use super::syscall_args::{
-    ARG0, ARG1, ARG2, ARG3, ARG4, PENDING_SOCKET, PENDING_SOCKOPT, PendingSocket, PendingSockopt, RET, arg,
-    read_user_bytes, thread_key,
+    ARG0, ARG1, ARG2, ARG3, ARG4, PENDING_SOCKET, PENDING_SOCKOPT, PendingSocket, PendingSockopt, RET, Syscall, arg,
+    args_in_registers, current_args, read_user_bytes, thread_key,
 };
 use crate::record::{emit, failed, wanted_tgid};
 
@@ -82,6 +83,20 @@ pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_exit_socket(ctx: &TracePointContext) -> Result<(), ProgramError> {
+    if args_in_registers() {
+        let ret = arg(ctx, RET)?;
+        if (ret as i64) < 0 {
+            return Ok(());
+        }
+        let pending = match current_args(Syscall::Exiting) {
+            Some([family, sock_type, protocol]) if wanted_tgid().is_some() => {
+                passive_socket(family as u32, sock_type as u32, protocol as u32)
+            }
+            _ => None,
+        };
+        socket_returned(pending.as_ref(), ret as i32);
+        return Ok(());
+    }
     let key = thread_key();
     // Two paths, each with every value it carries defined: an
     // Option<PendingSocket> held across the fallible read below has an

@@ -27,6 +27,12 @@
 pub enum Hook {
     /// A tracepoint; its program is named after it.
     Tracepoint { category: &'static str, name: &'static str },
+    /// A syscall's entry tracepoint whose program only keeps the call's
+    /// arguments for its exit and for the hooks that run inside it: not
+    /// attached where the loader found the task's saved user registers
+    /// (`SyscallRegisters`), which hold those arguments until the call
+    /// returns. Its rung is then attached without it.
+    SyscallEntry { name: &'static str },
     /// A raw tracepoint: the tracepoint's arguments, without the record a
     /// perf tracepoint has the kernel build first. Its program reads the
     /// kernel's structs, so it needs their layout from BTF.
@@ -46,7 +52,7 @@ impl Hook {
     /// The program's name in the eBPF object.
     pub const fn program(&self) -> &'static str {
         match self {
-            Self::Tracepoint { name, .. } => name,
+            Self::Tracepoint { name, .. } | Self::SyscallEntry { name } => name,
             Self::RawTracepoint { program, .. }
             | Self::FEntry { program, .. }
             | Self::FExit { program, .. }
@@ -61,6 +67,7 @@ impl Hook {
     pub fn describe(&self) -> String {
         match self {
             Self::Tracepoint { category, name } => format!("tracepoint {category}/{name}"),
+            Self::SyscallEntry { name } => format!("tracepoint syscalls/{name}"),
             Self::RawTracepoint { name, .. } => format!("raw_tracepoint {name}"),
             Self::FEntry { function, .. } => format!("fentry {function}"),
             Self::FExit { function, .. } => format!("fexit {function}"),
@@ -71,7 +78,16 @@ impl Hook {
 
     /// A `syscalls/*` tracepoint: enabled, it slows every syscall on the host.
     pub fn is_syscall_tracepoint(&self) -> bool {
-        matches!(self, Self::Tracepoint { category: "syscalls", .. })
+        matches!(self, Self::Tracepoint { category: "syscalls", .. } | Self::SyscallEntry { .. })
+    }
+
+    /// The tracepoint it is, as (category, name), if it is one.
+    pub const fn tracepoint(&self) -> Option<(&'static str, &'static str)> {
+        match *self {
+            Self::Tracepoint { category, name } => Some((category, name)),
+            Self::SyscallEntry { name } => Some(("syscalls", name)),
+            _ => None,
+        }
     }
 }
 
@@ -129,6 +145,10 @@ const fn tp(category: &'static str, name: &'static str) -> Hook {
     Hook::Tracepoint { category, name }
 }
 
+const fn entry(name: &'static str) -> Hook {
+    Hook::SyscallEntry { name }
+}
+
 const fn raw_tp(program: &'static str, name: &'static str) -> Hook {
     Hook::RawTracepoint { program, name }
 }
@@ -164,8 +184,8 @@ pub const FACTS: &[Fact] = &[
                 fexit("fexit_listen", "__sys_listen"),
             ],
             &[
-                tp("syscalls", "sys_enter_bind"),
-                tp("syscalls", "sys_enter_listen"),
+                entry("sys_enter_bind"),
+                entry("sys_enter_listen"),
                 tp("syscalls", "sys_exit_bind"),
                 tp("syscalls", "sys_exit_listen"),
             ],
@@ -182,7 +202,7 @@ pub const FACTS: &[Fact] = &[
         opt_in: None,
         rungs: &[
             &[fexit("fexit_socket", "__sys_socket")],
-            &[tp("syscalls", "sys_enter_socket"), tp("syscalls", "sys_exit_socket")],
+            &[entry("sys_enter_socket"), tp("syscalls", "sys_exit_socket")],
         ],
     },
     Fact {
@@ -270,10 +290,7 @@ pub fn tracepoints(accept: bool) -> Vec<(&'static str, &'static str)> {
         .iter()
         .filter(|f| f.wanted(accept, true))
         .flat_map(|f| f.rungs.iter().flat_map(|r| r.iter()))
-        .filter_map(|h| match *h {
-            Hook::Tracepoint { category, name } => Some((category, name)),
-            _ => None,
-        })
+        .filter_map(Hook::tracepoint)
         .collect()
 }
 
@@ -299,7 +316,7 @@ mod tests {
     #[test]
     fn program_names_fit_the_kernel() {
         for hook in FACTS.iter().flat_map(|f| f.rungs.iter().flat_map(|r| r.iter())) {
-            if !matches!(hook, Hook::Tracepoint { .. }) {
+            if hook.tracepoint().is_none() {
                 assert!(hook.program().len() <= 15, "{} is longer than 15 bytes", hook.program());
             }
         }

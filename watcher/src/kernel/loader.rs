@@ -14,7 +14,8 @@ use aya::{
 use log::{debug, warn};
 use watcher_common::{
     ENFORCE_CLASS_SLOTS, ENFORCE_CLASSES_MAP, ENFORCE_PORT_SLOTS, ENFORCE_PORTS_MAP, ENFORCE_UNIX_MAP,
-    ENFORCE_UNIX_PATHS, EVENTS_MAP, FILTER_TGID_GLOBAL, KernelOffsets, OFFSETS_GLOBAL, TRACEPOINT_OFFSETS_GLOBAL,
+    ENFORCE_UNIX_PATHS, EVENTS_MAP, FILTER_TGID_GLOBAL, KernelOffsets, OFFSETS_GLOBAL, SYSCALL_REGISTERS_GLOBAL,
+    SyscallRegisters, TRACEPOINT_OFFSETS_GLOBAL,
 };
 
 use crate::kernel::{
@@ -100,8 +101,63 @@ pub fn kernel_offsets() -> anyhow::Result<KernelOffsets> {
             .filter(|&(bits, width)| width == 16 && bits % 8 == 0)
             .map_or(0, |(bits, _)| bits / 8),
         inet_sport: btf.offset("inet_sock", &["inet_sport"]).unwrap_or(0),
-        reserved: 0,
+        // Only for bind()'s exit without its entry (see
+        // `syscall_registers`): without them, the entry is kept.
+        unix_addr: btf.offset("unix_sock", &["addr"]).unwrap_or(0),
+        unix_address_len: btf.offset("unix_address", &["len"]).unwrap_or(0),
+        unix_address_name: btf.offset("unix_address", &["name"]).unwrap_or(0),
+        task_nvcsw: btf.offset("task_struct", &["nvcsw"]).unwrap_or(0),
+        task_nivcsw: btf.offset("task_struct", &["nivcsw"]).unwrap_or(0),
     })
+}
+
+/// Where this kernel keeps a task's syscall number and first arguments
+/// (`struct pt_regs`, from BTF), for the programs to read a call's
+/// arguments from there rather than keep them from its entry. Only on
+/// x86-64, where those are whole 8-byte registers, and only with the
+/// kernel's own record of a UNIX socket's name (bind()'s exit reads it
+/// from the kernel, the caller's buffer being its own to rewrite by then)
+/// and the task's context-switch counts (which spare that read after an
+/// inet bind).
+/// The helper that finds the registers (`bpf_task_pt_regs`, Linux 5.15)
+/// is offered to every program type used here from 6.1 on (bpftool
+/// feature probe on Debian 12's 6.1 and this host's 6.18); older kernels
+/// keep the entry tracepoints and their maps.
+pub fn syscall_registers(btf: &Btf, offsets: &KernelOffsets, kernel_release: &str) -> SyscallRegisters {
+    let off = SyscallRegisters::default();
+    if !cfg!(target_arch = "x86_64") || !at_least(kernel_release, (6, 1)) {
+        return off;
+    }
+    let needed = [offsets.unix_addr, offsets.unix_address_len, offsets.unix_address_name, offsets.task_nvcsw, offsets.task_nivcsw];
+    if offsets.valid == 0 || needed.contains(&0) {
+        return off;
+    }
+    let register = |name: &str| match btf.int_bits("pt_regs", &[name]) {
+        Ok((bits, 64)) if bits % 64 == 0 => Some(bits / 8),
+        _ => None,
+    };
+    let (Some(nr), Some(di), Some(si), Some(dx)) = (register("orig_ax"), register("di"), register("si"), register("dx"))
+    else {
+        return off;
+    };
+    SyscallRegisters {
+        valid: 1,
+        nr,
+        args: [di, si, dx],
+        bind_nr: libc::SYS_bind as u32,
+        listen_nr: libc::SYS_listen as u32,
+        reserved: 0,
+    }
+}
+
+/// Whether a kernel release ("6.1.0-57-amd64", "6.18.44-fc-v1045") is at
+/// least `(major, minor)`; an unreadable one is not.
+fn at_least(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
+    }
 }
 
 pub struct Attached {
@@ -193,6 +249,11 @@ pub fn not_covered(hook: &str) -> &'static str {
 /// rungs on a kernel that would take the cheaper ones.
 pub const SKIP_TRACING_ENV: &str = "WATCHER_SKIP_TRACING";
 
+/// Set to 1, syscall arguments are not read from the saved registers, as
+/// on a kernel older than 6.1: the entry tracepoints and their maps carry
+/// them (tests run that path on kernels that would not take it).
+pub const NO_REGISTERS_ENV: &str = "WATCHER_NO_SYSCALL_REGISTERS";
+
 /// Programs that see listeners at all: without one of them watcher would
 /// run blind, so it exits instead.
 const SEES_LISTENERS: [&str; 4] = [
@@ -218,6 +279,9 @@ struct Host {
     layouts: tracepoint_format::Layouts,
     /// The socket layout the raw tracepoint's program reads, if BTF gave it.
     sock_layout: bool,
+    /// Whether the programs read syscall arguments from the saved
+    /// registers (`syscall_registers`): the entry tracepoints are then left out.
+    registers: bool,
 }
 
 /// Loads the programs and attaches, for each fact of the hook table, the
@@ -247,6 +311,16 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
         warn!("network namespaces, accept addresses and the argv of short-lived processes will be unknown: {e:#}");
         KernelOffsets::default()
     });
+    let mut registers = match &btf {
+        Ok((_, btf)) => {
+            let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+            syscall_registers(btf, &offsets, release.trim())
+        }
+        Err(_) => SyscallRegisters::default(),
+    };
+    if std::env::var_os(NO_REGISTERS_ENV).is_some_and(|v| v == "1") {
+        registers = SyscallRegisters::default();
+    }
     // Record layouts from this kernel's format files, for every tracepoint
     // a rung may attach; one whose record lacks a field its program reads
     // is refused below.
@@ -266,7 +340,8 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
     loader
         .override_global(FILTER_TGID_GLOBAL, &options.tgid, true)
         .override_global(OFFSETS_GLOBAL, &offsets, true)
-        .override_global(TRACEPOINT_OFFSETS_GLOBAL, &layouts.offsets, true);
+        .override_global(TRACEPOINT_OFFSETS_GLOBAL, &layouts.offsets, true)
+        .override_global(SYSCALL_REGISTERS_GLOBAL, &registers, true);
     if options.ring_bytes != 0 {
         loader.map_max_entries(EVENTS_MAP, options.ring_bytes);
     }
@@ -280,7 +355,7 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
     let mut ebpf = loader.load(EBPF_OBJECT).context("loading the eBPF object into the kernel")?;
     release_embedded_object();
     let sock_layout = offsets.valid != 0 && offsets.sk_protocol != 0 && offsets.inet_sport != 0;
-    let host = Host { tracefs, cgroup, btf, skip_tracing, bpf_lsm, layouts, sock_layout };
+    let host = Host { tracefs, cgroup, btf, skip_tracing, bpf_lsm, layouts, sock_layout, registers: registers.valid != 0 };
 
     let mut hooks = Vec::new();
     let mut missing = Vec::new();
@@ -368,6 +443,10 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
 fn attach_rung(ebpf: &mut Ebpf, rung: &[Hook], host: &Host) -> Result<Vec<String>, Vec<MissingHook>> {
     let mut attached = Vec::new();
     for (i, hook) in rung.iter().enumerate() {
+        if host.registers && matches!(hook, Hook::SyscallEntry { .. }) {
+            // The registers carry what it would keep.
+            continue;
+        }
         match attach_hook(ebpf, hook, host) {
             Ok(description) => attached.push(description),
             Err(e) => {
@@ -388,7 +467,8 @@ fn attach_rung(ebpf: &mut Ebpf, rung: &[Hook], host: &Host) -> Result<Vec<String
 
 fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, host: &Host) -> anyhow::Result<String> {
     match *hook {
-        Hook::Tracepoint { category, name } => {
+        Hook::Tracepoint { .. } | Hook::SyscallEntry { .. } => {
+            let (category, name) = hook.tracepoint().context("a tracepoint hook names its tracepoint")?;
             let attached = match host.layouts.unusable_reason(category, name) {
                 Some(reason) => Err(anyhow::anyhow!("tracepoint {category}/{name}: {reason}")),
                 None => attach_tracepoint(ebpf, category, name),
@@ -471,7 +551,9 @@ fn function_btf<'a>(host: &'a Host, function: &str) -> anyhow::Result<&'a aya::B
 /// never loaded has nothing to undo.
 fn unload(ebpf: &mut Ebpf, hook: &Hook) {
     let result = match *hook {
-        Hook::Tracepoint { name, .. } => program_mut::<TracePoint>(ebpf, name).map(|p| p.unload()),
+        Hook::Tracepoint { name, .. } | Hook::SyscallEntry { name } => {
+            program_mut::<TracePoint>(ebpf, name).map(|p| p.unload())
+        }
         Hook::RawTracepoint { program, .. } => program_mut::<RawTracePoint>(ebpf, program).map(|p| p.unload()),
         Hook::FEntry { program, .. } => program_mut::<FEntry>(ebpf, program).map(|p| p.unload()),
         Hook::FExit { program, .. } => program_mut::<FExit>(ebpf, program).map(|p| p.unload()),
