@@ -343,3 +343,34 @@ fn snapshot_and_stream_report_each_listener_once() {
     assert!(one["time"].is_string() && one["inode"].as_u64().is_some(), "{one}");
     child.finish();
 }
+
+/// Where the kernel gives the saved registers (x86-64, 6.1 and later, the
+/// fentry rung refused as on this host), bind(), listen() and socket()
+/// are followed from their exits alone: no entry tracepoint is attached
+/// for them. `WATCHER_NO_SYSCALL_REGISTERS=1` (the test command's second
+/// pass) attaches the entries, as an older kernel would.
+#[test]
+fn syscall_arguments_come_from_where_the_kernel_keeps_them() {
+    if !require_bpf("syscall_arguments_come_from_where_the_kernel_keeps_them") {
+        return;
+    }
+    let watcher = Watcher::start_json(&[]);
+    let ready = watcher.stderr_lines().into_iter().find(|l| l.starts_with("watcher: ready:")).expect("a ready line");
+    if ready.contains("fexit __sys_bind") {
+        eprintln!("fentry/fexit carry bind and listen here: no syscall tracepoint to look at");
+        return;
+    }
+    let entries = ["sys_enter_bind", "sys_enter_listen", "sys_enter_socket"];
+    let exits = ["sys_exit_bind", "sys_exit_listen", "sys_exit_socket"];
+    for exit in exits {
+        assert!(ready.contains(&format!("tracepoint syscalls/{exit},")), "{exit} missing: {ready}");
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut numbers = release.trim().split(|c: char| !c.is_ascii_digit()).map(|p| p.parse::<u32>().unwrap_or(0));
+    let recent = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (6, 1);
+    let forced_off = std::env::var("WATCHER_NO_SYSCALL_REGISTERS").is_ok_and(|v| v == "1");
+    let want_entries = forced_off || !recent || !cfg!(target_arch = "x86_64");
+    for entry in entries {
+        assert_eq!(ready.contains(&format!("syscalls/{entry},")), want_entries, "{entry} (kernel {release}): {ready}");
+    }
+}

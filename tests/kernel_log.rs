@@ -4,8 +4,10 @@
 //! debug for `watcher::ebpf` it is not attached and nothing is said.
 //!
 //! The failure is honest: a bind() given an address pointer that cannot
-//! be read fails with EFAULT for the caller, and `sys_enter_bind`, which
-//! copies that address, counts a read_user failure (and logs it).
+//! be read fails with EFAULT for the caller, and the program that copies
+//! that address for the `bind_failed` record (`sys_exit_bind`, or
+//! `sys_enter_bind` where the arguments are not read from the saved
+//! registers) counts a read_user failure (and logs it).
 mod common;
 
 use std::{

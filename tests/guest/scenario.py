@@ -525,8 +525,9 @@ def bind_failed(results, watcher):
 def kernel_log(results, watcher):
     """RUST_LOG=debug attaches the kernel programs' log (aya-log), and a
     failure in a program reaches it: a bind() given a pointer that cannot
-    be read fails with EFAULT, and sys_enter_bind counts (and logs) a
-    read_user failure. The programs log once a second per kind and CPU, so
+    be read fails with EFAULT, and fentry_bind (sys_exit_bind on the
+    tracepoint rung) counts (and logs) a read_user failure. The programs
+    log once a second per kind and CPU, so
     another process's failure just before ours may take the line: we try
     again, each try after that second."""
     attached = watcher.wait_stderr(lambda l: "kernel programs' log attached" in l, timeout=1)
@@ -716,7 +717,7 @@ def getppid_with_syscall_tracepoints(results, binary, log_dir, cost):
     ready, error = watcher.wait_ready(results)
     try:
         if not results.check("WATCHER_SKIP_TRACING=1: ready on the syscall tracepoints",
-                             ready is not None and "tracepoint syscalls/sys_enter_bind" in ready,
+                             ready is not None and "tracepoint syscalls/sys_exit_bind" in ready,
                              error or ready or "no ready line"):
             return
         cost.measure("watcher on syscall tracepoints")

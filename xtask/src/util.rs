@@ -44,7 +44,17 @@ pub fn output(cmd: &mut Command) -> Option<String> {
 }
 
 pub fn cargo(args: &[impl AsRef<std::ffi::OsStr>]) -> anyhow::Result<()> {
-    run(Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args(args).current_dir(workspace_root()))
+    cargo_with_env(args, &[])
+}
+
+/// [`cargo`] with these variables set for it and what it runs.
+pub fn cargo_with_env(args: &[impl AsRef<std::ffi::OsStr>], vars: &[(&str, &str)]) -> anyhow::Result<()> {
+    let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.args(args).current_dir(workspace_root());
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    run(&mut command)
 }
 
 /// `cargo +nightly fmt --check` on every crate (the eBPF crate is outside the

@@ -26,8 +26,8 @@ use watcher_common::{
 };
 
 use super::syscall_args::{
-    ARG0, ARG1, ARG2, PENDING_BIND, PENDING_LISTEN, PendingBind, PendingListen, RET, Syscall, arg,
-    args_in_registers, current_args, read_user_bytes, thread_key,
+    ARG0, ARG1, ARG2, PENDING_BIND, PENDING_LISTEN, PendingBind, PendingListen, RET, Syscall, arg, args_in_registers,
+    current_args, read_user_bytes, thread_key,
 };
 use crate::{
     kernel::{self, offsets, read_kernel_bytes, socket_type_of_fd},

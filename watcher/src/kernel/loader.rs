@@ -128,7 +128,13 @@ pub fn syscall_registers(btf: &Btf, offsets: &KernelOffsets, kernel_release: &st
     if !cfg!(target_arch = "x86_64") || !at_least(kernel_release, (6, 1)) {
         return off;
     }
-    let needed = [offsets.unix_addr, offsets.unix_address_len, offsets.unix_address_name, offsets.task_nvcsw, offsets.task_nivcsw];
+    let needed = [
+        offsets.unix_addr,
+        offsets.unix_address_len,
+        offsets.unix_address_name,
+        offsets.task_nvcsw,
+        offsets.task_nivcsw,
+    ];
     if offsets.valid == 0 || needed.contains(&0) {
         return off;
     }
@@ -136,7 +142,8 @@ pub fn syscall_registers(btf: &Btf, offsets: &KernelOffsets, kernel_release: &st
         Ok((bits, 64)) if bits % 64 == 0 => Some(bits / 8),
         _ => None,
     };
-    let (Some(nr), Some(di), Some(si), Some(dx)) = (register("orig_ax"), register("di"), register("si"), register("dx"))
+    let (Some(nr), Some(di), Some(si), Some(dx)) =
+        (register("orig_ax"), register("di"), register("si"), register("dx"))
     else {
         return off;
     };
@@ -355,7 +362,8 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
     let mut ebpf = loader.load(EBPF_OBJECT).context("loading the eBPF object into the kernel")?;
     release_embedded_object();
     let sock_layout = offsets.valid != 0 && offsets.sk_protocol != 0 && offsets.inet_sport != 0;
-    let host = Host { tracefs, cgroup, btf, skip_tracing, bpf_lsm, layouts, sock_layout, registers: registers.valid != 0 };
+    let host =
+        Host { tracefs, cgroup, btf, skip_tracing, bpf_lsm, layouts, sock_layout, registers: registers.valid != 0 };
 
     let mut hooks = Vec::new();
     let mut missing = Vec::new();
@@ -700,6 +708,38 @@ fn unescape_mountinfo(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compares_kernel_releases() {
+        assert!(at_least("6.1.0-57-amd64", (6, 1)));
+        assert!(at_least("6.18.44-fc-v1045", (6, 1)));
+        assert!(at_least("10.0", (6, 1)));
+        assert!(!at_least("5.15.0-91-generic", (6, 1)));
+        assert!(!at_least("6.0.12", (6, 1)));
+        assert!(!at_least("", (6, 1)));
+        assert!(!at_least("six", (6, 1)));
+    }
+
+    /// On this host's kernel (x86-64, BTF): the registers are found, at
+    /// pt_regs' offsets as x86-64's ptrace ABI fixes them; an older kernel,
+    /// or offsets missing the UNIX name, gets none.
+    #[test]
+    fn finds_the_syscall_registers_in_btf() {
+        let (Ok(btf), Ok(offsets)) = (Btf::from_sys_fs(), kernel_offsets()) else {
+            assert!(std::env::var_os("CI").is_none_or(|v| v != "true"), "no kernel BTF to read in CI");
+            eprintln!("skipped: no kernel BTF here");
+            return;
+        };
+        if !cfg!(target_arch = "x86_64") {
+            return;
+        }
+        let found = syscall_registers(&btf, &offsets, "6.18.0");
+        assert_eq!((found.valid, found.nr, found.args), (1, 120, [112, 104, 96]));
+        assert_eq!((found.bind_nr, found.listen_nr), (49, 50));
+        assert_eq!(syscall_registers(&btf, &offsets, "5.15.0").valid, 0);
+        let without_unix = KernelOffsets { unix_address_name: 0, ..offsets };
+        assert_eq!(syscall_registers(&btf, &without_unix, "6.18.0").valid, 0);
+    }
 
     #[test]
     fn finds_hybrid_and_unified_cgroup2() {
