@@ -34,6 +34,18 @@ fn doctor_reports_this_kernel_and_a_complete_default_set() {
         }
         assert!(!fact["hooks"].as_array().unwrap().is_empty(), "no hook for {fact}");
     }
+    // Where bind() is followed by its exit tracepoint, its entry is there
+    // exactly when the arguments do not come from the saved registers.
+    let hooks: Vec<&str> = report["facts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["hooks"].as_array().unwrap().iter().filter_map(Value::as_str))
+        .collect();
+    if hooks.contains(&"tracepoint syscalls/sys_exit_bind") {
+        let registers = report["syscall_args_from_registers"].as_bool().expect("syscall_args_from_registers");
+        assert_eq!(hooks.contains(&"tracepoint syscalls/sys_enter_bind"), !registers, "{report}");
+    }
     // The LSM hooks are listed whether chosen or refused.
     let lsm: Vec<&str> = report["facts"]
         .as_array()

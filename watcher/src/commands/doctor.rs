@@ -142,6 +142,9 @@ fn report(light: bool) -> anyhow::Result<Value> {
         "lsm": lsm,
         "bpf_lsm": lsm.as_ref().is_some_and(|l| l.iter().any(|m| m == "bpf")),
         "program_types": program_types,
+        // Where bind(), listen() and socket() arguments come from: the
+        // saved registers (no entry tracepoint), or the entry tracepoints.
+        "syscall_args_from_registers": attached.syscall_registers,
         "light": light,
         "facts": facts,
         "complete": complete,
@@ -171,6 +174,14 @@ fn print_text(r: &Value) {
             "yes"
         } else {
             "no (no kprobe_events in tracefs: the kernel has no CONFIG_KPROBES)"
+        }
+    );
+    println!(
+        "syscall arguments: {}",
+        if r["syscall_args_from_registers"] == true {
+            "from the saved registers (bpf_task_pt_regs): no entry tracepoint for bind, listen, socket"
+        } else {
+            "kept from the entry tracepoints (no saved registers known here: x86-64, 6.1+ and BTF's pt_regs)"
         }
     );
     println!("facts:");

@@ -184,6 +184,9 @@ pub struct Attached {
     pub cgroup_root: Option<PathBuf>,
     /// The reader of the programs' own log, when RUST_LOG asks for it.
     pub kernel_log: Option<KernelLog>,
+    /// Whether the programs read syscall arguments from the saved
+    /// registers (see `syscall_registers`).
+    pub syscall_registers: bool,
 }
 
 /// How one fact of the hook table is carried on this kernel.
@@ -442,7 +445,7 @@ pub fn load_and_attach(options: LoadOptions) -> anyhow::Result<Attached> {
     let kernel_log = kernel_log::attach(&mut ebpf, kernel_log_level)
         .inspect_err(|e| warn!("the kernel programs' log will not be read: {e:#}"))
         .unwrap_or(None);
-    Ok(Attached { ebpf, hooks, missing, facts, given_up, cgroup_root, kernel_log })
+    Ok(Attached { ebpf, hooks, missing, facts, given_up, cgroup_root, kernel_log, syscall_registers: host.registers })
 }
 
 /// Attaches every hook of one rung, in order, or none: on the first

@@ -6,7 +6,7 @@ use super::{
     LatencyArgs, Streaming, Summary,
     child::{Listener, ListenerChild, Plan},
     duration, machine, monotonic_ns, print_machine, ratio, summarize,
-    tools::{Collected, Poller, Snapshot, TraceEvent, WatchEvent, parse_ss},
+    tools::{Collected, LineFilter, Poller, Snapshot, TraceEvent, WatchEvent, parse_ss},
 };
 
 /// bpftrace's nsecs is read inside listen(); the BOOTTIME→MONOTONIC
@@ -18,8 +18,20 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<()> {
     // Forked first, while the bench has no other thread.
     let mut child = ListenerChild::start()?;
     let machine = machine();
-    let mut streaming = Streaming::start(&mut child)?;
     let pid = child.pid();
+    let filters = (args.flood > 0).then(|| {
+        (
+            LineFilter::new(vec![format!("\"pid\":{pid},"), "\"event\":\"lost\"".to_owned()]),
+            LineFilter::new(
+                [format!(" {pid} "), "Attaching".to_owned(), "Lost".to_owned(), "ERROR".to_owned()].to_vec(),
+            ),
+        )
+    });
+    let mut streaming = Streaming::start_with(&mut child, filters.as_ref().map(|(w, b)| (w, b)))?;
+    let flood = match args.flood {
+        0 => None,
+        rate => Some(Flood::start(rate, args)?),
+    };
 
     let pollers = (!args.no_ss).then(|| {
         (
@@ -53,7 +65,12 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<()> {
             args.hold_ms
         );
     }
+    let flood_start = (flood.is_some(), filters.as_ref().map(|(w, b)| (w.dropped(), b.dropped())));
+    let run_started = monotonic_ns();
     let listeners = child.run(&plan);
+    let run_ns = monotonic_ns() - run_started;
+    let flooded = filters.as_ref().map(|(w, b)| (w.dropped(), b.dropped()));
+    drop(flood);
     // The pollers stop (and the tools below) even when the run failed.
     let polled = pollers.map(|(fast, slow)| (fast.finish(), slow.finish()));
     let listeners = listeners?;
@@ -71,14 +88,27 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<()> {
         report.rows.retain(|row| !row.tool.contains("ss -ltnH"));
     }
     println!(
-        "## `cargo xtask bench latency --count {} --interval-ms {} --hold-ms {}{}`\n",
+        "## `cargo xtask bench latency --count {} --interval-ms {} --hold-ms {}{}{}`\n",
         args.count,
         args.interval_ms,
         args.hold_ms,
-        if args.no_ss { " --no-ss" } else { "" }
+        if args.no_ss { " --no-ss" } else { "" },
+        if args.flood > 0 { format!(" --flood {}", args.flood) } else { String::new() }
     );
     print_machine(&machine);
     println!("- bpftrace program: `{}`", streaming.bpftrace_program);
+    if let (Some((w0, b0)), Some((w1, b1))) = (flood_start.1, flooded) {
+        let per_s = |n: u64| n as f64 * 1e9 / run_ns as f64;
+        println!(
+            "- flood: {} records/s asked of a C loop of socket+bind+listen+close (another process); while the \
+             listeners were timed ({:.1} s) the bench read {:.0} other lines/s from watcher (every record is a line) \
+             and {:.0} from bpftrace (a line per listen)",
+            args.flood,
+            run_ns as f64 / 1e9,
+            per_s(w1 - w0),
+            per_s(b1 - b0)
+        );
+    }
     println!();
     report.print(listeners.len(), &streaming.seen, (!args.no_ss).then_some((fast.len(), slow.len())));
     Ok(())
@@ -259,4 +289,55 @@ fn first_showing<'a>(snapshots: &'a [Snapshot], l: &Listener) -> Option<&'a Snap
 /// A percentile of clamped latencies: 0 with negatives recorded means "≤ 0".
 fn signed(value: u64, s: &Summary) -> String {
     if value == 0 && s.negative > 0 { "≤ 0".to_owned() } else { duration(value) }
+}
+
+/// The flood's generator: xtask/src/bench/callgrind_loop.c, compiled here,
+/// opening listeners at a third of the records asked for (each makes a
+/// bind, a listen and a close record), in a process of its own, from when
+/// it starts until it is dropped (SIGKILL).
+struct Flood {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Flood {
+    fn start(records_per_s: u32, args: &LatencyArgs) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let dir = std::env::temp_dir().join(format!("watcher-bench-flood-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let source = crate::util::workspace_root().join("xtask/src/bench/callgrind_loop.c");
+        let binary = dir.join("flood");
+        let status = std::process::Command::new("cc")
+            .args(["-O2", "-o"])
+            .arg(&binary)
+            .arg(&source)
+            .status()
+            .context("running cc")?;
+        anyhow::ensure!(status.success(), "compiling {}: {status}", source.display());
+        let ops_per_s = u64::from(records_per_s).div_ceil(3);
+        // Enough for the whole run and a minute more; it is killed at the end.
+        let secs = (u64::from(args.count) * args.interval_ms + args.hold_ms) / 1000 + 60;
+        let go = dir.join("go");
+        std::fs::write(&go, b"").context("the flood's start file")?;
+        let child = std::process::Command::new(&binary)
+            .arg((ops_per_s * secs).to_string())
+            .arg(ops_per_s.to_string())
+            .arg(&go)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        eprintln!("xtask: bench latency: flood of {ops_per_s} listeners/s ({records_per_s} records/s) started");
+        // Under way before the first listener is timed.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(Self { child, dir })
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

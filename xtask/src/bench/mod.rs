@@ -24,7 +24,7 @@ use hdrhistogram::Histogram;
 
 use self::{
     child::ListenerChild,
-    tools::{Collected, Hub, Proc, Tool},
+    tools::{Collected, Hub, LineFilter, Proc, Tool},
 };
 use crate::util::{output, watcher_binary};
 
@@ -86,6 +86,15 @@ pub struct LatencyArgs {
     /// it, the tails are the tools' own.
     #[arg(long)]
     pub no_ss: bool,
+    /// A flood of about this many records a second from another process
+    /// while the listeners are timed: a C loop of socket, bind, listen and
+    /// close on 127.0.0.1 (three records each: bind, listen, close). Both
+    /// tools then watch every process (watcher without `--pid`, bpftrace
+    /// without its pid filter) and print the flood's lines too, which the
+    /// bench reads and counts: the listeners' line-read delay under load.
+    /// 0: no flood.
+    #[arg(long, default_value_t = 0, value_parser = value_parser!(u32).range(0..=3_000_000))]
+    pub flood: u32,
 }
 
 #[derive(Args)]
@@ -168,16 +177,32 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Streaming {
     fn start(child: &mut ListenerChild) -> anyhow::Result<Self> {
+        Self::start_with(child, None)
+    }
+
+    /// [`Streaming::start`]; with `every_process`, neither tool filters on
+    /// the child's pid in the kernel, and their readers keep only the lines
+    /// that name it (and watcher's loss reports), counting the others in the
+    /// filters given.
+    fn start_with(
+        child: &mut ListenerChild,
+        every_process: Option<(&LineFilter, &LineFilter)>,
+    ) -> anyhow::Result<Self> {
         ensure_tracefs()?;
         let pid = child.pid();
         let hub = Hub::new();
         let mut seen = Collected::new(pid, boot_offset_ns());
 
-        eprintln!("xtask: bench: starting watcher watch --json --pid {pid}");
+        let mut args = vec!["watch".to_owned(), "--json".to_owned()];
+        if every_process.is_none() {
+            args.extend(["--pid".to_owned(), pid.to_string()]);
+        }
+        eprintln!("xtask: bench: starting watcher {}", args.join(" "));
         let watcher = Proc::spawn(
             Tool::Watcher,
-            Command::new(watcher_binary()).args(["watch", "--json", "--pid", &pid.to_string()]),
+            Command::new(watcher_binary()).args(&args),
             &hub,
+            every_process.map(|(watcher, _)| watcher.clone()),
         )?;
         if !hub.wait_until(&mut seen, START_TIMEOUT, |c| c.watcher_ready)? {
             bail!("watcher did not say it was ready within {START_TIMEOUT:?}: {}", seen.stderr_tail(Tool::Watcher));
@@ -185,13 +210,18 @@ impl Streaming {
 
         // Same kernel-side filter as watcher's --pid: only the child's
         // TCP sockets entering LISTEN.
+        let pid_filter = if every_process.is_some() { String::new() } else { format!(" && pid == {pid}") };
         let program = format!(
-            "tracepoint:sock:inet_sock_set_state /args->newstate == 10 && args->protocol == 6 && pid == {pid}/ \
+            "tracepoint:sock:inet_sock_set_state /args->newstate == 10 && args->protocol == 6{pid_filter}/ \
              {{ printf(\"%llu %d %d\\n\", nsecs, pid, args->sport); }}"
         );
         eprintln!("xtask: bench: starting bpftrace -B line -e '{program}'");
-        let bpftrace =
-            Proc::spawn(Tool::Bpftrace, Command::new("/usr/bin/bpftrace").args(["-B", "line", "-e", &program]), &hub)?;
+        let bpftrace = Proc::spawn(
+            Tool::Bpftrace,
+            Command::new("/usr/bin/bpftrace").args(["-B", "line", "-e", &program]),
+            &hub,
+            every_process.map(|(_, bpftrace)| bpftrace.clone()),
+        )?;
         if !hub.wait_until(&mut seen, START_TIMEOUT, |c| c.bpftrace_attached)? {
             bail!("bpftrace did not attach within {START_TIMEOUT:?}: {}", seen.stderr_tail(Tool::Bpftrace));
         }

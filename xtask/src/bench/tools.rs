@@ -5,7 +5,11 @@ use std::{
     collections::{HashSet, VecDeque},
     io::{BufRead as _, BufReader, Read},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc::{Receiver, RecvTimeoutError, Sender, channel},
+    },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
@@ -247,13 +251,40 @@ pub struct Proc {
     child: Option<Child>,
 }
 
+/// Which stdout lines a tool's reader hands on, and how many it dropped.
+/// Under a flood both tools print tens of thousands of lines a second of
+/// other processes: the reader stamps each one, keeps those that contain
+/// `needle`, and only counts the others, so that neither the hub's queue
+/// nor its JSON parsing grows with the flood.
+#[derive(Clone)]
+pub struct LineFilter {
+    pub needles: Vec<String>,
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl LineFilter {
+    pub fn new(needles: Vec<String>) -> Self {
+        Self { needles, dropped: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// Lines dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn keeps(&self, line: &str) -> bool {
+        self.needles.iter().any(|n| line.contains(n.as_str()))
+    }
+}
+
 impl Proc {
-    pub fn spawn(tool: Tool, cmd: &mut Command, hub: &Hub) -> anyhow::Result<Self> {
+    /// Starts `cmd`, its stdout lines passed through `filter` if given.
+    pub fn spawn(tool: Tool, cmd: &mut Command, hub: &Hub, filter: Option<LineFilter>) -> anyhow::Result<Self> {
         let mut child = spawn_piped(tool.name(), cmd)?;
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
-        read_lines(tool, Stream::Stdout, stdout, hub.tx.clone());
-        read_lines(tool, Stream::Stderr, stderr, hub.tx.clone());
+        read_lines(tool, Stream::Stdout, stdout, hub.tx.clone(), filter);
+        read_lines(tool, Stream::Stderr, stderr, hub.tx.clone(), None);
         Ok(Self { tool, child: Some(child) })
     }
 
@@ -270,7 +301,13 @@ impl Drop for Proc {
     }
 }
 
-fn read_lines(tool: Tool, stream: Stream, pipe: impl Read + Send + 'static, tx: Sender<Msg>) {
+fn read_lines(
+    tool: Tool,
+    stream: Stream,
+    pipe: impl Read + Send + 'static,
+    tx: Sender<Msg>,
+    filter: Option<LineFilter>,
+) {
     thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
         let mut line = String::new();
@@ -284,6 +321,12 @@ fn read_lines(tool: Tool, stream: Stream, pipe: impl Read + Send + 'static, tx: 
                 Ok(_) => Some(line.trim_end_matches('\n').to_owned()),
             };
             let end = text.is_none();
+            if let (Some(filter), Some(text)) = (&filter, &text)
+                && !filter.keeps(text)
+            {
+                filter.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             if tx.send(Msg { tool, stream, read_ns, text }).is_err() || end {
                 return;
             }
