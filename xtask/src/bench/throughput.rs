@@ -90,6 +90,13 @@ pub struct Args {
     /// each pass can show its tool's own ceiling.
     #[arg(long)]
     pub alone: bool,
+    /// watcher's `--ring-buffer-mib` (a power of two, 1 to 256): with a
+    /// ring large enough to hold the whole stalled step, its read-back
+    /// after SIGCONT lasts seconds and its rate is watcher's ceiling, the
+    /// records a second it reads with a core to itself and nothing made
+    /// meanwhile (the bench looks every 50 ms). 0: watcher's default.
+    #[arg(long, default_value_t = 0, value_parser = value_parser!(u32).range(0..=256))]
+    pub ring_buffer_mib: u32,
 }
 
 /// Which tools one pass of the steps has attached.
@@ -159,7 +166,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 /// The steps with `pass`'s tools started afresh, their books from zero.
 fn run_pass(args: &Args, pass: Pass, generator: &mut Generator) -> anyhow::Result<PassReport> {
-    let mut tools = Tools::start(generator.pid(), pass)?;
+    let mut tools = Tools::start(generator.pid(), pass, args.ring_buffer_mib)?;
     // Proves the tools are live (bpftrace says "Attaching" before it is),
     // then starts the books from zero.
     tools.settle(generator, 0, monotonic_ns())?;
@@ -322,21 +329,20 @@ struct Step {
 }
 
 impl Tools {
-    fn start(pid: u32, pass: Pass) -> anyhow::Result<Self> {
+    fn start(pid: u32, pass: Pass, ring_buffer_mib: u32) -> anyhow::Result<Self> {
         ensure_tracefs()?;
         let watcher = pass
             .watcher()
             .then(|| {
-                eprintln!("xtask: bench throughput: starting watcher watch --json --no-snapshot --pid {pid}");
+                let mut args = ["watch", "--json", "--no-snapshot", "--pid"].map(str::to_owned).to_vec();
+                args.push(pid.to_string());
+                if ring_buffer_mib > 0 {
+                    args.extend(["--ring-buffer-mib".to_owned(), ring_buffer_mib.to_string()]);
+                }
+                eprintln!("xtask: bench throughput: starting watcher {}", args.join(" "));
                 Background::start(
                     "watcher",
-                    Command::new(watcher_binary()).args([
-                        "watch",
-                        "--json",
-                        "--no-snapshot",
-                        "--pid",
-                        &pid.to_string(),
-                    ]),
+                    Command::new(watcher_binary()).args(&args),
                     Stdout::Keep,
                     |l| l.starts_with("watcher: ready:"),
                     START_TIMEOUT,
@@ -869,12 +875,13 @@ fn report_alone(args: &Args, machine: &[(String, String)], passes: &[PassReport]
 fn header(args: &Args, machine: &[(String, String)]) {
     let rates: Vec<String> = args.rates.iter().map(u64::to_string).collect();
     println!(
-        "## `cargo xtask bench throughput --rates {} --step-secs {} --threads {} --stalled-listeners {}{}`\n",
+        "## `cargo xtask bench throughput --rates {} --step-secs {} --threads {} --stalled-listeners {}{}{}`\n",
         rates.join(","),
         args.step_secs,
         args.threads,
         args.stalled_listeners,
-        if args.alone { " --alone" } else { "" }
+        if args.alone { " --alone" } else { "" },
+        if args.ring_buffer_mib > 0 { format!(" --ring-buffer-mib {}", args.ring_buffer_mib) } else { String::new() }
     );
     print_machine(machine);
     println!(
