@@ -16,7 +16,8 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, RingBuf},
 };
 use watcher_common::{
-    EVENTS_BYTES, EventKind, PROGRAM_ERROR_KINDS, ProgramError, RING_WAKEUP_OFF, Record, RecordHeader, TASK_COMM_LEN,
+    EVENTS_BYTES, EventKind, PROGRAM_ERROR_KINDS, ProgramError, RING_WAKEUP_OFF, RING_WAKEUP_STEPS, Record,
+    RecordHeader, TASK_COMM_LEN,
 };
 
 use crate::{kernel::current_netns, log};
@@ -83,19 +84,23 @@ pub fn emit_in<T: Record>(kind: EventKind, netns: u32, fill: impl FnOnce(&mut T)
     };
     *record.header_mut() = header_in(kind, netns);
     fill(record);
-    entry.submit(wakeup_flags(reserved_before));
+    // The kernel's 8-byte header, and the record rounded up to 8.
+    let bytes = 8 + (core::mem::size_of::<T>() as u64).next_multiple_of(8);
+    entry.submit(wakeup_flags(reserved_before, bytes));
 }
 
-/// Whether committing this record wakes the reader. Until the reader asks
-/// for batching, 0: the kernel wakes it whenever it has caught up, which
-/// under a flood is every few records. With batching (a threshold in
+/// Whether committing this record (`bytes` of the ring, reserved at or
+/// after `reserved_before`) wakes the reader. Until the reader asks for
+/// batching, 0: the kernel wakes it whenever it has caught up, which under
+/// a flood is every few records. With batching (a threshold in
 /// RING_WAKEUP): force a wake-up when everything reserved before this
-/// record has been read (the reader may be asleep and waiting for it) or
-/// when more than the threshold is unread; else skip it, since a record
-/// ahead of this one is still unread and the reader, awake or woken for
-/// that one, reaches this one too.
+/// record has been read (the reader may be asleep and waiting for it), or,
+/// with more than the threshold unread, when this record crosses one of
+/// the boundaries RING_WAKEUP_STEPS apart within the threshold; else skip
+/// it, since a record ahead of this one is still unread and the reader,
+/// awake or woken for that one, reaches this one too.
 #[inline(always)]
-fn wakeup_flags(reserved_before: u64) -> u64 {
+fn wakeup_flags(reserved_before: u64, bytes: u64) -> u64 {
     let threshold = RING_WAKEUP.get(0).copied().unwrap_or(RING_WAKEUP_OFF);
     if threshold == RING_WAKEUP_OFF {
         return 0;
@@ -103,11 +108,12 @@ fn wakeup_flags(reserved_before: u64) -> u64 {
     // After the reservation, so that a reader that read everything and went
     // to sleep before it is seen here (positions only grow).
     let read = EVENTS.query(BPF_RB_CONS_POS.into());
-    if read >= reserved_before || reserved_before - read >= threshold {
-        BPF_RB_FORCE_WAKEUP.into()
-    } else {
-        BPF_RB_NO_WAKEUP.into()
+    if read >= reserved_before {
+        return BPF_RB_FORCE_WAKEUP.into();
     }
+    let step = threshold / RING_WAKEUP_STEPS;
+    let crosses = step == 0 || reserved_before / step != (reserved_before + bytes) / step;
+    if reserved_before - read >= threshold && crosses { BPF_RB_FORCE_WAKEUP.into() } else { BPF_RB_NO_WAKEUP.into() }
 }
 
 /// [`header`] with the network namespace the hook knows better (the socket's).

@@ -65,10 +65,10 @@ pub const QUIET_POLLS: u32 = 2;
 /// for a lone listener's few records (bind, listen), which stay immediate.
 pub const FLOW_WAKEUPS: u32 = 4;
 pub const FLOW_WINDOW: Duration = Duration::from_millis(1);
-/// Unread bytes above which every record wakes the reader anyway: a
-/// quarter of the ring (this divides its size). The reader polls far more
-/// often than a flood fills that much, so this is a backstop, not the
-/// usual path.
+/// Unread bytes above which records wake the reader anyway (one in each
+/// sixteenth of this many bytes, RING_WAKEUP_STEPS): a quarter of the ring
+/// (this divides its size). The reader polls far more often than a flood
+/// fills that much, so this is a backstop, not the usual path.
 pub const WAKEUP_FRACTION: u64 = 4;
 
 /// The ring buffer and how the reader waits on it.
