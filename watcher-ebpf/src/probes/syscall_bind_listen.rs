@@ -169,6 +169,10 @@ fn try_sys_exit_bind(ctx: &TracePointContext) -> Result<(), ProgramError> {
 /// bound.
 #[inline(always)]
 fn bind_exited(fd: i32, addr: u64, addr_len: u32, ret: i64) {
+    // Used up whatever the call's outcome: a bind refused after post_bind
+    // (by another program's post_bind) must not leave its mark for this
+    // thread's next bind, which may be a UNIX one.
+    let inet = was_inet_bind();
     let mut bind = PendingBind { addr: [0; SOCKADDR_BYTES], fd, addr_len };
     if ret < 0 {
         // A fault is counted there; the failure (EFAULT) is then reported without the address.
@@ -176,7 +180,7 @@ fn bind_exited(fd: i32, addr: u64, addr_len: u32, ret: i64) {
         report(EventKind::BindFailed, fd, ret as u64, 0, 0, Some(&bind));
         return;
     }
-    if was_inet_bind() {
+    if inet {
         return;
     }
     let Some(o) = offsets() else {
