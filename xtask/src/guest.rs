@@ -352,13 +352,7 @@ fn check_results(out: &Path) -> anyhow::Result<()> {
 /// A C program of tests/programs, built here (the guest has no writable
 /// place for a compiler's output but `out`).
 pub fn compile_program(out: &Path, source: &str, name: &str) -> anyhow::Result<PathBuf> {
-    let src = workspace_root().join("tests/programs").join(source);
-    let bin = out.join(name);
-    let status = Command::new("cc").arg("-O2").arg("-o").arg(&bin).arg(&src).status().context("running cc")?;
-    if !status.success() {
-        bail!("compiling {} failed: {status}", src.display());
-    }
-    Ok(bin)
+    crate::util::compile_c(&format!("tests/programs/{source}"), out, name)
 }
 
 fn shell_quote(path: &Path) -> String {

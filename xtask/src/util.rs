@@ -7,6 +7,18 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+/// Compiles the workspace's C program `source` (a path from the workspace
+/// root) with `cc -O2` into `out`/`name`, and returns that path.
+pub fn compile_c(source: &str, out: &std::path::Path, name: &str) -> anyhow::Result<PathBuf> {
+    let src = workspace_root().join(source);
+    let bin = out.join(name);
+    let status = Command::new("cc").arg("-O2").arg("-o").arg(&bin).arg(&src).status().context("running cc")?;
+    if !status.success() {
+        bail!("compiling {} failed: {status}", src.display());
+    }
+    Ok(bin)
+}
+
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }

@@ -18,7 +18,7 @@ use std::{
     fs,
     io::{BufRead as _, BufReader},
     net::TcpListener,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::mpsc::{self, Receiver},
     thread,
@@ -30,7 +30,7 @@ use clap::value_parser;
 use serde_json::Value;
 
 use super::{duration, ensure_tracefs, machine, print_machine, summarize};
-use crate::util::{watcher_binary, workspace_root};
+use crate::util::watcher_binary;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -55,7 +55,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     ensure_tracefs()?;
     let dir = std::env::temp_dir().join(format!("watcher-bench-kill-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
-    let program = compile(&dir)?;
+    let program = crate::guest::compile_program(&dir, "daemonizing_listener.c", "daemonizing_listener")?;
     let port = free_port()?;
     let machine = machine();
 
@@ -90,16 +90,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn compile(dir: &Path) -> anyhow::Result<PathBuf> {
-    let src = workspace_root().join("tests/programs/daemonizing_listener.c");
-    let bin = dir.join("daemonizing_listener");
-    let status = Command::new("cc").arg("-O2").arg("-o").arg(&bin).arg(&src).status().context("running cc")?;
-    if !status.success() {
-        bail!("compiling {}: {status}", src.display());
-    }
-    Ok(bin)
 }
 
 fn free_port() -> anyhow::Result<u16> {

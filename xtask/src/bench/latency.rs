@@ -65,7 +65,7 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<()> {
             args.hold_ms
         );
     }
-    let flood_start = (flood.is_some(), filters.as_ref().map(|(w, b)| (w.dropped(), b.dropped())));
+    let flood_before = filters.as_ref().map(|(w, b)| (w.dropped(), b.dropped()));
     let run_started = monotonic_ns();
     let listeners = child.run(&plan);
     let run_ns = monotonic_ns() - run_started;
@@ -97,7 +97,7 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<()> {
     );
     print_machine(&machine);
     println!("- bpftrace program: `{}`", streaming.bpftrace_program);
-    if let (Some((w0, b0)), Some((w1, b1))) = (flood_start.1, flooded) {
+    if let (Some((w0, b0)), Some((w1, b1))) = (flood_before, flooded) {
         let per_s = |n: u64| n as f64 * 1e9 / run_ns as f64;
         println!(
             "- flood: {} records/s asked of a C loop of socket+bind+listen+close (another process); while the \
@@ -305,15 +305,7 @@ impl Flood {
         use anyhow::Context as _;
         let dir = std::env::temp_dir().join(format!("watcher-bench-flood-{}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let source = crate::util::workspace_root().join("xtask/src/bench/callgrind_loop.c");
-        let binary = dir.join("flood");
-        let status = std::process::Command::new("cc")
-            .args(["-O2", "-o"])
-            .arg(&binary)
-            .arg(&source)
-            .status()
-            .context("running cc")?;
-        anyhow::ensure!(status.success(), "compiling {}: {status}", source.display());
+        let binary = crate::util::compile_c("xtask/src/bench/callgrind_loop.c", &dir, "flood")?;
         let ops_per_s = u64::from(records_per_s).div_ceil(3);
         // Enough for the whole run and a minute more; it is killed at the end.
         let secs = (u64::from(args.count) * args.interval_ms + args.hold_ms) / 1000 + 60;
