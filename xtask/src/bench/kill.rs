@@ -30,7 +30,7 @@ use clap::value_parser;
 use serde_json::Value;
 
 use super::{duration, ensure_tracefs, machine, print_machine, summarize};
-use crate::util::watcher_binary;
+use crate::util::{compile_c, watcher_binary};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -55,7 +55,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     ensure_tracefs()?;
     let dir = std::env::temp_dir().join(format!("watcher-bench-kill-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
-    let program = crate::guest::compile_program(&dir, "daemonizing_listener.c", "daemonizing_listener")?;
+    let program = compile_c("tests/programs/daemonizing_listener.c", &dir, "daemonizing_listener")?;
     let port = free_port()?;
     let machine = machine();
 
